@@ -1,0 +1,144 @@
+//! `patch!`: the patch descriptor and its export.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Ident, LitBool, LitStr, Path, Token, braced, bracketed};
+
+/// Everything `patch!` may be told.
+#[derive(Default)]
+struct Spec {
+    name: Option<LitStr>,
+    description: Option<LitStr>,
+    kernel: Option<LitStr>,
+    replace_all: Option<LitBool>,
+    functions: Vec<Path>,
+    shadows: Vec<Path>,
+    callbacks: Vec<(Ident, Path)>,
+}
+
+impl Parse for Spec {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut spec = Spec::default();
+        while !input.is_empty() {
+            let key: Ident = input.parse()?;
+            input.parse::<Token![:]>()?;
+            match key.to_string().as_str() {
+                "name" => spec.name = Some(input.parse()?),
+                "description" => spec.description = Some(input.parse()?),
+                "kernel" => spec.kernel = Some(input.parse()?),
+                "replace_all" => spec.replace_all = Some(input.parse()?),
+                "functions" | "shadows" => {
+                    let content;
+                    bracketed!(content in input);
+                    let paths = Punctuated::<Path, Token![,]>::parse_terminated(&content)?;
+                    let list = if key == "functions" { &mut spec.functions } else { &mut spec.shadows };
+                    list.extend(paths);
+                }
+                "callbacks" => {
+                    let content;
+                    braced!(content in input);
+                    while !content.is_empty() {
+                        let kind: Ident = content.parse()?;
+                        content.parse::<Token![:]>()?;
+                        let path: Path = content.parse()?;
+                        spec.callbacks.push((kind, path));
+                        if !content.is_empty() {
+                            content.parse::<Token![,]>()?;
+                        }
+                    }
+                }
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        &key,
+                        "unknown key: expected `name`, `description`, `kernel`, `replace_all`, \
+                         `functions`, `shadows` or `callbacks`",
+                    ));
+                }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Returns `path` with its last segment renamed by `rename`.
+fn sibling(path: &Path, rename: impl Fn(&Ident) -> Ident) -> Path {
+    let mut path = path.clone();
+    if let Some(last) = path.segments.last_mut() {
+        last.ident = rename(&last.ident);
+    }
+    path
+}
+
+pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
+    let spec: Spec = syn::parse2(input)?;
+    let name = spec.name.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `name`"))?;
+    let text = name.value();
+    if text.is_empty() || text.len() > 55 || !text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(syn::Error::new_spanned(
+            &name,
+            "a patch name is 1 to 55 characters of `a-z`, `0-9` and `_`: it becomes the module name",
+        ));
+    }
+    let name_c = crate::c_str(&text, name.span())?;
+    let description = match &spec.description {
+        Some(d) => crate::c_str(&d.value(), d.span())?,
+        None => crate::c_str("", Span::call_site())?,
+    };
+    let kernel = match &spec.kernel {
+        Some(k) => {
+            let lit = crate::c_str(&k.value(), k.span())?;
+            quote!(::core::option::Option::Some(#lit))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let replace_all = spec.replace_all.is_some_and(|b| b.value);
+    let funcs = spec.functions.iter().map(|p| sibling(p, crate::func_const));
+    let shadows = spec.shadows.iter().map(|p| sibling(p, |i| format_ident!("__kgraft_shadow_decl_{}", i)));
+
+    let mut slots = [None, None, None, None];
+    for (kind, path) in &spec.callbacks {
+        let (slot, ty) = match kind.to_string().as_str() {
+            "pre_patch" => (0, quote!(unsafe fn() -> ::core::ffi::c_int)),
+            "post_patch" => (1, quote!(unsafe fn())),
+            "pre_unpatch" => (2, quote!(unsafe fn())),
+            "post_unpatch" => (3, quote!(unsafe fn())),
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    kind,
+                    "unknown callback: expected `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`",
+                ));
+            }
+        };
+        if slots[slot].is_some() {
+            return Err(syn::Error::new_spanned(kind, "this callback is given twice"));
+        }
+        slots[slot] = Some(quote!(::core::option::Option::Some(#path as #ty)));
+    }
+    let [pre_patch, post_patch, pre_unpatch, post_unpatch] =
+        slots.map(|slot| slot.unwrap_or_else(|| quote!(::core::option::Option::None)));
+
+    Ok(quote! {
+        #[doc(hidden)]
+        pub static __KGRAFT_PATCH: ::kgraft_rt::Patch = ::kgraft_rt::Patch {
+            name: #name_c,
+            description: #description,
+            kernel: #kernel,
+            replace_all: #replace_all,
+            funcs: &[#(#funcs),*],
+            shadows: &[#(#shadows),*],
+            callbacks: ::kgraft_rt::Callbacks {
+                pre_patch: #pre_patch,
+                post_patch: #post_patch,
+                pre_unpatch: #pre_unpatch,
+                post_unpatch: #post_unpatch,
+            },
+        };
+
+        ::kgraft_rt::__export_patch!(__KGRAFT_PATCH, #name);
+    })
+}

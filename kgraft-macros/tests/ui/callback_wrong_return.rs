@@ -1,0 +1,4 @@
+#[kgraft_macros::callback(pre_patch)]
+unsafe fn refuse() {}
+
+fn main() {}

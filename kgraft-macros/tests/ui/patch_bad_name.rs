@@ -1,0 +1,7 @@
+kgraft_macros::patch! {
+    name: "Foo-Bar",
+    description: "a name the kernel would not accept",
+    functions: [],
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[kgraft_macros::replace(name = "foo")]
+pub fn foo() {}
+
+fn main() {}

@@ -1,0 +1,37 @@
+//! How a patch's descriptor leaves the crate, by target.
+
+/// Declares kernel types that a patch names but does not define: usable behind pointers only.
+#[macro_export]
+macro_rules! opaque_types {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[repr(C)]
+            pub struct $name {
+                _data: [u8; 0],
+                _not_send_sync_unpin: ::core::marker::PhantomData<(*mut u8, ::core::marker::PhantomPinned)>,
+            }
+        )*
+    };
+}
+
+/// Exports the patch descriptor `$patch` of the module `$name` for the target's engine.
+///
+/// Without a target feature the descriptor is only type-checked.
+#[cfg(not(any(feature = "host", feature = "kernel")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_patch {
+    ($patch:ident, $name:literal) => {};
+}
+
+/// Exports the patch descriptor for the user-mode host: its loader looks up `kgraft_patch_v1`.
+#[cfg(feature = "host")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_patch {
+    ($patch:ident, $name:literal) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub static kgraft_patch_v1: &$crate::Patch = &$patch;
+    };
+}

@@ -1,0 +1,22 @@
+//! The runtime every kgraft live patch links against.
+//!
+//! A patch crate (lowered from a `.kgp` source, or written by hand with `kgraft-macros`) builds
+//! one [`Patch`] descriptor: the replacement functions with their targets, the shadow data it
+//! attaches to kernel objects, and its callbacks. What happens to that descriptor depends on the
+//! target feature: with `host` the user-mode host's loader reads it from the shared object, with
+//! `kernel` the module registers it with the kernel's livepatch core. With neither, the crate
+//! only type-checks, which is what `kgraftc check` and the compiler's own tests use.
+#![no_std]
+
+#[cfg(all(feature = "host", feature = "kernel"))]
+compile_error!("kgraft-rt: the features `host` and `kernel` select the target; enable one");
+
+mod export;
+#[cfg(feature = "kernel")]
+#[doc(hidden)]
+pub mod kernel;
+pub mod patch;
+pub mod prelude;
+pub mod shadow;
+
+pub use patch::{Callbacks, Func, Patch, ShadowDecl};
