@@ -11,6 +11,11 @@
 #[cfg(all(feature = "host", feature = "kernel"))]
 compile_error!("kgraft-rt: the features `host` and `kernel` select the target; enable one");
 
+#[cfg(any(feature = "engine", test))]
+extern crate alloc;
+
+#[cfg(any(feature = "engine", test))]
+pub mod engine;
 mod export;
 #[cfg(feature = "kernel")]
 #[doc(hidden)]
