@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what kgraft needs on a fresh Debian 12 machine. Safe to run again: it skips what is there.
+#
+#   scripts/setup.sh host   the user-mode host only: a C compiler (the demo)
+#   scripts/setup.sh all    also the Linux kernel target and its qemu harness, and mdBook (the tests)
+set -euo pipefail
+
+what=${1:-all}
+case "$what" in host | all) ;; *) echo "usage: scripts/setup.sh [host|all]" >&2; exit 2 ;; esac
+
+need=(gcc make binutils)
+if [ "$what" = all ]; then
+    # The kernel target: Debian's 6.1 kernel and its headers (kbuild), qemu and a busybox
+    # initramfs for the harness, and the Rust compiler with library source that builds `core`
+    # for the kernel (see the book's "Patching a real kernel").
+    need+=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod
+           rustc-web rust-web-src)
+fi
+
+missing=()
+for pkg in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "setup: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo is missing; install a Rust toolchain (1.85 or newer) first" >&2
+    exit 1
+fi
+
+if [ "$what" = all ] && ! command -v mdbook >/dev/null; then
+    echo "setup: installing mdbook" >&2
+    cargo install --quiet --locked mdbook --version 0.4.52
+fi

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine and runs every test: the compiler, the macros, the runtime
+# in the user-mode host, the kernel target under qemu, and the book.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh all
+
+echo "== cargo test" >&2
+KGRAFT_QEMU=1 cargo test --workspace --locked
+
+echo "== mdbook build" >&2
+mdbook build book
