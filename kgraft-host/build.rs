@@ -1,0 +1,46 @@
+//! Compiles the host's C "kernel" with the kernel's tracing flags and links the host non-PIE.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// How many generated functions the batch benchmark patches at once.
+const MANY: usize = 1000;
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut many = String::from("/* Generated: patch sites for the batch benchmark. */\n");
+    many.push_str("#include <stdint.h>\n");
+    for i in 0..MANY {
+        writeln!(
+            many,
+            "__attribute__((noinline)) uint64_t kgt_many_{i}(uint64_t x) \
+             {{ __asm__ volatile(\"\" : \"+r\"(x)); return x + {i}; }}"
+        )
+        .expect("writing to a String cannot fail");
+    }
+    let many_path = out.join("many.c");
+    std::fs::write(&many_path, many).expect("OUT_DIR is writable");
+
+    cc::Build::new()
+        .file("csrc/host.c")
+        .file(&many_path)
+        .pic(false)
+        .opt_level(2)
+        .flag("-fno-pie")
+        .flag("-pg")
+        .flag("-mfentry")
+        .flag("-mnop-mcount")
+        .flag("-mrecord-mcount")
+        .flag("-fno-omit-frame-pointer")
+        .flag("-fcf-protection=none")
+        .warnings(true)
+        .compile("kgthost");
+    println!("cargo:rerun-if-changed=csrc/host.c");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    // The C objects hold absolute addresses, the patches resolve the host's symbols at load
+    // time, and the linker must keep the fentry site list (lld drops it by default).
+    for arg in ["-no-pie", "-Wl,--export-dynamic", "-Wl,-z,nostart-stop-gc"] {
+        println!("cargo:rustc-link-arg={arg}");
+    }
+}
