@@ -1,0 +1,101 @@
+//! The link through the kernel's own kbuild, and the `modinfo` check of the result.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{Error, run, write_if_changed};
+
+/// A C file compiled into every patch module: it asserts, against the target kernel's own
+/// headers, the layouts that `kgraft-rt`'s kernel host assumes. A kernel whose livepatch
+/// structures differ fails here, at build time.
+const LAYOUT_C: &str = r#"// SPDX-License-Identifier: GPL-2.0-only
+// Written by kgraftc: checks the livepatch layouts the Rust runtime assumes.
+#include <linux/livepatch.h>
+#include <linux/slab.h>
+#include <linux/build_bug.h>
+
+#define KGRAFT_LAYOUT(cond) static_assert(cond, "kgraft: livepatch layout differs: " #cond)
+
+KGRAFT_LAYOUT(sizeof(struct klp_func) == 152);
+KGRAFT_LAYOUT(offsetof(struct klp_func, old_name) == 0);
+KGRAFT_LAYOUT(offsetof(struct klp_func, new_func) == 8);
+KGRAFT_LAYOUT(offsetof(struct klp_func, old_sympos) == 16);
+KGRAFT_LAYOUT(sizeof(struct klp_callbacks) == 40);
+KGRAFT_LAYOUT(offsetof(struct klp_callbacks, pre_patch) == 0);
+KGRAFT_LAYOUT(offsetof(struct klp_callbacks, post_patch) == 8);
+KGRAFT_LAYOUT(offsetof(struct klp_callbacks, pre_unpatch) == 16);
+KGRAFT_LAYOUT(offsetof(struct klp_callbacks, post_unpatch) == 24);
+KGRAFT_LAYOUT(sizeof(struct klp_object) == 168);
+KGRAFT_LAYOUT(offsetof(struct klp_object, name) == 0);
+KGRAFT_LAYOUT(offsetof(struct klp_object, funcs) == 8);
+KGRAFT_LAYOUT(offsetof(struct klp_object, callbacks) == 16);
+KGRAFT_LAYOUT(sizeof(struct klp_patch) == 200);
+KGRAFT_LAYOUT(offsetof(struct klp_patch, mod) == 0);
+KGRAFT_LAYOUT(offsetof(struct klp_patch, objs) == 8);
+KGRAFT_LAYOUT(offsetof(struct klp_patch, states) == 16);
+KGRAFT_LAYOUT(offsetof(struct klp_patch, replace) == 24);
+KGRAFT_LAYOUT((GFP_KERNEL | __GFP_ZERO) == 0xdc0);
+KGRAFT_LAYOUT(GFP_ATOMIC == 0xa20);
+"#;
+
+/// Links the module `name` from the object already written to `build_dir` and returns the
+/// `.ko`; `unresolved` lets modpost pass symbols that become livepatch relocations.
+pub(crate) fn link(
+    name: &str,
+    build_dir: &Path,
+    kdir: &Path,
+    unresolved: bool,
+) -> Result<PathBuf, Error> {
+    let makefile = format!(
+        "# Written by kgraftc: the patch module `{name}`.\nobj-m := {name}.o\n{name}-y := {name}_rust.o kgraft_layout.o\n"
+    );
+    write_if_changed(&build_dir.join("Makefile"), makefile.as_bytes())?;
+    write_if_changed(&build_dir.join("kgraft_layout.c"), LAYOUT_C.as_bytes())?;
+    // kbuild links a prebuilt object from `<obj>_shipped`; modpost also wants its command file.
+    write_if_changed(
+        &build_dir.join(format!(".{name}_rust.o.cmd")),
+        format!("cmd_{name}_rust.o := prebuilt by kgraftc\n").as_bytes(),
+    )?;
+    let mut cmd = Command::new("make");
+    cmd.arg("-C").arg(kdir).arg(format!("M={}", build_dir.display())).arg("modules");
+    if unresolved {
+        // Symbols the kernel does not export are not modpost's to resolve: `klp::convert`
+        // turns them into livepatch relocations after the link.
+        cmd.arg("KBUILD_MODPOST_WARN=1");
+    }
+    cmd.env_remove("MAKEFLAGS").env_remove("MFLAGS");
+    run(&mut cmd, "kbuild (make modules)").map_err(|e| Error {
+        help: Some("kbuild needs make, gcc and the kernel's headers (Debian: apt-get install make gcc linux-headers-amd64)".into()),
+        ..e
+    })?;
+    Ok(build_dir.join(format!("{name}.ko")))
+}
+
+/// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y`, GPL, the release.
+pub(crate) fn verify(ko: &Path, name: &str, release: &str) -> Result<(), Error> {
+    let field = |f: &str| -> Result<String, Error> {
+        let out = run(Command::new("modinfo").arg("-F").arg(f).arg(ko), "modinfo (from kmod)")?;
+        Ok(out.trim().to_string())
+    };
+    let checks = [
+        ("name", field("name")?, name.to_string()),
+        ("livepatch", field("livepatch")?, "Y".to_string()),
+        ("license", field("license")?, "GPL".to_string()),
+    ];
+    for (what, got, want) in checks {
+        if got != want {
+            return Err(Error::new(format!(
+                "modinfo of {} shows {what} `{got}`, expected `{want}`",
+                ko.display()
+            )));
+        }
+    }
+    let vermagic = field("vermagic")?;
+    if vermagic.split(' ').next() != Some(release) {
+        return Err(Error::new(format!(
+            "modinfo of {} shows vermagic `{vermagic}`, expected release {release}",
+            ko.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The livepatch core's structures of Linux 6.1 as the kernel lays them out on x86_64.
+//!
+//! Only the fields a patch module fills in ("external" in the kernel's header) are named; the
+//! fields the core owns are kept as opaque words so that the sizes match. The sizes are asserted
+//! here, and the build compiles a C file against the target kernel's own headers that asserts
+//! the same sizes and offsets (`kgraftc build --target linux`), so a kernel whose layout differs
+//! is refused at build time instead of being corrupted at load time.
+
+use core::ffi::{c_char, c_int, c_ulong, c_void};
+
+/// The kernel's `struct klp_func`: one function to replace.
+#[repr(C)]
+pub(crate) struct KlpFunc {
+    /// The name of the function to replace.
+    pub(crate) old_name: *const c_char,
+    /// The replacement's code.
+    pub(crate) new_func: *const c_void,
+    /// Which local symbol of that name (1-based), or 0 when the name is unique.
+    pub(crate) old_sympos: c_ulong,
+    /// `old_func`, the kobject, the lists, sizes and state flags owned by the core.
+    _internal: [u64; 16],
+}
+
+/// The kernel's `struct klp_callbacks`: hooks run around the transitions of one object.
+#[repr(C)]
+pub(crate) struct KlpCallbacks {
+    /// Runs before the object is patched; a negative errno refuses the patch.
+    pub(crate) pre_patch: Option<unsafe extern "C" fn(obj: *mut KlpObject) -> c_int>,
+    /// Runs after the object has been patched.
+    pub(crate) post_patch: Option<unsafe extern "C" fn(obj: *mut KlpObject)>,
+    /// Runs before the object is unpatched.
+    pub(crate) pre_unpatch: Option<unsafe extern "C" fn(obj: *mut KlpObject)>,
+    /// Runs after the object has been unpatched.
+    pub(crate) post_unpatch: Option<unsafe extern "C" fn(obj: *mut KlpObject)>,
+    /// Set by the core when `post_unpatch` is due.
+    _post_unpatch_enabled: bool,
+}
+
+/// The kernel's `struct klp_object`: vmlinux or one module, with its functions.
+#[repr(C)]
+pub(crate) struct KlpObject {
+    /// The module's name, or null for vmlinux.
+    pub(crate) name: *const c_char,
+    /// The functions, ended by an entry whose fields are all zero.
+    pub(crate) funcs: *mut KlpFunc,
+    /// The hooks of this object.
+    pub(crate) callbacks: KlpCallbacks,
+    /// The kobject, the lists, the module pointer and the state flags owned by the core.
+    _internal: [u64; 14],
+}
+
+/// The kernel's `struct klp_patch`: the whole patch as registered by `klp_enable_patch`.
+#[repr(C)]
+pub(crate) struct KlpPatch {
+    /// The patch module (`THIS_MODULE`).
+    pub(crate) module: *mut c_void,
+    /// The objects, ended by an entry whose name and functions are null.
+    pub(crate) objs: *mut KlpObject,
+    /// The system states the patch declares (none).
+    pub(crate) states: *mut c_void,
+    /// Whether the patch atomically replaces every earlier patch.
+    pub(crate) replace: bool,
+    _pad: [u8; 7],
+    /// The list node, kobject, object list, flags, free work and completion owned by the core.
+    _internal: [u64; 21],
+}
+
+const _: () = assert!(core::mem::size_of::<KlpFunc>() == 152);
+const _: () = assert!(core::mem::size_of::<KlpCallbacks>() == 40);
+const _: () = assert!(core::mem::size_of::<KlpObject>() == 168);
+const _: () = assert!(core::mem::offset_of!(KlpObject, callbacks) == 16);
+const _: () = assert!(core::mem::size_of::<KlpPatch>() == 200);
+const _: () = assert!(core::mem::offset_of!(KlpPatch, replace) == 24);
+
+/// The kernel's `GFP_KERNEL | __GFP_ZERO` on 6.1: a zeroed allocation that may sleep.
+pub(crate) const GFP_KERNEL_ZERO: u32 = 0xcc0 | 0x100;
+
+unsafe extern "C" {
+    /// Registers and enables a live patch; returns 0 or a negative errno.
+    pub(crate) fn klp_enable_patch(patch: *mut KlpPatch) -> c_int;
+    /// Allocates `size` bytes of kernel memory.
+    pub(crate) fn __kmalloc(size: usize, flags: u32) -> *mut c_void;
+    /// Frees memory from `__kmalloc`; null is allowed.
+    pub(crate) fn kfree(ptr: *const c_void);
+    /// Writes a message to the kernel log; the format starts with a level such as `"\x016"`.
+    pub(crate) fn _printk(fmt: *const c_char, ...) -> c_int;
+    /// The module being built, defined by the `.mod.c` file that modpost writes.
+    pub(crate) static mut __this_module: u8;
+}
