@@ -1,0 +1,266 @@
+//! The syntax tree of a `.kgp` source, every node with its span.
+//!
+//! Rust fragments (types, bodies, initial values) are kept as text with their span; the checks
+//! parse them with syn.
+
+use crate::diagnostic::Span;
+
+/// A name with its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ident {
+    /// The name.
+    pub name: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A piece of Rust source: a type, an expression or a block, exactly as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// The text.
+    pub text: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A `///` or `//!` doc comment line, without its marker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Doc {
+    /// The text after `///` or `//!`.
+    pub text: String,
+    /// Where the comment is written.
+    pub span: Span,
+}
+
+/// A whole source.
+#[derive(Clone, Debug, Default)]
+pub struct File {
+    /// The `//!` comments at the top.
+    pub docs: Vec<Doc>,
+    /// The items in source order.
+    pub items: Vec<Item>,
+}
+
+/// One top-level item.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// `patch NAME { ... }`.
+    Header(Header),
+    /// `extern { ... }`.
+    Extern(ExternBlock),
+    /// `shadow TYPE { ... }`.
+    Shadow(ShadowBlock),
+    /// `replace fn ...` in vmlinux.
+    Replace(Replace),
+    /// `module "name" { ... }`.
+    Module(ModuleBlock),
+    /// `on KIND { ... }`.
+    Callback(Callback),
+    /// `static NAME: Type = value;`: data of the patch itself.
+    Global(Global),
+}
+
+/// The header.
+#[derive(Clone, Debug)]
+pub struct Header {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The `patch` keyword.
+    pub keyword: Span,
+    /// The patch name.
+    pub name: Ident,
+    /// The `key: value` entries.
+    pub entries: Vec<Entry>,
+}
+
+/// A `key: value` entry of the header.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The key.
+    pub key: Ident,
+    /// The value.
+    pub value: Value,
+}
+
+/// A header value.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// A string; `raw` is the text between the quotes, escapes not yet resolved.
+    Str {
+        /// The text between the quotes.
+        raw: String,
+        /// The whole literal.
+        span: Span,
+    },
+    /// `true` or `false`.
+    Bool(bool, Span),
+    /// An integer.
+    Int(Span),
+    /// A bare name.
+    Ident(Ident),
+}
+
+impl Value {
+    /// Where the value is written.
+    pub fn span(&self) -> Span {
+        match self {
+            Value::Str { span, .. } | Value::Bool(_, span) | Value::Int(span) => *span,
+            Value::Ident(ident) => ident.span,
+        }
+    }
+}
+
+/// An `extern { ... }` block.
+#[derive(Clone, Debug)]
+pub struct ExternBlock {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// Its declarations.
+    pub items: Vec<ExternItem>,
+}
+
+/// A declaration in an `extern` block.
+#[derive(Clone, Debug)]
+pub enum ExternItem {
+    /// `fn NAME(params) -> Ret;`.
+    Fn(Signature),
+    /// `static [mut] NAME: Type;`.
+    Static(Static),
+}
+
+impl ExternItem {
+    /// The declared name.
+    pub fn name(&self) -> &Ident {
+        match self {
+            ExternItem::Fn(sig) => &sig.name,
+            ExternItem::Static(s) => &s.name,
+        }
+    }
+}
+
+/// A function signature (of an `extern fn` or a replacement).
+#[derive(Clone, Debug)]
+pub struct Signature {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The function name.
+    pub name: Ident,
+    /// The parameters, `...` included, in order.
+    pub params: Vec<Param>,
+    /// The return type, if any.
+    pub ret: Option<Fragment>,
+}
+
+/// A parameter.
+#[derive(Clone, Debug)]
+pub enum Param {
+    /// `[mut] name: Type`.
+    Named {
+        /// Whether the binding is `mut`.
+        mutable: bool,
+        /// The name.
+        name: Ident,
+        /// The type.
+        ty: Fragment,
+    },
+    /// `...`.
+    Variadic(Span),
+}
+
+/// A `static` in an `extern` block.
+#[derive(Clone, Debug)]
+pub struct Static {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// Whether it is `static mut`.
+    pub mutable: bool,
+    /// The symbol name.
+    pub name: Ident,
+    /// Its type.
+    pub ty: Fragment,
+}
+
+/// A `shadow TYPE { ... }` block.
+#[derive(Clone, Debug)]
+pub struct ShadowBlock {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The kernel type the data is attached to.
+    pub ty: Ident,
+    /// The fields.
+    pub fields: Vec<Field>,
+}
+
+/// A shadow field.
+#[derive(Clone, Debug)]
+pub struct Field {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The field name.
+    pub name: Ident,
+    /// Its Rust type.
+    pub ty: Fragment,
+    /// Its initial value, a Rust expression.
+    pub init: Fragment,
+}
+
+/// An attribute `#[name(arg)]` on a replacement.
+#[derive(Clone, Debug)]
+pub struct Attribute {
+    /// The attribute's name.
+    pub name: Ident,
+    /// The text between the parentheses, if any.
+    pub arg: Option<Fragment>,
+    /// The whole attribute.
+    pub span: Span,
+}
+
+/// A `replace fn ...` item.
+#[derive(Clone, Debug)]
+pub struct Replace {
+    /// Its attributes.
+    pub attrs: Vec<Attribute>,
+    /// The signature; its name is the kernel function replaced.
+    pub sig: Signature,
+    /// The body, braces included.
+    pub body: Fragment,
+    /// From `replace` to the end of the signature.
+    pub head: Span,
+}
+
+/// A `module "name" { ... }` block.
+#[derive(Clone, Debug)]
+pub struct ModuleBlock {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The module name as written between the quotes.
+    pub name: String,
+    /// The string literal.
+    pub name_span: Span,
+    /// Its replacements.
+    pub fns: Vec<Replace>,
+}
+
+/// An `on KIND { ... }` callback.
+#[derive(Clone, Debug)]
+pub struct Callback {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The callback kind as written.
+    pub kind: Ident,
+    /// The body, braces included.
+    pub body: Fragment,
+}
+
+/// A `static NAME: Type = value;` item: data owned by the patch, shared by its bodies.
+#[derive(Clone, Debug)]
+pub struct Global {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// Its name.
+    pub name: Ident,
+    /// Its Rust type.
+    pub ty: Fragment,
+    /// Its initial value, a constant Rust expression.
+    pub init: Fragment,
+}

@@ -1,0 +1,1 @@
+//! Writing and building a lowered crate.

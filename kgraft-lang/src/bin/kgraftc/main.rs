@@ -1,0 +1,167 @@
+//! `kgraftc`: check, expand, explain and build kgraft patch sources.
+//!
+//! Exit status: 0 when clean, 1 when the patch has errors, 2 for usage, I/O and environment
+//! errors.
+
+mod build;
+mod build_host;
+mod build_linux;
+mod host_ctl;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kgraft_lang::{Checked, Lowered, SourceFile};
+
+use crate::render::{Color, MessageFormat, Ui};
+
+/// Compiles kgraft live patches.
+#[derive(Parser, Debug)]
+#[command(name = "kgraftc", version, about)]
+struct Cli {
+    /// How to print diagnostics.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    message_format: MessageFormat,
+    /// Whether to colour diagnostics.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: Color,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs every check on a patch source without building it.
+    Check {
+        /// The `.kgp` file.
+        file: PathBuf,
+    },
+    /// Prints the Rust crate a patch source lowers to.
+    Expand {
+        /// The `.kgp` file.
+        file: PathBuf,
+        /// Prints the text given to rustc (bodies verbatim) instead of the review form.
+        #[arg(long)]
+        for_build: bool,
+    },
+    /// Explains a diagnostic code, such as E0011.
+    Explain {
+        /// The code.
+        code: String,
+    },
+    /// Builds a patch for a target.
+    Build(BuildArgs),
+    /// Loads, unloads and lists patches in a running user-mode host.
+    Host(host_ctl::HostArgs),
+}
+
+/// Where a patch is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Target {
+    /// A shared object for the user-mode host.
+    Host,
+    /// A kernel module for Linux.
+    Linux,
+}
+
+/// The arguments of `kgraftc build`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BuildArgs {
+    /// The `.kgp` file.
+    pub(crate) file: PathBuf,
+    /// The target.
+    #[arg(long, value_enum)]
+    pub(crate) target: Target,
+    /// The kernel build directory (Linux only; default: /lib/modules/<release>/build).
+    #[arg(long)]
+    pub(crate) kdir: Option<PathBuf>,
+    /// Where to put the result (default: next to the source, or in the current directory).
+    #[arg(short, long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The patch has errors, already reported (exit status 1).
+    Reported,
+    /// A usage, I/O or environment error (exit status 2), with its message.
+    Fatal(String),
+}
+
+impl Failure {
+    /// Wraps an I/O error with what was being done.
+    pub(crate) fn io(what: impl std::fmt::Display, err: std::io::Error) -> Failure {
+        Failure::Fatal(format!("{what}: {err}"))
+    }
+}
+
+/// Reads, checks and reports a source; `Err(Failure::Reported)` when it has errors.
+pub(crate) fn load(path: &Path, ui: &Ui) -> Result<Checked, Failure> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| Failure::io(format!("cannot read `{name}`"), e))?;
+    let mut bytes = Vec::new();
+    file.take(kgraft_lang::MAX_SOURCE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::io(format!("cannot read `{name}`"), e))?;
+    kgraft_lang::check_bytes(&name, &bytes).map_err(|(source, diags)| {
+        ui.emit(&source, &diags.list);
+        Failure::Reported
+    })
+}
+
+/// Lowers a checked source, reporting a compiler bug as a diagnostic.
+pub(crate) fn lower(checked: &Checked, ui: &Ui) -> Result<Lowered, Failure> {
+    kgraft_lang::lower(checked).map_err(|diags| {
+        ui.emit(&checked.source, &diags.list);
+        Failure::Reported
+    })
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let ui = Ui { format: cli.message_format, color: cli.color };
+    match cli.command {
+        Command::Check { file } => {
+            load(&file, &ui)?;
+            Ok(())
+        }
+        Command::Expand { file, for_build } => {
+            let checked = load(&file, &ui)?;
+            let lowered = lower(&checked, &ui)?;
+            let text = if for_build { &lowered.build_source } else { &lowered.expanded };
+            print!("{text}");
+            Ok(())
+        }
+        Command::Explain { code } => match kgraft_lang::explain(&code) {
+            Some(info) => {
+                println!("{}: {}\n\n{}", info.code, info.title, info.explanation);
+                Ok(())
+            }
+            None => Err(Failure::Fatal(format!("`{code}` is not a kgraftc diagnostic code (they run E0001 to E{:04})", kgraft_lang::CODES.len()))),
+        },
+        Command::Build(args) => match args.target {
+            Target::Host => build_host::run(&args, &ui),
+            Target::Linux => build_linux::run(&args, &ui),
+        },
+        Command::Host(args) => host_ctl::run(&args, &ui),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Reported) => ExitCode::from(1),
+        Err(Failure::Fatal(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Keeps `SourceFile` in the binary's vocabulary for the build modules.
+#[allow(dead_code)]
+pub(crate) type Source = SourceFile;

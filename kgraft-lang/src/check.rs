@@ -1,0 +1,697 @@
+//! The checks: every rule of the language that the grammar does not express.
+//!
+//! Each check pushes its diagnostics and goes on, so one run reports every independent mistake.
+//! Rust fragments are parsed with syn from their exact text; syn's error positions are moved back
+//! into the `.kgp` file.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use syn::visit::Visit;
+
+use crate::ast::*;
+use crate::codes;
+use crate::diagnostic::{Diagnostic, Diagnostics, Span};
+
+/// The longest patch name, in bytes (the kernel's `MODULE_NAME_LEN` less its NUL).
+pub(crate) const MAX_NAME_LEN: usize = 55;
+
+/// The callbacks a patch may have.
+pub(crate) const CALLBACKS: &[&str] = &["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"];
+
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
+    "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
+    "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract",
+    "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try",
+    "gen", "union", "_",
+];
+
+/// The header's values, resolved.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeaderInfo {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) kernel: Option<String>,
+    pub(crate) replace_all: bool,
+    pub(crate) docs: Vec<Doc>,
+}
+
+/// Runs every check over a parsed file and returns the header's values.
+pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> HeaderInfo {
+    let header = check_header(file, syntax_ok, diags);
+    let mut externs = check_externs(file, diags);
+    check_globals(file, &mut externs, diags);
+    let shadows = check_shadows(file, diags);
+    check_replacements(file, syntax_ok, &externs, &shadows, diags);
+    check_callbacks(file, &shadows, diags);
+    header
+}
+
+fn keyword(ident: &Ident, what: &str, diags: &mut Diagnostics) -> bool {
+    let reserved_prefix = ident.name.starts_with("__kgraft");
+    if KEYWORDS.contains(&ident.name.as_str()) || reserved_prefix {
+        let why = if reserved_prefix { "names starting with `__kgraft` are reserved" } else { "it is a Rust keyword" };
+        diags.push(
+            Diagnostic::error(codes::E0029, format!("`{}` cannot be used as {what}", ident.name))
+                .primary(ident.span, "reserved name")
+                .note(format!("names become Rust names in the generated crate, and {why}"))
+                .help("choose another name"),
+        );
+        return true;
+    }
+    false
+}
+
+/// Resolves the escapes of a string literal's text, or reports the first bad one.
+pub(crate) fn unescape(raw: &str, literal: Span, diags: &mut Diagnostics) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '\0' {
+            let at = literal.start + 1 + i;
+            diags.push(
+                Diagnostic::error(codes::E0032, "a string may not contain a NUL character")
+                    .primary(Span::new(at, at + 1), "NUL character")
+                    .note("header strings end up in C strings in the module"),
+            );
+            return None;
+        }
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let (j, e) = chars.next()?;
+        out.push(match e {
+            '\\' => '\\',
+            '"' => '"',
+            'n' => '\n',
+            't' => '\t',
+            'r' => '\r',
+            _ => {
+                let at = literal.start + 1 + i;
+                diags.push(
+                    Diagnostic::error(codes::E0032, format!("unknown escape `\\{e}`"))
+                        .primary(Span::new(at, literal.start + 1 + j + e.len_utf8()), "not an escape")
+                        .help("the escapes are `\\\\`, `\\\"`, `\\n`, `\\t` and `\\r`"),
+                );
+                return None;
+            }
+        });
+    }
+    Some(out)
+}
+
+fn check_header(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> HeaderInfo {
+    let headers: Vec<&Header> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Header(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let mut info = HeaderInfo::default();
+    let Some(first) = headers.first() else {
+        if syntax_ok {
+            diags.push(
+                Diagnostic::error(codes::E0002, "this patch has no `patch` header")
+                    .primary(Span::new(0, 0), "expected `patch NAME { ... }` in this file")
+                    .help("start the file with `patch my_fix { description: \"...\" }`"),
+            );
+        }
+        return info;
+    };
+    for extra in &headers[1..] {
+        diags.push(
+            Diagnostic::error(codes::E0003, "more than one `patch` header")
+                .primary(extra.keyword, "second header")
+                .secondary(first.keyword, "first header here")
+                .note("a source describes exactly one live patch")
+                .help("merge the two headers, or split the source into two patches"),
+        );
+    }
+    let h = first;
+    info.docs = h.docs.clone();
+    info.name = h.name.name.clone();
+    if h.name.name.len() > MAX_NAME_LEN {
+        diags.push(
+            Diagnostic::error(codes::E0008, format!("the patch name is {} bytes long", h.name.name.len()))
+                .primary(h.name.span, format!("longer than {MAX_NAME_LEN} bytes"))
+                .note("the patch name becomes the kernel module's name, limited to 55 bytes")
+                .help("choose a shorter name"),
+        );
+    }
+    if let Some(bad) = h.name.name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+        diags.push(
+            Diagnostic::error(codes::E0007, format!("the patch name `{}` holds `{bad}`", h.name.name))
+                .primary(h.name.span, "not a valid module name")
+                .note("the patch name becomes the kernel module's name: `a-z`, `0-9` and `_` only")
+                .help(format!("try `{}`", h.name.name.to_ascii_lowercase())),
+        );
+    }
+
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    let mut description = None;
+    for entry in &h.entries {
+        let key = entry.key.name.as_str();
+        if let Some(prev) = seen.insert(key, entry.key.span) {
+            diags.push(
+                Diagnostic::error(codes::E0005, format!("`{key}` is given twice"))
+                    .primary(entry.key.span, "given again here")
+                    .secondary(prev, "first given here")
+                    .help("remove one of the two entries"),
+            );
+            continue;
+        }
+        let want_string = |what: &str, diags: &mut Diagnostics| -> Option<String> {
+            match &entry.value {
+                Value::Str { raw, span } => unescape(raw, *span, diags),
+                other => {
+                    diags.push(
+                        Diagnostic::error(codes::E0006, format!("`{key}` takes a string"))
+                            .primary(other.span(), "expected a string in double quotes")
+                            .help(format!("write `{key}: \"{what}\"`")),
+                    );
+                    None
+                }
+            }
+        };
+        match key {
+            "description" => description = want_string("what the patch fixes", diags),
+            "kernel" => {
+                if let Some(glob) = want_string("6.1.0-*-amd64", diags) {
+                    let bad = glob.chars().find(|c| !(c.is_ascii_alphanumeric() || ".-_+~*?".contains(*c)));
+                    if glob.is_empty() || bad.is_some() {
+                        let what = match bad {
+                            Some(c) => format!("`{}` is not allowed in a release glob", c.escape_default()),
+                            None => "the release glob is empty".to_owned(),
+                        };
+                        diags.push(
+                            Diagnostic::error(codes::E0010, "bad kernel release glob")
+                                .primary(entry.value.span(), what)
+                                .note("a release glob holds letters, digits, `.-_+~` and the wildcards `*` and `?`")
+                                .help("for example `kernel: \"6.1.0-*-amd64\"`"),
+                        );
+                    } else {
+                        info.kernel = Some(glob);
+                    }
+                }
+            }
+            "replace_all" => match &entry.value {
+                Value::Bool(b, _) => info.replace_all = *b,
+                other => diags.push(
+                    Diagnostic::error(codes::E0006, "`replace_all` takes `true` or `false`")
+                        .primary(other.span(), "expected `true` or `false`"),
+                ),
+            },
+            _ => diags.push(
+                Diagnostic::error(codes::E0004, format!("unknown header key `{key}`"))
+                    .primary(entry.key.span, "unknown key")
+                    .note("the header keys are `description`, `kernel` and `replace_all`")
+                    .help(suggest(key, &["description", "kernel", "replace_all"])),
+            ),
+        }
+    }
+    match description {
+        Some(d) => info.description = d,
+        None if !seen.contains_key("description") => diags.push(
+            Diagnostic::error(codes::E0009, "the header has no `description`")
+                .primary(h.name.span, "this patch needs a description")
+                .help("add `description: \"what the patch fixes\",` to the header"),
+        ),
+        None => {}
+    }
+    info
+}
+
+fn suggest(word: &str, choices: &[&str]) -> String {
+    let best = choices.iter().min_by_key(|c| distance(word, c)).copied().unwrap_or("");
+    if distance(word, best) <= 3 {
+        format!("did you mean `{best}`?")
+    } else {
+        format!("use one of {}", choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))
+    }
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().take(64).enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Parses a fragment with syn; on failure returns the error's span in the `.kgp` file.
+pub(crate) fn parse_fragment<T: syn::parse::Parse>(frag: &Fragment) -> Result<T, (Span, String)> {
+    syn::parse_str::<T>(&frag.text).map_err(|e| (error_span(&e, frag), e.to_string()))
+}
+
+/// Moves a syn error's span into the `.kgp` file.
+pub(crate) fn error_span(e: &syn::Error, frag: &Fragment) -> Span {
+    let message = e.to_string();
+    if message.starts_with("unexpected end of input") {
+        let end = frag.span.end;
+        let last = frag.text.chars().last().map(char::len_utf8).unwrap_or(0);
+        return Span::new(end - last, end);
+    }
+    let range = e.span().byte_range();
+    let within = |o: usize| o.min(frag.text.len());
+    Span::new(frag.span.start + within(range.start), frag.span.start + within(range.end))
+}
+
+/// Moves a span of a syn node parsed from `frag` into the `.kgp` file.
+pub(crate) fn node_span(span: proc_macro2::Span, frag: &Fragment) -> Span {
+    let range = span.byte_range();
+    let within = |o: usize| o.min(frag.text.len());
+    Span::new(frag.span.start + within(range.start), frag.span.start + within(range.end))
+}
+
+fn check_type(ty: &Fragment, diags: &mut Diagnostics) {
+    if let Err((span, message)) = parse_fragment::<syn::Type>(ty) {
+        diags.push(
+            Diagnostic::error(codes::E0013, format!("`{}` is not a type", ty.text))
+                .primary(span, message)
+                .secondary(ty.span, "in this type")
+                .note("parameter, return, static and field types are Rust types; kernel types are named as they are in C")
+                .help("for example `*mut seq_file`, `c_int` or `u64`"),
+        );
+    }
+}
+
+fn check_signature(sig: &Signature, diags: &mut Diagnostics) {
+    keyword(&sig.name, "a function name", diags);
+    for p in &sig.params {
+        if let Param::Named { name, ty, .. } = p {
+            if name.name != "_" {
+                keyword(name, "a parameter name", diags);
+            }
+            check_type(ty, diags);
+        }
+    }
+    if let Some(ret) = &sig.ret {
+        check_type(ret, diags);
+    }
+}
+
+fn check_externs(file: &File, diags: &mut Diagnostics) -> BTreeMap<String, Span> {
+    let mut names: BTreeMap<String, Span> = BTreeMap::new();
+    for item in &file.items {
+        let Item::Extern(block) = item else { continue };
+        for ext in &block.items {
+            let name = ext.name();
+            if let Some(prev) = names.get(&name.name) {
+                diags.push(
+                    Diagnostic::error(codes::E0022, format!("`{}` is declared twice", name.name))
+                        .primary(name.span, "declared again here")
+                        .secondary(*prev, "first declared here")
+                        .help("remove one of the two declarations"),
+                );
+            } else {
+                names.insert(name.name.clone(), name.span);
+            }
+            match ext {
+                ExternItem::Fn(sig) => {
+                    check_signature(sig, diags);
+                    let last = sig.params.len().saturating_sub(1);
+                    for (i, p) in sig.params.iter().enumerate() {
+                        if let Param::Variadic(span) = p {
+                            if i != last {
+                                diags.push(
+                                    Diagnostic::error(codes::E0025, "`...` must be the last parameter")
+                                        .primary(*span, "not last")
+                                        .help("move `...` to the end of the parameter list"),
+                                );
+                            }
+                        }
+                    }
+                }
+                ExternItem::Static(s) => {
+                    keyword(&s.name, "a static's name", diags);
+                    check_type(&s.ty, diags);
+                }
+            }
+        }
+    }
+    names
+}
+
+fn check_globals(file: &File, names: &mut BTreeMap<String, Span>, diags: &mut Diagnostics) {
+    for item in &file.items {
+        let Item::Global(g) = item else { continue };
+        keyword(&g.name, "a static's name", diags);
+        if let Some(prev) = names.get(&g.name.name) {
+            diags.push(
+                Diagnostic::error(codes::E0022, format!("`{}` is declared twice", g.name.name))
+                    .primary(g.name.span, "declared again here")
+                    .secondary(*prev, "first declared here")
+                    .help("rename one of the two"),
+            );
+        } else {
+            names.insert(g.name.name.clone(), g.name.span);
+        }
+        check_type(&g.ty, diags);
+        if let Err((span, message)) = parse_fragment::<syn::Expr>(&g.init) {
+            diags.push(
+                Diagnostic::error(codes::E0014, format!("the initial value of `{}` is not a Rust expression", g.name.name))
+                    .primary(span, message)
+                    .help("write a constant expression, such as `AtomicBool::new(false)`"),
+            );
+        }
+    }
+}
+
+/// The shadow declarations: kernel type to its field names.
+type Shadows = BTreeMap<String, BTreeSet<String>>;
+
+fn check_shadows(file: &File, diags: &mut Diagnostics) -> Shadows {
+    let mut shadows = Shadows::new();
+    let mut where_declared: HashMap<String, Span> = HashMap::new();
+    for item in &file.items {
+        let Item::Shadow(block) = item else { continue };
+        keyword(&block.ty, "a type name", diags);
+        if let Some(prev) = where_declared.get(&block.ty.name) {
+            diags.push(
+                Diagnostic::error(codes::E0030, format!("shadow data for `{}` is declared twice", block.ty.name))
+                    .primary(block.ty.span, "declared again here")
+                    .secondary(*prev, "first declared here")
+                    .help("put all shadow fields of one type in one block"),
+            );
+            continue;
+        }
+        where_declared.insert(block.ty.name.clone(), block.ty.span);
+        let mut fields: HashMap<&str, Span> = HashMap::new();
+        for f in &block.fields {
+            keyword(&f.name, "a field name", diags);
+            if let Some(prev) = fields.insert(&f.name.name, f.name.span) {
+                diags.push(
+                    Diagnostic::error(codes::E0015, format!("field `{}` is declared twice", f.name.name))
+                        .primary(f.name.span, "declared again here")
+                        .secondary(prev, "first declared here")
+                        .help("rename or remove one of the two fields"),
+                );
+            }
+            check_type(&f.ty, diags);
+            if let Err((span, message)) = parse_fragment::<syn::Expr>(&f.init) {
+                diags.push(
+                    Diagnostic::error(codes::E0014, format!("the initial value of `{}` is not a Rust expression", f.name.name))
+                        .primary(span, message)
+                        .help("write a constant expression, such as `0` or `[0; 4]`"),
+                );
+            }
+        }
+        shadows.insert(block.ty.name.clone(), block.fields.iter().map(|f| f.name.name.clone()).collect());
+    }
+    shadows
+}
+
+/// A replacement with the object it lives in.
+pub(crate) struct Target<'a> {
+    pub(crate) object: &'a str,
+    pub(crate) func: &'a Replace,
+}
+
+/// Lists every replacement with its object, in source order.
+pub(crate) fn targets(file: &File) -> Vec<Target<'_>> {
+    let mut out = Vec::new();
+    for item in &file.items {
+        match item {
+            Item::Replace(r) => out.push(Target { object: "vmlinux", func: r }),
+            Item::Module(m) => {
+                out.extend(m.fns.iter().map(|r| Target { object: &m.name, func: r }))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Reads `#[sympos(N)]`, reporting bad attributes; 0 when absent.
+pub(crate) fn sympos(func: &Replace, diags: &mut Diagnostics) -> u32 {
+    let mut pos = 0;
+    let mut seen = false;
+    for attr in &func.attrs {
+        if attr.name.name != "sympos" {
+            diags.push(
+                Diagnostic::error(codes::E0024, format!("unknown attribute `{}`", attr.name.name))
+                    .primary(attr.span, "unknown attribute")
+                    .note("a replacement accepts `#[sympos(N)]` only")
+                    .help("remove the attribute"),
+            );
+            continue;
+        }
+        if seen {
+            diags.push(
+                Diagnostic::error(codes::E0024, "`#[sympos]` is given twice")
+                    .primary(attr.span, "given again here")
+                    .help("keep one `#[sympos(N)]`"),
+            );
+            continue;
+        }
+        seen = true;
+        let value = attr.arg.as_ref().and_then(|a| a.text.trim().parse::<u32>().ok()).filter(|n| *n > 0);
+        match value {
+            Some(n) => pos = n,
+            None => diags.push(
+                Diagnostic::error(codes::E0024, "`#[sympos]` needs a positive integer")
+                    .primary(attr.arg.as_ref().map(|a| a.span).unwrap_or(attr.span), "expected a number such as 1 or 2")
+                    .note("the symbol position counts from 1 among the local symbols of the same name")
+                    .help("write `#[sympos(1)]` for the first symbol of that name in /proc/kallsyms"),
+            ),
+        }
+    }
+    pos
+}
+
+fn check_module_name(m: &ModuleBlock, diags: &mut Diagnostics) {
+    let name = &m.name;
+    let bad = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'));
+    let problem = if name.is_empty() {
+        Some("the module name is empty".to_owned())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("the module name is {} bytes long, more than {MAX_NAME_LEN}", name.len()))
+    } else {
+        bad.map(|c| format!("`{}` is not allowed in a module name", c.escape_default()))
+    };
+    if let Some(problem) = problem {
+        diags.push(
+            Diagnostic::error(codes::E0023, format!("bad module name \"{}\"", name.escape_default()))
+                .primary(m.name_span, problem)
+                .note("a module name is 1 to 55 bytes of ASCII letters, digits, `_` and `-`")
+                .help("use the name `lsmod` shows"),
+        );
+    } else if name == "vmlinux" {
+        diags.push(
+            Diagnostic::error(codes::E0023, "`vmlinux` is not a loadable module")
+                .primary(m.name_span, "functions of vmlinux need no `module` block")
+                .help("move these replacements out of the `module` block"),
+        );
+    }
+}
+
+fn check_replacements(
+    file: &File,
+    syntax_ok: bool,
+    externs: &BTreeMap<String, Span>,
+    shadows: &Shadows,
+    diags: &mut Diagnostics,
+) {
+    for item in &file.items {
+        if let Item::Module(m) = item {
+            check_module_name(m, diags);
+        }
+    }
+    let all = targets(file);
+    if all.is_empty() && syntax_ok {
+        let at = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Header(h) => Some(h.name.span),
+                _ => None,
+            })
+            .unwrap_or_default();
+        diags.push(
+            Diagnostic::error(codes::E0020, "this patch replaces no function")
+                .primary(at, "nothing to patch")
+                .note("a live patch exists to replace kernel functions")
+                .help("add a `replace fn NAME(...) { ... }` item"),
+        );
+    }
+    let mut seen: HashMap<(String, String, u32), Span> = HashMap::new();
+    for t in &all {
+        let r = t.func;
+        let pos = sympos(r, diags);
+        check_signature(&r.sig, diags);
+        let key = (t.object.replace('-', "_"), r.sig.name.name.clone(), pos);
+        if let Some(prev) = seen.get(&key) {
+            diags.push(
+                Diagnostic::error(codes::E0011, format!("`{}` in {} is replaced twice", r.sig.name.name, t.object))
+                    .primary(r.sig.name.span, "replaced again here")
+                    .secondary(*prev, "first replaced here")
+                    .note("one patch site can jump to one replacement")
+                    .help("merge the two bodies, or add `#[sympos(N)]` if the name occurs more than once"),
+            );
+        } else {
+            seen.insert(key, r.sig.name.span);
+        }
+        for p in &r.sig.params {
+            if let Param::Variadic(span) = p {
+                diags.push(
+                    Diagnostic::error(codes::E0012, format!("the replacement of `{}` is variadic", r.sig.name.name))
+                        .primary(*span, "a replacement cannot take `...`")
+                        .note("Rust functions other than foreign declarations cannot take a C variable argument list")
+                        .help("replace a non-variadic function on the same path instead"),
+                );
+            }
+        }
+        if let Some(ext) = externs.get(&r.sig.name.name) {
+            diags.push(
+                Diagnostic::error(codes::E0021, format!("`{}` is both replaced and declared `extern`", r.sig.name.name))
+                    .primary(r.sig.name.span, "the replacement")
+                    .secondary(*ext, "the extern declaration")
+                    .note("both would have the same name in the generated crate")
+                    .help("remove the extern declaration; a replacement is not called through its own name"),
+            );
+        }
+        let params: HashMap<&str, Option<&str>> = r
+            .sig
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                Param::Named { name, ty, .. } => Some((name.name.as_str(), pointee(&ty.text))),
+                Param::Variadic(_) => None,
+            })
+            .collect();
+        check_body(&r.body, &params, shadows, diags);
+    }
+}
+
+/// Returns `T` for a type written `*mut T` or `*const T` with `T` a plain name.
+fn pointee(ty: &str) -> Option<&str> {
+    let rest = ty.trim().strip_prefix('*')?.trim_start();
+    let rest = rest.strip_prefix("mut").or_else(|| rest.strip_prefix("const"))?.trim();
+    rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(rest)
+}
+
+fn check_body(body: &Fragment, params: &HashMap<&str, Option<&str>>, shadows: &Shadows, diags: &mut Diagnostics) {
+    let block = match parse_fragment::<syn::Block>(body) {
+        Ok(block) => block,
+        Err((span, message)) => {
+            diags.push(
+                Diagnostic::error(codes::E0014, "Rust syntax error in this body")
+                    .primary(span, message)
+                    .note("bodies are Rust blocks, parsed from the text of the source"),
+            );
+            return;
+        }
+    };
+    let mut uses = ShadowUses { body, params, shadows, diags };
+    uses.visit_block(&block);
+}
+
+struct ShadowUses<'a> {
+    body: &'a Fragment,
+    params: &'a HashMap<&'a str, Option<&'a str>>,
+    shadows: &'a Shadows,
+    diags: &'a mut Diagnostics,
+}
+
+impl<'ast> Visit<'ast> for ShadowUses<'_> {
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        if !mac.path.is_ident("shadow") {
+            return;
+        }
+        let whole = node_span(mac.delimiter.span().join(), self.body);
+        let whole = Span::new(node_span(mac.path.segments[0].ident.span(), self.body).start, whole.end);
+        let (base, field) = match syn::parse2::<syn::Expr>(mac.tokens.clone()) {
+            Ok(syn::Expr::Field(f)) => match (&f.member, &*f.base) {
+                (syn::Member::Named(name), syn::Expr::Paren(_)) => (f.base, name.clone()),
+                (syn::Member::Named(name), syn::Expr::Path(p)) if p.path.get_ident().is_some() => {
+                    (f.base, name.clone())
+                }
+                _ => return self.malformed(whole),
+            },
+            _ => return self.malformed(whole),
+        };
+        let field_name = field.to_string();
+        let field_span = node_span(field.span(), self.body);
+        let ty = match &*base {
+            syn::Expr::Path(p) => p.path.get_ident().and_then(|i| self.params.get(i.to_string().as_str()).copied().flatten()),
+            _ => None,
+        };
+        match ty {
+            Some(ty) => match self.shadows.get(ty) {
+                None => self.diags.push(
+                    Diagnostic::error(codes::E0017, format!("`{ty}` has no shadow data"))
+                        .primary(node_span(syn::spanned::Spanned::span(&*base), self.body), format!("this points to a `{ty}`"))
+                        .note("`shadow!(ptr.field)` reaches a field declared in a `shadow TYPE { ... }` block")
+                        .help(format!("declare `shadow {ty} {{ {field_name}: u64 = 0 }}`, or fix the pointer")),
+                ),
+                Some(fields) if !fields.contains(&field_name) => self.diags.push(
+                    Diagnostic::error(codes::E0016, format!("`{ty}` has no shadow field `{field_name}`"))
+                        .primary(field_span, "not declared")
+                        .help(known_fields(fields)),
+                ),
+                Some(_) => {}
+            },
+            None if self.shadows.is_empty() => self.diags.push(
+                Diagnostic::error(codes::E0017, "`shadow!` is used but no shadow data is declared")
+                    .primary(whole, "no `shadow TYPE { ... }` block declares this field")
+                    .help(format!("declare `shadow TYPE {{ {field_name}: u64 = 0 }}` for the pointer's type")),
+            ),
+            None if !self.shadows.values().any(|f| f.contains(&field_name)) => self.diags.push(
+                Diagnostic::error(codes::E0016, format!("no shadow field is called `{field_name}`"))
+                    .primary(field_span, "not declared")
+                    .help(known_fields(&self.shadows.values().flatten().cloned().collect())),
+            ),
+            None => {}
+        }
+    }
+}
+
+impl ShadowUses<'_> {
+    fn malformed(&mut self, span: Span) {
+        self.diags.push(
+            Diagnostic::error(codes::E0031, "`shadow!` takes `pointer.field`")
+                .primary(span, "expected `shadow!(ptr.field)` or `shadow!((expression).field)`")
+                .help("for example `*shadow!(dev.reads) += 1`"),
+        );
+    }
+}
+
+fn known_fields(fields: &BTreeSet<String>) -> String {
+    let list: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    format!("the declared fields are {}", list.join(", "))
+}
+
+fn check_callbacks(file: &File, shadows: &Shadows, diags: &mut Diagnostics) {
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    let no_params = HashMap::new();
+    for item in &file.items {
+        let Item::Callback(cb) = item else { continue };
+        let kind = cb.kind.name.as_str();
+        if !CALLBACKS.contains(&kind) {
+            diags.push(
+                Diagnostic::error(codes::E0018, format!("unknown callback `{kind}`"))
+                    .primary(cb.kind.span, "not a callback")
+                    .note("the callbacks are `pre_patch`, `post_patch`, `pre_unpatch` and `post_unpatch`")
+                    .help(suggest(kind, CALLBACKS)),
+            );
+        } else if let Some(prev) = seen.insert(kind, cb.kind.span) {
+            diags.push(
+                Diagnostic::error(codes::E0019, format!("`on {kind}` is given twice"))
+                    .primary(cb.kind.span, "given again here")
+                    .secondary(prev, "first given here")
+                    .help("merge the two bodies"),
+            );
+        }
+        check_body(&cb.body, &no_params, shadows, diags);
+    }
+}

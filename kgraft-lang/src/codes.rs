@@ -1,0 +1,177 @@
+//! The catalogue of diagnostic codes, with the long explanations `kgraftc explain` prints.
+
+/// One entry of the catalogue.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeInfo {
+    /// The stable code, `E0001`...
+    pub code: &'static str,
+    /// A one-line meaning.
+    pub title: &'static str,
+    /// The long explanation, with an example where one helps.
+    pub explanation: &'static str,
+}
+
+macro_rules! catalogue {
+    ($($code:ident $title:literal $text:literal)*) => {
+        $(pub(crate) const $code: &str = stringify!($code);)*
+        /// Every code the compiler emits, in order.
+        pub const CODES: &[CodeInfo] = &[
+            $(CodeInfo { code: stringify!($code), title: $title, explanation: $text },)*
+        ];
+    };
+}
+
+catalogue! {
+    E0001 "syntax error"
+"The source does not follow the grammar of the patch language at this point. The message says
+what the parser expected. A file holds one `patch NAME { ... }` header and any number of
+`extern { ... }`, `shadow TYPE { ... }`, `replace fn ...`, `module \"name\" { ... }` and
+`on CALLBACK { ... }` items. After a syntax error the parser skips to the next line that starts
+an item, so later errors are still reported."
+
+    E0002 "no `patch` header"
+"Every patch source needs exactly one header that names the patch:
+
+    patch cmdline_banner {
+        description: \"Print a banner before the kernel command line\",
+    }"
+
+    E0003 "more than one `patch` header"
+"A source describes one live patch, so it has exactly one `patch NAME { ... }` header. Merge
+the headers, or split the source into two patches."
+
+    E0004 "unknown header key"
+"The header accepts the keys `description` (a string, required), `kernel` (a release glob such
+as \"6.1.0-*-amd64\", optional) and `replace_all` (a boolean, optional)."
+
+    E0005 "header key given twice"
+"Each header key may appear once. Remove one of the two entries."
+
+    E0006 "header value of the wrong kind"
+"`description` and `kernel` take strings in double quotes; `replace_all` takes `true` or
+`false`."
+
+    E0007 "patch name with characters other than `a-z`, `0-9` and `_`"
+"The patch name becomes the kernel module's name and the directory name under
+/sys/kernel/livepatch, so it may only hold lower-case ASCII letters, digits and underscores."
+
+    E0008 "patch name too long"
+"The patch name becomes the kernel module's name, which the kernel limits to 55 bytes
+(MODULE_NAME_LEN is 56, with the terminating NUL)."
+
+    E0009 "header without a `description`"
+"Every patch carries a one-line description; it is shown to the administrator who loads the
+patch and kept in the module's metadata:
+
+    patch foo_fix {
+        description: \"Bound the length in foo_write\",
+    }"
+
+    E0010 "bad kernel release glob"
+"`kernel` is a glob over kernel releases (as printed by `uname -r`): letters, digits, `.`, `-`,
+`_`, `+`, `~` and the wildcards `*` and `?`. It may not be empty."
+
+    E0011 "one target replaced twice"
+"A kernel function (one object, one name, one symbol position) can be replaced only once by a
+patch: two replacements of it would race for the same patch site. Merge the two bodies, or give
+each a different `#[sympos(N)]` if the name really occurs several times in the object."
+
+    E0012 "variadic replacement"
+"A replacement cannot be variadic (`...`): the replacement must take the arguments the original
+was called with, and Rust functions that are not foreign cannot take a C variable argument
+list. Replace the variadic function's callers instead, or a non-variadic function it calls."
+
+    E0013 "not a type"
+"Parameter types, return types, `static` types and shadow field types are Rust types. The C
+types (`c_int`, `c_char`, `c_void`, `c_long`, ...) and the kernel's fixed-width aliases (`u64`,
+`s32`, `size_t`, ...) are in scope; any other name is a kernel type, opaque to the patch and
+usable behind a pointer (`*mut seq_file`)."
+
+    E0014 "Rust syntax error"
+"A body (of a replacement or a callback) or a shadow field's initial value is Rust code, parsed
+by a Rust parser from the exact text of the source. The error points at the line and column of
+the `.kgp` file where that parser stopped."
+
+    E0015 "shadow field declared twice"
+"Each field of a shadow declaration needs its own name: `shadow!(ptr.field)` picks the field
+by name."
+
+    E0016 "`shadow!` of a field that is not declared"
+"`shadow!(ptr.field)` reaches a field declared in a `shadow TYPE { field: T = init, ... }`
+block for the type `ptr` points to. Declare the field there, or fix its name."
+
+    E0017 "`shadow!` of a type without shadow data"
+"`shadow!(ptr.field)` needs a `shadow TYPE { ... }` declaration for the type `ptr` points to.
+Shadow data is attached per type: add the declaration, or use a pointer of the declared type."
+
+    E0018 "unknown callback"
+"The callbacks are `on pre_patch` (runs before the patch is enabled; its body yields a `c_int`,
+0 to go on or a negative errno to refuse the patch), `on post_patch`, `on pre_unpatch` and
+`on post_unpatch` (their bodies yield `()`)."
+
+    E0019 "callback given twice"
+"Each callback kind may appear once per patch. Merge the two bodies."
+
+    E0020 "patch replaces nothing"
+"A live patch exists to replace kernel functions; a source without any `replace fn` would build
+a module that does nothing. Add a replacement."
+
+    E0021 "replacement with the name of an `extern`"
+"A `replace fn NAME` and an `extern { fn NAME ...; }` would both be called NAME in the generated
+crate, and a body calling NAME would call one while its author meant the other. A replacement
+that needs the original calls it through the kernel's other functions, not by name."
+
+    E0022 "extern symbol declared twice"
+"Each kernel symbol is declared once across all `extern` blocks."
+
+    E0023 "bad module name"
+"`module \"name\"` names a loadable kernel module: 1 to 55 bytes of ASCII letters, digits, `_`
+and `-`. Functions of vmlinux itself go outside any `module` block."
+
+    E0024 "unknown or malformed attribute"
+"A replacement accepts one attribute, `#[sympos(N)]`, with N a positive integer: the position
+of the symbol among the local symbols of the same name in the object (see
+/proc/kallsyms). Without it the name must be unique in its object."
+
+    E0025 "`...` is not the last parameter"
+"A variadic `extern` function lists its named parameters first and `...` last, as in C:
+
+    extern { fn _printk(fmt: *const c_char, ...) -> c_int; }"
+
+    E0026 "source is not UTF-8"
+"Patch sources are UTF-8 text. The file holds bytes that are not valid UTF-8 at the place shown;
+it may be a binary file, or text in another encoding."
+
+    E0027 "source too large"
+"A patch source may be at most 8 MiB. Live patches are small by nature; split the patch."
+
+    E0028 "nesting too deep"
+"Brackets in the source nest deeper than 128 levels. The compiler refuses such input rather than
+risk running out of stack; no reviewable patch nests that deep."
+
+    E0029 "reserved name"
+"Names in the source become Rust names in the generated crate, so Rust keywords (`type`,
+`match`, ...) cannot be used, and names starting with `__kgraft` are reserved for the generated
+code."
+
+    E0030 "shadow data declared twice for one type"
+"All shadow fields of one kernel type go in one `shadow TYPE { ... }` block."
+
+    E0031 "malformed `shadow!`"
+"`shadow!` takes a pointer, a dot and a field name: `shadow!(dev.reads)`, where `dev` is a
+variable, or `shadow!((expression).reads)` with the pointer expression in parentheses. It yields
+`&mut FieldType`; write `*shadow!(dev.reads) += 1`."
+
+    E0032 "bad escape in a string"
+"Strings in the header and module names accept the escapes `\\\\`, `\\\"`, `\\n`, `\\t` and
+`\\r`. They may not hold a NUL character: they end up in C strings."
+}
+
+/// Looks up a code (case-insensitive; `0001` and `E1` are accepted for `E0001`).
+pub fn explain(code: &str) -> Option<&'static CodeInfo> {
+    let code = code.trim();
+    let digits = code.strip_prefix(['E', 'e']).unwrap_or(code);
+    let number: u32 = digits.parse().ok()?;
+    let wanted = format!("E{number:04}");
+    CODES.iter().find(|c| c.code == wanted)
+}

@@ -1,0 +1,157 @@
+//! The kgraft patch language: parsing, checking and lowering `.kgp` sources to Rust.
+//!
+//! The library is pure: it reads no file and starts no process. `kgraftc` and the build
+//! commands wrap it. The usual sequence is:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let src = r#"
+//! patch demo { description: "A demonstration" }
+//! replace fn cmdline_proc_show(m: *mut seq_file, v: *mut c_void) -> c_int { 0 }
+//! "#;
+//! let checked = kgraft_lang::check("demo.kgp", src).map_err(|d| format!("{:?}", d.list))?;
+//! let lowered = kgraft_lang::lower(&checked).map_err(|d| format!("{:?}", d.list))?;
+//! assert_eq!(lowered.name, "demo");
+//! // `lowered.build_source` is the crate's `lib.rs`; map rustc's positions back with
+//! // `lowered.map_position(line, column)`.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Both entry points use syn with `proc-macro2`'s span locations, and clear the span table of the
+//! calling thread when they return, so they are not for use inside a procedural macro.
+
+mod ast;
+mod check;
+mod codes;
+mod diagnostic;
+mod lower;
+mod parse;
+
+pub use codes::{CODES, CodeInfo, explain};
+pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
+pub use lower::{LineMap, Lowered};
+
+/// The largest source accepted, in bytes; a reader need not read more than one byte past it.
+pub const MAX_SOURCE_LEN: usize = parse::MAX_SOURCE_LEN;
+
+/// A source that passed every check, ready to lower.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The source it came from.
+    pub source: SourceFile,
+    file: ast::File,
+    header: check::HeaderInfo,
+}
+
+impl Checked {
+    /// The patch name from the header (also the module's name).
+    pub fn name(&self) -> &str {
+        &self.header.name
+    }
+
+    /// The description from the header.
+    pub fn description(&self) -> &str {
+        &self.header.description
+    }
+
+    /// The kernel release glob from the header, if any.
+    pub fn kernel(&self) -> Option<&str> {
+        self.header.kernel.as_deref()
+    }
+
+    /// Whether the patch atomically replaces the patches loaded before it.
+    pub fn replace_all(&self) -> bool {
+        self.header.replace_all
+    }
+
+    /// The kernel functions replaced, as `(object, name, sympos)`, in source order.
+    pub fn targets(&self) -> Vec<(String, String, u32)> {
+        let mut ignored = Diagnostics::default();
+        check::targets(&self.file)
+            .iter()
+            .map(|t| (t.object.to_owned(), t.func.sig.name.name.clone(), check::sympos(t.func, &mut ignored)))
+            .collect()
+    }
+}
+
+/// The stack given to the thread that runs the parsers: syn descends recursively, and the
+/// nesting bound of the parser keeps the depth far below what this holds.
+const STACK_SIZE: usize = 256 << 20;
+
+/// Runs `f` on a thread with a large stack (or on this one, if no thread can be started).
+fn with_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let mut f = Some(f);
+    let spawned = std::thread::scope(|scope| {
+        let run = f.take().map(|f| move || {
+            let out = f();
+            proc_macro2::extra::invalidate_current_thread_spans();
+            out
+        });
+        let handle = std::thread::Builder::new().stack_size(STACK_SIZE).spawn_scoped(scope, run?).ok()?;
+        handle.join().ok()
+    });
+    match spawned {
+        Some(out) => out,
+        None => match f.take() {
+            Some(f) => f(),
+            // The thread started and panicked: that is a compiler bug, and it carries on here.
+            None => std::panic::resume_unwind(Box::new("kgraft-lang: the checking thread panicked")),
+        },
+    }
+}
+
+/// Parses and checks a source, returning every diagnostic when there is any error.
+///
+/// `file_name` is only used in the diagnostics' rendering. Never panics, whatever `src` holds.
+pub fn check(file_name: &str, src: &str) -> Result<Checked, Diagnostics> {
+    let source = SourceFile::new(file_name, src);
+    with_stack(move || {
+        let mut diags = Diagnostics::default();
+        let file = parse::parse(&source.text, &mut diags);
+        let syntax_ok = !diags.has_errors();
+        let stopped = diags.list.iter().any(|d| d.code == codes::E0027 || d.code == codes::E0028);
+        let header = if stopped { check::HeaderInfo::default() } else { check::check(&file, syntax_ok, &mut diags) };
+        if diags.has_errors() {
+            diags.sort();
+            return Err(diags);
+        }
+        Ok(Checked { source, file, header })
+    })
+}
+
+/// Checks a source given as bytes: like [`check`], with a diagnostic when they are not UTF-8.
+pub fn check_bytes(file_name: &str, bytes: &[u8]) -> Result<Checked, (SourceFile, Diagnostics)> {
+    if bytes.len() > MAX_SOURCE_LEN {
+        let mut diags = Diagnostics::default();
+        diags.push(
+            Diagnostic::error(codes::E0027, "the source is too large")
+                .primary(Span::new(0, 0), "this file is too large")
+                .note(format!("a patch source may be at most {MAX_SOURCE_LEN} bytes")),
+        );
+        return Err((SourceFile::new(file_name, ""), diags));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(src) => check(file_name, src).map_err(|d| (SourceFile::new(file_name, src), d)),
+        Err(e) => {
+            let good = e.valid_up_to();
+            let shown = String::from_utf8_lossy(bytes).into_owned();
+            // The lossy text has the same bytes up to the first bad sequence.
+            let source = SourceFile::new(file_name, shown);
+            let mut diags = Diagnostics::default();
+            diags.push(
+                Diagnostic::error(codes::E0026, "the source is not valid UTF-8")
+                    .primary(Span::new(good, good + 1), "invalid UTF-8 starts here")
+                    .help("patch sources are UTF-8 text; is this the right file?"),
+            );
+            Err((source, diags))
+        }
+    }
+}
+
+/// Lowers a checked source to the Rust crate described in ARCHITECTURE.md.
+///
+/// Fails only on a compiler bug (code `E0000`), never on a checked source.
+pub fn lower(checked: &Checked) -> Result<Lowered, Diagnostics> {
+    with_stack(|| lower::lower(checked))
+}

@@ -1,0 +1,569 @@
+//! Lowering: a checked source to the Rust crate described in ARCHITECTURE.md.
+//!
+//! The crate is produced twice from the same items. `expanded` is formatted by prettyplease
+//! throughout, bodies included, for review. `build_source` is the same text except that every
+//! body is copied verbatim from the `.kgp` file, so rustc's line and column inside a body map back
+//! to the source exactly; the [`LineMap`] records where each piece came from.
+
+use std::collections::BTreeSet;
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+use syn::visit::Visit;
+
+use crate::Checked;
+use crate::ast::*;
+use crate::check::{self, Target};
+use crate::diagnostic::{Diagnostic, Diagnostics, Span, line_starts, offset_of};
+
+/// A lowered patch: the generated crate's source in two forms, and the way back to the `.kgp`.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    /// The patch name (the module name).
+    pub name: String,
+    /// The crate's `lib.rs` formatted for review (`kgraftc expand`).
+    pub expanded: String,
+    /// The crate's `lib.rs` to build: bodies verbatim from the source, see [`Lowered::map_position`].
+    pub build_source: String,
+    /// Where each piece of `build_source` came from.
+    pub line_map: LineMap,
+}
+
+/// Maps byte ranges of `build_source` to spans of the `.kgp` source.
+#[derive(Clone, Debug, Default)]
+pub struct LineMap {
+    pieces: Vec<Piece>,
+    line_starts: Vec<usize>,
+}
+
+/// One piece of `build_source`.
+#[derive(Clone, Debug)]
+struct Piece {
+    /// Its byte range in `build_source`.
+    start: usize,
+    end: usize,
+    /// Where it came from.
+    origin: Origin,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    /// Copied byte for byte from the source, starting at this offset.
+    Verbatim(usize),
+    /// Generated for the item written at this span.
+    Generated(Span),
+}
+
+impl Lowered {
+    /// Maps a 1-based line and 1-based column (in characters, as rustc reports them) of
+    /// `build_source` to a span of the `.kgp` source.
+    ///
+    /// A position inside a body maps to the same character of the source; a position in
+    /// generated code maps to the item that produced it (its signature, or the header).
+    /// Returns `None` past the end of `build_source`.
+    pub fn map_position(&self, line: usize, column: usize) -> Option<Span> {
+        let offset = offset_of(&self.build_source, &self.line_map.line_starts, line, column);
+        self.map_offset(offset)
+    }
+
+    /// Maps a byte offset of `build_source` to a span of the `.kgp` source; see
+    /// [`Lowered::map_position`].
+    pub fn map_offset(&self, offset: usize) -> Option<Span> {
+        if offset > self.build_source.len() {
+            return None;
+        }
+        let piece = self
+            .line_map
+            .pieces
+            .iter()
+            .find(|p| p.start <= offset && offset < p.end)
+            .or_else(|| self.line_map.pieces.last())?;
+        Some(match piece.origin {
+            Origin::Verbatim(at) => {
+                let o = at + (offset - piece.start);
+                let len = self.build_source[offset..].chars().next().map(char::len_utf8).unwrap_or(0);
+                Span::new(o, o + len)
+            }
+            Origin::Generated(span) => span,
+        })
+    }
+
+    /// Maps a byte range of `build_source` to a span of the `.kgp` source.
+    pub fn map_range(&self, start: usize, end: usize) -> Option<Span> {
+        let first = self.map_offset(start)?;
+        let last = self.map_offset(end.saturating_sub(1).max(start)).unwrap_or(first);
+        let same_piece = self.line_map.pieces.iter().any(|p| {
+            matches!(p.origin, Origin::Verbatim(_)) && p.start <= start && end <= p.end
+        });
+        Some(if same_piece { Span::new(first.start, last.end.max(first.end)) } else { first })
+    }
+}
+
+/// The names in scope without a declaration: Rust's and `kgraft_rt::prelude`'s.
+const KNOWN_TYPES: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "bool",
+    "char", "str", "Self", "Option", "Result", "c_char", "c_int", "c_long", "c_longlong", "c_schar", "c_short",
+    "c_uchar", "c_uint", "c_ulong", "c_ulonglong", "c_ushort", "c_void", "CStr", "size_t", "ssize_t", "loff_t",
+    "gfp_t", "s8", "s16", "s32", "s64",
+];
+
+/// Lowers a checked source.
+pub(crate) fn lower(checked: &Checked) -> Result<Lowered, Diagnostics> {
+    let cx = Lowering { checked, items: Vec::new(), bodies: Vec::new(), safety: Vec::new(), opaque: BTreeSet::new() };
+    cx.finish()
+}
+
+/// One top-level item of the crate, in both forms.
+struct ItemOut {
+    /// Text written by hand instead of formatted tokens (macro invocations, which prettyplease
+    /// prints as raw token streams).
+    text: Option<String>,
+    /// With bodies as tokens.
+    full: TokenStream,
+    /// With body placeholders.
+    sketch: TokenStream,
+    /// The span of the source that produced it.
+    origin: Span,
+}
+
+struct Lowering<'a> {
+    checked: &'a Checked,
+    items: Vec<ItemOut>,
+    /// The body fragments, by placeholder number.
+    bodies: Vec<Fragment>,
+    /// The SAFETY comments, by marker number.
+    safety: Vec<String>,
+    opaque: BTreeSet<String>,
+}
+
+/// Parses text that the checks accepted; a failure here is a compiler bug, reported as such.
+fn parse<T: syn::parse::Parse>(frag: &Fragment) -> Result<T, Diagnostic> {
+    check::parse_fragment::<T>(frag).map_err(|(span, message)| internal(span, &message))
+}
+
+fn internal(span: Span, message: &str) -> Diagnostic {
+    Diagnostic::error("E0000", "internal compiler error while lowering")
+        .primary(span, message.to_owned())
+        .note("the checks accepted this source but the generated crate did not parse; please report it")
+}
+
+fn doc_attrs(docs: &[Doc]) -> TokenStream {
+    let lines = docs.iter().map(|d| &d.text);
+    quote!(#(#[doc = #lines])*)
+}
+
+struct TypeNames<'a>(&'a mut BTreeSet<String>);
+
+impl<'ast> Visit<'ast> for TypeNames<'_> {
+    fn visit_type_path(&mut self, tp: &'ast syn::TypePath) {
+        if tp.qself.is_none() && tp.path.leading_colon.is_none() && tp.path.segments.len() == 1 {
+            let seg = &tp.path.segments[0];
+            let name = seg.ident.to_string();
+            if seg.arguments.is_none() && !KNOWN_TYPES.contains(&name.as_str()) {
+                self.0.insert(name);
+            }
+        }
+        syn::visit::visit_type_path(self, tp);
+    }
+}
+
+impl Lowering<'_> {
+    fn note_types<T>(&mut self, node: &T, visit: fn(&mut TypeNames<'_>, &T)) {
+        visit(&mut TypeNames(&mut self.opaque), node);
+    }
+
+    fn ty(&mut self, frag: &Fragment) -> Result<syn::Type, Diagnostic> {
+        let ty: syn::Type = parse(frag)?;
+        self.note_types(&ty, |v, t| v.visit_type(t));
+        Ok(ty)
+    }
+
+    fn body(&mut self, frag: &Fragment) -> Result<(syn::Block, proc_macro2::Literal), Diagnostic> {
+        let block: syn::Block = parse(frag)?;
+        self.note_types(&block, |v, b| v.visit_block(b));
+        self.bodies.push(frag.clone());
+        Ok((block, proc_macro2::Literal::usize_unsuffixed(self.bodies.len() - 1)))
+    }
+
+    fn safety_marker(&mut self, text: String) -> TokenStream {
+        self.safety.push(text);
+        let n = proc_macro2::Literal::usize_unsuffixed(self.safety.len() - 1);
+        quote!(__kgraft_safety!(#n);)
+    }
+
+    fn push(&mut self, full: TokenStream, sketch: TokenStream, origin: Span) {
+        self.items.push(ItemOut { text: None, full, sketch, origin });
+    }
+
+    fn params(&mut self, sig: &Signature, foreign: bool) -> Result<Vec<TokenStream>, Diagnostic> {
+        let mut out = Vec::new();
+        for p in &sig.params {
+            match p {
+                Param::Named { mutable, name, ty } => {
+                    let ty = self.ty(ty)?;
+                    let name = ident(name)?;
+                    let m = (*mutable && !foreign).then(|| quote!(mut));
+                    out.push(quote!(#m #name: #ty));
+                }
+                Param::Variadic(_) => out.push(quote!(...)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn ret(&mut self, sig: &Signature) -> Result<TokenStream, Diagnostic> {
+        Ok(match &sig.ret {
+            Some(r) => {
+                let ty = self.ty(r)?;
+                quote!(-> #ty)
+            }
+            None => TokenStream::new(),
+        })
+    }
+
+    /// Returns the function item of one replacement, in both forms, and its Rust name.
+    fn replacement(&mut self, t: &Target<'_>) -> Result<(TokenStream, TokenStream, Ident), Diagnostic> {
+        let r = t.func;
+        let mut ignored = Diagnostics::default();
+        let sympos_value = check::sympos(r, &mut ignored);
+        let sympos = proc_macro2::Literal::u32_unsuffixed(sympos_value);
+        let target = &r.sig.name.name;
+        let fn_ident = if sympos_value == 0 { ident(&r.sig.name)? } else { format_ident!("{}__sympos{}", target, sympos_value) };
+        let params = self.params(&r.sig, false)?;
+        let ret = self.ret(&r.sig)?;
+        let docs = doc_attrs(&r.sig.docs);
+        let safety_doc: Vec<String> = wrap(
+            &format!(
+                "Called by the kernel in place of `{target}` (object `{}`), with that function's arguments and in its context.",
+                t.object
+            ),
+            92,
+        )
+        .into_iter()
+        .map(|l| format!(" {l}"))
+        .collect();
+        let object = t.object;
+        let marker = self.safety_marker(format!(
+            "the kernel enters this function instead of `{target}`, with that function's arguments and in its context; \
+             the body is the reviewed patch source and uses raw pointers and kernel symbols under the contracts the C \
+             original relies on."
+        ));
+        let (block, n) = self.body(&r.body)?;
+        let sep = (!r.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
+        let head = quote! {
+            #docs
+            #sep
+            #[doc = " # Safety"]
+            #[doc = ""]
+            #(#[doc = #safety_doc])*
+            #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
+            pub unsafe extern "C" fn #fn_ident(#(#params),*) #ret
+        };
+        let full = quote!(#head { #marker unsafe #block });
+        let sketch = quote!(#head { #marker __kgraft_body!(#n); });
+        Ok((full, sketch, fn_ident))
+    }
+
+    fn finish(mut self) -> Result<Lowered, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        if let Err(d) = self.items_all() {
+            diags.push(d);
+            return Err(diags);
+        }
+        match self.render() {
+            Ok(l) => Ok(l),
+            Err(d) => {
+                diags.push(d);
+                Err(diags)
+            }
+        }
+    }
+
+    fn items_all(&mut self) -> Result<(), Diagnostic> {
+        let file = &self.checked.file;
+        let header = &self.checked.header;
+        let header_span = file
+            .items
+            .iter()
+            .find_map(|i| match i {
+                Item::Header(h) => Some(Span::new(h.keyword.start, h.name.span.end)),
+                _ => None,
+            })
+            .unwrap_or_default();
+
+        // Externs, shadows, replacements and callbacks, in source order.
+        let mut functions: Vec<String> = Vec::new();
+        let mut shadows: Vec<Ident> = Vec::new();
+        let mut callbacks: Vec<String> = Vec::new();
+        let mut modules: Vec<(String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize)> = Vec::new();
+        for item in &file.items {
+            match item {
+                Item::Header(_) => {}
+                Item::Global(g) => {
+                    let name = ident(&g.name)?;
+                    let ty = self.ty(&g.ty)?;
+                    let init: syn::Expr = parse(&g.init)?;
+                    let docs = doc_attrs(&g.docs);
+                    let tokens = quote!(#docs static #name: #ty = #init;);
+                    self.push(tokens.clone(), tokens, g.name.span);
+                }
+                Item::Extern(block) => {
+                    let mut decls = Vec::new();
+                    for ext in &block.items {
+                        match ext {
+                            ExternItem::Fn(sig) => {
+                                let name = ident(&sig.name)?;
+                                let params = self.params(sig, true)?;
+                                let ret = self.ret(sig)?;
+                                let docs = doc_attrs(&sig.docs);
+                                decls.push(quote!(#docs pub fn #name(#(#params),*) #ret;));
+                            }
+                            ExternItem::Static(s) => {
+                                let name = ident(&s.name)?;
+                                let ty = self.ty(&s.ty)?;
+                                let docs = doc_attrs(&s.docs);
+                                let m = s.mutable.then(|| quote!(mut));
+                                decls.push(quote!(#docs pub static #m #name: #ty;));
+                            }
+                        }
+                    }
+                    let docs = doc_attrs(&block.docs);
+                    let tokens = quote!(#docs unsafe extern "C" { #(#decls)* });
+                    let origin = block.items.first().map(|i| i.name().span).unwrap_or(header_span);
+                    self.push(tokens.clone(), tokens, origin);
+                }
+                Item::Shadow(block) => {
+                    let ty = ident(&block.ty)?;
+                    self.opaque.insert(block.ty.name.clone());
+                    let mut text = String::from("kgraft_macros::shadow! {\n");
+                    for d in &block.docs {
+                        text.push_str(&format!("    ///{}\n", d.text));
+                    }
+                    text.push_str(&format!("    {ty} {{\n"));
+                    for f in &block.fields {
+                        // Parsed for the type names only; the text is the source's.
+                        self.ty(&f.ty)?;
+                        let _: syn::Expr = parse(&f.init)?;
+                        for d in &f.docs {
+                            text.push_str(&format!("        ///{}\n", d.text));
+                        }
+                        text.push_str(&format!("        {}: {} = {},\n", f.name.name, f.ty.text, f.init.text));
+                    }
+                    text.push_str("    }\n}\n");
+                    shadows.push(ty);
+                    self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: block.ty.span });
+                }
+                Item::Replace(r) => {
+                    let t = Target { object: "vmlinux", func: r };
+                    let (full, sketch, name) = self.replacement(&t)?;
+                    functions.push(name.to_string());
+                    self.push(full, sketch, r.head);
+                }
+                Item::Module(m) => {
+                    let mut fns = Vec::new();
+                    let mod_ident = format_ident!("__kgraft_obj_{}", m.name.replace('-', "_"));
+                    for r in &m.fns {
+                        let t = Target { object: &m.name, func: r };
+                        let (full, sketch, name) = self.replacement(&t)?;
+                        functions.push(format!("{mod_ident}::{name}"));
+                        fns.push((full, sketch));
+                    }
+                    // Blocks for the same module share one Rust module.
+                    let key = m.name.replace('-', "_");
+                    match modules.iter_mut().find(|(k, ..)| *k == key) {
+                        Some((_, list, ..)) => list.extend(fns),
+                        None => {
+                            modules.push((key, fns, m.name_span, m.docs.clone(), self.items.len()));
+                            self.push(TokenStream::new(), TokenStream::new(), m.name_span);
+                        }
+                    }
+                }
+                Item::Callback(cb) => {
+                    let kind = &cb.kind.name;
+                    let kind_ident = ident(&cb.kind)?;
+                    let fn_ident = format_ident!("__kgraft_{}", kind);
+                    let ret = (kind.as_str() == "pre_patch").then(|| quote!(-> c_int));
+                    let marker = self.safety_marker(format!(
+                        "the patch engine runs this `{kind}` callback once, in process context, around the transition; \
+                         the body is the reviewed patch source."
+                    ));
+                    let (block, n) = self.body(&cb.body)?;
+                    let docs = doc_attrs(&cb.docs);
+                    let sep = (!cb.docs.is_empty()).then(|| quote!(#[doc = ""]));
+                    let safety_doc = format!(" Called only by the patch engine, as the patch's `{kind}` callback.");
+                    let head = quote! {
+                        #docs
+                        #sep
+                        #[doc = " # Safety"]
+                        #[doc = ""]
+                        #[doc = #safety_doc]
+                        #[kgraft_macros::callback(#kind_ident)]
+                        unsafe fn #fn_ident() #ret
+                    };
+                    callbacks.push(format!("{kind}: {fn_ident}"));
+                    self.push(quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); }), cb.kind.span);
+                }
+            }
+        }
+        // One Rust module per kernel module, where its first block is.
+        for (key, fns, span, docs, index) in modules {
+            let mod_ident = format_ident!("__kgraft_obj_{}", key);
+            let docs = doc_attrs(&docs);
+            let (full, sketch): (Vec<_>, Vec<_>) = fns.into_iter().unzip();
+            let wrap = |inner: Vec<TokenStream>| quote! {
+                #docs
+                pub mod #mod_ident {
+                    use super::*;
+                    #(#inner)*
+                }
+            };
+            self.items[index] = ItemOut { text: None, full: wrap(full), sketch: wrap(sketch), origin: span };
+        }
+
+        let mut text = String::from("kgraft_macros::patch! {\n");
+        text.push_str(&format!("    name: {:?},\n", header.name));
+        text.push_str(&format!("    description: {:?},\n", header.description));
+        if let Some(k) = &header.kernel {
+            text.push_str(&format!("    kernel: {k:?},\n"));
+        }
+        text.push_str(&format!("    replace_all: {},\n", header.replace_all));
+        text.push_str(&format!("    functions: [{}],\n", join(&functions)));
+        if !shadows.is_empty() {
+            text.push_str(&format!("    shadows: [{}],\n", join(&shadows)));
+        }
+        if !callbacks.is_empty() {
+            text.push_str(&format!("    callbacks: {{ {} }},\n", join(&callbacks)));
+        }
+        text.push_str("}\n");
+        self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: header_span });
+
+        // The crate's head: docs, attributes, imports and opaque types.
+        let docs = self.checked.file.docs.iter().map(|d| &d.text);
+        let opaque: Vec<Ident> = self.opaque.iter().map(|n| format_ident!("{}", n)).collect();
+        let opaque = (!opaque.is_empty()).then(|| quote!(kgraft_rt::opaque_types!(#(#opaque),*);));
+        let head = quote! {
+            #(#![doc = #docs])*
+            #![no_std]
+            #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
+            #![allow(unused_unsafe, unused_imports)]
+            use kgraft_rt::prelude::*;
+            #opaque
+        };
+        self.items.insert(0, ItemOut { text: None, full: head.clone(), sketch: head, origin: header_span });
+        Ok(())
+    }
+
+    fn render(&self) -> Result<Lowered, Diagnostic> {
+        let mut expanded = String::new();
+        let mut build = String::new();
+        let mut pieces: Vec<Piece> = Vec::new();
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                expanded.push('\n');
+                build.push('\n');
+            }
+            if let Some(text) = &item.text {
+                expanded.push_str(text);
+                pieces.push(Piece { start: build.len(), end: build.len() + text.len(), origin: Origin::Generated(item.origin) });
+                build.push_str(text);
+                continue;
+            }
+            let full = format(&item.full).map_err(|m| internal(item.origin, &m))?;
+            expanded.push_str(&self.fill_safety(&full));
+            let sketch = format(&item.sketch).map_err(|m| internal(item.origin, &m))?;
+            let sketch = self.fill_safety(&sketch);
+            let mut generated_start = build.len();
+            for line in sketch.split_inclusive('\n') {
+                let trimmed = line.trim();
+                let body = trimmed
+                    .strip_prefix("__kgraft_body!(")
+                    .and_then(|r| r.strip_suffix(");"))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| self.bodies.get(n));
+                match body {
+                    Some(frag) => {
+                        let indent = &line[..line.len() - line.trim_start().len()];
+                        build.push_str(indent);
+                        build.push_str("unsafe ");
+                        if build.len() > generated_start {
+                            pieces.push(Piece { start: generated_start, end: build.len(), origin: Origin::Generated(item.origin) });
+                        }
+                        let start = build.len();
+                        build.push_str(&frag.text);
+                        pieces.push(Piece { start, end: build.len(), origin: Origin::Verbatim(frag.span.start) });
+                        build.push('\n');
+                        generated_start = build.len() - 1;
+                    }
+                    None => build.push_str(line),
+                }
+            }
+            if build.len() > generated_start {
+                pieces.push(Piece { start: generated_start, end: build.len(), origin: Origin::Generated(item.origin) });
+            }
+        }
+        let line_starts = line_starts(&build);
+        Ok(Lowered {
+            name: self.checked.header.name.clone(),
+            expanded,
+            build_source: build,
+            line_map: LineMap { pieces, line_starts },
+        })
+    }
+
+    /// Replaces each `__kgraft_safety!(N);` line with its `// SAFETY:` comment.
+    fn fill_safety(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let trimmed = line.trim();
+            let note = trimmed
+                .strip_prefix("__kgraft_safety!(")
+                .and_then(|r| r.strip_suffix(");"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| self.safety.get(n));
+            match note {
+                Some(note) => {
+                    let indent = &line[..line.len() - line.trim_start().len()];
+                    for (i, l) in wrap(note, 96usize.saturating_sub(indent.len())).iter().enumerate() {
+                        out.push_str(indent);
+                        out.push_str(if i == 0 { "// SAFETY: " } else { "// " });
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+                None => out.push_str(line),
+            }
+        }
+        out
+    }
+}
+
+/// Splits a sentence into lines of at most `width` characters (a longer word gets its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let extra = if lines.is_empty() { 8 } else { 0 };
+        if !current.is_empty() && current.len() + 1 + word.len() + extra > width {
+            lines.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    lines.push(current);
+    lines
+}
+
+fn ident(name: &crate::ast::Ident) -> Result<Ident, Diagnostic> {
+    syn::parse_str::<Ident>(&name.name).map_err(|e| internal(name.span, &e.to_string()))
+}
+
+fn format(tokens: &TokenStream) -> Result<String, String> {
+    let file: syn::File = syn::parse2(tokens.clone()).map_err(|e| e.to_string())?;
+    Ok(prettyplease::unparse(&file))
+}
+
+fn join(list: &[impl std::fmt::Display]) -> String {
+    list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
