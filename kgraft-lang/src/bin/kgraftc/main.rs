@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kgraft_lang::{Checked, Lowered, SourceFile};
+use kgraft_lang::{Checked, Lowered};
 
 use crate::render::{Color, MessageFormat, Ui};
 
@@ -64,6 +64,8 @@ pub(crate) enum Target {
     Host,
     /// A kernel module for Linux.
     Linux,
+    /// No target: type-check the lowered crate only.
+    Check,
 }
 
 /// The arguments of `kgraftc build`.
@@ -145,6 +147,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Build(args) => match args.target {
             Target::Host => build_host::run(&args, &ui),
             Target::Linux => build_linux::run(&args, &ui),
+            Target::Check => build::check(&args, &ui),
         },
         Command::Host(args) => host_ctl::run(&args, &ui),
     }
@@ -161,7 +164,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Keeps `SourceFile` in the binary's vocabulary for the build modules.
-#[allow(dead_code)]
-pub(crate) type Source = SourceFile;
