@@ -1,10 +1,43 @@
-//! `kgraftc build --target linux`: a kernel module for Linux.
+//! `kgraftc build --target linux`: a lowered patch crate becomes a livepatch kernel module.
+//!
+//! The steps, each in its own module under `linux/`:
+//!
+//! 1. `kdir`: find the kernel build directory and its release, and check the patch's `kernel`
+//!    glob against it before anything is compiled; `toolchain`: find a Rust compiler whose
+//!    library source can build `core` for the kernel;
+//! 2. `cargo`: write the crate into a cache directory and build it (through the shared
+//!    `build::run_cargo`, which reports rustc's errors at `.kgp` lines) as a `staticlib` for
+//!    `x86_64-unknown-none` with the kernel's code model; the target directory is shared, so
+//!    `core` is built once and an unchanged patch is not recompiled;
+//! 3. `object`: take the crate's own object out of the archive and refuse what the module loader
+//!    would reject (GOT and other unsupported relocations) or SIMD register use;
+//! 4. `kbuild`: link the object through the kernel's own kbuild, next to a C file that asserts
+//!    the layouts the runtime assumes against the kernel's headers, so modpost writes vermagic
+//!    and symbol versions;
+//! 5. `klp`: turn references to symbols the kernel does not export into livepatch relocations,
+//!    which the livepatch core resolves when the module loads;
+//! 6. check the result with `modinfo` and copy it out.
+
+#[path = "linux/mod.rs"]
+mod linux;
 
 use crate::render::Ui;
 use crate::{BuildArgs, Failure};
 
 /// Builds the patch as a Linux kernel module.
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
-    let _ = (args, ui);
-    Err(Failure::Fatal("`kgraftc build --target linux` is not built yet".to_owned()))
+    let fatal = |e: linux::Error| Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned());
+    let checked = crate::load(&args.file, ui)?;
+    let lowered = crate::lower(&checked, ui)?;
+    let mut prepared = linux::prepare(args.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
+    let crate_name = crate::build::crate_name(&lowered);
+    let cargo = prepared.cargo_command(&crate_name, &lowered.build_source).map_err(fatal)?;
+    let built = crate::build::run_cargo(cargo, &checked, &lowered, ui)?;
+    let archive = built
+        .files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "a"))
+        .ok_or_else(|| Failure::Fatal(format!("cargo built no archive for `{crate_name}`")))?;
+    prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref()).map_err(fatal)?;
+    Ok(())
 }

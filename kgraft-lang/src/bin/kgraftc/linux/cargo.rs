@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::toolchain::Toolchain;
-use super::{Error, run, write_if_changed};
+use super::{Error, write_if_changed};
 
 /// The target: freestanding x86_64, whose built-in settings already exclude SSE and use
 /// soft floats.
@@ -41,14 +41,15 @@ pub(crate) fn core_is_built(target_dir: &Path) -> bool {
         .any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
 }
 
-/// Writes the crate `name` with `lib_rs` into `crate_dir`, builds it and returns its archive.
-pub(crate) fn build(
+/// Writes the crate `name` with `lib_rs` into `crate_dir` and returns the command that builds
+/// it; only changed files are written, so an unchanged patch is not recompiled.
+pub(crate) fn command(
     name: &str,
     lib_rs: &str,
     crate_dir: &Path,
     target_dir: &Path,
     toolchain: &Toolchain,
-) -> Result<PathBuf, Error> {
+) -> Result<Command, Error> {
     let src = source_dir();
     let manifest = format!(
         r#"# Written by kgraftc: the patch `{name}` lowered for the Linux kernel.
@@ -59,7 +60,7 @@ edition = "2024"
 publish = false
 
 [lib]
-path = "lib.rs"
+path = "src/lib.rs"
 crate-type = ["staticlib"]
 
 [dependencies]
@@ -79,7 +80,7 @@ debug = 0
         macros = src.join("kgraft-macros").display(),
     );
     write_if_changed(&crate_dir.join("Cargo.toml"), manifest.as_bytes())?;
-    write_if_changed(&crate_dir.join("lib.rs"), lib_rs.as_bytes())?;
+    write_if_changed(&crate_dir.join("src/lib.rs"), lib_rs.as_bytes())?;
     // Start from the workspace's lock file, so that the build uses the versions the workspace
     // was tested with and needs no registry access when they are cached.
     let lock = crate_dir.join("Cargo.lock");
@@ -91,7 +92,7 @@ debug = 0
 
     let mut cmd = Command::new(&toolchain.cargo);
     cmd.current_dir(crate_dir)
-        .args(["build", "--release", "--quiet", "-Zbuild-std=core", "--target", TARGET])
+        .args(["build", "--release", "-Zbuild-std=core", "--target", TARGET])
         .arg("--target-dir")
         .arg(target_dir)
         .env("RUSTC", &toolchain.rustc)
@@ -103,8 +104,5 @@ debug = 0
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTUP_TOOLCHAIN");
-    run(&mut cmd, "cargo build of the patch crate").map_err(|e| {
-        Error { help: Some(format!("the lowered crate is at {}", crate_dir.display())), ..e }
-    })?;
-    Ok(target_dir.join(TARGET).join("release").join(format!("lib{name}.a")))
+    Ok(cmd)
 }

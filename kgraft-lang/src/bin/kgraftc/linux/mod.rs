@@ -11,22 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What to build: a lowered patch crate and where it goes.
-pub(crate) struct LinuxBuild<'a> {
-    /// The patch's name, which is also the module's name.
-    pub(crate) name: &'a str,
-    /// The patch's `kernel` glob, if the source gives one.
-    pub(crate) kernel_glob: Option<&'a str>,
-    /// The lowered crate's `lib.rs`.
-    pub(crate) crate_src: &'a str,
-    /// The kernel build directory (`/lib/modules/RELEASE/build`); found when `None`.
-    pub(crate) kdir: Option<&'a Path>,
-    /// Where the `.ko` goes; `NAME.ko` in the current directory when `None`.
-    pub(crate) out: Option<&'a Path>,
-    /// Whether to print progress to standard error.
-    pub(crate) progress: bool,
-}
-
 /// A failed build step: what went wrong, and what to do about it.
 #[derive(Debug)]
 pub(crate) struct Error {
@@ -93,66 +77,96 @@ impl Progress {
     }
 }
 
-/// Builds the kernel module for `req` and returns its path.
-pub(crate) fn build(req: &LinuxBuild<'_>) -> Result<PathBuf, Error> {
-    let mut progress = Progress { on: req.progress, step: 0, total: 6, start: Instant::now() };
+/// What the first step found: the kernel, the compiler, the cache.
+pub(crate) struct Prepared {
+    kdir: kdir::Kdir,
+    toolchain: toolchain::Toolchain,
+    cache: PathBuf,
+    progress: Progress,
+}
 
+/// Finds the kernel build directory and checks the patch's `kernel` glob against its release,
+/// then finds the compiler; nothing is compiled before these checks pass.
+pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<Prepared, Error> {
+    let mut progress = Progress { on: true, step: 0, total: 6, start: Instant::now() };
     progress.step("checking the kernel build directory");
-    let kdir = kdir::find(req.kdir)?;
-    kdir::check_glob(req.kernel_glob, &kdir.release)?;
+    let kdir = kdir::find(kdir)?;
+    kdir::check_glob(kernel_glob, &kdir.release)?;
     let toolchain = toolchain::find()?;
-
     let cache = cache_dir()?;
-    let crate_dir = cache.join("crates").join(req.name);
-    let target_dir = cache.join("target");
-    progress.step(if cargo::core_is_built(&target_dir) {
-        "compiling the patch crate"
-    } else {
-        "compiling the patch crate (the first build also compiles `core`, about a minute)"
-    });
-    let archive = cargo::build(req.name, req.crate_src, &crate_dir, &target_dir, &toolchain)?;
+    Ok(Prepared { kdir, toolchain, cache, progress })
+}
 
-    progress.step("checking the object");
-    let build_dir = cache.join("kbuild").join(&kdir.release).join(req.name);
-    let obj = build_dir.join(format!("{}_rust.o_shipped", req.name));
-    object::extract(&archive, req.name, &obj)?;
-    object::check(&obj)?;
-    let symvers = kdir::symvers(&kdir.path)?;
-    let unexported: Vec<String> = object::undefined_symbols(&obj)?
-        .into_iter()
-        .filter(|s| s != "__this_module" && !symvers.contains(s))
-        .collect();
-    if let Some(map) = kdir::system_map(&kdir.release) {
-        for sym in unexported.iter().filter(|s| !map.contains(*s)) {
-            eprintln!(
-                "warning: `{sym}` is not a symbol of {}: the module will fail to load",
-                kdir.release
-            );
-        }
+impl Prepared {
+    /// Writes the lowered crate `crate_name` with `lib_rs` and returns the cargo command that
+    /// builds it (without the message-format arguments).
+    pub(crate) fn cargo_command(
+        &mut self,
+        crate_name: &str,
+        lib_rs: &str,
+    ) -> Result<std::process::Command, Error> {
+        let target_dir = self.cache.join("target");
+        self.progress.step(if cargo::core_is_built(&target_dir) {
+            "compiling the patch crate"
+        } else {
+            "compiling the patch crate (the first build also compiles `core`, about a minute)"
+        });
+        let crate_dir = self.cache.join("crates").join(crate_name);
+        cargo::command(crate_name, lib_rs, &crate_dir, &target_dir, &self.toolchain)
     }
 
-    progress.step("linking through kbuild");
-    let linked = kbuild::link(req.name, &build_dir, &kdir.path, !unexported.is_empty())?;
+    /// Turns the built archive into the module `name` and writes it to `out` (default:
+    /// `NAME.ko` in the current directory).
+    pub(crate) fn finish(
+        mut self,
+        name: &str,
+        archive: &Path,
+        crate_name: &str,
+        out: Option<&Path>,
+    ) -> Result<PathBuf, Error> {
+        let kdir = &self.kdir;
+        self.progress.step("checking the object");
+        let build_dir = self.cache.join("kbuild").join(&kdir.release).join(name);
+        let obj = build_dir.join(format!("{name}_rust.o_shipped"));
+        object::extract(archive, crate_name, &obj)?;
+        object::check(&obj)?;
+        let symvers = kdir::symvers(&kdir.path)?;
+        let unexported: Vec<String> = object::undefined_symbols(&obj)?
+            .into_iter()
+            .filter(|s| s != "__this_module" && !symvers.contains(s))
+            .collect();
+        if let Some(map) = kdir::system_map(&kdir.release) {
+            for sym in unexported.iter().filter(|s| !map.contains(*s)) {
+                eprintln!(
+                    "warning: `{sym}` is not a symbol of {}: the module will fail to load",
+                    kdir.release
+                );
+            }
+        }
 
-    progress.step(if unexported.is_empty() {
-        "no unexported symbols to resolve"
-    } else {
-        "writing livepatch relocations for unexported symbols"
-    });
-    let ko = build_dir.join(format!("{}.klp.ko", req.name));
-    klp::convert(&linked, &ko, &unexported)?;
+        self.progress.step("linking through kbuild");
+        let linked = kbuild::link(name, &build_dir, &kdir.path, !unexported.is_empty())?;
 
-    progress.step("verifying with modinfo");
-    kbuild::verify(&ko, req.name, &kdir.release)?;
+        self.progress.step(if unexported.is_empty() {
+            "no unexported symbols to resolve"
+        } else {
+            "writing livepatch relocations for unexported symbols"
+        });
+        let ko = build_dir.join(format!("{name}.klp.ko"));
+        klp::convert(&linked, &ko, &unexported)?;
 
-    let out = match req.out {
-        Some(out) => out.to_path_buf(),
-        None => PathBuf::from(format!("{}.ko", req.name)),
-    };
-    std::fs::copy(&ko, &out)
-        .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
-    progress.done(&out);
-    Ok(out)
+        self.progress.step("verifying with modinfo");
+        kbuild::verify(&ko, name, &kdir.release)?;
+
+        let out = match out {
+            Some(out) => out.to_path_buf(),
+            None => PathBuf::from(format!("{name}.ko")),
+        };
+        std::fs::copy(&ko, &out)
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+        self.progress.done(&out);
+        Ok(out)
+    }
 }
 
 /// Returns the cache directory of kernel builds, creating it.
