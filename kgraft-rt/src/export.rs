@@ -33,5 +33,13 @@ macro_rules! __export_patch {
         #[unsafe(no_mangle)]
         #[doc(hidden)]
         pub static kgraft_patch_v1: &$crate::Patch = &$patch;
+
+        /// A patch is a `no_std` shared object: a panic in it stops the host, as an oops would.
+        #[cfg(not(test))]
+        #[panic_handler]
+        fn __kgraft_panic(_info: &::core::panic::PanicInfo<'_>) -> ! {
+            // SAFETY: `ud2` raises an invalid-opcode fault and never returns.
+            unsafe { ::core::arch::asm!("ud2", options(noreturn)) }
+        }
     };
 }
