@@ -44,6 +44,7 @@ pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> He
     let shadows = check_shadows(file, diags);
     check_replacements(file, syntax_ok, &externs, &shadows, diags);
     check_callbacks(file, &shadows, diags);
+    relabel_too_complex(diags);
     header
 }
 
@@ -248,9 +249,62 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// The label of a fragment refused by [`too_complex`]; [`check`] turns such diagnostics into
+/// `E0028`.
+const TOO_COMPLEX: &str = "the checker's recursion limit is reached here";
+
+/// The longest run of tokens that a recursive-descent parser may have to nest, counted along
+/// the path of brackets from the fragment's start, resetting at `;` and `,`.
+///
+/// syn descends once per prefix operator, pointer type or `else if`, so a run of thousands of
+/// them would exhaust any stack; real code stays far below this.
+pub(crate) const MAX_RUN: usize = 4000;
+
+/// Returns where a fragment's token runs exceed [`MAX_RUN`], if they do.
+fn too_complex(frag: &Fragment) -> Option<Span> {
+    fn walk(stream: proc_macro2::TokenStream, base: usize, frag: &Fragment) -> Option<Span> {
+        let mut run = 0;
+        for tt in stream {
+            match &tt {
+                proc_macro2::TokenTree::Punct(p) if matches!(p.as_char(), ';' | ',') => run = 0,
+                proc_macro2::TokenTree::Group(g) => {
+                    run += 1;
+                    if let Some(at) = walk(g.stream(), base + run, frag) {
+                        return Some(at);
+                    }
+                }
+                _ => run += 1,
+            }
+            if base + run > MAX_RUN {
+                return Some(node_span(tt.span(), frag));
+            }
+        }
+        None
+    }
+    let stream: proc_macro2::TokenStream = frag.text.parse().ok()?;
+    walk(stream, 0, frag)
+}
+
 /// Parses a fragment with syn; on failure returns the error's span in the `.kgp` file.
 pub(crate) fn parse_fragment<T: syn::parse::Parse>(frag: &Fragment) -> Result<T, (Span, String)> {
+    if let Some(at) = too_complex(frag) {
+        return Err((at, TOO_COMPLEX.to_owned()));
+    }
     syn::parse_str::<T>(&frag.text).map_err(|e| (error_span(&e, frag), e.to_string()))
+}
+
+/// Gives the diagnostics of fragments refused by [`too_complex`] their own code and words.
+fn relabel_too_complex(diags: &mut Diagnostics) {
+    for d in &mut diags.list {
+        if d.labels.iter().any(|l| l.primary && l.message == TOO_COMPLEX) {
+            d.code = codes::E0028.to_owned();
+            d.message = "this code nests too deep to check".to_owned();
+            d.notes = vec![format!(
+                "a statement may hold at most {MAX_RUN} tokens between `;` or `,`, counting those of the brackets around it"
+            )];
+            d.help = Some("split the expression or type into several statements".to_owned());
+        }
+    }
 }
 
 /// Moves a syn error's span into the `.kgp` file.

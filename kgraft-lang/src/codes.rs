@@ -146,8 +146,10 @@ it may be a binary file, or text in another encoding."
 "A patch source may be at most 8 MiB. Live patches are small by nature; split the patch."
 
     E0028 "nesting too deep"
-"Brackets in the source nest deeper than 128 levels. The compiler refuses such input rather than
-risk running out of stack; no reviewable patch nests that deep."
+"Brackets in the source nest deeper than 128 levels, or a statement chains more than 4000 tokens
+between `;` and `,` (counting those of the brackets around it: thousands of prefix operators,
+pointer types or `else if`s). The compiler refuses such input rather than risk running out of
+stack; no reviewable patch comes near these limits."
 
     E0029 "reserved name"
 "Names in the source become Rust names in the generated crate, so Rust keywords (`type`,
