@@ -1,0 +1,92 @@
+#!/bin/sh
+# Runs the kernel tests: builds the sample patches with `kgraftc build --target linux`, the
+# test module and helper, packs them with busybox into an initramfs, boots the installed Debian
+# kernel under qemu (software emulation, with a timeout) and reads the verdicts from the serial
+# console. Installs nothing; see setup-notes.md for the packages it uses.
+#
+# Usage: kernel-tests/run.sh [WORK_DIR]   (default: target/kernel-tests)
+# Environment: KDIR (kernel build directory), KGRAFTC (a built kgraftc), QEMU_TIMEOUT (s).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+work=${1:-$root/target/kernel-tests}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+say() { echo "kernel-tests: $*" >&2; }
+now() { date +%s.%N; }
+since() { echo "$(now) $1" | awk '{ printf "%.1f", $1 - $2 }'; }
+start=$(now)
+
+if [ -z "${KDIR:-}" ]; then
+    set -- /lib/modules/*/build
+    [ $# -eq 1 ] && [ -e "$1" ] || { say "need exactly one kernel under /lib/modules, or KDIR"; exit 2; }
+    KDIR=$1
+fi
+release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
+kernel=/boot/vmlinuz-$release
+[ -r "$kernel" ] || { say "no kernel image $kernel (apt-get install linux-image-amd64)"; exit 2; }
+for tool in qemu-system-x86_64 busybox cpio gcc make modinfo; do
+    command -v $tool > /dev/null || [ -x /bin/$tool ] || { say "missing $tool (see kernel-tests/setup-notes.md)"; exit 2; }
+done
+busybox=$(command -v busybox || echo /bin/busybox)
+if command -v file > /dev/null && file -L "$busybox" | grep -q 'dynamically linked'; then
+    say "$busybox is not static (apt-get install busybox-static)"; exit 2
+fi
+
+if [ -z "${KGRAFTC:-}" ]; then
+    say "building kgraftc"
+    (cd "$root" && cargo build -q -p kgraft-lang --bin kgraftc)
+    KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
+fi
+
+rootfs=$work/rootfs
+rm -rf "$rootfs"
+mkdir -p "$rootfs/bin" "$rootfs/m" "$rootfs/proc" "$rootfs/sys" "$rootfs/tmp" "$rootfs/dev"
+
+times=$work/build-times
+: > "$times"
+for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern; do
+    src=$root/patches/$p.kgp
+    [ -e "$src" ] || src=$here/patches/$p.kgp
+    say "building $p"
+    t=$(now)
+    "$KGRAFTC" build --target linux --kdir "$KDIR" -o "$rootfs/m/$p.ko" "$src" > "$work/$p.build.log" 2>&1 \
+        || { cat "$work/$p.build.log" >&2; say "building $p failed"; exit 1; }
+    echo "build $p $(since "$t")s" >> "$times"
+done
+# A second build of an unchanged patch, to show the cache at work.
+t=$(now)
+"$KGRAFTC" build --target linux --kdir "$KDIR" -o "$work/warm.ko" "$root/patches/cmdline_banner.kgp" > "$work/warm.build.log" 2>&1
+echo "warm-rebuild cmdline_banner $(since "$t")s" >> "$times"
+
+say "building the test module and helper"
+rm -rf "$work/testmod"
+cp -r "$here/testmod" "$work/testmod"
+make -s -C "$KDIR" M="$work/testmod" modules > "$work/testmod.log" 2>&1 || { cat "$work/testmod.log" >&2; exit 1; }
+cp "$work/testmod/kgraft_testmod.ko" "$rootfs/m/"
+gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
+
+cp "$busybox" "$rootfs/bin/busybox"
+for cmd in $("$busybox" --list); do
+    [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"
+done
+cp "$here/init.sh" "$rootfs/init"
+chmod +x "$rootfs/init"
+(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+
+say "booting $release under qemu"
+t=$(now)
+timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 2 -nic none \
+    -kernel "$kernel" -initrd "$work/initramfs.gz" \
+    -append "console=ttyS0 quiet panic=-1 oops=panic" < /dev/null > "$work/console.log" 2>&1 || true
+echo "qemu $(since "$t")s" >> "$times"
+echo "total $(since "$start")s" >> "$times"
+
+tr -d '\r' < "$work/console.log" > "$work/console.txt"
+grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
+cat "$times"
+grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
+n=$(grep -c '^KGRAFT-TEST .* PASS' "$work/console.txt")
+[ "$n" -eq 6 ] || { say "expected 6 passing scenarios, saw $n"; exit 1; }
+say "all 6 scenarios passed"

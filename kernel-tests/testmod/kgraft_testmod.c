@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kgraft_testmod: the test module whose functions the kgraft samples patch.
+ *
+ * It holds one long-lived device and serves two proc files:
+ *   /proc/kgraft_testmod  reading it calls kgt_describe(dev, m), "kgt <name> v1";
+ *   /proc/kgraft_pair     each read computes kgt_decode(kgt_encode(x)) for a fresh x in one
+ *                         system call and prints "1" when the round trip gives x back, else "0".
+ *
+ * The patched functions are noinline and noipa: every call goes through their fentry NOP, and
+ * gcc makes no clones or assumptions about them that a patch could not follow.
+ */
+#include <linux/atomic.h>
+#include <linux/module.h>
+#include <linux/proc_fs.h>
+#include <linux/seq_file.h>
+
+#define KGT_PATCHABLE noinline __attribute__((noipa))
+
+struct kgt_dev {
+	u64 id;
+	char name[32];
+};
+
+void kgt_describe(struct kgt_dev *dev, struct seq_file *m);
+u64 kgt_encode(u64 x);
+u64 kgt_decode(u64 y);
+
+static struct kgt_dev kgt_the_dev = { .id = 1, .name = "alpha" };
+static atomic64_t kgt_pair_next;
+
+KGT_PATCHABLE void kgt_describe(struct kgt_dev *dev, struct seq_file *m)
+{
+	seq_printf(m, "kgt %s v1\n", dev->name);
+}
+
+KGT_PATCHABLE u64 kgt_encode(u64 x)
+{
+	return x ^ 0x5a5a5a5a5a5a5a5aULL;
+}
+
+KGT_PATCHABLE u64 kgt_decode(u64 y)
+{
+	return y ^ 0x5a5a5a5a5a5a5a5aULL;
+}
+
+static int kgt_describe_show(struct seq_file *m, void *v)
+{
+	kgt_describe(&kgt_the_dev, m);
+	return 0;
+}
+
+static int kgt_pair_show(struct seq_file *m, void *v)
+{
+	u64 x = (u64)atomic64_inc_return(&kgt_pair_next) * 0x9e3779b97f4a7c15ULL;
+	u64 y = kgt_encode(x);
+
+	seq_printf(m, "%d\n", kgt_decode(y) == x);
+	return 0;
+}
+
+static int __init kgt_init(void)
+{
+	if (!proc_create_single("kgraft_testmod", 0444, NULL, kgt_describe_show))
+		return -ENOMEM;
+	if (!proc_create_single("kgraft_pair", 0444, NULL, kgt_pair_show)) {
+		remove_proc_entry("kgraft_testmod", NULL);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void __exit kgt_exit(void)
+{
+	remove_proc_entry("kgraft_pair", NULL);
+	remove_proc_entry("kgraft_testmod", NULL);
+}
+
+module_init(kgt_init);
+module_exit(kgt_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Functions for the kgraft samples to patch");
