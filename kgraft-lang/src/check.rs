@@ -290,7 +290,15 @@ pub(crate) fn parse_fragment<T: syn::parse::Parse>(frag: &Fragment) -> Result<T,
     if let Some(at) = too_complex(frag) {
         return Err((at, TOO_COMPLEX.to_owned()));
     }
-    syn::parse_str::<T>(&frag.text).map_err(|e| (error_span(&e, frag), e.to_string()))
+    syn::parse_str::<T>(&frag.text).map_err(|e| {
+        let message = e.to_string();
+        let message = if message == "cannot parse string into token stream" {
+            "not a Rust token: a stray character, or an unterminated literal or comment".to_owned()
+        } else {
+            message
+        };
+        (error_span(&e, frag), message)
+    })
 }
 
 /// Gives the diagnostics of fragments refused by [`too_complex`] their own code and words.

@@ -1,0 +1,68 @@
+//! `kgraftc expand` of every sample in `patches/`: snapshot of the review form, and the same
+//! bytes on every run.
+
+use std::path::Path;
+use std::process::Command;
+
+fn expand(path: &Path, for_build: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgraftc"));
+    cmd.current_dir(path.parent().expect("a sample lives in patches/")).arg("expand");
+    if for_build {
+        cmd.arg("--for-build");
+    }
+    let output = cmd.arg(path.file_name().expect("file name")).output().expect("kgraftc runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("expand prints UTF-8")
+}
+
+#[test]
+fn samples() {
+    insta::glob!("../../patches", "*.kgp", |path| {
+        let text = expand(path, false);
+        assert_eq!(text, expand(path, false), "expand is deterministic");
+        // Every unsafe block the compiler emits carries a SAFETY comment on the line before.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("unsafe {") {
+                let before = lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with("//"));
+                assert!(before.clone().any(|l| l.contains("// SAFETY: ")), "no SAFETY comment before line {}", i + 1);
+            }
+        }
+        insta::with_settings!({ snapshot_path => "expand", omit_expression => true }, {
+            insta::assert_snapshot!(text);
+        });
+    });
+}
+
+#[test]
+fn build_source_keeps_bodies_verbatim() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches");
+    let mut mapped = 0;
+    for entry in std::fs::read_dir(&dir).expect("patches/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "kgp") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("sample");
+        let build = expand(&path, true);
+        let checked = kgraft_lang::check("sample.kgp", &source).map_err(|d| format!("{:?}", d.list)).expect("sample checks");
+        let lowered = kgraft_lang::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("sample lowers");
+        assert_eq!(build, lowered.build_source);
+        // Each body's first line (the `{` and what follows) is found verbatim in the build source,
+        // and maps back to the same place in the `.kgp` file.
+        for (line_no, line) in source.lines().enumerate() {
+            let trimmed = line.trim();
+            if !(trimmed.starts_with("seq_printf(") || trimmed.starts_with("x ^") || trimmed.starts_with("_printk(")) {
+                continue;
+            }
+            let at = build.find(line).unwrap_or_else(|| panic!("{trimmed} not verbatim in build source"));
+            let build_line = build[..at].matches('\n').count() + 1;
+            let column = line.len() - line.trim_start().len() + 1;
+            let span = lowered.map_position(build_line, column).expect("position maps");
+            let expected = source.lines().take(line_no).map(|l| l.len() + 1).sum::<usize>() + column - 1;
+            assert_eq!(span.start, expected, "{} line {}", path.display(), line_no + 1);
+            mapped += 1;
+        }
+    }
+    assert!(mapped >= 10, "only {mapped} body lines were mapped");
+}

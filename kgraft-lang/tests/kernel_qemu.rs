@@ -1,0 +1,43 @@
+//! The Linux kernel target end to end: every sample built into a module and proved under qemu.
+//!
+//! Opt-in: it runs only with `KGRAFT_QEMU=1`, on a machine with the packages listed in
+//! `kernel-tests/setup-notes.md` (CI sets it). It drives `kernel-tests/run.sh` with this build's
+//! `kgraftc` and checks each scenario's verdict line from the guest's console.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The scenarios `kernel-tests/init.sh` runs, by the name of their verdict line.
+const SCENARIOS: &[&str] = &[
+    "cmdline_banner",
+    "shadow_callbacks",
+    "atomic_replace",
+    "module_late",
+    "consistency",
+    "broken_extern",
+];
+
+#[test]
+fn kernel_under_qemu() {
+    if std::env::var_os("KGRAFT_QEMU").is_none_or(|v| v != "1") {
+        eprintln!("kernel_under_qemu: skipped (set KGRAFT_QEMU=1 to boot a kernel under qemu)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-tests");
+    let status = Command::new("sh")
+        .arg(root.join("kernel-tests/run.sh"))
+        .arg(&work)
+        .env("KGRAFTC", env!("CARGO_BIN_EXE_kgraftc"))
+        .status()
+        .expect("kernel-tests/run.sh should start");
+    let console = std::fs::read_to_string(work.join("console.txt")).unwrap_or_default();
+    for scenario in SCENARIOS {
+        let verdict = console
+            .lines()
+            .find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} ")))
+            .unwrap_or("no verdict");
+        assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}");
+    }
+    assert!(status.success(), "kernel-tests/run.sh failed: {status}");
+}
