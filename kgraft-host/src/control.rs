@@ -123,7 +123,7 @@ fn follow(out: &mut impl Write) -> Result<(), String> {
                 let verb = if direction == Direction::Patch { "patched" } else { "unpatched" };
                 let _ = writeln!(
                     out,
-                    "transition: {patch} {verb}; every thread is in the new universe ({:.3} ms)",
+                    "transition: {patch} {verb}: every thread has migrated, the sites jump straight to the code ({:.3} ms)",
                     elapsed.as_secs_f64() * 1e3
                 );
                 return Ok(());
