@@ -1,0 +1,83 @@
+//! The lowered crate of every sample type-checks against the workspace's `kgraft-rt` and
+//! `kgraft-macros`, and rustc's errors in a body are reported at the `.kgp` line they come from.
+//!
+//! These run `kgraftc build --target check`, which runs `cargo check`; the dependencies are
+//! built once into the workspace's `target/kgraft-check`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+fn build_check(file: &Path, out: &Path, json: bool) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgraftc"));
+    cmd.current_dir(file.parent().expect("dir"))
+        .env("CARGO_TARGET_DIR", workspace().join("target").join("kgraft-check"))
+        .args(["--color", "never"]);
+    if json {
+        cmd.args(["--message-format", "json"]);
+    }
+    cmd.args(["build", "--target", "check", "--out"])
+        .arg(out)
+        .arg(file.file_name().expect("name"))
+        .output()
+        .expect("kgraftc runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    workspace().join("target").join("kgraft-check").join("crates").join(name)
+}
+
+#[test]
+fn every_sample_type_checks() {
+    let dir = workspace().join("patches");
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("patches/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kgp"))
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 6, "the six shared samples are in patches/");
+    for sample in samples {
+        let name = sample.file_stem().expect("stem").to_string_lossy().into_owned();
+        let output = build_check(&sample, &scratch(&name), false);
+        assert!(
+            output.status.success(),
+            "{name} does not type-check:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("warning"), "{name} has warnings:\n{stderr}");
+    }
+}
+
+#[test]
+fn rustc_errors_point_into_the_kgp_file() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build/type_error.kgp");
+    let output = build_check(&file, &scratch("type_error"), false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[rustc E0308]: mismatched types"), "{stderr}");
+    assert!(stderr.contains("type_error.kgp:10:23"), "{stderr}");
+    assert!(stderr.contains("10 │     let banner: u64 = \"not a number\";"), "{stderr}");
+
+    let output = build_check(&file, &scratch("type_error_json"), true);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().expect("one diagnostic")).expect("JSON");
+    assert_eq!(first["code"], "rustc E0308");
+    assert_eq!(first["file"], "type_error.kgp");
+    assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(10), Some(23)));
+    assert_eq!((first["end_line"].as_u64(), first["end_column"].as_u64()), (Some(10), Some(37)));
+}
+
+#[test]
+fn rustc_warnings_are_mapped_too() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build/warning.kgp");
+    let output = build_check(&file, &scratch("warning"), false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("warning[rustc unused_variables]: unused variable: `unused_value`"), "{stderr}");
+    assert!(stderr.contains("warning.kgp:4:9"), "{stderr}");
+}
