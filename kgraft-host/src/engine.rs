@@ -425,7 +425,7 @@ impl Engine {
     fn kick(&self) {
         let goal = GOAL.get();
         let reg = threads::registry().lock().unwrap_or_else(|e| e.into_inner());
-        for r in reg.iter().filter(|r| r.universe() != goal) {
+        for r in reg.iter().filter(|r| r.pending(goal)) {
             r.kick();
         }
     }
@@ -444,7 +444,7 @@ impl Engine {
             let reg = threads::registry().lock().unwrap_or_else(|e| e.into_inner());
             let s: Vec<Straggler> = reg
                 .iter()
-                .filter(|r| r.universe() != goal)
+                .filter(|r| r.pending(goal))
                 .map(|r| Straggler {
                     name: r.name.clone(),
                     tid: r.tid,
@@ -556,7 +556,8 @@ impl Engine {
         }
     }
 
-    /// Waits until every thread has passed a safe point (or sleeps), then frees the graveyard.
+    /// Waits until every thread has passed a safe point (or sleeps, or runs in user mode), then
+    /// frees the graveyard.
     ///
     /// Returns whether the grace period ended.
     fn grace(&mut self) -> bool {
@@ -570,7 +571,9 @@ impl Engine {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let done = snapshot.iter().all(|(r, n)| {
-                r.safe_points.load(Ordering::Acquire) != *n || r.asleep.load(Ordering::Acquire)
+                r.safe_points.load(Ordering::Acquire) != *n
+                    || r.asleep.load(Ordering::Acquire)
+                    || !r.in_kernel.load(Ordering::SeqCst)
             });
             if done {
                 break;

@@ -30,6 +30,8 @@ pub static TRAPS: AtomicU64 = AtomicU64::new(0);
 pub struct HostText {
     mem: File,
     syncs: AtomicU64,
+    /// Writes left before an injected failure, plus one; zero when none is armed.
+    fail_in: AtomicU64,
 }
 
 impl HostText {
@@ -53,7 +55,12 @@ impl HostText {
             ));
         }
         install_trap_handler()?;
-        Ok(HostText { mem, syncs: AtomicU64::new(0) })
+        Ok(HostText { mem, syncs: AtomicU64::new(0), fail_in: AtomicU64::new(0) })
+    }
+
+    /// Makes the write after `n` more writes fail with `EIO`, once; for tests of the rollback.
+    pub fn fail_write_after(&self, n: u64) {
+        self.fail_in.store(n + 1, Ordering::SeqCst);
     }
 
     /// Returns how many core syncs the text has done.
@@ -68,6 +75,13 @@ impl Text for HostText {
     }
 
     fn write(&self, addr: usize, bytes: &[u8]) -> Result<(), i32> {
+        let armed = self.fail_in.load(Ordering::SeqCst);
+        if armed > 0 {
+            self.fail_in.store(armed - 1, Ordering::SeqCst);
+            if armed == 1 {
+                return Err(libc::EIO);
+            }
+        }
         self.mem.write_all_at(bytes, addr as u64).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
     }
 

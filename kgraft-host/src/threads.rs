@@ -35,12 +35,21 @@ pub struct ThreadRec {
     pub last_safe_ns: AtomicU64,
     /// Whether it is asleep in a system call.
     pub asleep: AtomicBool,
+    /// Whether it runs kernel code: inside a system call, or always for a kernel thread. A
+    /// thread in user mode holds no kernel frame and changes universe when it next enters.
+    pub in_kernel: AtomicBool,
 }
 
 impl ThreadRec {
     /// Returns the thread's universe.
     pub fn universe(&self) -> u8 {
         self.flag.load(Ordering::Acquire)
+    }
+
+    /// Returns whether the thread still holds the transition to `goal` back: it is inside the
+    /// kernel and has not reached the goal universe.
+    pub fn pending(&self, goal: u8) -> bool {
+        self.in_kernel.load(Ordering::SeqCst) && self.universe() != goal
     }
 
     /// Sends the thread the kick signal.
@@ -83,8 +92,19 @@ impl Drop for Registration {
     }
 }
 
-/// Registers the calling thread under `name`; it starts in the goal universe.
+/// Registers the calling thread under `name` as a user thread, which runs kernel code only
+/// inside [`syscall`]; it starts in the goal universe.
 pub fn register(name: &str) -> Registration {
+    register_as(name, false)
+}
+
+/// Registers the calling thread as a kernel thread: it runs kernel code at any time and
+/// changes universe only at the [`safe_point`]s it calls.
+pub fn register_kthread(name: &str) -> Registration {
+    register_as(name, true)
+}
+
+fn register_as(name: &str, kthread: bool) -> Registration {
     // SAFETY: both calls only read the calling thread's identity.
     let (tid, pthread) = unsafe { (libc::gettid(), libc::pthread_self()) };
     // SAFETY: the C thread-local lives as long as the thread, which outlives the registration;
@@ -100,6 +120,7 @@ pub fn register(name: &str) -> Registration {
         safe_points: AtomicU64::new(0),
         last_safe_ns: AtomicU64::new(now_ns()),
         asleep: AtomicBool::new(false),
+        in_kernel: AtomicBool::new(kthread),
     });
     reg.push(rec.clone());
     drop(reg);
@@ -123,18 +144,40 @@ pub fn safe_point() {
     });
 }
 
+/// Enters the kernel: announces it, then passes the entry safe point.
+#[inline]
+fn enter() {
+    CURRENT.with(|c| {
+        if let Some(rec) = c.get() {
+            rec.in_kernel.store(true, Ordering::SeqCst);
+        }
+    });
+    safe_point();
+}
+
+/// Leaves the kernel: passes the exit safe point, then announces user mode.
+#[inline]
+fn leave() {
+    safe_point();
+    CURRENT.with(|c| {
+        if let Some(rec) = c.get() {
+            rec.in_kernel.store(false, Ordering::SeqCst);
+        }
+    });
+}
+
 /// Runs a "system call": a safe point at entry and at exit, and `call` in between.
 #[inline]
 pub fn syscall<R>(call: impl FnOnce() -> R) -> R {
-    safe_point();
+    enter();
     let r = call();
-    safe_point();
+    leave();
     r
 }
 
 /// Runs a sleeping "system call": the thread counts as asleep while `call` runs.
 pub fn sleeping_syscall<R>(call: impl FnOnce() -> R) -> R {
-    safe_point();
+    enter();
     CURRENT.with(|c| {
         if let Some(rec) = c.get() {
             rec.asleep.store(true, Ordering::Release);
@@ -146,7 +189,7 @@ pub fn sleeping_syscall<R>(call: impl FnOnce() -> R) -> R {
             rec.asleep.store(false, Ordering::Release);
         }
     });
-    safe_point();
+    leave();
     r
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crate::ffi;
-use crate::threads::{self, register, safe_point, sleeping_syscall, syscall};
+use crate::threads::{self, register, register_kthread, safe_point, sleeping_syscall, syscall};
 
 /// How many threads of each class the workload runs.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +100,7 @@ impl Workload {
         }
         for i in 0..config.kthreads {
             let (stop, stats) = (stop.clone(), stats.clone());
-            handles.push(spawn(format!("kthread-{i}"), move || {
+            handles.push(spawn_kthread(format!("kthread-{i}"), move || {
                 let mut x = i as u64;
                 while !stop.load(Ordering::Relaxed) {
                     // A kernel thread calls kernel functions directly and declares its own safe
@@ -132,6 +132,17 @@ impl Workload {
             let _ = h.join();
         }
     }
+}
+
+/// Spawns a registered kernel thread.
+fn spawn_kthread(name: String, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _reg = register_kthread(&name);
+            body();
+        })
+        .expect("spawning a host thread")
 }
 
 /// Spawns a registered thread.

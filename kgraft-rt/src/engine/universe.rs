@@ -74,12 +74,15 @@ impl Goal {
 
     /// Returns the goal universe.
     pub fn get(&self) -> u8 {
-        self.0.load(Ordering::Acquire)
+        self.0.load(Ordering::SeqCst)
     }
 
     /// Sets the goal universe; threads follow at their next safe point.
+    ///
+    /// The store is sequentially consistent: a thread that announces it enters the kernel and
+    /// then reads the goal either sees the new goal or is seen inside the kernel by the engine.
     pub fn set(&self, universe: u8) {
-        self.0.store(universe & 1, Ordering::Release);
+        self.0.store(universe & 1, Ordering::SeqCst);
     }
 
     /// Moves a thread's flag to the goal; call only where the thread runs no patched code.
