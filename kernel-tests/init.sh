@@ -39,6 +39,8 @@ unload() {
 # Prints the value of the sysfs file $1, or "absent".
 show() { if [ -e "$1" ]; then cat "$1"; else echo absent; fi; }
 
+# The console may start with terminal escapes: begin on a fresh line.
+echo
 ORIG="$(cat /proc/cmdline)"
 insmod /m/kgraft_testmod.ko || echo "insmod kgraft_testmod failed"
 
@@ -126,8 +128,10 @@ hammered() { # commands to run while the pair is hammered; prints the hammer's c
 together() { load pair_v2 && sleep 1 && unload pair_v2; }
 apart() { load pair_encode_only && sleep 1 && load pair_decode_only && sleep 1 && unload pair_decode_only && unload pair_encode_only; }
 s5() {
-    one="$(hammered together)"; echo "pair_v2: $one"
-    two="$(hammered apart)"; echo "pair_encode_only + pair_decode_only: $two"
+    one="$(hammered together)"; echo "$one" | grep -v '^calls='
+    echo "KGRAFT-PAIR one patch (pair_v2): $(echo "$one" | grep '^calls=')"
+    two="$(hammered apart)"; echo "$two" | grep -v '^calls='
+    echo "KGRAFT-PAIR two patches (pair_encode_only, pair_decode_only): $(echo "$two" | grep '^calls=')"
     echo "$one" | grep -q ' mismatches=0 failures=0' || { echo "one patch: mismatches"; return; }
     echo "$two" | grep -q 'calls=' || { echo "two patches: hammer did not run"; return; }
     echo "$two" | grep -q ' mismatches=0 ' && { echo "two patches: no mismatches seen"; return; }
