@@ -79,6 +79,9 @@ noinline int _printk(const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	/* Drop the log level prefix ("\0016" is KERN_INFO), as the kernel's log does. */
+	if (fmt[0] == '\001' && fmt[1] != '\0')
+		fmt += 2;
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{Direction, Progress, engine};
 use crate::loader::Library;
 use crate::threads;
-use crate::workload::{Stats, read_file};
+use crate::workload::{Stats, read_file, take_log};
 
 /// How long `load` and `unload` wait for the transition before giving up waiting.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -70,12 +70,7 @@ fn handle(conn: UnixStream, stats: &Stats, stop: &AtomicBool) -> std::io::Result
             Some(text) => out.write_all(text.as_bytes()).map_err(|e| e.to_string()),
             None => Err(format!("no such file `{arg}` (known: cmdline, testmod)")),
         },
-        "log" => {
-            let mut buf = vec![0u8; 4096];
-            // SAFETY: the buffer is writable for its whole length.
-            let n = unsafe { crate::ffi::kgt_log_take(buf.as_mut_ptr().cast(), buf.len()) };
-            out.write_all(&buf[..n]).map_err(|e| e.to_string())
-        }
+        "log" => out.write_all(take_log().as_bytes()).map_err(|e| e.to_string()),
         "stop" => {
             stop.store(true, Ordering::Release);
             // Wake the accept loop.

@@ -55,6 +55,14 @@ pub fn read_file(which: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// Returns the host's printk log and empties it.
+pub fn take_log() -> String {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the buffer is writable for its whole length.
+    let n = unsafe { ffi::kgt_log_take(buf.as_mut_ptr().cast::<c_char>(), buf.len()) };
+    String::from_utf8_lossy(&buf[..n.min(buf.len())]).into_owned()
+}
+
 /// Makes one pair call through a system call; returns whether the pair matched.
 pub fn pair(x: u64) -> bool {
     // SAFETY: the pair call has no pointer arguments.
