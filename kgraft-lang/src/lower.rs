@@ -137,14 +137,14 @@ struct Lowering<'a> {
 }
 
 /// Parses text that the checks accepted; a failure here is a compiler bug, reported as such.
-fn parse<T: syn::parse::Parse>(frag: &Fragment) -> Result<T, Diagnostic> {
+fn parse<T: syn::parse::Parse>(frag: &Fragment) -> Result<T, Box<Diagnostic>> {
     check::parse_fragment::<T>(frag).map_err(|(span, message)| internal(span, &message))
 }
 
-fn internal(span: Span, message: &str) -> Diagnostic {
-    Diagnostic::error("E0000", "internal compiler error while lowering")
+fn internal(span: Span, message: &str) -> Box<Diagnostic> {
+    Box::new(Diagnostic::error("E0000", "internal compiler error while lowering")
         .primary(span, message.to_owned())
-        .note("the checks accepted this source but the generated crate did not parse; please report it")
+        .note("the checks accepted this source but the generated crate did not parse; please report it"))
 }
 
 fn doc_attrs(docs: &[Doc]) -> TokenStream {
@@ -172,13 +172,13 @@ impl Lowering<'_> {
         visit(&mut TypeNames(&mut self.opaque), node);
     }
 
-    fn ty(&mut self, frag: &Fragment) -> Result<syn::Type, Diagnostic> {
+    fn ty(&mut self, frag: &Fragment) -> Result<syn::Type, Box<Diagnostic>> {
         let ty: syn::Type = parse(frag)?;
         self.note_types(&ty, |v, t| v.visit_type(t));
         Ok(ty)
     }
 
-    fn body(&mut self, frag: &Fragment) -> Result<(syn::Block, proc_macro2::Literal), Diagnostic> {
+    fn body(&mut self, frag: &Fragment) -> Result<(syn::Block, proc_macro2::Literal), Box<Diagnostic>> {
         let block: syn::Block = parse(frag)?;
         self.note_types(&block, |v, b| v.visit_block(b));
         self.bodies.push(frag.clone());
@@ -195,7 +195,7 @@ impl Lowering<'_> {
         self.items.push(ItemOut { text: None, full, sketch, origin });
     }
 
-    fn params(&mut self, sig: &Signature, foreign: bool) -> Result<Vec<TokenStream>, Diagnostic> {
+    fn params(&mut self, sig: &Signature, foreign: bool) -> Result<Vec<TokenStream>, Box<Diagnostic>> {
         let mut out = Vec::new();
         for p in &sig.params {
             match p {
@@ -211,7 +211,7 @@ impl Lowering<'_> {
         Ok(out)
     }
 
-    fn ret(&mut self, sig: &Signature) -> Result<TokenStream, Diagnostic> {
+    fn ret(&mut self, sig: &Signature) -> Result<TokenStream, Box<Diagnostic>> {
         Ok(match &sig.ret {
             Some(r) => {
                 let ty = self.ty(r)?;
@@ -222,7 +222,7 @@ impl Lowering<'_> {
     }
 
     /// Returns the function item of one replacement, in both forms, and its Rust name.
-    fn replacement(&mut self, t: &Target<'_>) -> Result<(TokenStream, TokenStream, Ident), Diagnostic> {
+    fn replacement(&mut self, t: &Target<'_>) -> Result<(TokenStream, TokenStream, Ident), Box<Diagnostic>> {
         let r = t.func;
         let mut ignored = Diagnostics::default();
         let sympos_value = check::sympos(r, &mut ignored);
@@ -267,19 +267,19 @@ impl Lowering<'_> {
     fn finish(mut self) -> Result<Lowered, Diagnostics> {
         let mut diags = Diagnostics::default();
         if let Err(d) = self.items_all() {
-            diags.push(d);
+            diags.push(*d);
             return Err(diags);
         }
         match self.render() {
             Ok(l) => Ok(l),
             Err(d) => {
-                diags.push(d);
+                diags.push(*d);
                 Err(diags)
             }
         }
     }
 
-    fn items_all(&mut self) -> Result<(), Diagnostic> {
+    fn items_all(&mut self) -> Result<(), Box<Diagnostic>> {
         let file = &self.checked.file;
         let header = &self.checked.header;
         let header_span = file
@@ -295,7 +295,9 @@ impl Lowering<'_> {
         let mut functions: Vec<String> = Vec::new();
         let mut shadows: Vec<Ident> = Vec::new();
         let mut callbacks: Vec<String> = Vec::new();
-        let mut modules: Vec<(String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize)> = Vec::new();
+        // Per kernel module: its Rust name, its functions (both forms), its span, docs and slot.
+        type Module = (String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize);
+        let mut modules: Vec<Module> = Vec::new();
         for item in &file.items {
             match item {
                 Item::Header(_) => {}
@@ -453,7 +455,7 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    fn render(&self) -> Result<Lowered, Diagnostic> {
+    fn render(&self) -> Result<Lowered, Box<Diagnostic>> {
         let mut expanded = String::new();
         let mut build = String::new();
         let mut pieces: Vec<Piece> = Vec::new();
@@ -555,7 +557,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn ident(name: &crate::ast::Ident) -> Result<Ident, Diagnostic> {
+fn ident(name: &crate::ast::Ident) -> Result<Ident, Box<Diagnostic>> {
     syn::parse_str::<Ident>(&name.name).map_err(|e| internal(name.span, &e.to_string()))
 }
 
