@@ -1,0 +1,140 @@
+//! Cost of a call through each kind of site, as a ratio to an unpatched call in the same run.
+//!
+//! `cargo bench -p kgraft-host --bench calls` prints ns per call for: the unpatched function
+//! (its fentry NOP), the patched function (the site's direct JMP), the function during a
+//! transition (the reality-check trampoline), and, for comparison, an ftrace-like handler that
+//! looks the replacement up on every call (the kernel livepatch's way).
+
+use std::ffi::CStr;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kgraft_host::engine::{Progress, engine};
+use kgraft_host::ffi;
+use kgraft_host::threads::{register, syscall};
+use kgraft_rt::{Callbacks, Func, Patch};
+
+const CALLS: u64 = 20_000_000;
+
+/// Returns the best ns per call over several runs of `CALLS` calls.
+fn measure() -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut x = 0u64;
+        for _ in 0..CALLS {
+            // SAFETY: a plain integer function.
+            x = unsafe { ffi::kgt_bench_target(black_box(x)) };
+        }
+        black_box(x);
+        best = best.min(start.elapsed().as_nanos() as f64 / CALLS as f64);
+    }
+    best
+}
+
+/// The table an ftrace-like handler searches on every call: (site's function, replacement).
+static OPS: AtomicPtr<Vec<(usize, usize)>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Looks the replacement of the function at `ip` up, as an ftrace handler does per call.
+extern "C" fn lookup(ip: usize) -> usize {
+    // SAFETY: the table is set before the site is patched and never freed.
+    let ops = unsafe { &*OPS.load(Ordering::Acquire) };
+    match ops.binary_search_by_key(&ip, |e| e.0) {
+        Ok(i) => ops[i].1,
+        Err(_) => std::process::abort(),
+    }
+}
+
+/// The address of `kgt_bench_target`, the key the handler looks up.
+static TARGET_IP: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The ftrace-like caller: saves the argument registers, asks the handler where to go, and
+/// jumps there with the registers restored.
+#[unsafe(naked)]
+unsafe extern "C" fn ftrace_caller() {
+    core::arch::naked_asm!(
+        "push rdi", "push rsi", "push rdx", "push rcx", "push r8", "push r9", "push rax",
+        "mov rdi, qword ptr [rip + {ip}]",
+        "call {lookup}",
+        "mov r11, rax",
+        "pop rax", "pop r9", "pop r8", "pop rcx", "pop rdx", "pop rsi", "pop rdi",
+        "jmp r11",
+        ip = sym TARGET_IP,
+        lookup = sym lookup,
+    );
+}
+
+/// A patch of `kgt_bench_target` whose replacement is `new_fn`.
+fn bench_patch(name: &'static CStr, new_fn: *const ()) -> &'static Patch {
+    let funcs: &'static [Func] = Box::leak(Box::new([Func { name: c"kgt_bench_target", object: None, sympos: 0, new_fn }]));
+    Box::leak(Box::new(Patch {
+        name,
+        description: c"benchmark",
+        kernel: None,
+        replace_all: false,
+        funcs,
+        shadows: &[],
+        callbacks: Callbacks::NONE,
+    }))
+}
+
+fn finish() {
+    let p = engine().unwrap().wait(Duration::from_secs(30), |_| {}).unwrap();
+    assert!(matches!(p, Progress::Done { .. }), "{p:?}");
+}
+
+fn main() {
+    let _me = register("bench");
+    let replacement = ffi::kgt_bench_replacement as *const ();
+    let unpatched = measure();
+
+    engine().unwrap().begin_apply(bench_patch(c"bench_direct", replacement), None).unwrap();
+    finish();
+    syscall(|| ());
+    let direct = measure();
+
+    // A thread that never leaves its system call holds the transition open.
+    engine().unwrap().begin_remove("bench_direct").unwrap();
+    finish();
+    let spin = Arc::new(AtomicI32::new(1));
+    let spin2 = spin.clone();
+    let spinner = std::thread::spawn(move || {
+        let _r = register("spinner");
+        // SAFETY: the flag outlives the call.
+        syscall(|| unsafe { ffi::sys_spin(spin2.as_ptr()) });
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    engine().unwrap().begin_apply(bench_patch(c"bench_transition", replacement), None).unwrap();
+    syscall(|| ());
+    let p = engine().unwrap().poll().unwrap();
+    assert!(matches!(p, Progress::Waiting { .. }), "the spinner holds the transition: {p:?}");
+    let transition = measure();
+    spin.store(0, Ordering::Release);
+    spinner.join().unwrap();
+    finish();
+    engine().unwrap().begin_remove("bench_transition").unwrap();
+    finish();
+
+    let target = ffi::kgt_bench_target as *const () as usize;
+    TARGET_IP.store(target as *mut (), Ordering::Release);
+    let table = Box::leak(Box::new(vec![(target - 0x1000, 0), (target, replacement as usize), (target + 0x1000, 0)]));
+    OPS.store(table, Ordering::Release);
+    engine().unwrap().begin_apply(bench_patch(c"bench_ftrace", ftrace_caller as *const ()), None).unwrap();
+    finish();
+    syscall(|| ());
+    let ftrace = measure();
+    engine().unwrap().begin_remove("bench_ftrace").unwrap();
+    finish();
+
+    println!("ns per call of kgt_bench_target ({CALLS} calls, best of 5, loop included):");
+    for (what, ns) in [
+        ("unpatched (fentry NOP)", unpatched),
+        ("patched (direct JMP)", direct),
+        ("in transition (trampoline)", transition),
+        ("ftrace-like lookup per call", ftrace),
+    ] {
+        println!("  {what:<30} {ns:6.2} ns   x{:.2}", ns / unpatched);
+    }
+}
