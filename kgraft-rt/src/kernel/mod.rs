@@ -63,13 +63,12 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
         return -ENOMEM;
     }
 
-    let mut obj_i = 0;
     let mut func_i = 0;
     let objects = wants_vmlinux
         .then_some(None)
         .into_iter()
         .chain(patch.objects().filter(|o| o.is_some()));
-    for object in objects {
+    for (obj_i, object) in objects.enumerate() {
         // SAFETY: `obj_i < nobjs` and the array holds `nobjs + 1` zeroed entries; the functions
         // array holds every function plus one zeroed terminator per object.
         unsafe {
@@ -89,7 +88,6 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
                 obj.callbacks = callbacks(patch);
             }
         }
-        obj_i += 1;
     }
 
     // SAFETY: `kpatch` is a zeroed `KlpPatch`; `__this_module` is this module, defined by the

@@ -4,11 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::toolchain::Toolchain;
-use super::{Error, write_if_changed};
+use super::{Error, run, write_if_changed};
 
-/// The target: freestanding x86_64, whose built-in settings already exclude SSE and use
-/// soft floats.
-const TARGET: &str = "x86_64-unknown-none";
+/// The built-in target the kernel target is derived from: freestanding x86_64, which already
+/// excludes SSE, uses soft floats, the kernel code model and no red zone.
+const BASE_TARGET: &str = "x86_64-unknown-none";
+
+/// The name of the derived target (and of its directory under the target directory).
+const TARGET: &str = "x86_64-kgraft-kernel";
 
 /// The code generation flags the kernel needs: its code model, no red zone (interrupts run on
 /// the same stack), static relocations (the module loader rejects GOT relocations), frame
@@ -21,8 +24,31 @@ const RUSTFLAGS: &[&str] = &[
     "-Cno-redzone=yes",
     "-Cforce-frame-pointers=yes",
     "-Zplt=yes",
+    "-Zfunction-return=thunk-extern",
     "--cfg=no_fp_fmt_parse",
 ];
+
+/// Writes the target specification: the compiler's own `x86_64-unknown-none`, with static
+/// relocations and indirect branches through the kernel's retpoline thunks (a target feature
+/// that the command line would warn about on every build).
+fn target_spec(toolchain: &Toolchain, dir: &Path) -> Result<PathBuf, Error> {
+    let mut cmd = Command::new(&toolchain.rustc);
+    cmd.args(["-Zunstable-options", "--print", "target-spec-json", "--target", BASE_TARGET])
+        .env("RUSTC_BOOTSTRAP", "1");
+    let text = run(&mut cmd, "rustc --print target-spec-json")?;
+    let mut spec: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::new(format!("cannot read the {BASE_TARGET} target specification: {e}")))?;
+    let features = spec["features"].as_str().unwrap_or_default().to_owned();
+    spec["features"] = format!("{features},+retpoline-external-thunk").into();
+    spec["relocation-model"] = "static".into();
+    spec["position-independent-executables"] = false.into();
+    spec["static-position-independent-executables"] = false.into();
+    let path = dir.join(format!("{TARGET}.json"));
+    let text = serde_json::to_string_pretty(&spec)
+        .map_err(|e| Error::new(format!("cannot write the target specification: {e}")))?;
+    write_if_changed(&path, text.as_bytes())?;
+    Ok(path)
+}
 
 /// Returns the directory of the kgraft crates the patch crate depends on.
 fn source_dir() -> PathBuf {
@@ -90,9 +116,11 @@ debug = 0
         }
     }
 
+    let spec = target_spec(toolchain, target_dir.parent().unwrap_or(target_dir))?;
     let mut cmd = Command::new(&toolchain.cargo);
     cmd.current_dir(crate_dir)
-        .args(["build", "--release", "-Zbuild-std=core", "--target", TARGET])
+        .args(["build", "--release", "-Zbuild-std=core", "-Zjson-target-spec", "--target"])
+        .arg(&spec)
         .arg("--target-dir")
         .arg(target_dir)
         .env("RUSTC", &toolchain.rustc)

@@ -88,3 +88,56 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
     b.write(&mut buf).map_err(bad)?;
     std::fs::write(out, &buf).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build_linux::linux::testobj;
+    use object::read::elf::Sym;
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+
+    #[test]
+    fn moves_unexported_references_to_livepatch_sections() {
+        let text = [0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3];
+        let obj = testobj::build(
+            &text,
+            &[(1, elf::R_X86_64_PLT32, "seq_printf"), (8, elf::R_X86_64_PC32, "saved_command_line")],
+        );
+        let dir = std::env::temp_dir().join(format!("kgraftc-klp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (input, output) = (dir.join("in.ko"), dir.join("out.ko"));
+        std::fs::write(&input, obj).expect("a temporary file");
+        convert(&input, &output, &["saved_command_line".to_owned()]).expect("converts");
+        let data = std::fs::read(&output).expect("written");
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data)
+            .expect("a valid object");
+
+        let sym = file
+            .symbols()
+            .find(|s| s.name() == Ok(".klp.sym.vmlinux.saved_command_line,0"))
+            .expect("the livepatch symbol");
+        assert_eq!(sym.elf_symbol().st_shndx(file.endian()), SHN_LIVEPATCH);
+
+        let klp = file
+            .section_by_name(".klp.rela.vmlinux..text")
+            .expect("the livepatch relocation section");
+        let object::SectionFlags::Elf { sh_flags } = klp.flags() else { panic!("ELF flags") };
+        assert_eq!(sh_flags & SHF_RELA_LIVEPATCH, SHF_RELA_LIVEPATCH);
+
+        // One relocation each: the one against the exported symbol stays where the module
+        // loader applies it, the other moved.
+        assert_eq!(klp.size(), 24);
+        assert_eq!(file.section_by_name(".rela.text").expect("the loader's relocations").size(), 24);
+        let targets: Vec<String> = file
+            .section_by_name(".text")
+            .expect("text")
+            .relocations()
+            .filter_map(|(_, r)| match r.target() {
+                RelocationTarget::Symbol(i) => file.symbol_by_index(i).ok()?.name().ok().map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, ["seq_printf", ".klp.sym.vmlinux.saved_command_line,0"]);
+    }
+}

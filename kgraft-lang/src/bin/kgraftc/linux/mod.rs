@@ -213,3 +213,51 @@ fn run(cmd: &mut std::process::Command, what: &str) -> Result<String, Error> {
     }
     Ok(stdout)
 }
+
+/// Builds small relocatable x86_64 objects for the tests of the object checks and rewrites.
+#[cfg(test)]
+pub(crate) mod testobj {
+    use object::write::{Object, Relocation, Symbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
+        SymbolKind, SymbolScope,
+    };
+
+    /// Returns an object whose `.text` holds `text`, with one relocation `(offset, r_type,
+    /// symbol)` per entry against an undefined global symbol of that name.
+    pub(crate) fn build(text: &[u8], relocs: &[(u64, u32, &str)]) -> Vec<u8> {
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let section = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+        obj.append_section_data(section, text, 16);
+        obj.add_symbol(Symbol {
+            name: b"patched".to_vec(),
+            value: 0,
+            size: text.len() as u64,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(section),
+            flags: SymbolFlags::None,
+        });
+        for &(offset, r_type, name) in relocs {
+            let symbol = obj.symbol_id(name.as_bytes()).unwrap_or_else(|| {
+                obj.add_symbol(Symbol {
+                    name: name.as_bytes().to_vec(),
+                    value: 0,
+                    size: 0,
+                    kind: SymbolKind::Unknown,
+                    scope: SymbolScope::Linkage,
+                    weak: false,
+                    section: SymbolSection::Undefined,
+                    flags: SymbolFlags::None,
+                })
+            });
+            obj.add_relocation(
+                section,
+                Relocation { offset, symbol, addend: -4, flags: RelocationFlags::Elf { r_type } },
+            )
+            .expect("a valid relocation");
+        }
+        obj.write().expect("a writable object")
+    }
+}

@@ -143,3 +143,61 @@ pub(crate) fn undefined_symbols(path: &Path) -> Result<Vec<String>, Error> {
     names.dedup();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build_linux::linux::testobj;
+
+    fn check_bytes(name: &str, bytes: &[u8]) -> Result<(), Error> {
+        let dir = std::env::temp_dir().join(format!("kgraftc-object-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join("t.o");
+        std::fs::write(&path, bytes).expect("a temporary file");
+        let result = check(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// `call memcpy` (PLT32) and `mov saved_command_line(%rip), %rax` (PC32), then `ret`.
+    const PLAIN: &[u8] = &[0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3];
+
+    #[test]
+    fn accepts_static_relocations() {
+        let obj = testobj::build(
+            PLAIN,
+            &[(1, elf::R_X86_64_PLT32, "memcpy"), (8, elf::R_X86_64_PC32, "saved_command_line")],
+        );
+        check_bytes("plain", &obj).expect("static relocations pass");
+    }
+
+    #[test]
+    fn refuses_got_relocations() {
+        let obj = testobj::build(PLAIN, &[(8, elf::R_X86_64_REX_GOTPCRELX, "memcpy")]);
+        let err = check_bytes("got", &obj).expect_err("a GOT relocation is refused");
+        let detail = err.detail.unwrap_or_default();
+        assert!(detail.contains("R_X86_64_REX_GOTPCRELX against `memcpy`"), "{detail}");
+    }
+
+    #[test]
+    fn refuses_simd_registers() {
+        // movaps %xmm0, (%rdi); ret
+        let obj = testobj::build(&[0x0f, 0x29, 0x07, 0xc3], &[]);
+        let err = check_bytes("simd", &obj).expect_err("SIMD is refused");
+        assert!(err.message.contains("SIMD"), "{}", err.message);
+        assert!(err.detail.unwrap_or_default().contains("%xmm0"));
+    }
+
+    #[test]
+    fn lists_undefined_symbols() {
+        let obj = testobj::build(
+            PLAIN,
+            &[(1, elf::R_X86_64_PLT32, "memcpy"), (8, elf::R_X86_64_PC32, "saved_command_line")],
+        );
+        let path = std::env::temp_dir().join(format!("kgraftc-undef-{}.o", std::process::id()));
+        std::fs::write(&path, obj).expect("a temporary file");
+        let names = undefined_symbols(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(names.expect("readable"), ["memcpy", "saved_command_line"]);
+    }
+}
