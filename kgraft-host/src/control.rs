@@ -40,9 +40,9 @@ pub fn serve(path: &str, stats: Arc<Stats>) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let (stats, stop2) = (stats.clone(), stop.clone());
+        let (stats, stop2, path2) = (stats.clone(), stop.clone(), path.to_owned());
         std::thread::spawn(move || {
-            let _ = handle(conn, &stats, &stop2);
+            let _ = handle(conn, &stats, &stop2, &path2);
         });
         // Give a `stop` request the chance to be seen before the next accept blocks.
         std::thread::sleep(Duration::from_millis(1));
@@ -55,7 +55,7 @@ pub fn serve(path: &str, stats: Arc<Stats>) -> Result<(), String> {
 }
 
 /// Answers one request.
-fn handle(conn: UnixStream, stats: &Stats, stop: &AtomicBool) -> std::io::Result<()> {
+fn handle(conn: UnixStream, stats: &Stats, stop: &AtomicBool, path: &str) -> std::io::Result<()> {
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
     let mut out = &conn;
@@ -74,7 +74,7 @@ fn handle(conn: UnixStream, stats: &Stats, stop: &AtomicBool) -> std::io::Result
         "stop" => {
             stop.store(true, Ordering::Release);
             // Wake the accept loop.
-            let _ = UnixStream::connect(default_socket());
+            let _ = UnixStream::connect(path);
             Ok(())
         }
         _ => Err(format!("unknown request `{cmd}`")),
