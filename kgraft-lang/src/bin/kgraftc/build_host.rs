@@ -131,12 +131,24 @@ fn rustc_diagnostics(stdout: &str, lowered: &Lowered) -> Vec<Diagnostic> {
         }
         let code = msg["code"]["code"].as_str().unwrap_or("rustc");
         let text = msg["message"].as_str().unwrap_or("rustc reported an error").to_owned();
+        if text.starts_with("aborting due to") {
+            continue;
+        }
         let mut d = Diagnostic::error(code, text);
         let spans = msg["spans"].as_array().cloned().unwrap_or_default();
         let mut primary_done = false;
         for s in spans.iter().filter(|s| s["file_name"].as_str().is_some_and(|f| f.ends_with("lib.rs"))) {
             let Some(start) = s["byte_start"].as_u64() else { continue };
-            let Some(span) = lowered.map_offset(start as usize) else { continue };
+            let Some(mut span) = lowered.map_offset(start as usize) else { continue };
+            // Widen the span to the end of rustc's, when both ends map into the same piece.
+            let end = s["byte_end"].as_u64().unwrap_or(start) as usize;
+            if end > start as usize {
+                if let Some(last) = lowered.map_offset(end - 1) {
+                    if last.end > span.start && last.end - span.start == end - start as usize {
+                        span = kgraft_lang::Span::new(span.start, last.end);
+                    }
+                }
+            }
             let label = s["label"].as_str().unwrap_or("").to_owned();
             if s["is_primary"].as_bool() == Some(true) && !primary_done {
                 d = d.primary(span, label);
