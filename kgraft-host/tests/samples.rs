@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -16,40 +15,6 @@ use kgraft_host::ffi;
 use kgraft_host::loader::Library;
 use kgraft_host::threads::{register, syscall};
 use kgraft_host::workload::{Config, Workload, read_file, take_log};
-
-/// Returns the workspace's root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds `kgraftc` in a target directory of its own (the test's own is locked while it runs).
-fn kgraftc() -> PathBuf {
-    let target = root().join("target").join("kgraft").join("tools");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "kgraft-lang", "--bin", "kgraftc", "--target-dir"])
-        .arg(&target)
-        .current_dir(root())
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "kgraftc builds");
-    target.join("debug").join("kgraftc")
-}
-
-/// Builds a sample for the host and returns the shared object.
-fn build(kgraftc: &Path, sample: &str, out_dir: &Path) -> PathBuf {
-    let out = out_dir.join(format!("{sample}.so"));
-    let output = Command::new(kgraftc)
-        .args(["build", "--target", "host"])
-        .arg(root().join("patches").join(format!("{sample}.kgp")))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("kgraftc runs");
-    assert!(output.status.success(), "{sample} builds:\n{}", String::from_utf8_lossy(&output.stderr));
-    out
-}
 
 /// Loads a built patch and waits for the transition.
 fn load(e: &mut Engine, path: &Path) {

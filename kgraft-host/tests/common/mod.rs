@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,4 +87,38 @@ pub fn finish(e: &mut Engine) {
 /// Returns the engine, which must set up.
 pub fn eng() -> std::sync::MutexGuard<'static, Engine> {
     engine().expect("the host engine sets up")
+}
+
+/// Returns the workspace's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds `kgraftc` in a target directory of its own (the test's own is locked while it runs).
+pub fn kgraftc() -> PathBuf {
+    let target = root().join("target").join("kgraft").join("tools");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "kgraft-lang", "--bin", "kgraftc", "--target-dir"])
+        .arg(&target)
+        .current_dir(root())
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "kgraftc builds");
+    target.join("debug").join("kgraftc")
+}
+
+/// Builds a sample for the host and returns the shared object.
+pub fn build(kgraftc: &Path, sample: &str, out_dir: &Path) -> PathBuf {
+    let out = out_dir.join(format!("{sample}.so"));
+    let output = Command::new(kgraftc)
+        .args(["build", "--target", "host"])
+        .arg(root().join("patches").join(format!("{sample}.kgp")))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("kgraftc runs");
+    assert!(output.status.success(), "{sample} builds:\n{}", String::from_utf8_lossy(&output.stderr));
+    out
 }
