@@ -18,6 +18,12 @@ fn main() {
         )
         .expect("writing to a String cannot fail");
     }
+    // The second local `kgt_local` (the first is in host.c, which links first).
+    many.push_str(
+        "static __attribute__((noinline, noclone, used)) uint64_t kgt_local(uint64_t x) \
+         { __asm__ volatile(\"\" : \"+r\"(x)); return x + 200; }\n\
+         __attribute__((noinline)) uint64_t kgt_local_second(uint64_t x) { return kgt_local(x); }\n",
+    );
     let many_path = out.join("many.c");
     std::fs::write(&many_path, many).expect("OUT_DIR is writable");
 

@@ -221,3 +221,18 @@ noinline long sys_spin(volatile int *flag)
 /* The first of the generated batch-benchmark functions; naming it links them all in. */
 extern u64 kgt_many_0(u64 x);
 u64 (*const kgt_many_anchor)(u64) = kgt_many_0;
+
+/*
+ * Two local functions of the same name, one here and one in the generated file: a patch tells
+ * them apart by sympos, their order by address as in kallsyms.
+ */
+static __attribute__((__noinline__, __noclone__, __used__)) u64 kgt_local(u64 x)
+{
+	__asm__ volatile("" : "+r"(x));
+	return x + 100;
+}
+
+noinline u64 kgt_local_first(u64 x)
+{
+	return kgt_local(x);
+}

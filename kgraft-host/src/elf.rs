@@ -96,6 +96,11 @@ impl Symbols {
                 out.by_name.entry(name).or_default().push(sym);
             }
         }
+        // Several local symbols of one name are numbered by address, as kallsyms lists them.
+        for syms in out.by_name.values_mut() {
+            syms.sort_by_key(|s| s.addr);
+            syms.dedup();
+        }
         if out.by_name.is_empty() {
             return Err("the host executable has no symbol table (was it stripped?)".into());
         }

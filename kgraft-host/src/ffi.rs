@@ -37,6 +37,10 @@ unsafe extern "C" {
     pub fn kgt_encode(x: u64) -> u64;
     /// `kgraft_testmod`'s decoder.
     pub fn kgt_decode(y: u64) -> u64;
+    /// Calls the first local `kgt_local` (sympos 1).
+    pub fn kgt_local_first(x: u64) -> u64;
+    /// Calls the second local `kgt_local` (sympos 2).
+    pub fn kgt_local_second(x: u64) -> u64;
     /// The benchmarks' call target.
     pub fn kgt_bench_target(x: u64) -> u64;
     /// The benchmarks' replacement, in the host's text.

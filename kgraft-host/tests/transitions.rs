@@ -311,3 +311,33 @@ fn shadow_data_under_concurrency_and_freed_with_the_patch() {
     assert_eq!(DTORS.load(Ordering::SeqCst), 1, "the destructor ran");
     assert_eq!(read_file("testmod").unwrap(), "kgt kgt0 v1\n");
 }
+
+unsafe extern "C" fn local_v2(x: u64) -> u64 {
+    x + 300
+}
+static LOCAL_ANY: [Func; 1] = [func(c"kgt_local", local_v2 as *const ())];
+static LOCAL_2: [Func; 1] = [Func { name: c"kgt_local", object: None, sympos: 2, new_fn: local_v2 as *const () }];
+static LOCAL_9: [Func; 1] = [Func { name: c"kgt_local", object: None, sympos: 9, new_fn: local_v2 as *const () }];
+static PATCH_LOCAL_ANY: Patch = patch(c"local_any", &LOCAL_ANY, false);
+static PATCH_LOCAL_2: Patch = patch(c"local_2", &LOCAL_2, false);
+static PATCH_LOCAL_9: Patch = patch(c"local_9", &LOCAL_9, false);
+
+#[test]
+fn sympos_picks_one_of_two_local_functions() {
+    let _s = serial();
+    let _me = register("test-main");
+    let calls = || {
+        // SAFETY: plain integer functions.
+        syscall(|| unsafe { (ffi::kgt_local_first(0), ffi::kgt_local_second(0)) })
+    };
+    assert_eq!(calls(), (100, 200));
+    let mut e = eng();
+    let err = e.begin_apply(&PATCH_LOCAL_ANY, None).unwrap_err();
+    assert!(err.contains("`kgt_local` names 2 functions in the host; give its sympos"), "{err}");
+    let err = e.begin_apply(&PATCH_LOCAL_9, None).unwrap_err();
+    assert!(err.contains("sympos 9 of `kgt_local` is out of range"), "{err}");
+    apply(&mut e, &PATCH_LOCAL_2);
+    assert_eq!(calls(), (100, 300), "only the second one is replaced");
+    remove(&mut e, "local_2");
+    assert_eq!(calls(), (100, 200));
+}
