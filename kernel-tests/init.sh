@@ -52,6 +52,9 @@ s1() {
     [ "$out" = "$want" ] || { echo "patched /proc/cmdline: $out"; return; }
     [ "$(show $LP/cmdline_banner/transition)" = 0 ] || { echo "transition not 0"; return; }
     [ "$(show $LP/cmdline_banner/vmlinux/patched)" = 1 ] || { echo "vmlinux/patched: $(show $LP/cmdline_banner/vmlinux/patched)"; return; }
+    [ -d "$LP/cmdline_banner/vmlinux/cmdline_proc_show,1" ] || { echo "no sysfs entry for cmdline_proc_show"; return; }
+    # Kernels that show the replace flag (newer than some 6.1 builds) must show it right.
+    case "$(show $LP/cmdline_banner/replace)" in 0|absent) ;; *) echo "replace flag set"; return ;; esac
     unload cmdline_banner || return
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     grep -q '^cmdline_banner ' /proc/modules && { echo "module still loaded"; return; }
@@ -88,6 +91,7 @@ s3() {
     out="$(cat /proc/cmdline)"
     want="$(printf 'kgraft: cmdline_banner_v2 active\n%s' "$ORIG")"
     [ "$out" = "$want" ] || { echo "after v2: $out"; return; }
+    case "$(show $LP/cmdline_banner_v2/replace)" in 1|absent) ;; *) echo "v2 replace flag not set"; return ;; esac
     kgt gone cmdline_banner || { echo "v1 was not replaced"; return; }
     unload cmdline_banner || return
     [ "$(cat /proc/cmdline)" = "$want" ] || { echo "removing v1 changed the output"; return; }
