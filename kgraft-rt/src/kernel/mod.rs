@@ -101,8 +101,16 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
     // which the kernel calls only after the core released the patch.
     let ret = unsafe { klp::klp_enable_patch(kpatch) };
     if ret != 0 {
-        // SAFETY: a failed `klp_enable_patch` keeps no reference to the arrays.
-        unsafe { free3(kpatch, objs, funcs) };
+        // SAFETY: a failed `klp_enable_patch` keeps no reference to the arrays; the format
+        // takes the NUL-terminated name and an int.
+        unsafe {
+            free3(kpatch, objs, funcs);
+            klp::_printk(
+                c"\x013kgraft: %s: the livepatch core refused the patch (error %d)\n".as_ptr(),
+                patch.name.as_ptr(),
+                ret,
+            );
+        }
         PATCH.store(ptr::null_mut(), Ordering::Release);
         return ret;
     }
