@@ -80,24 +80,42 @@ fn bench_patch(name: &'static CStr, new_fn: *const ()) -> &'static Patch {
     }))
 }
 
-fn finish() {
-    let p = engine().unwrap().wait(Duration::from_secs(30), |_| {}).unwrap();
-    assert!(matches!(p, Progress::Done { .. }), "{p:?}");
+/// Copies `kgt_bench_replacement` (position-independent) far from the text, out of `rel32`
+/// reach, where a patch's shared object usually lands.
+fn far_replacement() -> *const () {
+    let len = {
+        let e = engine().unwrap();
+        e.symbols().lookup("kgt_bench_replacement", 0).unwrap().size
+    };
+    let near = ffi::kgt_bench_replacement as *const () as usize;
+    let hint = (near + (64usize << 30)) & !0xfff;
+    // SAFETY: a fresh anonymous mapping; MAP_FIXED_NOREPLACE never replaces one.
+    let page = unsafe {
+        libc::mmap(
+            hint as *mut libc::c_void,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED, "a page far from the text");
+    // SAFETY: the function's bytes are readable text; the page is writable and 4 KiB long.
+    unsafe { std::ptr::copy_nonoverlapping(near as *const u8, page.cast::<u8>(), len.min(4096)) };
+    page as *const ()
 }
 
-fn main() {
-    let _me = register("bench");
-    let replacement = ffi::kgt_bench_replacement as *const ();
-    let unpatched = measure();
-
+/// Measures the patched and the in-transition call to `replacement`.
+fn patched_and_transition(replacement: *const ()) -> (f64, f64) {
     engine().unwrap().begin_apply(bench_patch(c"bench_direct", replacement), None).unwrap();
     finish();
     syscall(|| ());
     let direct = measure();
-
-    // A thread that never leaves its system call holds the transition open.
     engine().unwrap().begin_remove("bench_direct").unwrap();
     finish();
+
+    // A thread that never leaves its system call holds the transition open.
     let spin = Arc::new(AtomicI32::new(1));
     let spin2 = spin.clone();
     let spinner = std::thread::spawn(move || {
@@ -116,6 +134,21 @@ fn main() {
     finish();
     engine().unwrap().begin_remove("bench_transition").unwrap();
     finish();
+    (direct, transition)
+}
+
+fn finish() {
+    let p = engine().unwrap().wait(Duration::from_secs(30), |_| {}).unwrap();
+    assert!(matches!(p, Progress::Done { .. }), "{p:?}");
+}
+
+fn main() {
+    let _me = register("bench");
+    let replacement = ffi::kgt_bench_replacement as *const ();
+    let unpatched = measure();
+
+    let (direct, transition) = patched_and_transition(replacement);
+    let (far, far_transition) = patched_and_transition(far_replacement());
 
     let target = ffi::kgt_bench_target as *const () as usize;
     TARGET_IP.store(target as *mut (), Ordering::Release);
@@ -132,7 +165,9 @@ fn main() {
     for (what, ns) in [
         ("unpatched (fentry NOP)", unpatched),
         ("patched (direct JMP)", direct),
+        ("patched, far (JMP to a thunk)", far),
         ("in transition (trampoline)", transition),
+        ("in transition, far", far_transition),
         ("ftrace-like lookup per call", ftrace),
     ] {
         println!("  {what:<30} {ns:6.2} ns   x{:.2}", ns / unpatched);

@@ -335,7 +335,8 @@ impl Engine {
             let mut targets = [0usize; 2];
             targets[from as usize] = c.from.unwrap_or(body);
             targets[to as usize] = c.to.unwrap_or(body);
-            let Some(tramp) = self.pool.alloc(&encode_trampoline(self.tls_offset, targets)) else {
+            let tls = self.tls_offset;
+            let Some(tramp) = self.pool.alloc_with(|at| encode_trampoline(at, tls, targets)) else {
                 tramps.iter().for_each(|&(_, t)| self.pool.free(t));
                 return Err("the trampoline pool is full".into());
             };

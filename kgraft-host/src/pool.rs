@@ -52,7 +52,11 @@ impl Pool {
 
     /// Takes a slot and fills it with `code`; `None` when the pool is full.
     pub fn alloc(&self, code: &[u8]) -> Option<usize> {
-        assert!(code.len() <= SLOT, "pool slots hold at most {SLOT} bytes");
+        self.alloc_with(|_| code)
+    }
+
+    /// Takes a slot and fills it with the code `make` returns for the slot's address.
+    pub fn alloc_with<C: AsRef<[u8]>>(&self, make: impl FnOnce(usize) -> C) -> Option<usize> {
         let addr = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match st.1.pop() {
@@ -64,6 +68,9 @@ impl Pool {
                 None => return None,
             }
         };
+        let code = make(addr);
+        let code = code.as_ref();
+        assert!(code.len() <= SLOT, "pool slots hold at most {SLOT} bytes");
         // SAFETY: the slot lies in the pool's writable mapping and is unreachable until the
         // caller publishes its address.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), addr as *mut u8, code.len()) };

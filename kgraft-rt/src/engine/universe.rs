@@ -11,36 +11,45 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 
 /// The size of a trampoline, a multiple of 16.
-pub const TRAMPOLINE_LEN: usize = 48;
+pub const TRAMPOLINE_LEN: usize = 64;
 
 /// The size of a thunk, a multiple of 16.
 pub const THUNK_LEN: usize = 16;
 
-/// Encodes a reality-check trampoline.
+/// Where the two absolute target slots of a trampoline are.
+const SLOTS: [usize; 2] = [40, 48];
+
+/// Encodes a reality-check trampoline placed at `at`.
 ///
 /// `tls_offset` is the offset of the thread's universe flag from the thread pointer (`%fs`
-/// base); `targets[u]` is where a thread of universe `u` goes. The code is position
-/// independent:
+/// base); `targets[u]` is where a thread of universe `u` goes. A target within `rel32` reach is
+/// jumped to directly, a far one through an absolute slot:
 ///
 /// ```text
-///     cmpb  $0, %fs:tls_offset
-///     jne   1f
-///     jmp   *targets[0](%rip)
-/// 1:  jmp   *targets[1](%rip)
+///  0: cmpb  $0, %fs:tls_offset
+///  9: jne   targets[1]          (or 32: jmp *slot1(%rip))
+/// 15: jmp   targets[0]          (or 24: jmp *slot0(%rip))
+/// 40: slot0, 48: slot1          (the absolute targets, always filled)
 /// ```
-pub fn encode_trampoline(tls_offset: i32, targets: [usize; 2]) -> [u8; TRAMPOLINE_LEN] {
+pub fn encode_trampoline(at: usize, tls_offset: i32, targets: [usize; 2]) -> [u8; TRAMPOLINE_LEN] {
     let mut code = [0xccu8; TRAMPOLINE_LEN];
     let off = tls_offset.to_le_bytes();
     // cmpb $0, %fs:disp32 (64 80 /7 with a SIB byte for a bare disp32).
     code[..9].copy_from_slice(&[0x64, 0x80, 0x3c, 0x25, off[0], off[1], off[2], off[3], 0x00]);
-    // jne +6, over the first indirect jump.
-    code[9..11].copy_from_slice(&[0x75, 0x06]);
-    // jmp *slot0(%rip): the instruction ends at 17, slot 0 is at 24.
-    code[11..17].copy_from_slice(&[0xff, 0x25, 7, 0, 0, 0]);
-    // jmp *slot1(%rip): the instruction ends at 23, slot 1 is at 32.
-    code[17..23].copy_from_slice(&[0xff, 0x25, 9, 0, 0, 0]);
-    code[24..32].copy_from_slice(&targets[0].to_le_bytes());
-    code[32..40].copy_from_slice(&targets[1].to_le_bytes());
+    let rel = |end: usize, target: usize| i32::try_from(target as i64 - (at + end) as i64).ok();
+    // jne rel32: to targets[1], or to the indirect jump at 32.
+    let r1 = rel(15, targets[1]).unwrap_or(32 - 15);
+    code[9..11].copy_from_slice(&[0x0f, 0x85]);
+    code[11..15].copy_from_slice(&r1.to_le_bytes());
+    // jmp rel32: to targets[0], or to the indirect jump at 24.
+    let r0 = rel(20, targets[0]).unwrap_or(24 - 20);
+    code[15] = 0xe9;
+    code[16..20].copy_from_slice(&r0.to_le_bytes());
+    // jmp *slot0(%rip) at 24 (ends at 30) and jmp *slot1(%rip) at 32 (ends at 38).
+    code[24..30].copy_from_slice(&[0xff, 0x25, (SLOTS[0] - 30) as u8, 0, 0, 0]);
+    code[32..38].copy_from_slice(&[0xff, 0x25, (SLOTS[1] - 38) as u8, 0, 0, 0]);
+    code[SLOTS[0]..SLOTS[0] + 8].copy_from_slice(&targets[0].to_le_bytes());
+    code[SLOTS[1]..SLOTS[1] + 8].copy_from_slice(&targets[1].to_le_bytes());
     code
 }
 
@@ -51,7 +60,7 @@ pub fn trampoline_targets(code: &[u8; TRAMPOLINE_LEN]) -> [usize; 2] {
         b.copy_from_slice(&code[at..at + 8]);
         usize::from_le_bytes(b)
     };
-    [slot(24), slot(32)]
+    [slot(SLOTS[0]), slot(SLOTS[1])]
 }
 
 /// Encodes a thunk: `jmp *0(%rip)` followed by the absolute target, for far replacements.
@@ -110,9 +119,22 @@ mod tests {
 
     #[test]
     fn trampoline_keeps_its_targets() {
-        let code = encode_trampoline(-0x40, [0x1111_2222_3333, 0x4444_5555_6666]);
+        let code = encode_trampoline(0x40_0000, -0x40, [0x1111_2222_3333, 0x4444_5555_6666]);
         assert_eq!(trampoline_targets(&code), [0x1111_2222_3333, 0x4444_5555_6666]);
         assert_eq!(&code[4..8], &(-0x40i32).to_le_bytes());
+        // Far targets go through the slots: jne to 32, jmp to 24.
+        assert_eq!(&code[9..15], &[0x0f, 0x85, 17, 0, 0, 0]);
+        assert_eq!(&code[15..20], &[0xe9, 4, 0, 0, 0]);
+    }
+
+    #[test]
+    fn near_targets_are_jumped_to_directly() {
+        let at = 0x40_0000;
+        let code = encode_trampoline(at, 0, [at + 0x1000, at - 0x1000]);
+        let jne = i32::from_le_bytes([code[11], code[12], code[13], code[14]]);
+        assert_eq!((at + 15).wrapping_add_signed(jne as isize), at - 0x1000);
+        let jmp = i32::from_le_bytes([code[16], code[17], code[18], code[19]]);
+        assert_eq!((at + 20).wrapping_add_signed(jmp as isize), at + 0x1000);
     }
 
     #[test]
