@@ -7,13 +7,12 @@
 
 use std::ffi::CStr;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use kgraft_host::engine::{Progress, engine};
 use kgraft_host::ffi;
-use kgraft_host::threads::{register, syscall};
+use kgraft_host::threads::{register, sleeping_syscall, syscall};
 use kgraft_rt::{Callbacks, Func, Patch};
 
 const CALLS: u64 = 20_000_000;
@@ -115,13 +114,19 @@ fn patched_and_transition(replacement: *const ()) -> (f64, f64) {
     engine().unwrap().begin_remove("bench_direct").unwrap();
     finish();
 
-    // A thread that never leaves its system call holds the transition open.
-    let spin = Arc::new(AtomicI32::new(1));
-    let spin2 = spin.clone();
+    // A thread asleep in a system call with the kick blocked holds the transition open
+    // without taking a core from the measurement.
     let spinner = std::thread::spawn(move || {
-        let _r = register("spinner");
-        // SAFETY: the flag outlives the call.
-        syscall(|| unsafe { ffi::sys_spin(spin2.as_ptr()) });
+        // SAFETY: blocks one signal for this thread only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, kgraft_host::threads::KICK_SIGNAL);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let _r = register("straggler");
+        // SAFETY: the sleep takes no pointer.
+        sleeping_syscall(|| unsafe { ffi::sys_nap(3000) });
     });
     std::thread::sleep(Duration::from_millis(50));
     engine().unwrap().begin_apply(bench_patch(c"bench_transition", replacement), None).unwrap();
@@ -129,7 +134,6 @@ fn patched_and_transition(replacement: *const ()) -> (f64, f64) {
     let p = engine().unwrap().poll().unwrap();
     assert!(matches!(p, Progress::Waiting { .. }), "the spinner holds the transition: {p:?}");
     let transition = measure();
-    spin.store(0, Ordering::Release);
     spinner.join().unwrap();
     finish();
     engine().unwrap().begin_remove("bench_transition").unwrap();
