@@ -163,6 +163,8 @@ fn follow(out: &mut impl Write) -> Result<(), String> {
 fn status(out: &mut impl Write, stats: &Stats) -> Result<(), String> {
     let e = engine()?;
     let list = e.list();
+    let sites = e.sites_report();
+    let syncs = e.syncs();
     drop(e);
     if list.is_empty() {
         let _ = writeln!(out, "patches: none");
@@ -170,6 +172,14 @@ fn status(out: &mut impl Write, stats: &Stats) -> Result<(), String> {
     for (name, in_transition) in list {
         let _ = writeln!(out, "patch {name}: {}", if in_transition { "in transition" } else { "enabled" });
     }
+    for site in sites {
+        let _ = writeln!(out, "site {site}");
+    }
+    let _ = writeln!(
+        out,
+        "pokes: {syncs} core syncs so far; {} trap(s): a thread hit an INT3 mid-poke and was sent on",
+        crate::text::TRAPS.load(Ordering::Relaxed)
+    );
     let reg = threads::registry().lock().unwrap_or_else(|e| e.into_inner());
     let _ = writeln!(out, "threads: {} registered, goal universe {}", reg.len(), threads::GOAL.get());
     drop(reg);

@@ -215,6 +215,30 @@ impl Engine {
             .collect()
     }
 
+    /// Describes every site the engine has touched: function, address, bytes, and what they do.
+    pub fn sites_report(&self) -> Vec<String> {
+        let tramps: Vec<usize> = self.transition.iter().flat_map(|t| t.tramps.iter().map(|&(_, a)| a)).collect();
+        self.sites
+            .iter()
+            .map(|(key, st)| {
+                let bytes = self.read_site(st.site).unwrap_or([0; SITE_LEN]);
+                let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let what = match kgraft_rt::engine::site::decode_jmp(st.site, bytes) {
+                    None if bytes == NOP5 => "the fentry NOP: the original runs".to_string(),
+                    None => "unexpected bytes".to_string(),
+                    Some(t) if tramps.contains(&t) => format!("JMP {t:#x}: the reality-check trampoline"),
+                    Some(t) if st.thunk == Some(t) => {
+                        let mut b = [0u8; 8];
+                        let _ = poke::Text::read(&self.text, t + 6, &mut b);
+                        format!("JMP {t:#x}: a thunk to {:#x}", usize::from_le_bytes(b))
+                    }
+                    Some(t) => format!("JMP {t:#x}: the replacement"),
+                };
+                format!("{} at {:#x}: {} ({what})", key.name, st.site, hex.join(" "))
+            })
+            .collect()
+    }
+
     /// Returns the site of a function of the host, for tests and benchmarks.
     ///
     /// # Errors
