@@ -44,6 +44,7 @@ pub(crate) fn parse(src: &str, diags: &mut Diagnostics) -> File {
     }
 
     let mut pos = 0;
+    set_budget(src.len());
     match Grammar::parse(Rule::file_head, src) {
         Ok(mut pairs) => {
             if let Some(head) = pairs.next() {
@@ -56,13 +57,33 @@ pub(crate) fn parse(src: &str, diags: &mut Diagnostics) -> File {
 
     let mut errors = 0;
     while pos <= src.len() {
+        // The longest run of items that parse from here.
         let rest = &src[pos..];
+        set_budget(rest.len());
+        let run = match Grammar::parse(Rule::items, rest) {
+            Ok(mut pairs) => pairs.next(),
+            Err(err) => {
+                diags.push(syntax_error(src, pos, &err.variant));
+                break;
+            }
+        };
+        if let Some(run) = run {
+            let end = run.as_span().end();
+            for item in run.into_inner().filter(|p| p.as_rule() == Rule::item) {
+                if let Some(it) = item.into_inner().next() {
+                    file.items.push(self::item(it, pos));
+                }
+            }
+            pos += end;
+        }
+        // Where the run stopped: the end of the file, or a syntax error.
+        let rest = &src[pos..];
+        set_budget(rest.len());
         match Grammar::parse(Rule::next_item, rest) {
             Ok(mut pairs) => {
                 let Some(next) = pairs.next() else { break };
                 let end = next.as_span().end();
-                let mut inner = next.into_inner();
-                match inner.next() {
+                match next.into_inner().next() {
                     Some(item) if item.as_rule() == Rule::item => {
                         if let Some(it) = item.into_inner().next() {
                             file.items.push(self::item(it, pos));
@@ -80,9 +101,10 @@ pub(crate) fn parse(src: &str, diags: &mut Diagnostics) -> File {
                     InputLocation::Pos(p) => p,
                     InputLocation::Span((s, _)) => s,
                 };
+                let limited = matches!(&err.variant, ErrorVariant::CustomError { message } if message.contains("limit reached"));
                 diags.push(syntax_error(src, at, &err.variant));
                 errors += 1;
-                if errors >= MAX_SYNTAX_ERRORS {
+                if limited || errors >= MAX_SYNTAX_ERRORS {
                     break;
                 }
                 match resync(src, at.max(pos)) {
@@ -93,6 +115,17 @@ pub(crate) fn parse(src: &str, diags: &mut Diagnostics) -> File {
         }
     }
     file
+}
+
+/// Bounds the parser's work on the next `len` bytes, linearly.
+///
+/// The grammar never backtracks exponentially, but unclosed comments or strings can make it
+/// rescan the rest of the file once per opener; the budget turns such input into a diagnostic.
+/// pest's limit is process-wide and read when a parse starts, so concurrent checks only ever
+/// see one another's (equally linear) budgets.
+fn set_budget(len: usize) {
+    let budget = len.saturating_mul(400).saturating_add(1_000_000);
+    pest::set_call_limit(std::num::NonZeroUsize::new(budget));
 }
 
 /// Returns the offset of the first bracket nested deeper than [`MAX_NESTING`], if any.
@@ -184,6 +217,14 @@ fn resync(src: &str, at: usize) -> Option<usize> {
 }
 
 fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
+    if let ErrorVariant::CustomError { message } = variant {
+        if message.contains("limit reached") {
+            return Diagnostic::error(codes::E0028, "this source is too complex to parse")
+                .primary(Span::new(at, at), "the parser gave up here")
+                .note(format!("the parser's {message}"))
+                .help("close the brackets, strings and comments around here");
+        }
+    }
     let found = match src[at..].chars().next() {
         None => "the end of the file".to_owned(),
         Some(c) if c.is_control() || c == '\u{FFFD}' => format!("the character U+{:04X}", c as u32),

@@ -33,6 +33,9 @@ pub(crate) struct Ui {
     pub(crate) color: Color,
 }
 
+/// The most diagnostics printed for people; JSON output has them all.
+const MAX_SHOWN: usize = 200;
+
 /// Moves a span inside the text and onto character boundaries.
 fn clamp(text: &str, span: Span) -> std::ops::Range<usize> {
     let fix = |mut o: usize| {
@@ -76,8 +79,12 @@ impl Ui {
                 let mut lock = writer.lock();
                 let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
                 let config = term::Config::default();
-                for d in diagnostics {
+                for d in diagnostics.iter().take(MAX_SHOWN) {
                     let _ = term::emit(&mut lock, &config, &file, &report(source, d));
+                }
+                if diagnostics.len() > MAX_SHOWN {
+                    let more = diagnostics.len() - MAX_SHOWN;
+                    let _ = writeln!(lock, "note: {more} more diagnostics not shown (all of them are in `--message-format json`)");
                 }
                 let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
                 if errors > 0 {
