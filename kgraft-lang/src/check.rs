@@ -325,7 +325,12 @@ pub(crate) fn error_span(e: &syn::Error, frag: &Fragment) -> Span {
     }
     let range = e.span().byte_range();
     let within = |o: usize| o.min(frag.text.len());
-    Span::new(frag.span.start + within(range.start), frag.span.start + within(range.end))
+    let (start, mut end) = (within(range.start), within(range.end));
+    if start == end {
+        // An empty span would underline nothing: take the character there.
+        end += frag.text[start..].chars().next().map(char::len_utf8).unwrap_or(0);
+    }
+    Span::new(frag.span.start + start, frag.span.start + end)
 }
 
 /// Moves a span of a syn node parsed from `frag` into the `.kgp` file.
@@ -337,11 +342,12 @@ pub(crate) fn node_span(span: proc_macro2::Span, frag: &Fragment) -> Span {
 
 fn check_type(ty: &Fragment, diags: &mut Diagnostics) {
     if let Err((span, message)) = parse_fragment::<syn::Type>(ty) {
+        let mut d = Diagnostic::error(codes::E0013, format!("`{}` is not a type", ty.text)).primary(span, message);
+        if span != ty.span {
+            d = d.secondary(ty.span, "in this type");
+        }
         diags.push(
-            Diagnostic::error(codes::E0013, format!("`{}` is not a type", ty.text))
-                .primary(span, message)
-                .secondary(ty.span, "in this type")
-                .note("parameter, return, static and field types are Rust types; kernel types are named as they are in C")
+            d.note("parameter, return, static and field types are Rust types; kernel types are named as they are in C")
                 .help("for example `*mut seq_file`, `c_int` or `u64`"),
         );
     }
