@@ -2,7 +2,8 @@
 //! `kgraft-macros`, and rustc's errors in a body are reported at the `.kgp` line they come from.
 //!
 //! These run `kgraftc build --target check`, which runs `cargo check`; the dependencies are
-//! built once into the workspace's `target/kgraft-check`.
+//! built once into the workspace's `target/kgraft-check`. One builds for the host too, which
+//! shares that mapping of rustc's messages.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -80,4 +81,35 @@ fn rustc_warnings_are_mapped_too() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("warning[rustc unused_variables]: unused variable: `unused_value`"), "{stderr}");
     assert!(stderr.contains("warning.kgp:4:9"), "{stderr}");
+}
+
+#[test]
+fn a_host_build_maps_rustc_errors_and_warnings_the_same_way() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build");
+    let out = workspace().join("target").join("kgraft-check").join("host-builds");
+    std::fs::create_dir_all(&out).expect("a scratch directory");
+    let build = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+            .current_dir(&dir)
+            .args(["--color", "never", "build", "--target", "host", "-o"])
+            .arg(out.join(format!("{name}.so")))
+            .arg(format!("{name}.kgp"))
+            .output()
+            .expect("kgraftc runs")
+    };
+
+    let output = build("type_error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[rustc E0308]: mismatched types"), "{stderr}");
+    assert!(stderr.contains("type_error.kgp:10:23"), "{stderr}");
+    assert!(stderr.contains("^^^^^^^^^^^^^^ expected `u64`, found `&str`"), "the whole span: {stderr}");
+    assert_eq!(stderr.matches("aborting due to").count(), 1, "one summary, kgraftc's: {stderr}");
+
+    let output = build("warning");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("warning[rustc unused_variables]: unused variable: `unused_value`"), "{stderr}");
+    assert!(stderr.contains("warning.kgp:4:9"), "{stderr}");
+    assert!(out.join("warning.so").exists(), "{stderr}");
 }

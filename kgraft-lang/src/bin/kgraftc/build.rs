@@ -1,8 +1,9 @@
 //! Writing a lowered crate to a directory, building it with cargo, and reporting rustc's errors
 //! at the `.kgp` lines they come from.
 //!
-//! The target-specific builds (`build_host.rs`, `build_linux.rs`) call [`write_crate`] with the
-//! manifest text their target needs, then [`run_cargo`] with their cargo command.
+//! Every target (`check` here, `build_host.rs`, `build_linux.rs`) writes its crate with
+//! [`write_crate`], giving the [`CrateSpec`] of what its manifest needs, and builds it with
+//! [`run_cargo`], giving its own cargo command.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,51 +13,106 @@ use kgraft_lang::{Checked, Diagnostic, Lowered, Severity, Span};
 use crate::Failure;
 use crate::render::Ui;
 
-/// The workspace that holds `kgraft-rt` and `kgraft-macros`.
+/// The workspace that holds `kgraft-rt`, `kgraft-macros` and the lock file the patch crates
+/// start from.
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// What goes into a lowered crate's directory besides `src/lib.rs`.
-pub(crate) struct CrateSpec<'a> {
-    /// The directory; created if missing, its `Cargo.toml` and `src/lib.rs` overwritten.
-    pub(crate) dir: &'a Path,
-    /// Features of `kgraft-rt` (`host` or `kernel`; none only type-checks).
-    pub(crate) rt_features: &'a [&'a str],
-    /// More manifest text appended as is (a `[lib]` section with `crate-type`, profiles, ...).
-    pub(crate) manifest_extra: &'a str,
+/// What the manifest of a lowered crate says for one target.
+pub(crate) struct CrateSpec {
+    /// What the crate is built for, named in the manifest's first comment.
+    pub(crate) purpose: &'static str,
+    /// The library's `crate-type` (`cdylib`, `staticlib`); `None` leaves cargo's default.
+    pub(crate) crate_type: Option<&'static str>,
+    /// The target feature of `kgraft-rt` (`host` or `kernel`); `None` only type-checks.
+    pub(crate) rt_feature: Option<&'static str>,
+    /// The `[profile.release]` settings, as keys and TOML values.
+    pub(crate) release: &'static [(&'static str, &'static str)],
 }
+
+/// The path of the build source inside a lowered crate's directory.
+const LIB_PATH: &str = "src/lib.rs";
 
 /// The name of the lowered crate of a patch.
 pub(crate) fn crate_name(lowered: &Lowered) -> String {
     format!("kgraft_patch_{}", lowered.name)
 }
 
-/// Writes the lowered crate: `Cargo.toml`, `src/lib.rs` (the build source) and `expanded.rs`
-/// (the review form, not compiled).
-pub(crate) fn write_crate(spec: &CrateSpec<'_>, lowered: &Lowered) -> Result<PathBuf, Failure> {
+/// Returns the manifest of the lowered crate of `lowered` for `spec`.
+fn manifest(spec: &CrateSpec, lowered: &Lowered) -> String {
     let root = workspace_root();
     let path_of = |krate: &str| root.join(krate).display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
-    let features = spec.rt_features.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
-    let manifest = format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
-         [dependencies]\nkgraft-rt = {{ path = \"{rt}\", default-features = false, features = [{features}] }}\n\
-         kgraft-macros = {{ path = \"{macros}\" }}\n\n\
-         # A crate of its own, outside any enclosing workspace.\n[workspace]\n\n{extra}",
-        name = crate_name(lowered),
+    let mut text = format!(
+        "# Written by kgraftc: the patch `{name}` lowered for {purpose}.\n\
+         [package]\nname = \"{krate}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [lib]\npath = \"{LIB_PATH}\"\n",
+        name = lowered.name,
+        purpose = spec.purpose,
+        krate = crate_name(lowered),
+    );
+    if let Some(crate_type) = spec.crate_type {
+        text += &format!("crate-type = [\"{crate_type}\"]\n");
+    }
+    let features = spec.rt_feature.map(|f| format!("\"{f}\"")).unwrap_or_default();
+    text += &format!(
+        "\n[dependencies]\n\
+         kgraft-rt = {{ path = \"{rt}\", default-features = false, features = [{features}] }}\n\
+         kgraft-macros = {{ path = \"{macros}\" }}\n",
         rt = path_of("kgraft-rt"),
         macros = path_of("kgraft-macros"),
-        extra = spec.manifest_extra,
     );
-    let src = spec.dir.join("src");
-    std::fs::create_dir_all(&src).map_err(|e| Failure::io(format!("cannot create `{}`", src.display()), e))?;
-    let write = |path: PathBuf, text: &str| {
-        std::fs::write(&path, text).map_err(|e| Failure::io(format!("cannot write `{}`", path.display()), e))
+    if !spec.release.is_empty() {
+        text += "\n[profile.release]\n";
+        for (key, value) in spec.release {
+            text += &format!("{key} = {value}\n");
+        }
+    }
+    text += "\n# A crate of its own, outside any enclosing workspace.\n[workspace]\n";
+    text
+}
+
+/// Writes the lowered crate into `dir`: `Cargo.toml`, `src/lib.rs` (the build source),
+/// `expanded.rs` (the review form, not compiled) and, the first time, `Cargo.lock` copied from
+/// the workspace's, so that the crate builds with the versions the workspace was tested with.
+///
+/// Only files whose content changed are written, so cargo does not recompile an unchanged
+/// patch. Returns the manifest's path.
+pub(crate) fn write_crate(dir: &Path, spec: &CrateSpec, lowered: &Lowered) -> Result<PathBuf, Failure> {
+    let write = |path: PathBuf, bytes: &[u8]| write_if_changed(&path, bytes).map_err(|e| Failure::Fatal(e.to_string()));
+    let manifest_path = dir.join("Cargo.toml");
+    write(manifest_path.clone(), manifest(spec, lowered).as_bytes())?;
+    write(dir.join(LIB_PATH), lowered.build_source.as_bytes())?;
+    write(dir.join("expanded.rs"), lowered.expanded.as_bytes())?;
+    let lock = dir.join("Cargo.lock");
+    if !lock.exists() {
+        if let Ok(bytes) = std::fs::read(workspace_root().join("Cargo.lock")) {
+            write(lock, &bytes)?;
+        }
+    }
+    Ok(manifest_path)
+}
+
+/// Writes `contents` to `path`, creating its directory, unless the file already holds exactly
+/// that, so that tools that compare times (cargo, make) see an unchanged input as unchanged.
+///
+/// The error names the path.
+pub(crate) fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    let context = |what: &str, at: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot {what} `{}`: {e}", at.display()))
     };
-    write(spec.dir.join("Cargo.toml"), &manifest)?;
-    write(src.join("lib.rs"), &lowered.build_source)?;
-    write(spec.dir.join("expanded.rs"), &lowered.expanded)?;
-    Ok(spec.dir.join("Cargo.toml"))
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| context("create", parent, e))?;
+    }
+    std::fs::write(path, contents).map_err(|e| context("write", path, e))
+}
+
+/// Returns the cargo that runs kgraftc (`$CARGO`), or the one on the `PATH`.
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 /// What a successful cargo run produced.
@@ -68,15 +124,22 @@ pub(crate) struct Built {
     pub(crate) warnings: usize,
 }
 
-/// Runs a cargo command (with `--message-format json` added) over the lowered crate, reporting
-/// rustc's diagnostics at their `.kgp` positions.
+/// Runs a cargo command (with `--message-format json` added) over the lowered crate in `dir`,
+/// reporting rustc's diagnostics, errors and warnings, at their `.kgp` positions.
 ///
-/// `cargo` is the command up to its arguments, e.g. `cargo build --release --manifest-path ...`;
-/// its standard error (cargo's progress) is passed through. Returns the crate's artifacts, or
-/// `Failure::Reported` when rustc reported errors.
-pub(crate) fn run_cargo(mut cargo: Command, checked: &Checked, lowered: &Lowered, ui: &Ui) -> Result<Built, Failure> {
-    cargo.arg("--message-format").arg("json").stdout(Stdio::piped()).stderr(Stdio::inherit());
-    ui.progress(&format!("building `{}` with cargo", lowered.name));
+/// `cargo` is the command up to its arguments, e.g. `cargo build --release --manifest-path ...`.
+/// Messages rustc gives without a position in the crate's source are shown as rustc printed
+/// them, except its closing summaries. Cargo's own output is kept and shown only when the build
+/// fails without a rustc error to report. Returns the crate's artifacts, `Failure::Reported`
+/// when rustc reported errors, or `Failure::Fatal` with cargo's output when cargo failed.
+pub(crate) fn run_cargo(
+    mut cargo: Command,
+    dir: &Path,
+    checked: &Checked,
+    lowered: &Lowered,
+    ui: &Ui,
+) -> Result<Built, Failure> {
+    cargo.arg("--message-format").arg("json").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let output = cargo.output().map_err(|e| Failure::io("cannot run cargo", e))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let own = crate_name(lowered);
@@ -126,7 +189,13 @@ pub(crate) fn run_cargo(mut cargo: Command, checked: &Checked, lowered: &Lowered
         return Err(Failure::Reported);
     }
     if !output.status.success() {
-        return Err(Failure::Fatal(format!("cargo failed ({})", output.status)));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Failure::Fatal(format!(
+            "cargo failed to build the patch crate in `{}` ({}):\n{}",
+            dir.display(),
+            output.status,
+            stderr.trim_end()
+        )));
     }
     Ok(built)
 }
@@ -140,7 +209,7 @@ pub(crate) fn map_message(message: &serde_json::Value, lowered: &Lowered) -> Opt
         _ => return None,
     };
     let spans = message["spans"].as_array()?;
-    let in_lib = |s: &&serde_json::Value| s["file_name"].as_str().is_some_and(|f| f.ends_with("src/lib.rs"));
+    let in_lib = |s: &&serde_json::Value| s["file_name"].as_str() == Some(LIB_PATH);
     let primary = spans.iter().filter(in_lib).find(|s| s["is_primary"].as_bool() == Some(true))?;
     let map = |s: &serde_json::Value| -> Option<Span> {
         let start = s["byte_start"].as_u64()? as usize;
@@ -178,6 +247,9 @@ pub(crate) fn map_message(message: &serde_json::Value, lowered: &Lowered) -> Opt
     Some(d)
 }
 
+/// The lowered crate for `--target check`: a library type-checked without a target feature.
+const CHECK: CrateSpec = CrateSpec { purpose: "type-checking", crate_type: None, rt_feature: None, release: &[] };
+
 /// `kgraftc build --target check`: type-checks the lowered crate with `cargo check` against
 /// `kgraft-rt` without a target feature, reporting rustc's errors on the `.kgp` source.
 ///
@@ -191,14 +263,14 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("kgraftc-check-{}", lowered.name)),
     };
-    let spec = CrateSpec { dir: &dir, rt_features: &[], manifest_extra: "" };
-    let manifest = write_crate(&spec, &lowered)?;
+    let manifest = write_crate(&dir, &CHECK, &lowered)?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target").join("kgraft-check"));
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cargo = cargo();
     cargo.arg("check").arg("--quiet").arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(&target_dir);
-    run_cargo(cargo, &checked, &lowered, ui)?;
+    ui.progress(&format!("building `{}` with cargo", lowered.name));
+    run_cargo(cargo, &dir, &checked, &lowered, ui)?;
     ui.progress(&format!("`{}` type-checks", lowered.name));
     Ok(())
 }

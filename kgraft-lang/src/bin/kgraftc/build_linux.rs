@@ -6,9 +6,10 @@
 //!    glob against it before anything is compiled; `toolchain`: find a Rust compiler whose
 //!    library source can build `core` for the kernel;
 //! 2. `cargo`: write the crate into a cache directory and build it (through the shared
-//!    `build::run_cargo`, which reports rustc's errors at `.kgp` lines) as a `staticlib` for
-//!    `x86_64-unknown-none` with the kernel's code model; the target directory is shared, so
-//!    `core` is built once and an unchanged patch is not recompiled;
+//!    `build::write_crate` and `build::run_cargo`, which reports rustc's errors at `.kgp`
+//!    lines) as a `staticlib` for `x86_64-unknown-none` with the kernel's code model; the
+//!    target directory is shared, so `core` is built once and an unchanged patch is not
+//!    recompiled;
 //! 3. `object`: take the crate's own object out of the archive and refuse what the module loader
 //!    would reject (GOT and other unsupported relocations) or SIMD register use;
 //! 4. `kbuild`: link the object through the kernel's own kbuild, next to a C file that asserts
@@ -31,8 +32,11 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let lowered = crate::lower(&checked, ui)?;
     let mut prepared = linux::prepare(args.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
     let crate_name = crate::build::crate_name(&lowered);
-    let cargo = prepared.cargo_command(&crate_name, &lowered.build_source).map_err(fatal)?;
-    let built = crate::build::run_cargo(cargo, &checked, &lowered, ui)?;
+    let crate_dir = prepared.crate_dir(&crate_name);
+    crate::build::write_crate(&crate_dir, &linux::cargo::KERNEL, &lowered)?;
+    let cargo = prepared.cargo_command(&crate_dir).map_err(fatal)?;
+    ui.progress(&format!("building `{}` with cargo", lowered.name));
+    let built = crate::build::run_cargo(cargo, &crate_dir, &checked, &lowered, ui)?;
     let archive = built
         .files
         .iter()

@@ -5,6 +5,21 @@ use std::process::Command;
 
 use super::toolchain::Toolchain;
 use super::{Error, run, write_if_changed};
+use crate::build::CrateSpec;
+
+/// The lowered crate for the kernel: a static library, optimised as one unit.
+pub(crate) const KERNEL: CrateSpec = CrateSpec {
+    purpose: "the Linux kernel",
+    crate_type: Some("staticlib"),
+    rt_feature: Some("kernel"),
+    release: &[
+        ("panic", "\"abort\""),
+        ("lto", "true"),
+        ("codegen-units", "1"),
+        ("opt-level", "2"),
+        ("debug", "0"),
+    ],
+};
 
 /// The built-in target the kernel target is derived from: freestanding x86_64, which already
 /// excludes SSE, uses soft floats, the kernel code model and no red zone.
@@ -50,14 +65,6 @@ fn target_spec(toolchain: &Toolchain, dir: &Path) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-/// Returns the directory of the kgraft crates the patch crate depends on.
-fn source_dir() -> PathBuf {
-    match std::env::var_os("KGRAFT_SOURCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    }
-}
-
 /// Returns whether the shared target directory already holds `core` for the kernel.
 pub(crate) fn core_is_built(target_dir: &Path) -> bool {
     std::fs::read_dir(target_dir.join(TARGET).join("release/deps"))
@@ -67,55 +74,9 @@ pub(crate) fn core_is_built(target_dir: &Path) -> bool {
         .any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
 }
 
-/// Writes the crate `name` with `lib_rs` into `crate_dir` and returns the command that builds
-/// it; only changed files are written, so an unchanged patch is not recompiled.
-pub(crate) fn command(
-    name: &str,
-    lib_rs: &str,
-    crate_dir: &Path,
-    target_dir: &Path,
-    toolchain: &Toolchain,
-) -> Result<Command, Error> {
-    let src = source_dir();
-    let manifest = format!(
-        r#"# Written by kgraftc: the patch `{name}` lowered for the Linux kernel.
-[package]
-name = "{name}"
-version = "0.0.0"
-edition = "2024"
-publish = false
-
-[lib]
-path = "src/lib.rs"
-crate-type = ["staticlib"]
-
-[dependencies]
-kgraft-rt = {{ path = "{rt}", features = ["kernel"] }}
-kgraft-macros = {{ path = "{macros}" }}
-
-[profile.release]
-panic = "abort"
-lto = true
-codegen-units = 1
-opt-level = 2
-debug = 0
-
-[workspace]
-"#,
-        rt = src.join("kgraft-rt").display(),
-        macros = src.join("kgraft-macros").display(),
-    );
-    write_if_changed(&crate_dir.join("Cargo.toml"), manifest.as_bytes())?;
-    write_if_changed(&crate_dir.join("src/lib.rs"), lib_rs.as_bytes())?;
-    // Start from the workspace's lock file, so that the build uses the versions the workspace
-    // was tested with and needs no registry access when they are cached.
-    let lock = crate_dir.join("Cargo.lock");
-    if !lock.exists() {
-        if let Ok(text) = std::fs::read(src.join("Cargo.lock")) {
-            write_if_changed(&lock, &text)?;
-        }
-    }
-
+/// Returns the command that builds the crate written in `crate_dir` (by
+/// `build::write_crate` with [`KERNEL`]).
+pub(crate) fn command(crate_dir: &Path, target_dir: &Path, toolchain: &Toolchain) -> Result<Command, Error> {
     let spec = target_spec(toolchain, target_dir.parent().unwrap_or(target_dir))?;
     let mut cmd = Command::new(&toolchain.cargo);
     cmd.current_dir(crate_dir)

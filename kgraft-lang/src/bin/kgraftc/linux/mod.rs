@@ -1,6 +1,6 @@
 //! The Linux kernel module build, step by step (see `build_linux.rs`).
 
-mod cargo;
+pub(crate) mod cargo;
 mod kbuild;
 mod kdir;
 mod klp;
@@ -98,21 +98,21 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
 }
 
 impl Prepared {
-    /// Writes the lowered crate `crate_name` with `lib_rs` and returns the cargo command that
-    /// builds it (without the message-format arguments).
-    pub(crate) fn cargo_command(
-        &mut self,
-        crate_name: &str,
-        lib_rs: &str,
-    ) -> Result<std::process::Command, Error> {
+    /// Returns the directory the lowered crate `crate_name` is written to.
+    pub(crate) fn crate_dir(&self, crate_name: &str) -> PathBuf {
+        self.cache.join("crates").join(crate_name)
+    }
+
+    /// Returns the cargo command (without the message-format arguments) that builds the crate
+    /// written in `crate_dir`.
+    pub(crate) fn cargo_command(&mut self, crate_dir: &Path) -> Result<std::process::Command, Error> {
         let target_dir = self.cache.join("target");
         self.progress.step(if cargo::core_is_built(&target_dir) {
             "compiling the patch crate"
         } else {
             "compiling the patch crate (the first build also compiles `core`, about a minute)"
         });
-        let crate_dir = self.cache.join("crates").join(crate_name);
-        cargo::command(crate_name, lib_rs, &crate_dir, &target_dir, &self.toolchain)
+        cargo::command(crate_dir, &target_dir, &self.toolchain)
     }
 
     /// Turns the built archive into the module `name` and writes it to `out` (default:
@@ -186,18 +186,10 @@ fn cache_dir() -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
-/// Writes `contents` to `path` unless the file already holds exactly that, so that tools
-/// that compare times (cargo, make) see an unchanged input as unchanged.
+/// Writes `contents` to `path` unless the file already holds exactly that (see
+/// `build::write_if_changed`).
 fn write_if_changed(path: &Path, contents: &[u8]) -> Result<(), Error> {
-    if std::fs::read(path).is_ok_and(|old| old == contents) {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::new(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    std::fs::write(path, contents)
-        .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
+    crate::build::write_if_changed(path, contents).map_err(|e| Error::new(e.to_string()))
 }
 
 /// Runs `cmd`, returning its standard output, or an error holding its output.
