@@ -24,12 +24,17 @@ macro_rules! __export_patch {
     ($patch:ident, $name:literal) => {};
 }
 
-/// Exports the patch descriptor for the user-mode host: its loader looks up `kgraft_patch_v1`.
+/// Exports the patch descriptor for the user-mode host: its loader compares `kgraft_abi_v1`
+/// with its own [`ABI_STAMP`](crate::patch::ABI_STAMP), then reads `kgraft_patch_v1`.
 #[cfg(feature = "host")]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_patch {
     ($patch:ident, $name:literal) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub static kgraft_abi_v1: [u8; $crate::patch::ABI_STAMP_LEN] = $crate::patch::ABI_STAMP;
+
         #[unsafe(no_mangle)]
         #[doc(hidden)]
         pub static kgraft_patch_v1: &$crate::Patch = &$patch;

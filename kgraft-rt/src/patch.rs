@@ -5,7 +5,9 @@ use core::ffi::{CStr, c_int};
 /// A live patch as built by `kgraft_macros::patch!`.
 ///
 /// The descriptor is plain data in a `static`; the engine of the target (the user-mode host, or
-/// the kernel glue on top of the livepatch core) reads it and never writes it.
+/// the kernel glue on top of the livepatch core) reads it and never writes it. The host reads it
+/// across a shared object's boundary, after comparing the object's [`ABI_STAMP`] with its own.
+#[repr(C)]
 pub struct Patch {
     /// The patch's name, which is also the kernel module's name (`[a-z0-9_]+`).
     pub name: &'static CStr,
@@ -42,6 +44,7 @@ impl Patch {
 }
 
 /// One replacement: the function `name` of `object` is redirected to `new_fn`.
+#[repr(C)]
 pub struct Func {
     /// The name of the target function.
     pub name: &'static CStr,
@@ -61,6 +64,7 @@ unsafe impl Sync for Func {}
 ///
 /// The layout follows the kernel's `klp_shadow_*` API: data is keyed by (object address, `id`),
 /// created by `ctor` and dropped by `dtor`.
+#[repr(C)]
 pub struct ShadowDecl {
     /// The kernel type the data is attached to, for messages.
     pub type_name: &'static CStr,
@@ -80,6 +84,7 @@ pub struct ShadowDecl {
 /// transition away from it starts; `post_unpatch` after it completed. A patch whose
 /// `pre_patch` refused gets no other callback.
 #[derive(Default)]
+#[repr(C)]
 pub struct Callbacks {
     /// Runs before patching; a negative errno refuses the patch.
     pub pre_patch: Option<unsafe fn() -> c_int>,
@@ -95,4 +100,117 @@ impl Callbacks {
     /// No callbacks at all, usable in a `static`.
     pub const NONE: Callbacks =
         Callbacks { pre_patch: None, post_patch: None, pre_unpatch: None, post_unpatch: None };
+}
+
+/// The length of [`ABI_STAMP`], fixed for the symbol `kgraft_abi_v1` that carries it.
+pub const ABI_STAMP_LEN: usize = 128;
+
+/// What a patch built with this kgraft-rt assumes of the engine that reads its descriptor.
+///
+/// It is NUL-padded text: kgraft-rt's version, the size and alignment of [`Patch`], [`Func`],
+/// [`ShadowDecl`] and [`Callbacks`], and the order of the two words of a slice or `CStr`
+/// reference (which the language leaves unspecified), for example
+/// `kgraft-rt 0.1.0; Patch 112/8, Func 40/8, ShadowDecl 40/8, Callbacks 32/8; slices ptr,len`.
+/// The host's loader refuses a patch whose stamp differs from its own. The stamp is a cheap
+/// check, not a proof: two builds of the same version whose field types changed but kept every
+/// size would compare equal.
+pub const ABI_STAMP: [u8; ABI_STAMP_LEN] = {
+    let mut w = StampWriter { buf: [0; ABI_STAMP_LEN], len: 0 };
+    w.text("kgraft-rt ");
+    w.text(env!("CARGO_PKG_VERSION"));
+    w.text("; Patch ");
+    w.layout(size_of::<Patch>(), align_of::<Patch>());
+    w.text(", Func ");
+    w.layout(size_of::<Func>(), align_of::<Func>());
+    w.text(", ShadowDecl ");
+    w.layout(size_of::<ShadowDecl>(), align_of::<ShadowDecl>());
+    w.text(", Callbacks ");
+    w.layout(size_of::<Callbacks>(), align_of::<Callbacks>());
+    w.text("; slices ");
+    w.text(slice_word_order());
+    w.buf
+};
+
+/// Writes the stamp's text in const context; a stamp too long for its buffer fails the build.
+struct StampWriter {
+    buf: [u8; ABI_STAMP_LEN],
+    len: usize,
+}
+
+impl StampWriter {
+    /// Appends `s`.
+    const fn text(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            // The last byte stays NUL, so that the stamp is also a C string.
+            assert!(self.len + 1 < ABI_STAMP_LEN, "the ABI stamp outgrew its buffer");
+            self.buf[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+    }
+
+    /// Appends `size/align` in decimal.
+    const fn layout(&mut self, size: usize, align: usize) {
+        self.number(size);
+        self.text("/");
+        self.number(align);
+    }
+
+    /// Appends `n` in decimal.
+    const fn number(&mut self, n: usize) {
+        let mut digits = [0u8; 20];
+        let mut count = 0;
+        let mut rest = n;
+        loop {
+            digits[count] = b'0' + (rest % 10) as u8;
+            count += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        while count > 0 {
+            count -= 1;
+            assert!(self.len + 1 < ABI_STAMP_LEN, "the ABI stamp outgrew its buffer");
+            self.buf[self.len] = digits[count];
+            self.len += 1;
+        }
+    }
+}
+
+/// Returns the order of the address and the length in a slice pointer, as this compiler lays
+/// it out: `ptr,len` or `len,ptr`.
+const fn slice_word_order() -> &'static str {
+    let p: *const [u8] = core::ptr::slice_from_raw_parts(core::ptr::null(), 1);
+    // SAFETY: a slice pointer is two `usize`-sized words, an address and a length, so it has
+    // the size of `[usize; 2]`; the address is null, so both words are plain integers.
+    let words: [usize; 2] = unsafe { core::mem::transmute::<*const [u8], [usize; 2]>(p) };
+    if words[1] == 1 { "ptr,len" } else { "len,ptr" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_abi_stamp_names_the_version_and_the_layouts() {
+        let end = ABI_STAMP.iter().position(|&b| b == 0).expect("the stamp is NUL-terminated");
+        let text = core::str::from_utf8(&ABI_STAMP[..end]).expect("the stamp is text");
+        let expected = alloc::format!(
+            "kgraft-rt {}; Patch {}/{}, Func {}/{}, ShadowDecl {}/{}, Callbacks {}/{}; slices ptr,len",
+            env!("CARGO_PKG_VERSION"),
+            size_of::<Patch>(),
+            align_of::<Patch>(),
+            size_of::<Func>(),
+            align_of::<Func>(),
+            size_of::<ShadowDecl>(),
+            align_of::<ShadowDecl>(),
+            size_of::<Callbacks>(),
+            align_of::<Callbacks>(),
+        );
+        assert_eq!(text, expected);
+        assert!(ABI_STAMP[end..].iter().all(|&b| b == 0), "the rest is padding");
+    }
 }
