@@ -77,9 +77,11 @@ chmod +x "$rootfs/init"
 
 say "booting $release under qemu"
 t=$(now)
+# softlockup_panic: a CPU stuck in the kernel ends the run at once, with its stack on the console,
+# instead of when the timeout strikes.
 timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 2 -nic none \
     -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic" < /dev/null > "$work/console.log" 2>&1 || true
+    -append "console=ttyS0 quiet panic=-1 oops=panic softlockup_panic=1" < /dev/null > "$work/console.log" 2>&1 || true
 echo "qemu $(since "$t")s" >> "$times"
 echo "total $(since "$start")s" >> "$times"
 

@@ -32,12 +32,15 @@ fn kernel_under_qemu() {
         .status()
         .expect("kernel-tests/run.sh should start");
     let console = std::fs::read_to_string(work.join("console.txt")).unwrap_or_default();
+    // The end of the guest's console says what went wrong when a verdict is missing.
+    let lines: Vec<&str> = console.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
     for scenario in SCENARIOS {
         let verdict = console
             .lines()
             .find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} ")))
             .unwrap_or("no verdict");
-        assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}");
+        assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}\nconsole tail:\n{tail}");
     }
-    assert!(status.success(), "kernel-tests/run.sh failed: {status}");
+    assert!(status.success(), "kernel-tests/run.sh failed: {status}\nconsole tail:\n{tail}");
 }
