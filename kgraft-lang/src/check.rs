@@ -389,15 +389,14 @@ fn check_externs(file: &File, diags: &mut Diagnostics) -> BTreeMap<String, Span>
                     check_signature(sig, diags);
                     let last = sig.params.len().saturating_sub(1);
                     for (i, p) in sig.params.iter().enumerate() {
-                        if let Param::Variadic(span) = p {
-                            if i != last {
+                        if let Param::Variadic(span) = p
+                            && i != last {
                                 diags.push(
                                     Diagnostic::error(codes::E0025, "`...` must be the last parameter")
                                         .primary(*span, "not last")
                                         .help("move `...` to the end of the parameter list"),
                                 );
                             }
-                        }
                     }
                 }
                 ExternItem::Static(s) => {

@@ -217,14 +217,13 @@ fn resync(src: &str, at: usize) -> Option<usize> {
 }
 
 fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
-    if let ErrorVariant::CustomError { message } = variant {
-        if message.contains("limit reached") {
+    if let ErrorVariant::CustomError { message } = variant
+        && message.contains("limit reached") {
             return Diagnostic::error(codes::E0028, "this source is too complex to parse")
                 .primary(Span::new(at, at), "the parser gave up here")
                 .note(format!("the parser's {message}"))
                 .help("close the brackets, strings and comments around here");
         }
-    }
     let found = match src[at..].chars().next() {
         None => "the end of the file".to_owned(),
         Some(c) if c.is_control() || c == '\u{FFFD}' => format!("the character U+{:04X}", c as u32),

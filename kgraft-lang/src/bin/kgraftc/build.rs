@@ -85,11 +85,10 @@ pub(crate) fn write_crate(dir: &Path, spec: &CrateSpec, lowered: &Lowered) -> Re
     write(dir.join(LIB_PATH), lowered.build_source.as_bytes())?;
     write(dir.join("expanded.rs"), lowered.expanded.as_bytes())?;
     let lock = dir.join("Cargo.lock");
-    if !lock.exists() {
-        if let Ok(bytes) = std::fs::read(workspace_root().join("Cargo.lock")) {
+    if !lock.exists()
+        && let Ok(bytes) = std::fs::read(workspace_root().join("Cargo.lock")) {
             write(lock, &bytes)?;
         }
-    }
     Ok(manifest_path)
 }
 
@@ -230,11 +229,10 @@ pub(crate) fn map_message(message: &serde_json::Value, lowered: &Lowered) -> Opt
     };
     d = d.primary(map(primary)?, primary["label"].as_str().unwrap_or(""));
     for s in spans.iter().filter(in_lib) {
-        if s["is_primary"].as_bool() != Some(true) {
-            if let Some(span) = map(s) {
+        if s["is_primary"].as_bool() != Some(true)
+            && let Some(span) = map(s) {
                 d = d.secondary(span, s["label"].as_str().unwrap_or(""));
             }
-        }
     }
     for child in message["children"].as_array().into_iter().flatten() {
         let text = child["message"].as_str().unwrap_or("");

@@ -83,6 +83,9 @@ pub(crate) struct Prepared {
     toolchain: toolchain::Toolchain,
     cache: PathBuf,
     progress: Progress,
+    /// Held for the whole build: two builds sharing the cache would overwrite each other's
+    /// crate and kbuild directories.
+    _cache_lock: std::fs::File,
 }
 
 /// Finds the kernel build directory and checks the patch's `kernel` glob against its release,
@@ -94,7 +97,26 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
     kdir::check_glob(kernel_glob, &kdir.release)?;
     let toolchain = toolchain::find()?;
     let cache = cache_dir()?;
-    Ok(Prepared { kdir, toolchain, cache, progress })
+    let _cache_lock = lock_cache(&cache)?;
+    Ok(Prepared { kdir, toolchain, cache, progress, _cache_lock })
+}
+
+/// Takes the cache's lock, waiting (and saying so) while another build holds it.
+fn lock_cache(cache: &Path) -> Result<std::fs::File, Error> {
+    let path = cache.join("lock");
+    let file = std::fs::File::create(&path)
+        .map_err(|e| Error::new(format!("cannot create `{}`: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("      waiting for another kgraftc build using `{}`", cache.display());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::new(format!("cannot lock `{}`: {e}", path.display())));
+        }
+    }
+    file.lock().map_err(|e| Error::new(format!("cannot lock `{}`: {e}", path.display())))?;
+    Ok(file)
 }
 
 impl Prepared {
