@@ -51,7 +51,8 @@ noinline void seq_puts(struct seq_file *m, const char *s)
 	m->buf[m->count] = '\0';
 }
 
-noinline int seq_printf(struct seq_file *m, const char *fmt, ...)
+/* Returns nothing, as the kernel's does since Linux 4.3. */
+noinline void seq_printf(struct seq_file *m, const char *fmt, ...)
 {
 	va_list ap;
 	size_t room = m->size - m->count;
@@ -61,11 +62,10 @@ noinline int seq_printf(struct seq_file *m, const char *fmt, ...)
 	n = vsnprintf(m->buf + m->count, room, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return n;
+		return;
 	if ((size_t)n >= room)
 		n = (int)room - 1;
 	m->count += (size_t)n;
-	return 0;
 }
 
 /* The log callbacks print to; the host reads it back through kgt_log_take(). */

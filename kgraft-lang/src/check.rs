@@ -26,6 +26,11 @@ const KEYWORDS: &[&str] = &[
     "gen", "union", "_",
 ];
 
+/// Whether a name is a Rust keyword (strict, reserved or weak-but-refused).
+pub(crate) fn is_keyword(name: &str) -> bool {
+    KEYWORDS.contains(&name)
+}
+
 /// The header's values, resolved.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeaderInfo {
@@ -234,7 +239,7 @@ fn suggest(word: &str, choices: &[&str]) -> String {
     }
 }
 
-fn distance(a: &str, b: &str) -> usize {
+pub(crate) fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().take(64).enumerate() {

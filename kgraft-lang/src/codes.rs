@@ -167,6 +167,47 @@ variable, or `shadow!((expression).reads)` with the pointer expression in parent
     E0032 "bad escape in a string"
 "Strings in the header and module names accept the escapes `\\\\`, `\\\"`, `\\n`, `\\t` and
 `\\r`. They may not hold a NUL character: they end up in C strings."
+
+    E0040 "no such module in the target kernel"
+"A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc
+lists the modules under /lib/modules/RELEASE; module names are spelled as `lsmod` shows them,
+with `_` where the file name may have `-`. A module built outside the kernel's tree is named
+with `--module FILE.ko`."
+
+    E0041 "no function of this name to patch in the target kernel"
+"The function is not in the target kernel's BTF, or not in its symbol table when one was read.
+The kernel's BTF describes every function that starts with an fentry site, the only functions a
+live patch can redirect. A function that is missing does not exist in that release, was inlined
+into every caller (the callers must be replaced instead), or is `notrace`, `noinstr` or
+`__init`."
+
+    E0042 "the function has no fentry site"
+"The symbol table has this function, but none of its copies starts with the fentry NOP that
+kGraft turns into a jump: it is `notrace`, `noinstr` or in an init section. Replace the
+functions that call it instead."
+
+    E0043 "ambiguous or out-of-range symbol position"
+"Several local functions of the target share this name, so the replacement must say which one
+with `#[sympos(N)]` (N counts from 1, in the order of /proc/kallsyms); or the given N is larger
+than the number of functions of that name."
+
+    E0044 "the signature differs from the kernel's prototype"
+"A replacement is called with the arguments the kernel's callers pass, and an extern is called
+as the kernel defines it, so each must have the kernel's prototype: the same number of
+parameters, and for each parameter and the return value the same kind (integer, pointer,
+structure, floating point) and size. Where both sides name the type a pointer points to, the
+names must agree. The note shows the kernel's C prototype, from its BTF:
+
+    int cmdline_proc_show(struct seq_file *m, void *v)
+
+is written
+
+    replace fn cmdline_proc_show(m: *mut seq_file, v: *mut c_void) -> c_int { ... }"
+
+    E0045 "a type the target kernel does not have"
+"A type named in the patch is not a struct, union, enum or typedef of the target kernel's BTF.
+It stays opaque: pointers to it can be passed around, but it has no fields. Check the spelling;
+types of a module are known only when the module's `.ko` has BTF."
 }
 
 /// Looks up a code (case-insensitive; `0001` and `E1` are accepted for `E0001`).

@@ -72,6 +72,11 @@ impl Diagnostic {
         }
     }
 
+    /// Starts a warning with the given code and message.
+    pub fn warning(code: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
+    }
+
     /// Adds the primary label.
     pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
         self.labels.push(Label { span, message: message.into(), primary: true });

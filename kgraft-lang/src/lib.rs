@@ -22,11 +22,14 @@
 //! calling thread when they return, so they are not for use inside a procedural macro.
 
 mod ast;
+mod bindings;
 mod check;
 mod codes;
 mod diagnostic;
+pub mod kernel;
 mod lower;
 mod parse;
+mod prototype;
 
 pub use codes::{CODES, CodeInfo, explain};
 pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
@@ -149,9 +152,30 @@ pub fn check_bytes(file_name: &str, bytes: &[u8]) -> Result<Checked, (SourceFile
     }
 }
 
+/// Checks a checked source against the target kernel: every replaced function exists there
+/// and can be patched, every signature agrees with the kernel's prototype, every module exists.
+///
+/// Returns the errors and warnings found (empty when the patch fits the kernel).
+pub fn check_against(checked: &Checked, kernel: &kernel::Kernel) -> Diagnostics {
+    with_stack(|| {
+        let mut diags = Diagnostics::default();
+        prototype::check(&checked.file, kernel, &mut diags);
+        bindings::check_types(&checked.file, kernel, &mut diags);
+        diags.sort();
+        diags
+    })
+}
+
 /// Lowers a checked source to the Rust crate described in ARCHITECTURE.md.
 ///
 /// Fails only on a compiler bug (code `E0000`), never on a checked source.
 pub fn lower(checked: &Checked) -> Result<Lowered, Diagnostics> {
-    with_stack(|| lower::lower(checked))
+    with_stack(|| lower::lower(checked, None))
+}
+
+/// Lowers a checked source for a known kernel: the kernel types the patch names get `#[repr(C)]`
+/// definitions generated from the kernel's BTF, the enumerators it uses become constants, and
+/// kernel functions it calls without an `extern` declaration are declared from their prototypes.
+pub fn lower_for(checked: &Checked, kernel: &kernel::Kernel) -> Result<Lowered, Diagnostics> {
+    with_stack(|| lower::lower(checked, Some(kernel)))
 }

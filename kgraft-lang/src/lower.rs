@@ -13,8 +13,10 @@ use syn::visit::Visit;
 
 use crate::Checked;
 use crate::ast::*;
+use crate::bindings;
 use crate::check::{self, Target};
 use crate::diagnostic::{Diagnostic, Diagnostics, Span, line_starts, offset_of};
+use crate::kernel::Kernel;
 
 /// A lowered patch: the generated crate's source in two forms, and the way back to the `.kgp`.
 #[derive(Clone, Debug)]
@@ -100,7 +102,7 @@ impl Lowered {
 }
 
 /// The names in scope without a declaration: Rust's and `kgraft_rt::prelude`'s.
-const KNOWN_TYPES: &[&str] = &[
+pub(crate) const KNOWN_TYPES: &[&str] = &[
     "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "bool",
     "char", "str", "Self", "Option", "Result", "c_char", "c_int", "c_long", "c_longlong", "c_schar", "c_short",
     "c_uchar", "c_uint", "c_ulong", "c_ulonglong", "c_ushort", "c_void", "CStr", "size_t", "ssize_t", "loff_t",
@@ -108,8 +110,8 @@ const KNOWN_TYPES: &[&str] = &[
 ];
 
 /// Lowers a checked source.
-pub(crate) fn lower(checked: &Checked) -> Result<Lowered, Diagnostics> {
-    let cx = Lowering { checked, items: Vec::new(), bodies: Vec::new(), safety: Vec::new(), opaque: BTreeSet::new() };
+pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>) -> Result<Lowered, Diagnostics> {
+    let cx = Lowering { checked, kernel, items: Vec::new(), bodies: Vec::new(), safety: Vec::new(), opaque: BTreeSet::new() };
     cx.finish()
 }
 
@@ -128,6 +130,8 @@ struct ItemOut {
 
 struct Lowering<'a> {
     checked: &'a Checked,
+    /// The target kernel, whose types the crate then defines instead of leaving them opaque.
+    kernel: Option<&'a Kernel>,
     items: Vec<ItemOut>,
     /// The body fragments, by placeholder number.
     bodies: Vec<Fragment>,
@@ -439,8 +443,14 @@ impl Lowering<'_> {
         text.push_str("}\n");
         self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: header_span });
 
-        // The crate's head: docs, attributes, imports and opaque types.
+        // The crate's head: docs, attributes, imports, the kernel's types and opaque types.
         let docs = self.checked.file.docs.iter().map(|d| &d.text);
+        let mut bindings = TokenStream::new();
+        if let Some(kernel) = self.kernel {
+            let b = bindings::generate(kernel, &bindings::Uses::of(&self.checked.file));
+            bindings = b.items;
+            self.opaque = b.opaque;
+        }
         let opaque: Vec<Ident> = self.opaque.iter().map(|n| format_ident!("{}", n)).collect();
         let opaque = (!opaque.is_empty()).then(|| quote!(kgraft_rt::opaque_types!(#(#opaque),*);));
         let head = quote! {
@@ -452,6 +462,9 @@ impl Lowering<'_> {
             #opaque
         };
         self.items.insert(0, ItemOut { text: None, full: head.clone(), sketch: head, origin: header_span });
+        if !bindings.is_empty() {
+            self.items.insert(1, ItemOut { text: None, full: bindings.clone(), sketch: bindings, origin: header_span });
+        }
         Ok(())
     }
 

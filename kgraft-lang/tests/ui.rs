@@ -9,18 +9,23 @@ fn run_case(path: &Path) -> String {
     let dir = path.parent().expect("a case lives in tests/ui");
     let name = path.file_name().expect("a case has a file name");
     let text = std::fs::read(path).expect("the case is readable");
-    // A first line `// kgraftc: ARGS` adds arguments before the subcommand.
+    // A first line `// kgraftc: ARGS [-- CHECK_ARGS]` adds arguments before the subcommand,
+    // and after it those that follow `--`.
     let extra: Vec<String> = String::from_utf8_lossy(&text)
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("// kgraftc:"))
         .map(|args| args.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
+    let split = extra.iter().position(|a| a == "--").unwrap_or(extra.len());
+    let (before, after) = extra.split_at(split);
     let output = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
         .current_dir(dir)
+        .env("KGRAFT_CACHE_DIR", std::env::temp_dir().join(format!("kgraft-ui-cache-{}", std::process::id())))
         .args(["--color", "never"])
-        .args(&extra)
+        .args(before)
         .arg("check")
+        .args(after.iter().skip(1))
         .arg(name)
         .output()
         .expect("kgraftc runs");

@@ -14,6 +14,7 @@ compile_error!("kgraft-rt: the features `host` and `kernel` select the target; e
 #[cfg(any(feature = "engine", test))]
 extern crate alloc;
 
+pub mod bits;
 #[cfg(any(feature = "engine", test))]
 pub mod engine;
 mod export;

@@ -256,7 +256,8 @@ const CHECK: CrateSpec = CrateSpec { purpose: "type-checking", crate_type: None,
 /// `target/kgraft-check`, shared by every patch so the dependencies build once.
 pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let checked = crate::load(&args.file, ui)?;
-    let lowered = crate::lower(&checked, ui)?;
+    let kernel = crate::check_kernel(&checked, &args.kernel, ui)?;
+    let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     let dir = match &args.out {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("kgraftc-check-{}", lowered.name)),

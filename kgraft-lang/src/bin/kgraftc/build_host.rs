@@ -21,7 +21,8 @@ const HOST: CrateSpec = CrateSpec {
 /// Builds the patch for the user-mode host.
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let checked = crate::load(&args.file, ui)?;
-    let lowered = crate::lower(&checked, ui)?;
+    let kernel = crate::check_kernel(&checked, &args.kernel, ui)?;
+    let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     let work = workspace_root().join("target").join("kgraft").join("host");
     let crate_dir = work.join(&lowered.name);
     let manifest = write_crate(&crate_dir, &HOST, &lowered)?;

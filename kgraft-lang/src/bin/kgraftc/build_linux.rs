@@ -25,12 +25,23 @@ mod linux;
 use crate::render::Ui;
 use crate::{BuildArgs, Failure};
 
+/// The release a kernel build directory builds modules for.
+pub(crate) fn release_of(kdir: &std::path::Path) -> Result<String, Failure> {
+    linux::kdir::find(Some(kdir))
+        .map(|k| k.release)
+        .map_err(|e| Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned()))
+}
+
 /// Builds the patch as a Linux kernel module.
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let fatal = |e: linux::Error| Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned());
     let checked = crate::load(&args.file, ui)?;
-    let lowered = crate::lower(&checked, ui)?;
-    let mut prepared = linux::prepare(args.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
+    let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
+    // The kernel checks always run for this target, against the build directory found.
+    let mut target = args.kernel.clone();
+    target.kdir = Some(prepared.kdir_path().to_path_buf());
+    let kernel = crate::check_kernel(&checked, &target, ui)?;
+    let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
     crate::build::write_crate(&crate_dir, &linux::cargo::KERNEL, &lowered)?;

@@ -7,12 +7,14 @@ mod build;
 mod build_host;
 mod build_linux;
 mod host_ctl;
+mod kernel_info;
 mod render;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kgraft_lang::kernel::Kernel;
 use kgraft_lang::{Checked, Lowered};
 
 use crate::render::{Color, MessageFormat, Ui};
@@ -37,6 +39,8 @@ enum Command {
     Check {
         /// The `.kgp` file.
         file: PathBuf,
+        #[command(flatten)]
+        kernel: kernel_info::KernelArgs,
     },
     /// Prints the Rust crate a patch source lowers to.
     Expand {
@@ -45,6 +49,8 @@ enum Command {
         /// Prints the text given to rustc (bodies verbatim) instead of the review form.
         #[arg(long)]
         for_build: bool,
+        #[command(flatten)]
+        kernel: kernel_info::KernelArgs,
     },
     /// Explains a diagnostic code, such as E0011.
     Explain {
@@ -76,9 +82,9 @@ pub(crate) struct BuildArgs {
     /// The target.
     #[arg(long, value_enum)]
     pub(crate) target: Target,
-    /// The kernel build directory (Linux only; default: /lib/modules/<release>/build).
-    #[arg(long)]
-    pub(crate) kdir: Option<PathBuf>,
+    /// The target kernel (Linux: `--kdir` defaults to the one under /lib/modules).
+    #[command(flatten)]
+    pub(crate) kernel: kernel_info::KernelArgs,
     /// Where to put the result (default: next to the source, or in the current directory).
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
@@ -115,9 +121,33 @@ pub(crate) fn load(path: &Path, ui: &Ui) -> Result<Checked, Failure> {
     })
 }
 
-/// Lowers a checked source, reporting a compiler bug as a diagnostic.
-pub(crate) fn lower(checked: &Checked, ui: &Ui) -> Result<Lowered, Failure> {
-    kgraft_lang::lower(checked).map_err(|diags| {
+/// Reads the target kernel named by `args` (if any) and checks the patch against it,
+/// reporting every finding; `Err(Failure::Reported)` when there are errors.
+pub(crate) fn check_kernel(checked: &Checked, args: &kernel_info::KernelArgs, ui: &Ui) -> Result<Option<Kernel>, Failure> {
+    if !args.given() {
+        return Ok(None);
+    }
+    let modules: Vec<String> =
+        checked.targets().into_iter().map(|(object, ..)| object).filter(|o| o != "vmlinux").collect();
+    let kernel = kernel_info::load(args, &modules)?;
+    let diags = kgraft_lang::check_against(checked, &kernel);
+    if !diags.list.is_empty() {
+        ui.emit(&checked.source, &diags.list);
+    }
+    if diags.has_errors() {
+        return Err(Failure::Reported);
+    }
+    Ok(Some(kernel))
+}
+
+/// Lowers a checked source, for the kernel when one is known, reporting a compiler bug as a
+/// diagnostic.
+pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>, ui: &Ui) -> Result<Lowered, Failure> {
+    let lowered = match kernel {
+        Some(kernel) => kgraft_lang::lower_for(checked, kernel),
+        None => kgraft_lang::lower(checked),
+    };
+    lowered.map_err(|diags| {
         ui.emit(&checked.source, &diags.list);
         Failure::Reported
     })
@@ -126,13 +156,15 @@ pub(crate) fn lower(checked: &Checked, ui: &Ui) -> Result<Lowered, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui { format: cli.message_format, color: cli.color };
     match cli.command {
-        Command::Check { file } => {
-            load(&file, &ui)?;
+        Command::Check { file, kernel } => {
+            let checked = load(&file, &ui)?;
+            check_kernel(&checked, &kernel, &ui)?;
             Ok(())
         }
-        Command::Expand { file, for_build } => {
+        Command::Expand { file, for_build, kernel } => {
             let checked = load(&file, &ui)?;
-            let lowered = lower(&checked, &ui)?;
+            let kernel = check_kernel(&checked, &kernel, &ui)?;
+            let lowered = lower(&checked, kernel.as_ref(), &ui)?;
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
             print!("{text}");
             Ok(())
@@ -142,7 +174,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}: {}\n\n{}", info.code, info.title, info.explanation);
                 Ok(())
             }
-            None => Err(Failure::Fatal(format!("`{code}` is not a kgraftc diagnostic code (they run E0001 to E{:04})", kgraft_lang::CODES.len()))),
+            None => Err(Failure::Fatal(format!(
+                "`{code}` is not a kgraftc diagnostic code (the codes run from E0001 to {}, with gaps)",
+                kgraft_lang::CODES.last().map_or("E0001", |c| c.code)
+            ))),
         },
         Command::Build(args) => match args.target {
             Target::Host => build_host::run(&args, &ui),

@@ -2,7 +2,7 @@
 
 pub(crate) mod cargo;
 mod kbuild;
-mod kdir;
+pub(crate) mod kdir;
 mod klp;
 mod object;
 mod toolchain;
@@ -120,6 +120,11 @@ fn lock_cache(cache: &Path) -> Result<std::fs::File, Error> {
 }
 
 impl Prepared {
+    /// The kernel build directory found.
+    pub(crate) fn kdir_path(&self) -> &Path {
+        &self.kdir.path
+    }
+
     /// Returns the directory the lowered crate `crate_name` is written to.
     pub(crate) fn crate_dir(&self, crate_name: &str) -> PathBuf {
         self.cache.join("crates").join(crate_name)

@@ -1,0 +1,159 @@
+//! Kernel images and ELF objects: the BTF, the release and the symbol table inside them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kgraft_lang::kernel::Symbol;
+use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionKind, SymbolKind};
+
+/// The magic number a raw BTF blob starts with (little-endian `0xeB9F`).
+pub(crate) const BTF_MAGIC: [u8; 2] = [0x9f, 0xeb];
+
+/// Decompresses the vmlinux inside an x86 `bzImage` (Debian's `/boot/vmlinuz-R`).
+///
+/// The payload's place is read from the setup header (`setup_sects` at 0x1f1,
+/// `payload_offset` and `payload_length` at 0x248); Debian compresses it with xz.
+pub(crate) fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>, String> {
+    let u32_at = |at: usize| -> Option<u32> { Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?)) };
+    if image.get(0x202..0x206) != Some(b"HdrS") {
+        return Err("not an x86 bzImage (no `HdrS` setup header)".into());
+    }
+    let setup_sects = match image.get(0x1f1) {
+        Some(0) | None => 4,
+        Some(n) => usize::from(*n),
+    };
+    let (offset, length) = match (u32_at(0x248), u32_at(0x24c)) {
+        (Some(o), Some(l)) => (o as usize, l as usize),
+        _ => return Err("the setup header is truncated".into()),
+    };
+    let start = (setup_sects + 1) * 512 + offset;
+    let payload = image
+        .get(start..start.saturating_add(length).min(image.len()))
+        .filter(|p| !p.is_empty())
+        .ok_or("the compressed payload lies outside the file")?;
+    if !payload.starts_with(b"\xfd7zXZ\x00") {
+        let magic: Vec<String> = payload.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(format!(
+            "the payload is not xz-compressed (it starts with {}); only xz kernels are read, give --vmlinux",
+            magic.join(" ")
+        ));
+    }
+    // The payload ends with the decompressed size, which is not part of the xz stream.
+    let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(80 << 20);
+    let mut input = payload;
+    loop {
+        if out.capacity() - out.len() < (1 << 20) {
+            out.reserve(16 << 20);
+        }
+        let before_in = stream.total_in();
+        let status = stream
+            .process_vec(input, &mut out, xz2::stream::Action::Run)
+            .map_err(|e| format!("the xz payload is corrupt: {e}"))?;
+        input = &input[(stream.total_in() - before_in) as usize..];
+        match status {
+            xz2::stream::Status::StreamEnd => break,
+            _ if input.is_empty() && out.len() < out.capacity() => {
+                return Err("the xz payload is truncated".into());
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// What an ELF image of the kernel (or of a module) holds.
+pub(crate) struct ElfInfo {
+    /// The `.BTF` section.
+    pub(crate) btf: Option<Vec<u8>>,
+    /// The release named in the `Linux version R ...` banner, for vmlinux.
+    pub(crate) release: Option<String>,
+    /// The function symbols with their fentry sites, when the image has a symbol table.
+    pub(crate) symbols: Option<BTreeMap<String, Symbol>>,
+}
+
+/// Reads an ELF kernel image or module.
+pub(crate) fn read_elf(data: &[u8]) -> Result<ElfInfo, String> {
+    let file = object::File::parse(data).map_err(|e| format!("not an ELF object: {e}"))?;
+    let btf = match file.section_by_name(".BTF") {
+        Some(s) => Some(s.data().map_err(|e| format!("cannot read .BTF: {e}"))?.to_vec()),
+        None => None,
+    };
+    let release = banner_release(data);
+    let symbols = symbols(&file)?;
+    Ok(ElfInfo { btf, release, symbols })
+}
+
+/// Finds `Linux version RELEASE ` in the image.
+pub(crate) fn banner_release(data: &[u8]) -> Option<String> {
+    const NEEDLE: &[u8] = b"Linux version ";
+    let mut from = 0;
+    while let Some(at) = find(&data[from..], NEEDLE) {
+        let start = from + at + NEEDLE.len();
+        let rest = &data[start..data.len().min(start + 80)];
+        let end = rest.iter().position(|b| *b == b' ').unwrap_or(0);
+        let release = &rest[..end];
+        // The banner is followed by ` (builder@host)`; a format string has `%s` instead.
+        if end > 0 && rest.get(end + 1) == Some(&b'(') && release.iter().all(|b| b.is_ascii_graphic() && *b != b'%') {
+            return Some(String::from_utf8_lossy(release).into_owned());
+        }
+        from = start;
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Counts the function symbols by name and, from `__mcount_loc`, how many start with an fentry
+/// site; `None` when the image has no symbol table.
+fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, String> {
+    let funcs: Vec<_> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.is_definition())
+        .filter_map(|s| Some((s.name().ok()?.to_owned(), s.section_index()?, s.address(), s.size())))
+        .filter(|(name, ..)| !name.is_empty())
+        .collect();
+    if funcs.is_empty() {
+        return Ok(None);
+    }
+    // The fentry sites: in a linked vmlinux the section holds addresses; in a module, one
+    // relocation per site against its text section.
+    let mut sites: Vec<(Option<object::SectionIndex>, u64)> = Vec::new();
+    if let Some(mcount) = file.section_by_name("__mcount_loc") {
+        let relocs: Vec<_> = mcount.relocations().collect();
+        if relocs.is_empty() {
+            let data = mcount.data().map_err(|e| format!("cannot read __mcount_loc: {e}"))?;
+            sites.extend(data.chunks_exact(8).map(|c| (None, u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))));
+        } else {
+            for (_, r) in relocs {
+                let base = match r.target() {
+                    RelocationTarget::Symbol(i) => file.symbol_by_index(i).ok().map(|s| (s.section_index(), s.address())),
+                    RelocationTarget::Section(i) => Some((Some(i), 0)),
+                    _ => None,
+                };
+                if let Some((section, addr)) = base {
+                    sites.push((section, addr.wrapping_add(r.addend() as u64)));
+                }
+            }
+        }
+    }
+    let is_text = |i: object::SectionIndex| file.section_by_index(i).map(|s| s.kind() == SectionKind::Text).unwrap_or(false);
+    let mut by_start: HashMap<(Option<object::SectionIndex>, u64), u64> = HashMap::new();
+    for (section, addr) in &sites {
+        *by_start.entry((*section, *addr)).or_default() += 1;
+    }
+    let mut out: BTreeMap<String, Symbol> = BTreeMap::new();
+    for (name, section, addr, size) in funcs {
+        if !is_text(section) {
+            continue;
+        }
+        let key_section = if sites.iter().any(|(s, _)| s.is_some()) { Some(section) } else { None };
+        // The site is the first instruction, or follows a 4-byte `endbr64`.
+        let traced = (0..=4).any(|d| by_start.contains_key(&(key_section, addr + d))) && size > 0;
+        let entry = out.entry(name).or_default();
+        entry.count += 1;
+        entry.traceable += u32::from(traced);
+    }
+    Ok(Some(out))
+}

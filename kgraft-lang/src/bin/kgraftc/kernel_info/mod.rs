@@ -1,0 +1,319 @@
+//! Reading the target kernel: its BTF, its symbols, its modules, cached per kernel image.
+//!
+//! The BTF of vmlinux comes from, in order: `--vmlinux FILE` (an ELF with a `.BTF` section, or a
+//! raw BTF file), `/sys/kernel/btf/vmlinux` when the running kernel is the release of `--kdir`,
+//! or the kernel image `/boot/vmlinuz-R`, decompressed. A module's split BTF and its symbols come
+//! from its `.ko` (under `/lib/modules/R`, or given with `--module FILE.ko`). What was read of
+//! vmlinux is cached under the user's cache directory, keyed by the image's path, size and time,
+//! so a check against a known kernel reads one file.
+
+mod btf;
+mod image;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use kgraft_lang::kernel::{Kernel, Symbol};
+
+use crate::Failure;
+
+/// The options that name the target kernel.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct KernelArgs {
+    /// The kernel build directory of the target (`/lib/modules/R/build`): names the release
+    /// whose BTF, symbols and modules the patch is checked against.
+    #[arg(long)]
+    pub(crate) kdir: Option<PathBuf>,
+    /// A vmlinux with BTF (and, when it has them, symbols and fentry sites), instead of the
+    /// kernel image of the release; also a raw BTF file.
+    #[arg(long)]
+    pub(crate) vmlinux: Option<PathBuf>,
+    /// A module's `.ko` that is not installed under `/lib/modules/R` (repeatable).
+    #[arg(long = "module", value_name = "FILE.ko")]
+    pub(crate) modules: Vec<PathBuf>,
+}
+
+impl KernelArgs {
+    /// Whether a target kernel was named.
+    pub(crate) fn given(&self) -> bool {
+        self.kdir.is_some() || self.vmlinux.is_some()
+    }
+}
+
+/// Bumped whenever the cached form of [`Kernel`] changes.
+const CACHE_FORMAT: u32 = 1;
+
+/// What vmlinux's reading leaves in the cache: the model and the raw BTF, which a module's
+/// split BTF needs as its base.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cached {
+    kernel: Kernel,
+    btf: Vec<u8>,
+}
+
+/// Reads the target kernel for a patch whose `module` blocks name `modules`.
+pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Failure> {
+    let start = Instant::now();
+    let release = match &args.kdir {
+        Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
+        None => None,
+    };
+    let (mut kernel, base_btf) = load_vmlinux(args, release.as_deref())?;
+    kernel.release = release.clone().unwrap_or_else(|| kernel.release.clone());
+    if let Some(kdir) = &args.kdir {
+        kernel.exported = symvers(kdir);
+    }
+    let installed = release.as_deref().map(installed_modules).unwrap_or_default();
+    if release.is_some() || !args.modules.is_empty() {
+        let mut names: BTreeSet<String> = installed.keys().cloned().collect();
+        names.extend(args.modules.iter().filter_map(|p| module_name(p)));
+        kernel.modules = Some(names);
+    }
+    let mut wanted: Vec<String> = modules.iter().map(|m| m.replace('-', "_")).collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut base: Option<btf_rs::Btf> = None;
+    for name in wanted {
+        let path = args
+            .modules
+            .iter()
+            .find(|p| module_name(p).as_deref() == Some(name.as_str()))
+            .cloned()
+            .or_else(|| installed.get(&name).cloned());
+        let Some(path) = path else { continue };
+        let data = std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+        let info = image::read_elf(&data).map_err(|e| Failure::Fatal(format!("`{}`: {e}", path.display())))?;
+        let origin = path.display().to_string();
+        let mut object = match &info.btf {
+            Some(split) => {
+                if base.is_none() {
+                    base = Some(
+                        btf_rs::Btf::from_bytes(&base_btf)
+                            .map_err(|e| Failure::Fatal(format!("cannot parse vmlinux's BTF again: {e}")))?,
+                    );
+                }
+                let Some(base) = base.as_ref() else { continue };
+                let btf = btf_rs::Btf::from_split_bytes(split, base)
+                    .map_err(|e| Failure::Fatal(format!("`{}`: corrupt BTF: {e}", path.display())))?;
+                let base_len = base.base().type_id_range().1 + 1;
+                btf::append(&btf, &mut kernel, base_len, &origin).map_err(Failure::Fatal)?
+            }
+            None => kgraft_lang::kernel::Object { origin, ..Default::default() },
+        };
+        object.symbols = info.symbols;
+        kernel.objects.insert(name, object);
+    }
+    kernel.index();
+    if std::env::var_os("KGRAFT_TIMING").is_some() {
+        eprintln!("kernel description read in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(kernel)
+}
+
+/// The name a module's file gives it, spelled as the kernel does.
+fn module_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    Some(file.strip_suffix(".ko").unwrap_or(file).replace('-', "_"))
+}
+
+/// Every `.ko` under `/lib/modules/R`, by module name.
+fn installed_modules(release: &str) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![PathBuf::from(format!("/lib/modules/{release}"))];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                // `build` and `source` point into the headers, which hold no modules.
+                Ok(t) if t.is_dir() => dirs.push(path),
+                Ok(t) if t.is_file() && path.extension().is_some_and(|e| e == "ko") => {
+                    if let Some(name) = module_name(&path) {
+                        out.entry(name).or_insert(path);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The symbols of `Module.symvers`, when the build directory has it.
+fn symvers(kdir: &Path) -> Option<HashSet<String>> {
+    let text = std::fs::read_to_string(kdir.join("Module.symvers")).ok()?;
+    Some(text.lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_owned).collect())
+}
+
+/// Where vmlinux's BTF comes from.
+enum Source {
+    /// A file given or found: an ELF, a bzImage or raw BTF.
+    File(PathBuf),
+    /// The running kernel's `/sys/kernel/btf/vmlinux`, with `/proc/kallsyms`.
+    Running,
+}
+
+fn running_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned())
+}
+
+/// Reads vmlinux, from the cache when it holds this image; returns the model and the raw BTF.
+fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec<u8>), Failure> {
+    let source = match (&args.vmlinux, release) {
+        (Some(path), _) => Source::File(path.clone()),
+        (None, Some(r)) if running_release().as_deref() == Some(r) && Path::new("/sys/kernel/btf/vmlinux").is_file() => {
+            Source::Running
+        }
+        (None, Some(r)) => {
+            let image = PathBuf::from(format!("/boot/vmlinuz-{r}"));
+            if !image.is_file() {
+                return Err(Failure::Fatal(format!(
+                    "no BTF for {r}: {} does not exist and {r} is not the running kernel\n\
+                     help: install the kernel image of that release, or give a vmlinux with --vmlinux FILE",
+                    image.display()
+                )));
+            }
+            Source::File(image)
+        }
+        (None, None) => return Err(Failure::Fatal("no target kernel: give --kdir DIR or --vmlinux FILE".into())),
+    };
+    match source {
+        Source::Running => {
+            let btf = std::fs::read("/sys/kernel/btf/vmlinux")
+                .map_err(|e| Failure::io("cannot read /sys/kernel/btf/vmlinux", e))?;
+            let mut kernel = from_btf(&btf, "/sys/kernel/btf/vmlinux")?;
+            if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
+                vmlinux.symbols = kallsyms();
+            }
+            Ok((kernel, btf))
+        }
+        Source::File(path) => {
+            let meta = std::fs::metadata(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+            let cache = cache_path(&path, &meta);
+            if let Some(cached) = cache.as_deref().and_then(read_cache) {
+                check_release(&path, Some(&cached.kernel.release), release)?;
+                return Ok((cached.kernel, cached.btf));
+            }
+            let data = std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+            let bad = |e: String| Failure::Fatal(format!("`{}`: {e}", path.display()));
+            let (btf, found_release, symbols) = if data.starts_with(&BTF_MAGIC_BYTES) {
+                (data, None, None)
+            } else {
+                let elf = if data.starts_with(b"\x7fELF") {
+                    data
+                } else {
+                    eprintln!("   Reading the BTF of {} (decompressing the image, a few seconds once)", path.display());
+                    image::decompress_bzimage(&data).map_err(bad)?
+                };
+                let info = image::read_elf(&elf).map_err(bad)?;
+                let btf = info.btf.ok_or_else(|| {
+                    Failure::Fatal(format!(
+                        "`{}` has no .BTF section: the kernel was built without CONFIG_DEBUG_INFO_BTF\n\
+                         help: kernel types stay opaque without BTF; build without --kdir, or give a vmlinux with BTF",
+                        path.display()
+                    ))
+                })?;
+                (btf, info.release, info.symbols)
+            };
+            check_release(&path, found_release.as_ref(), release)?;
+            let mut kernel = from_btf(&btf, &path.display().to_string())?;
+            kernel.release = found_release.unwrap_or_default();
+            if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
+                vmlinux.symbols = symbols;
+            }
+            let cached = Cached { kernel, btf };
+            if let Some(cache) = &cache {
+                write_cache(cache, &cached);
+            }
+            Ok((cached.kernel, cached.btf))
+        }
+    }
+}
+
+const BTF_MAGIC_BYTES: [u8; 2] = image::BTF_MAGIC;
+
+fn check_release(path: &Path, found: Option<&String>, wanted: Option<&str>) -> Result<(), Failure> {
+    match (found, wanted) {
+        (Some(found), Some(wanted)) if !found.is_empty() && found != wanted => Err(Failure::Fatal(format!(
+            "`{}` is the kernel {found}, but --kdir is for {wanted}\nhelp: give the vmlinux of {wanted}, or the build directory of {found}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn from_btf(bytes: &[u8], origin: &str) -> Result<Kernel, Failure> {
+    let btf = btf_rs::Btf::from_bytes(bytes).map_err(|e| Failure::Fatal(format!("`{origin}`: corrupt BTF: {e}")))?;
+    let mut kernel = Kernel::default();
+    let object = btf::append(&btf, &mut kernel, 0, origin).map_err(Failure::Fatal)?;
+    kernel.objects.insert("vmlinux".into(), object);
+    Ok(kernel)
+}
+
+/// The running kernel's text symbols, and which of them ftrace can trace; `None` unless both
+/// lists are readable.
+fn kallsyms() -> Option<BTreeMap<String, Symbol>> {
+    let all = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    let traced = std::fs::read_to_string("/sys/kernel/tracing/available_filter_functions").ok()?;
+    let mut out: BTreeMap<String, Symbol> = BTreeMap::new();
+    for line in all.lines() {
+        let mut it = line.split_whitespace();
+        let (_, kind, name) = (it.next(), it.next()?, it.next()?);
+        if it.next().is_none() && matches!(kind, "t" | "T") {
+            out.entry(name.to_owned()).or_default().count += 1;
+        }
+    }
+    for line in traced.lines() {
+        let mut it = line.split_whitespace();
+        if let (Some(name), None) = (it.next(), it.next()) {
+            if let Some(s) = out.get_mut(name) {
+                s.traceable += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let base = if let Some(dir) = std::env::var_os("KGRAFT_CACHE_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(dir).join("kgraft")
+    } else {
+        PathBuf::from(std::env::var_os("HOME")?).join(".cache").join("kgraft")
+    };
+    Some(base.join("kernels"))
+}
+
+/// The cache file of an image: its absolute path, size and modification time, hashed.
+fn cache_path(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(path).ok()?.hash(&mut h);
+    meta.len().hash(&mut h);
+    meta.modified().ok()?.hash(&mut h);
+    CACHE_FORMAT.hash(&mut h);
+    Some(cache_dir()?.join(format!("{:016x}.kernel", h.finish())))
+}
+
+fn read_cache(path: &Path) -> Option<Cached> {
+    let bytes = std::fs::read(path).ok()?;
+    postcard::from_bytes(&bytes).ok()
+}
+
+/// Writes the cache through a private temporary file renamed into place, so a reader never
+/// sees half a file; a cache that cannot be written only costs time.
+fn write_cache(path: &Path, cached: &Cached) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let Ok(bytes) = postcard::to_stdvec(cached) else { return };
+    let tmp = dir.join(format!(".{}.{}", std::process::id(), path.file_name().and_then(|n| n.to_str()).unwrap_or("k")));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(&bytes));
+    if written.is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
