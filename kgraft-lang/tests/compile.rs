@@ -113,3 +113,22 @@ fn a_host_build_maps_rustc_errors_and_warnings_the_same_way() {
     assert!(stderr.contains("warning.kgp:4:9"), "{stderr}");
     assert!(out.join("warning.so").exists(), "{stderr}");
 }
+
+#[test]
+fn kernel_types_type_check_with_their_layouts() {
+    // The generated definitions assert every size and offset at compile time, so this fails if
+    // a layout is not the kernel's.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kernel/types.kgp");
+    let output = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .current_dir(file.parent().expect("dir"))
+        .env("CARGO_TARGET_DIR", workspace().join("target").join("kgraft-check"))
+        .env("KGRAFT_CACHE_DIR", std::env::temp_dir().join(format!("kgraft-compile-cache-{}", std::process::id())))
+        .args(["--color", "never", "build", "--target", "check", "--vmlinux", "vmlinux", "--out"])
+        .arg(scratch("fixture_types"))
+        .arg("types.kgp")
+        .output()
+        .expect("kgraftc runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

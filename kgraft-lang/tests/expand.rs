@@ -66,3 +66,33 @@ fn build_source_keeps_bodies_verbatim() {
     }
     assert!(mapped >= 10, "only {mapped} body lines were mapped");
 }
+
+#[test]
+fn kernel_types_from_the_fixture_kernel() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kernel");
+    let output = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .current_dir(&dir)
+        .env("KGRAFT_CACHE_DIR", std::env::temp_dir().join(format!("kgraft-expand-cache-{}", std::process::id())))
+        .args(["expand", "--vmlinux", "vmlinux", "types.kgp"])
+        .output()
+        .expect("kgraftc runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    // Every reached type is defined with its size asserted; the pointee only is opaque.
+    for wanted in [
+        "pub struct flags_demo {",
+        "assert!(core::mem::size_of:: < flags_demo > () == 32);",
+        "pub fn set_level(&mut self, value: i32)",
+        "pub union __kgraft_anon",
+        "pub show: Option<unsafe extern \"C\" fn(*mut seq_file, *mut c_void) -> i32>",
+        "pub data: [u64; 0]",
+        "pub const NR_FILE_PAGES: stat_item = 5;",
+        "pub fn si_meminfo(val: *mut sysinfo);",
+        "kgraft_rt::opaque_types!(file);",
+    ] {
+        assert!(text.contains(wanted), "`{wanted}` missing from:\n{text}");
+    }
+    insta::with_settings!({ snapshot_path => "expand", omit_expression => true }, {
+        insta::assert_snapshot!("fixture_kernel_types", text);
+    });
+}
