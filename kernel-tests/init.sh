@@ -155,6 +155,19 @@ s6() {
 }
 r="$(s6 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict broken_extern "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
+# 7. Kernel structures read by field name, with types generated from the kernel's BTF.
+s7() {
+    load kernel_fields || return
+    first="$(head -n 1 /proc/cmdline)"
+    want="kgraft-fields: release=$(uname -r) mem_unit=4096 ram=yes buf=yes"
+    [ "$first" = "$want" ] || { echo "patched first line: $first (want: $want)"; return; }
+    [ "$(sed -n 2p /proc/cmdline)" = "$ORIG" ] || { echo "second line: $(sed -n 2p /proc/cmdline)"; return; }
+    unload kernel_fields || return
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    echo ok
+}
+r="$(s7 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kernel_fields "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

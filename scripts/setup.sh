@@ -8,7 +8,8 @@ set -euo pipefail
 what=${1:-all}
 case "$what" in host | all) ;; *) echo "usage: scripts/setup.sh [host|all]" >&2; exit 2 ;; esac
 
-need=(gcc libc6-dev make binutils)
+# pahole (dwarves) gives the host's C its BTF, which kgraftc reads like a kernel's.
+need=(gcc libc6-dev make binutils dwarves)
 if [ "$what" = all ]; then
     # The kernel target: Debian's 6.1 kernel and its headers (kbuild), qemu and a busybox
     # initramfs for the harness, and the Rust compiler with library source that builds `core`

@@ -12,7 +12,26 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
+/// Builds the user-mode host, whose executable carries the BTF of the samples' target types.
+fn host_executable() -> PathBuf {
+    let target = workspace().join("target").join("kgraft").join("tools");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "kgraft-host", "--bin", "kgraft-host", "--target-dir"])
+        .arg(&target)
+        .current_dir(workspace())
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the host builds");
+    target.join("debug").join("kgraft-host")
+}
+
 fn build_check(file: &Path, out: &Path, json: bool) -> Output {
+    build_check_against(file, out, json, None)
+}
+
+fn build_check_against(file: &Path, out: &Path, json: bool, vmlinux: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgraftc"));
     cmd.current_dir(file.parent().expect("dir"))
         .env("CARGO_TARGET_DIR", workspace().join("target").join("kgraft-check"))
@@ -20,7 +39,11 @@ fn build_check(file: &Path, out: &Path, json: bool) -> Output {
     if json {
         cmd.args(["--message-format", "json"]);
     }
-    cmd.args(["build", "--target", "check", "--out"])
+    cmd.args(["build", "--target", "check"]);
+    if let Some(vmlinux) = vmlinux {
+        cmd.arg("--vmlinux").arg(vmlinux);
+    }
+    cmd.arg("--out")
         .arg(out)
         .arg(file.file_name().expect("name"))
         .output()
@@ -41,9 +64,11 @@ fn every_sample_type_checks() {
         .collect();
     samples.sort();
     assert!(samples.len() >= 6, "the six shared samples are in patches/");
+    // Checked against the user-mode host, whose types (from its BTF) the samples use by name.
+    let host = host_executable();
     for sample in samples {
         let name = sample.file_stem().expect("stem").to_string_lossy().into_owned();
-        let output = build_check(&sample, &scratch(&name), false);
+        let output = build_check_against(&sample, &scratch(&name), false, Some(&host));
         assert!(
             output.status.success(),
             "{name} does not type-check:\n{}",

@@ -15,6 +15,7 @@ const SCENARIOS: &[&str] = &[
     "module_late",
     "consistency",
     "broken_extern",
+    "kernel_fields",
 ];
 
 #[test]

@@ -110,10 +110,15 @@ pub fn kgraftc() -> PathBuf {
 }
 
 /// Builds a sample for the host and returns the shared object.
+///
+/// The patch is checked against, and takes its types from, this test executable: it links the
+/// host's C "kernel" (with its BTF) and is the host the patch is loaded into.
 pub fn build(kgraftc: &Path, sample: &str, out_dir: &Path) -> PathBuf {
     let out = out_dir.join(format!("{sample}.so"));
+    let me = std::env::current_exe().expect("the test knows its executable");
     let output = Command::new(kgraftc)
-        .args(["build", "--target", "host"])
+        .args(["build", "--target", "host", "--vmlinux"])
+        .arg(me)
         .arg(root().join("patches").join(format!("{sample}.kgp")))
         .arg("-o")
         .arg(&out)

@@ -18,10 +18,21 @@ const HOST: CrateSpec = CrateSpec {
     release: &[("panic", "\"abort\""), ("opt-level", "2"), ("debug", "0")],
 };
 
+/// The host executable built beside this `kgraftc`, when there is one.
+pub(crate) fn default_host_executable() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?.with_file_name("kgraft-host");
+    exe.is_file().then_some(exe)
+}
+
 /// Builds the patch for the user-mode host.
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let checked = crate::load(&args.file, ui)?;
-    let kernel = crate::check_kernel(&checked, &args.kernel, ui)?;
+    // The host is the patch's kernel: its executable carries BTF, symbols and fentry sites.
+    let mut target = args.kernel.clone();
+    if !target.given() {
+        target.vmlinux = default_host_executable();
+    }
+    let kernel = crate::check_kernel(&checked, &target, ui)?;
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     let work = workspace_root().join("target").join("kgraft").join("host");
     let crate_dir = work.join(&lowered.name);

@@ -52,6 +52,15 @@ enum Command {
         #[command(flatten)]
         kernel: kernel_info::KernelArgs,
     },
+    /// Writes the target kernel's BTF as a raw file (for `pahole -J --btf_base FILE`, which gives
+    /// an out-of-tree module split BTF so its types can be used by name).
+    Btf {
+        #[command(flatten)]
+        kernel: kernel_info::KernelArgs,
+        /// Where to write it.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
     /// Explains a diagnostic code, such as E0011.
     Explain {
         /// The code.
@@ -168,6 +177,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
             print!("{text}");
             Ok(())
+        }
+        Command::Btf { kernel, out } => {
+            let btf = kernel_info::vmlinux_btf(&kernel)?;
+            std::fs::write(&out, btf).map_err(|e| Failure::io(format!("cannot write `{}`", out.display()), e))
         }
         Command::Explain { code } => match kgraft_lang::explain(&code) {
             Some(info) => {

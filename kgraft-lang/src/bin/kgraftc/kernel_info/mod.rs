@@ -112,6 +112,15 @@ pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Fail
     Ok(kernel)
 }
 
+/// The raw BTF of the target's vmlinux.
+pub(crate) fn vmlinux_btf(args: &KernelArgs) -> Result<Vec<u8>, Failure> {
+    let release = match &args.kdir {
+        Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
+        None => None,
+    };
+    Ok(load_vmlinux(args, release.as_deref())?.1)
+}
+
 /// The name a module's file gives it, spelled as the kernel does.
 fn module_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
@@ -219,7 +228,11 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
             };
             check_release(&path, found_release.as_ref(), release)?;
             let mut kernel = from_btf(&btf, &path.display().to_string())?;
-            kernel.release = found_release.unwrap_or_default();
+            // A kernel names its release in its banner; another image (the user-mode host) is
+            // named by its file.
+            kernel.release = found_release.unwrap_or_else(|| {
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            });
             if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
                 vmlinux.symbols = symbols;
             }
