@@ -175,11 +175,10 @@ with `_` where the file name may have `-`. A module built outside the kernel's t
 with `--module FILE.ko`."
 
     E0041 "no function of this name to patch in the target kernel"
-"The function is not in the target kernel's BTF, or not in its symbol table when one was read.
-The kernel's BTF describes every function that starts with an fentry site, the only functions a
-live patch can redirect. A function that is missing does not exist in that release, was inlined
-into every caller (the callers must be replaced instead), or is `notrace`, `noinstr` or
-`__init`."
+"The function is not in the target kernel's symbol table (read from a vmlinux with symbols, from
+/proc/kallsyms, or by booting the release's image under qemu once), or, when no symbol table
+could be read, not in its BTF. A function that is missing does not exist in that release, or it
+was inlined into every caller: replace the callers instead."
 
     E0042 "the function has no fentry site"
 "The symbol table has this function, but none of its copies starts with the fentry NOP that

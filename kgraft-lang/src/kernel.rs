@@ -144,9 +144,9 @@ pub struct Symbol {
 /// One object a patch can target: `vmlinux` or a module.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Object {
-    /// The functions the BTF describes, with each distinct prototype. The kernel's BTF holds a
-    /// function only when it has an fentry site, so this is also the list of what can be
-    /// patched when no symbol table is at hand.
+    /// The functions the BTF describes, with each distinct prototype (a function missing here
+    /// does not exist in the object or was inlined everywhere; one present may still lack an
+    /// fentry site, which only the symbols tell).
     pub functions: BTreeMap<String, Vec<TypeId>>,
     /// The text symbols, when a symbol table was read (`/proc/kallsyms`, a `vmlinux` with
     /// symbols, a module's `.ko`).

@@ -80,8 +80,8 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
                     d.note("the function is not in the symbol table: it does not exist there, or it was inlined into every caller")
                 } else {
                     d.note(
-                        "the kernel's BTF describes every function that has an fentry site; this one is missing: \
-                         it does not exist there, was inlined into its callers, or is `notrace` or `__init`",
+                        "the kernel's BTF describes every function compiled as one; this one is missing: \
+                         it does not exist in this release, or it was inlined into every caller",
                     )
                 };
                 let names = obj.functions.keys().map(String::as_str);

@@ -9,6 +9,7 @@
 
 mod btf;
 mod image;
+mod probe;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
@@ -33,6 +34,10 @@ pub(crate) struct KernelArgs {
     /// A module's `.ko` that is not installed under `/lib/modules/R` (repeatable).
     #[arg(long = "module", value_name = "FILE.ko")]
     pub(crate) modules: Vec<PathBuf>,
+    /// Do not boot a kernel image under qemu to learn its symbols and fentry sites (the checks
+    /// then rely on its BTF alone).
+    #[arg(long)]
+    pub(crate) no_probe: bool,
 }
 
 impl KernelArgs {
@@ -43,7 +48,7 @@ impl KernelArgs {
 }
 
 /// Bumped whenever the cached form of [`Kernel`] changes.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
 
 /// What vmlinux's reading leaves in the cache: the model and the raw BTF, which a module's
 /// split BTF needs as its base.
@@ -51,6 +56,8 @@ const CACHE_FORMAT: u32 = 1;
 struct Cached {
     kernel: Kernel,
     btf: Vec<u8>,
+    /// Whether the image has no symbol table to be found (raw BTF, or the probe could not run).
+    probe_failed: bool,
 }
 
 /// Reads the target kernel for a patch whose `module` blocks name `modules`.
@@ -201,22 +208,28 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
         Source::File(path) => {
             let meta = std::fs::metadata(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
             let cache = cache_path(&path, &meta);
-            if let Some(cached) = cache.as_deref().and_then(read_cache) {
+            // A description read without the probe's symbols is not used when probing is allowed.
+            let complete = |c: &Cached| args.no_probe || c.kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_some()) || c.probe_failed;
+            if let Some(cached) = cache.as_deref().and_then(read_cache).filter(complete) {
                 check_release(&path, Some(&cached.kernel.release), release)?;
                 return Ok((cached.kernel, cached.btf));
             }
             let data = std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
             let bad = |e: String| Failure::Fatal(format!("`{}`: {e}", path.display()));
+            // Raw BTF never has symbols, and not probing was asked for: neither is a failure.
+            let no_symbols_expected = data.starts_with(&BTF_MAGIC_BYTES) || args.no_probe;
             let (btf, found_release, symbols) = if data.starts_with(&BTF_MAGIC_BYTES) {
                 (data, None, None)
             } else {
-                let elf = if data.starts_with(b"\x7fELF") {
+                let data_was_elf = data.starts_with(b"\x7fELF");
+                let elf = if data_was_elf {
                     data
                 } else {
                     eprintln!("   Reading the BTF of {} (decompressing the image, a few seconds once)", path.display());
                     image::decompress_bzimage(&data).map_err(bad)?
                 };
                 let info = image::read_elf(&elf).map_err(bad)?;
+                let bzimage = !data_was_elf;
                 let btf = info.btf.ok_or_else(|| {
                     Failure::Fatal(format!(
                         "`{}` has no .BTF section: the kernel was built without CONFIG_DEBUG_INFO_BTF\n\
@@ -224,7 +237,25 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
                         path.display()
                     ))
                 })?;
-                (btf, info.release, info.symbols)
+                // A compressed image has no symbol table: ask the kernel itself.
+                let symbols = match info.symbols {
+                    Some(symbols) => Some(symbols),
+                    None if bzimage && !args.no_probe => {
+                        let release = info.release.as_deref().or(release).unwrap_or("the kernel");
+                        match probe::probe(&path, release) {
+                            Ok(symbols) => Some(symbols),
+                            Err(e) => {
+                                eprintln!(
+                                    "warning: the symbols and fentry sites of {release} are unknown: {e}\n\
+                                     note: the checks rely on its BTF alone, which lists functions without fentry sites too"
+                                );
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                (btf, info.release, symbols)
             };
             check_release(&path, found_release.as_ref(), release)?;
             let mut kernel = from_btf(&btf, &path.display().to_string())?;
@@ -236,7 +267,8 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
             if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
                 vmlinux.symbols = symbols;
             }
-            let cached = Cached { kernel, btf };
+            let probe_failed = !no_symbols_expected && kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_none());
+            let cached = Cached { kernel, btf, probe_failed };
             if let Some(cache) = &cache {
                 write_cache(cache, &cached);
             }
