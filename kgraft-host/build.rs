@@ -29,6 +29,7 @@ fn main() {
 
     cc::Build::new()
         .file("csrc/host.c")
+        .include("csrc/include")
         .file(&many_path)
         .pic(false)
         .opt_level(2)
@@ -42,6 +43,7 @@ fn main() {
         .warnings(true)
         .compile("kgthost");
     println!("cargo:rerun-if-changed=csrc/host.c");
+    println!("cargo:rerun-if-changed=csrc/include");
     println!("cargo:rerun-if-changed=build.rs");
 
     // The C objects hold absolute addresses, the patches resolve the host's symbols at load

@@ -22,9 +22,11 @@
 //! calling thread when they return, so they are not for use inside a procedural macro.
 
 mod ast;
+mod cbody;
 mod check;
 mod codes;
 mod diagnostic;
+mod helpers;
 mod lower;
 mod parse;
 

@@ -6,6 +6,7 @@
 mod build;
 mod build_host;
 mod build_linux;
+mod cbuild;
 mod host_ctl;
 mod render;
 
@@ -79,6 +80,10 @@ pub(crate) struct BuildArgs {
     /// The kernel build directory (Linux only; default: /lib/modules/<release>/build).
     #[arg(long)]
     pub(crate) kdir: Option<PathBuf>,
+    /// A kernel source tree (Linux only): its directory is on C bodies' include path, so
+    /// `#include "fs/proc/internal.h"` works.
+    #[arg(long)]
+    pub(crate) ksrc: Option<PathBuf>,
     /// Where to put the result (default: next to the source, or in the current directory).
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
@@ -135,6 +140,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let lowered = lower(&checked, &ui)?;
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
             print!("{text}");
+            if let Some(c) = &lowered.c_source {
+                print!("\n{}\n{c}", cbuild::separator(&lowered));
+            }
             Ok(())
         }
         Command::Explain { code } => match kgraft_lang::explain(&code) {
