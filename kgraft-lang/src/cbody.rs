@@ -177,10 +177,6 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         out.push_str(&frag.text[from..to]);
         out.push('\n');
     };
-    for c in &items {
-        let len = c.body.text.len();
-        verbatim(&mut out, &c.body, 1, len.saturating_sub(1).max(1));
-    }
     let mut prototypes = Vec::new();
     let mut structs = BTreeSet::new();
     let mut ignored = Diagnostics::default();
@@ -209,14 +205,18 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         let (head_line, _) = source.line_col(t.func.head.start);
         prototypes.push((head_line, proto, &t.func.body));
     }
+    // Generated text comes first: after the first `#line`, every line is the `.kgp` file's.
     if !structs.is_empty() {
-        out.push_str("\n// The kernel types the signatures name (declared, in case no header did).\n");
+        out.push_str("// The kernel types the signatures name, declared in case no header does.\n");
         for s in &structs {
             let _ = writeln!(out, "struct {s};");
         }
     }
+    for c in &items {
+        let len = c.body.text.len();
+        verbatim(&mut out, &c.body, 1, len.saturating_sub(1).max(1));
+    }
     for (head_line, proto, body) in prototypes {
-        out.push('\n');
         let _ = writeln!(out, "#line {head_line} \"{file_name}\"");
         let _ = writeln!(out, "{proto};");
         let _ = writeln!(out, "#line {head_line} \"{file_name}\"");

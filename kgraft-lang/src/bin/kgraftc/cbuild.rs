@@ -61,6 +61,7 @@ pub(crate) fn compile_host(dir: &Path, checked: &Checked, lowered: &Lowered, ui:
         .arg(&object)
         .arg(&source)
         .current_dir(dir)
+        .env("LC_ALL", "C")
         .output()
         .map_err(|e| Failure::io(format!("cannot run the C compiler `{}`", compiler.to_string_lossy()), e))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -112,6 +113,8 @@ pub(crate) fn map_output(output: &str, checked: &Checked) -> (Vec<Diagnostic>, V
         };
         match level {
             "note" => match diagnostics.pop() {
+                // A note about the very place of the message is a note; elsewhere, a label.
+                Some(d) if d.primary_span() == Some(span) => diagnostics.push(d.note(message.to_owned())),
                 Some(d) => diagnostics.push(d.secondary(span, message)),
                 None => other.push(line.to_owned()),
             },
