@@ -175,7 +175,9 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         let _ = writeln!(out, "#line {line} \"{file_name}\"");
         out.push_str(&" ".repeat(at - line_start));
         out.push_str(&frag.text[from..to]);
-        out.push('\n');
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
     };
     let mut prototypes = Vec::new();
     let mut structs = BTreeSet::new();
