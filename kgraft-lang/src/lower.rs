@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use proc_macro2::{Ident, TokenStream};
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::visit::Visit;
 
 use crate::Checked;
@@ -209,8 +209,9 @@ impl Lowering<'_> {
             match p {
                 Param::Named { mutable, name, ty } => {
                     let ty = self.ty(ty)?;
-                    let name = ident(name)?;
-                    let m = (*mutable && !foreign).then(|| quote!(mut));
+                    // `_` is a pattern, not an identifier.
+                    let name = if name.name == "_" { quote!(_) } else { ident(name)?.into_token_stream() };
+                    let m = (*mutable && !foreign && name.to_string() != "_").then(|| quote!(mut));
                     out.push(quote!(#m #name: #ty));
                 }
                 Param::Variadic(_) => out.push(quote!(...)),
