@@ -136,7 +136,8 @@ fn spell(ty: &syn::Type, is_return: bool, structs: &mut BTreeSet<String>) -> Res
                 other => return Err((Some(other.span()), "this pointee has no C spelling".to_owned())),
             };
             Ok(match (ptr.const_token.is_some(), pointee.ends_with('*')) {
-                (false, _) => format!("{pointee} *"),
+                (false, true) => format!("{pointee}*"),
+                (false, false) => format!("{pointee} *"),
                 (true, true) => format!("{pointee} const *"),
                 (true, false) => format!("const {pointee} *"),
             })

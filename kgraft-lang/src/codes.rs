@@ -25,8 +25,9 @@ catalogue! {
     E0001 "syntax error"
 "The source does not follow the grammar of the patch language at this point. The message says
 what the parser expected. A file holds one `patch NAME { ... }` header and any number of
-`extern { ... }`, `shadow TYPE { ... }`, `replace fn ...`, `module \"name\" { ... }` and
-`on CALLBACK { ... }` items. After a syntax error the parser skips to the next line that starts
+`extern { ... }`, `shadow TYPE { ... }`, `replace fn ...` (with a Rust body, or `in C` and a C
+body), `module \"name\" { ... }`, `on CALLBACK { ... }`, `static`, helper `fn` and `c { ... }`
+items. After a syntax error the parser skips to the next line that starts
 an item, so later errors are still reported."
 
     E0002 "no `patch` header"

@@ -62,6 +62,7 @@ pub(crate) fn compile_host(dir: &Path, checked: &Checked, lowered: &Lowered, ui:
         .arg(&source)
         .current_dir(dir)
         .env("LC_ALL", "C")
+        .env("LANG", "C")
         .output()
         .map_err(|e| Failure::io(format!("cannot run the C compiler `{}`", compiler.to_string_lossy()), e))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
