@@ -13,7 +13,10 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 impl Lowering<'_> {
     /// Returns the Rust side of a C-bodied replacement: the C function declared `extern "C"`,
     /// under the `#[replace]` that puts its address in the descriptor. Both forms are the same.
-    pub(super) fn c_replacement(&mut self, t: &Target<'_>) -> Result<(TokenStream, TokenStream, Ident), Box<Diagnostic>> {
+    pub(super) fn c_replacement(
+        &mut self,
+        t: &Target<'_>,
+    ) -> Result<(TokenStream, TokenStream, Ident), Box<Diagnostic>> {
         let r = t.func;
         let mut ignored = Diagnostics::default();
         let sympos_value = check::sympos(r, &mut ignored);
@@ -24,7 +27,9 @@ impl Lowering<'_> {
         let params = self.params(&r.sig, true)?;
         let ret = self.ret(&r.sig)?;
         let docs = doc_attrs(&r.sig.docs);
-        let note = format!(" The body is C, in the patch's C file; it replaces `{target}` (object `{object}`).");
+        let note = format!(
+            " The body is C, in the patch's C file; it replaces `{target}` (object `{object}`)."
+        );
         let sep = (!r.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
         let tokens = quote! {
             #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
@@ -40,7 +45,10 @@ impl Lowering<'_> {
 
     /// Returns a helper function in both forms: an `unsafe fn` whose body runs inside `unsafe`,
     /// as replacements' bodies do.
-    pub(super) fn helper(&mut self, h: &Helper) -> Result<(TokenStream, TokenStream), Box<Diagnostic>> {
+    pub(super) fn helper(
+        &mut self,
+        h: &Helper,
+    ) -> Result<(TokenStream, TokenStream), Box<Diagnostic>> {
         let name = super::ident(&h.sig.name)?;
         let params = self.params(&h.sig, false)?;
         let ret = self.ret(&h.sig)?;
@@ -60,6 +68,9 @@ impl Lowering<'_> {
             #[doc = " Called in the kernel's context, under the contracts of the bodies that call it."]
             unsafe fn #name(#(#params),*) #ret
         };
-        Ok((quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); })))
+        Ok((
+            quote!(#head { #marker unsafe #block }),
+            quote!(#head { #marker __kgraft_body!(#n); }),
+        ))
     }
 }
