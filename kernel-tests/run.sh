@@ -5,7 +5,9 @@
 # console. Installs nothing; see setup-notes.md for the packages it uses.
 #
 # Usage: kernel-tests/run.sh [WORK_DIR]   (default: target/kernel-tests)
-# Environment: KDIR (kernel build directory), KGRAFTC (a built kgraftc), QEMU_TIMEOUT (s).
+# Environment: KDIR (kernel build directory), KGRAFTC (a built kgraftc), QEMU_TIMEOUT (s),
+# KSRC (a kernel source tree for patches that include its internal headers; default: the
+# headers needed, taken from Debian's linux-source-6.1 tarball under /usr/src).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +46,18 @@ rootfs=$work/rootfs
 rm -rf "$rootfs"
 mkdir -p "$rootfs/bin" "$rootfs/m" "$rootfs/proc" "$rootfs/sys" "$rootfs/tmp" "$rootfs/dev"
 
+if [ -z "${KSRC:-}" ]; then
+    # meminfo_string includes fs/proc/internal.h, as fs/proc/meminfo.c does.
+    tarball=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -n 1)
+    [ -n "$tarball" ] || { say "no /usr/src/linux-source-6.1.tar.* (apt-get install linux-source-6.1), or set KSRC"; exit 2; }
+    KSRC=$work/ksrc/linux-source-6.1
+    if [ ! -e "$KSRC/fs/proc/internal.h" ]; then
+        say "unpacking fs/proc headers from $tarball"
+        mkdir -p "$work/ksrc"
+        tar xf "$tarball" -C "$work/ksrc" --wildcards 'linux-source-6.1/fs/proc/*.h'
+    fi
+fi
+
 times=$work/build-times
 : > "$times"
 
@@ -58,12 +72,12 @@ testmod=$work/testmod/kgraft_testmod.ko
 "$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
 pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
 cp "$testmod" "$rootfs/m/"
-for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields; do
+for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string; do
     src=$root/patches/$p.kgp
     [ -e "$src" ] || src=$here/patches/$p.kgp
     say "building $p"
     t=$(now)
-    "$KGRAFTC" build --target linux --kdir "$KDIR" --module "$testmod" -o "$rootfs/m/$p.ko" "$src" > "$work/$p.build.log" 2>&1 \
+    "$KGRAFTC" build --target linux --kdir "$KDIR" --module "$testmod" --ksrc "$KSRC" -o "$rootfs/m/$p.ko" "$src" > "$work/$p.build.log" 2>&1 \
         || { cat "$work/$p.build.log" >&2; say "building $p failed"; exit 1; }
     echo "build $p $(since "$t")s" >> "$times"
 done
@@ -101,5 +115,5 @@ grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
 cat "$times"
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 n=$(grep -c '^KGRAFT-TEST .* PASS' "$work/console.txt")
-[ "$n" -eq 7 ] || { say "expected 7 passing scenarios, saw $n"; exit 1; }
-say "all 7 scenarios passed"
+[ "$n" -eq 9 ] || { say "expected 9 passing scenarios, saw $n"; exit 1; }
+say "all 9 scenarios passed"

@@ -39,6 +39,7 @@ fn main() {
     let mut build = cc::Build::new();
     build
         .file("csrc/host.c")
+        .include("csrc/include")
         .file(&many_path)
         .pic(false)
         .opt_level(2)
@@ -64,6 +65,7 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=kgthost");
     println!("cargo:rerun-if-changed=csrc/host.c");
+    println!("cargo:rerun-if-changed=csrc/include");
     println!("cargo:rerun-if-changed=build.rs");
 
     // The C objects hold absolute addresses, the patches resolve the host's symbols at load

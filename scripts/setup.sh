@@ -13,9 +13,10 @@ need=(gcc libc6-dev make binutils dwarves)
 if [ "$what" = all ]; then
     # The kernel target: Debian's 6.1 kernel and its headers (kbuild), qemu and a busybox
     # initramfs for the harness, and the Rust compiler with library source that builds `core`
-    # for the kernel (see the book's "Patching a real kernel").
+    # for the kernel (see the book's "Patching a real kernel"); the kernel's source, for the
+    # C-body patch that includes fs/proc/internal.h.
     need+=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod
-           rustc-web rust-web-src)
+           rustc-web rust-web-src linux-source-6.1)
 fi
 
 missing=()

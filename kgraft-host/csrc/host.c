@@ -13,11 +13,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "include/kgraft_host.h"
+
 #define noinline __attribute__((noinline))
 #define notrace __attribute__((no_instrument_function))
 #define used __attribute__((used))
-
-typedef uint64_t u64;
 
 /* The per-thread universe flag that the reality-check trampolines read through %fs. */
 __thread unsigned char kgt_universe;
@@ -33,13 +33,6 @@ notrace unsigned char *kgt_universe_ptr(void)
 {
 	return &kgt_universe;
 }
-
-/* A small seq_file: the text a "read" syscall returns. */
-struct seq_file {
-	char *buf;
-	size_t size;
-	size_t count;
-};
 
 noinline void seq_puts(struct seq_file *m, const char *s)
 {
@@ -126,12 +119,7 @@ noinline int cmdline_proc_show(struct seq_file *m, void *v)
 	return 0;
 }
 
-/* The built-in module kgraft_testmod. */
-struct kgt_dev {
-	u64 id;
-	char name[32];
-};
-
+/* The built-in module kgraft_testmod (struct kgt_dev is in kgraft_host.h). */
 struct kgt_dev kgt_the_dev = { .id = 1, .name = "kgt0" };
 
 noinline void kgt_describe(struct kgt_dev *dev, struct seq_file *m)

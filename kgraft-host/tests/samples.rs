@@ -67,6 +67,15 @@ fn every_sample_builds_loads_and_unloads() {
     assert_eq!(read_file("cmdline").unwrap(), boot);
     checked.extend(["cmdline_banner", "cmdline_banner_v2"]);
 
+    // The banner again, from a C body, with Rust callbacks calling a helper function.
+    load(&mut e, &so("c_banner"));
+    assert_eq!(read_file("cmdline").unwrap(), format!("kgraft: c_banner active (C)\n{boot}"));
+    assert_eq!(log(), "kgraft: c_banner post_patch\n");
+    remove(&mut e, "c_banner");
+    assert_eq!(log(), "kgraft: c_banner post_unpatch\n");
+    assert_eq!(read_file("cmdline").unwrap(), boot);
+    checked.push("c_banner");
+
     // The pair, whole and in halves.
     for (name, keys) in [
         ("pair_v2", (NEW_KEY, NEW_KEY)),

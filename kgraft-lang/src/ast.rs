@@ -58,6 +58,12 @@ pub enum Item {
     Callback(Callback),
     /// `static NAME: Type = value;`: data of the patch itself.
     Global(Global),
+    /// `static mut NAME: Type = value;`: parsed to be refused with its reason.
+    StaticMut(Global),
+    /// `c { ... }`: C shared by the C bodies.
+    C(CItem),
+    /// `fn NAME(params) -> T { ... }`: a helper function of the patch.
+    Helper(Helper),
 }
 
 /// The header.
@@ -226,6 +232,8 @@ pub struct Replace {
     pub body: Fragment,
     /// From `replace` to the end of the signature.
     pub head: Span,
+    /// The `in C` that makes the body C, if it is C.
+    pub in_c: Option<Span>,
 }
 
 /// A `module "name" { ... }` block.
@@ -263,4 +271,24 @@ pub struct Global {
     pub ty: Fragment,
     /// Its initial value, a constant Rust expression.
     pub init: Fragment,
+}
+
+/// A `c { ... }` item: `#include`s and helpers shared by the C bodies.
+#[derive(Clone, Debug)]
+pub struct CItem {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The `c` keyword.
+    pub keyword: Span,
+    /// The C text, braces included.
+    pub body: Fragment,
+}
+
+/// A helper `fn` of the patch, callable from the Rust bodies.
+#[derive(Clone, Debug)]
+pub struct Helper {
+    /// The signature.
+    pub sig: Signature,
+    /// The body, braces included.
+    pub body: Fragment,
 }

@@ -104,6 +104,14 @@ impl Uses {
         }
     }
 
+    fn replacement(&mut self, r: &crate::ast::Replace) {
+        self.declared.insert(r.sig.name.name.clone());
+        self.signature(&r.sig);
+        if r.in_c.is_none() {
+            self.block(&r.body);
+        }
+    }
+
     /// Collects the names used anywhere in a source.
     pub(crate) fn of(file: &File) -> Uses {
         let mut uses = Uses::default();
@@ -126,18 +134,19 @@ impl Uses {
                         uses.expr(&f.init);
                     }
                 }
-                Item::Replace(r) => {
-                    uses.declared.insert(r.sig.name.name.clone());
-                    uses.signature(&r.sig);
-                    uses.block(&r.body);
+                Item::Replace(r) => uses.replacement(r),
+                Item::Module(m) => m.fns.iter().for_each(|r| uses.replacement(r)),
+                Item::Helper(h) => {
+                    uses.declared.insert(h.sig.name.name.clone());
+                    uses.signature(&h.sig);
+                    uses.block(&h.body);
                 }
-                Item::Module(m) => {
-                    for r in &m.fns {
-                        uses.declared.insert(r.sig.name.name.clone());
-                        uses.signature(&r.sig);
-                        uses.block(&r.body);
-                    }
+                Item::StaticMut(g) => {
+                    uses.declared.insert(g.name.name.clone());
+                    uses.ty(&g.ty);
                 }
+                // C is compiled against the target's headers, not these definitions.
+                Item::C(_) => {}
                 Item::Callback(cb) => uses.block(&cb.body),
                 Item::Global(g) => {
                     uses.declared.insert(g.name.name.clone());

@@ -49,11 +49,13 @@ pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> He
     let shadows = check_shadows(file, diags);
     check_replacements(file, syntax_ok, &externs, &shadows, diags);
     check_callbacks(file, &shadows, diags);
+    crate::helpers::check(file, &externs, &shadows, diags);
+    crate::cbody::check(file, diags);
     relabel_too_complex(diags);
     header
 }
 
-fn keyword(ident: &Ident, what: &str, diags: &mut Diagnostics) -> bool {
+pub(crate) fn keyword(ident: &Ident, what: &str, diags: &mut Diagnostics) -> bool {
     let reserved_prefix = ident.name.starts_with("__kgraft");
     if KEYWORDS.contains(&ident.name.as_str()) || reserved_prefix {
         let why = if reserved_prefix { "names starting with `__kgraft` are reserved" } else { "it is a Rust keyword" };
@@ -345,7 +347,7 @@ pub(crate) fn node_span(span: proc_macro2::Span, frag: &Fragment) -> Span {
     Span::new(frag.span.start + within(range.start), frag.span.start + within(range.end))
 }
 
-fn check_type(ty: &Fragment, diags: &mut Diagnostics) {
+pub(crate) fn check_type(ty: &Fragment, diags: &mut Diagnostics) {
     if let Err((span, message)) = parse_fragment::<syn::Type>(ty) {
         let mut d = Diagnostic::error(codes::E0013, format!("`{}` is not a type", ty.text)).primary(span, message);
         if span != ty.span {
@@ -440,7 +442,7 @@ fn check_globals(file: &File, names: &mut BTreeMap<String, Span>, diags: &mut Di
 }
 
 /// The shadow declarations: kernel type to its field names.
-type Shadows = BTreeMap<String, BTreeSet<String>>;
+pub(crate) type Shadows = BTreeMap<String, BTreeSet<String>>;
 
 fn check_shadows(file: &File, diags: &mut Diagnostics) -> Shadows {
     let mut shadows = Shadows::new();
@@ -641,18 +643,21 @@ fn check_replacements(
                 Param::Variadic(_) => None,
             })
             .collect();
-        check_body(&r.body, &params, shadows, diags);
+        // C bodies are gcc's to parse (see `cbody.rs`).
+        if r.in_c.is_none() {
+            check_body(&r.body, &params, shadows, diags);
+        }
     }
 }
 
 /// Returns `T` for a type written `*mut T` or `*const T` with `T` a plain name.
-fn pointee(ty: &str) -> Option<&str> {
+pub(crate) fn pointee(ty: &str) -> Option<&str> {
     let rest = ty.trim().strip_prefix('*')?.trim_start();
     let rest = rest.strip_prefix("mut").or_else(|| rest.strip_prefix("const"))?.trim();
     rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(rest)
 }
 
-fn check_body(body: &Fragment, params: &HashMap<&str, Option<&str>>, shadows: &Shadows, diags: &mut Diagnostics) {
+pub(crate) fn check_body(body: &Fragment, params: &HashMap<&str, Option<&str>>, shadows: &Shadows, diags: &mut Diagnostics) {
     let block = match parse_fragment::<syn::Block>(body) {
         Ok(block) => block,
         Err((span, message)) => {

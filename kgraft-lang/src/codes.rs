@@ -25,8 +25,9 @@ catalogue! {
     E0001 "syntax error"
 "The source does not follow the grammar of the patch language at this point. The message says
 what the parser expected. A file holds one `patch NAME { ... }` header and any number of
-`extern { ... }`, `shadow TYPE { ... }`, `replace fn ...`, `module \"name\" { ... }` and
-`on CALLBACK { ... }` items. After a syntax error the parser skips to the next line that starts
+`extern { ... }`, `shadow TYPE { ... }`, `replace fn ...` (with a Rust body, or `in C` and a C
+body), `module \"name\" { ... }`, `on CALLBACK { ... }`, `static`, helper `fn` and `c { ... }`
+items. After a syntax error the parser skips to the next line that starts
 an item, so later errors are still reported."
 
     E0002 "no `patch` header"
@@ -167,6 +168,32 @@ variable, or `shadow!((expression).reads)` with the pointer expression in parent
     E0032 "bad escape in a string"
 "Strings in the header and module names accept the escapes `\\\\`, `\\\"`, `\\n`, `\\t` and
 `\\r`. They may not hold a NUL character: they end up in C strings."
+
+    E0033 "a type of a C body's signature has no C spelling"
+"A replacement whose body is C (`replace fn f(...) -> T in C { ... }`) keeps its signature in
+Rust spelling, and kgraftc writes the C function's prototype from it. It spells Rust's and the
+prelude's primitive types as C does (`c_int` is `int`, `u64` is `unsigned long long`, `usize` is
+`unsigned long`, `bool` is `_Bool`), a raw pointer to a primitive as a pointer to it
+(`*const c_char` is `const char *`, `*mut c_void` is `void *`), and a raw pointer to any other
+named type `T` as `struct T *`, or as `T *` when the name ends in `_t`, as the kernel's typedefs
+do (`*mut atomic_t` is `atomic_t *`). Other types (references, arrays, tuples, function pointers,
+paths with `::` or generics, a kernel type by value) have no such spelling: pass a pointer, or
+`*mut c_void` and cast in C."
+
+    E0034 "`static mut` in a patch"
+"A patch's `static` data is shared by every CPU that runs the patched code, at the same time
+and without any lock the language could see; a `static mut` would be written by several CPUs at
+once with nothing to order the writes, and Rust makes every use of one `unsafe` for that reason.
+Use an atomic (`static HITS: core::sync::atomic::AtomicU64 =
+core::sync::atomic::AtomicU64::new(0);`, which needs no `mut`), or a
+kernel lock around the data. `static mut` in an `extern { }` block is allowed: it declares the
+kernel's own variable, whose locking the kernel defines."
+
+    E0035 "helper function that cannot be lowered"
+"A top-level `fn NAME(params) -> T { ... }` is a helper the Rust bodies, callbacks and other
+helpers call. It is lowered to an `unsafe fn` of the generated crate, so it cannot be variadic,
+and its name must differ from every `extern` symbol, `static` and Rust replacement of the patch
+(a replacement without `#[sympos]` is named after the function it replaces)."
 
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc

@@ -23,9 +23,11 @@
 
 mod ast;
 mod bindings;
+mod cbody;
 mod check;
 mod codes;
 mod diagnostic;
+mod helpers;
 pub mod kernel;
 mod lower;
 mod parse;

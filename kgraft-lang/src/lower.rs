@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use proc_macro2::{Ident, TokenStream};
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::visit::Visit;
 
 use crate::Checked;
@@ -17,6 +17,9 @@ use crate::bindings;
 use crate::check::{self, Target};
 use crate::diagnostic::{Diagnostic, Diagnostics, Span, line_starts, offset_of};
 use crate::kernel::Kernel;
+
+#[path = "lower_items.rs"]
+mod items;
 
 /// A lowered patch: the generated crate's source in two forms, and the way back to the `.kgp`.
 #[derive(Clone, Debug)]
@@ -29,6 +32,11 @@ pub struct Lowered {
     pub build_source: String,
     /// Where each piece of `build_source` came from.
     pub line_map: LineMap,
+    /// The patch's C file, when it has C bodies or `c { }` items: compiled next to the crate
+    /// (by kbuild for Linux, by `cc` for the host). Its `#line` directives name the `.kgp`
+    /// file as [`Checked::source`]'s name, so gcc's positions are the source's own (columns in
+    /// bytes).
+    pub c_source: Option<String>,
 }
 
 /// Maps byte ranges of `build_source` to spans of the `.kgp` source.
@@ -205,8 +213,9 @@ impl Lowering<'_> {
             match p {
                 Param::Named { mutable, name, ty } => {
                     let ty = self.ty(ty)?;
-                    let name = ident(name)?;
-                    let m = (*mutable && !foreign).then(|| quote!(mut));
+                    // `_` is a pattern, not an identifier.
+                    let name = if name.name == "_" { quote!(_) } else { ident(name)?.into_token_stream() };
+                    let m = (*mutable && !foreign && name.to_string() != "_").then(|| quote!(mut));
                     out.push(quote!(#m #name: #ty));
                 }
                 Param::Variadic(_) => out.push(quote!(...)),
@@ -227,6 +236,9 @@ impl Lowering<'_> {
 
     /// Returns the function item of one replacement, in both forms, and its Rust name.
     fn replacement(&mut self, t: &Target<'_>) -> Result<(TokenStream, TokenStream, Ident), Box<Diagnostic>> {
+        if t.func.in_c.is_some() {
+            return self.c_replacement(t);
+        }
         let r = t.func;
         let mut ignored = Diagnostics::default();
         let sympos_value = check::sympos(r, &mut ignored);
@@ -304,7 +316,11 @@ impl Lowering<'_> {
         let mut modules: Vec<Module> = Vec::new();
         for item in &file.items {
             match item {
-                Item::Header(_) => {}
+                Item::Header(_) | Item::C(_) | Item::StaticMut(_) => {}
+                Item::Helper(h) => {
+                    let (full, sketch) = self.helper(h)?;
+                    self.push(full, sketch, h.sig.name.span);
+                }
                 Item::Global(g) => {
                     let name = ident(&g.name)?;
                     let ty = self.ty(&g.ty)?;
@@ -522,6 +538,7 @@ impl Lowering<'_> {
             expanded,
             build_source: build,
             line_map: LineMap { pieces, line_starts },
+            c_source: crate::cbody::c_source(&self.checked.source, &self.checked.file),
         })
     }
 

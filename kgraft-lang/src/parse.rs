@@ -201,7 +201,7 @@ fn too_deep(src: &str) -> Option<usize> {
 
 /// Returns the start of the first line after `at` that begins an item in its first column.
 fn resync(src: &str, at: usize) -> Option<usize> {
-    const STARTS: &[&str] = &["patch", "extern", "shadow", "replace", "module", "on", "static", "#[", "///"];
+    const STARTS: &[&str] = &["patch", "extern", "shadow", "replace", "module", "on", "static", "#[", "///", "c {", "fn"];
     let mut line = src[at..].find('\n').map(|i| at + i + 1)?;
     loop {
         let rest = &src[line..];
@@ -247,7 +247,7 @@ fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnosti
     };
     expected.sort_unstable();
     expected.dedup();
-    let unclosed = expected == ["a `{ ... }` body"] && src[at..].starts_with('{');
+    let unclosed = matches!(expected.as_slice(), ["a `{ ... }` body"] | ["a `{ ... }` C body"]) && src[at..].starts_with('{');
     if unclosed {
         return Diagnostic::error(codes::E0001, "unclosed body")
             .primary(Span::new(at, at + 1), "this `{` is never closed")
@@ -270,7 +270,7 @@ fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnosti
 fn describe(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         Rule::EOI => "the end of the file",
-        Rule::item => "an item (`patch`, `extern`, `shadow`, `replace fn`, `module` or `on`)",
+        Rule::item => "an item (`patch`, `extern`, `shadow`, `replace fn`, `module`, `on`, `static`, `fn` or `c`)",
         Rule::header | Rule::kw_patch => "`patch`",
         Rule::extern_block | Rule::kw_extern => "`extern`",
         Rule::shadow_block | Rule::kw_shadow => "`shadow`",
@@ -294,6 +294,11 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::variadic => "`...`",
         Rule::ret => "`->`",
         Rule::block => "a `{ ... }` body",
+        Rule::c_block => "a `{ ... }` C body",
+        Rule::in_c => "`in C`",
+        Rule::kw_c | Rule::c_item => "`c`",
+        Rule::helper_fn => "`fn`",
+        Rule::static_mut => "`static`",
         Rule::ty => "a type",
         Rule::expr => "an expression",
         Rule::inner_doc | Rule::outer_doc => "a doc comment",
@@ -329,6 +334,9 @@ fn item(pair: Pair<'_, Rule>, base: usize) -> Item {
         Rule::module_block => Item::Module(module_block(pair, base)),
         Rule::callback => Item::Callback(callback(pair, base)),
         Rule::global => Item::Global(global(pair, base)),
+        Rule::static_mut => Item::StaticMut(global(pair, base)),
+        Rule::c_item => Item::C(c_item(pair, base)),
+        Rule::helper_fn => Item::Helper(helper_fn(pair, base)),
         _ => Item::Replace(replace_fn(pair, base)),
     }
 }
@@ -483,6 +491,7 @@ fn replace_fn(pair: Pair<'_, Rule>, base: usize) -> Replace {
     let mut rest = Vec::new();
     let mut body = Fragment { text: String::new(), span: Span::default() };
     let mut head_start = whole.start;
+    let mut in_c = None;
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => docs.push(doc(p, base, 3)),
@@ -495,13 +504,14 @@ fn replace_fn(pair: Pair<'_, Rule>, base: usize) -> Replace {
                 attrs.push(Attribute { name, arg, span: s });
             }
             Rule::kw_replace => head_start = span(&p, base).start,
-            Rule::block => body = fragment(p, base),
+            Rule::block | Rule::c_block => body = fragment(p, base),
+            Rule::in_c => in_c = Some(span(&p, base)),
             _ => rest.push(p),
         }
     }
     let sig = signature(&mut rest, docs, base);
     let head_end = sig.ret.as_ref().map(|r| r.span.end).unwrap_or(body.span.start).max(head_start);
-    Replace { attrs, sig, head: Span::new(head_start, head_end), body }
+    Replace { attrs, sig, head: Span::new(head_start, head_end), body, in_c }
 }
 
 fn module_block(pair: Pair<'_, Rule>, base: usize) -> ModuleBlock {
@@ -554,4 +564,35 @@ fn global(pair: Pair<'_, Rule>, base: usize) -> Global {
         }
     }
     g
+}
+
+fn c_item(pair: Pair<'_, Rule>, base: usize) -> CItem {
+    let mut c = CItem {
+        docs: Vec::new(),
+        keyword: Span::default(),
+        body: Fragment { text: String::new(), span: Span::default() },
+    };
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::outer_doc => c.docs.push(doc(p, base, 3)),
+            Rule::kw_c => c.keyword = span(&p, base),
+            Rule::c_block => c.body = fragment(p, base),
+            _ => {}
+        }
+    }
+    c
+}
+
+fn helper_fn(pair: Pair<'_, Rule>, base: usize) -> Helper {
+    let mut docs = Vec::new();
+    let mut rest = Vec::new();
+    let mut body = Fragment { text: String::new(), span: Span::default() };
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::outer_doc => docs.push(doc(p, base, 3)),
+            Rule::block => body = fragment(p, base),
+            _ => rest.push(p),
+        }
+    }
+    Helper { sig: signature(&mut rest, docs, base), body }
 }

@@ -15,6 +15,8 @@ const SCENARIOS: &[&str] = &[
     "module_late",
     "consistency",
     "broken_extern",
+    "c_banner",
+    "meminfo_string",
     "kernel_fields",
 ];
 

@@ -40,6 +40,9 @@ fn parse_args(args: TokenStream) -> syn::Result<Target> {
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let target = parse_args(args)?;
+    if let Ok(block) = syn::parse2::<syn::ItemForeignMod>(item.clone()) {
+        return expand_foreign(&target, block);
+    }
     let func: ItemFn = syn::parse2(item)?;
     let sig = &func.sig;
     if sig.unsafety.is_none() || sig.abi.as_ref().and_then(|abi| abi.name.as_ref()).is_none_or(|n| n.value() != "C") {
@@ -57,7 +60,39 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "a replacement must be a plain function: no generics, `async` or `const`",
         ));
     }
-    let ident = &sig.ident;
+    let konst = descriptor(&target, &sig.ident, &func.vis)?;
+    Ok(quote! {
+        #func
+
+        #konst
+    })
+}
+
+/// `#[replace]` on an `unsafe extern "C" { fn f(...); }` block of one function: the replacement
+/// is code compiled elsewhere (a C body), and the descriptor takes its address.
+fn expand_foreign(target: &Target, block: syn::ItemForeignMod) -> syn::Result<TokenStream> {
+    if block.abi.name.as_ref().is_none_or(|n| n.value() != "C") {
+        return Err(syn::Error::new_spanned(&block.abi, "a replacement must be declared `extern \"C\"`"));
+    }
+    let [syn::ForeignItem::Fn(func)] = block.items.as_slice() else {
+        return Err(syn::Error::new_spanned(
+            &block.abi,
+            "`#[replace]` on an `extern` block takes a block declaring exactly one function",
+        ));
+    };
+    if let Some(variadic) = &func.sig.variadic {
+        return Err(syn::Error::new_spanned(variadic, "a replacement cannot be variadic"));
+    }
+    let konst = descriptor(target, &func.sig.ident, &func.vis)?;
+    Ok(quote! {
+        #block
+
+        #konst
+    })
+}
+
+/// Returns the hidden descriptor constant `__kgraft_func_<ident>` of a replacement.
+fn descriptor(target: &Target, ident: &syn::Ident, vis: &syn::Visibility) -> syn::Result<TokenStream> {
     let name_text = target.name.as_ref().map_or_else(|| ident.to_string(), syn::LitStr::value);
     let name_span = target.name.as_ref().map_or_else(|| ident.span(), syn::LitStr::span);
     let name = crate::c_str(&name_text, name_span)?;
@@ -70,10 +105,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let sympos = target.sympos;
     let konst = crate::func_const(ident);
-    let vis = &func.vis;
     Ok(quote! {
-        #func
-
         #[doc(hidden)]
         #[allow(non_upper_case_globals)]
         #vis const #konst: ::kgraft_rt::Func = ::kgraft_rt::Func {

@@ -42,6 +42,20 @@ mod foo {
     }
 }
 
+// A replacement whose code is compiled elsewhere (a C body): `#[replace]` on its declaration.
+#[kgraft_macros::replace(name = "foo_read", object = "vmlinux")]
+unsafe extern "C" {
+    pub fn __kgraft_c_foo_read(dev: *mut foo_dev) -> isize;
+}
+
+/// Stands for the C body, which kgraftc's C file would define.
+mod c_file {
+    #[unsafe(no_mangle)]
+    extern "C" fn __kgraft_c_foo_read(_dev: *mut super::foo_dev) -> isize {
+        7
+    }
+}
+
 #[kgraft_macros::callback(pre_patch)]
 unsafe fn refuse_nothing() -> c_int {
     0
@@ -55,7 +69,7 @@ kgraft_macros::patch! {
     description: "Refuse writes longer than the buffer",
     kernel: "6.1.0-*-amd64",
     replace_all: true,
-    functions: [foo_write, foo::foo_probe],
+    functions: [foo_write, foo::foo_probe, __kgraft_c_foo_read],
     shadows: [foo_dev],
     callbacks: { pre_patch: refuse_nothing, post_unpatch: after },
 }
@@ -93,8 +107,11 @@ fn descriptor_holds_what_the_source_says() {
     assert_eq!(patch.kernel, Some(c"6.1.0-*-amd64"));
     assert!(patch.replace_all);
     let funcs: Vec<_> = patch.funcs.iter().map(|f| (f.name, f.object, f.sympos)).collect();
-    assert_eq!(funcs, [(c"foo_write", None, 0), (c"foo_probe", Some(c"foo"), 2)]);
+    assert_eq!(funcs, [(c"foo_write", None, 0), (c"foo_probe", Some(c"foo"), 2), (c"foo_read", None, 0)]);
     assert_eq!(patch.funcs[0].new_fn, foo_write as *const ());
+    assert_eq!(patch.funcs[2].new_fn, __kgraft_c_foo_read as *const ());
+    // SAFETY: the declaration matches the definition in `c_file`, which ignores its argument.
+    assert_eq!(unsafe { __kgraft_c_foo_read(core::ptr::null_mut()) }, 7);
     assert_eq!(patch.objects().collect::<Vec<_>>(), [None, Some(c"foo")]);
     assert_eq!(patch.shadows.len(), 1);
     assert_eq!(patch.shadows[0].type_name, c"foo_dev");

@@ -271,5 +271,8 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     ui.progress(&format!("building `{}` with cargo", lowered.name));
     run_cargo(cargo, &dir, &checked, &lowered, ui)?;
     ui.progress(&format!("`{}` type-checks", lowered.name));
+    if lowered.c_source.is_some() {
+        ui.progress("its C bodies were not compiled: they need the target's headers (build with --target host or linux)");
+    }
     Ok(())
 }

@@ -37,6 +37,8 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let work = workspace_root().join("target").join("kgraft").join("host");
     let crate_dir = work.join(&lowered.name);
     let manifest = write_crate(&crate_dir, &HOST, &lowered)?;
+    let c_object = crate::cbuild::compile_host(&crate_dir, &checked, &lowered, ui)?;
+    crate::cbuild::link_script(&crate_dir, c_object.as_deref())?;
     eprintln!("   Compiling {} for the user-mode host", lowered.name);
     // The host's own build settings (a target, flags for a sanitizer, another target
     // directory) are not the patch's.

@@ -34,7 +34,13 @@ pub(crate) fn release_of(kdir: &std::path::Path) -> Result<String, Failure> {
 
 /// Builds the patch as a Linux kernel module.
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
-    let fatal = |e: linux::Error| Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned());
+    let fatal = |e: linux::Error| {
+        if e.reported {
+            Failure::Reported
+        } else {
+            Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned())
+        }
+    };
     let checked = crate::load(&args.file, ui)?;
     let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
     // The kernel checks always run for this target, against the build directory found.
@@ -53,6 +59,8 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         .iter()
         .find(|f| f.extension().is_some_and(|e| e == "a"))
         .ok_or_else(|| Failure::Fatal(format!("cargo built no archive for `{crate_name}`")))?;
-    prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref()).map_err(fatal)?;
+    let report = |output: &str| crate::cbuild::report(output, &checked, ui);
+    let c = lowered.c_source.as_deref().map(|text| linux::CFile { text, ksrc: args.ksrc.as_deref(), report: &report });
+    prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(fatal)?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod build;
 mod build_host;
 mod build_linux;
+mod cbuild;
 mod host_ctl;
 mod kernel_info;
 mod render;
@@ -94,6 +95,10 @@ pub(crate) struct BuildArgs {
     /// The target kernel (Linux: `--kdir` defaults to the one under /lib/modules).
     #[command(flatten)]
     pub(crate) kernel: kernel_info::KernelArgs,
+    /// A kernel source tree (Linux only): its directory is on C bodies' include path, so
+    /// `#include "fs/proc/internal.h"` works.
+    #[arg(long)]
+    pub(crate) ksrc: Option<PathBuf>,
     /// Where to put the result (default: next to the source, or in the current directory).
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
@@ -176,6 +181,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let lowered = lower(&checked, kernel.as_ref(), &ui)?;
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
             print!("{text}");
+            if let Some(c) = &lowered.c_source {
+                print!("\n{}\n{c}", cbuild::separator(&lowered));
+            }
             Ok(())
         }
         Command::Btf { kernel, out } => {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Error, run, write_if_changed};
+use super::{CFile, Error, run, write_if_changed};
 
 /// A C file compiled into every patch module: it asserts, against the target kernel's own
 /// headers, the layouts that `kgraft-rt`'s kernel host assumes. A kernel whose livepatch
@@ -38,17 +38,36 @@ KGRAFT_LAYOUT((GFP_KERNEL | __GFP_ZERO) == 0xdc0);
 KGRAFT_LAYOUT(GFP_ATOMIC == 0xa20);
 "#;
 
-/// Links the module `name` from the object already written to `build_dir` and returns the
-/// `.ko`; `unresolved` lets modpost pass symbols that become livepatch relocations.
+/// Links the module `name` from the object already written to `build_dir` (and the patch's
+/// C file, compiled here) and returns the `.ko` with kbuild's standard error (gcc's warnings);
+/// `unresolved` lets modpost pass symbols that become livepatch relocations.
 pub(crate) fn link(
     name: &str,
     build_dir: &Path,
     kdir: &Path,
     unresolved: bool,
-) -> Result<PathBuf, Error> {
-    let makefile = format!(
+    c: Option<&CFile<'_>>,
+) -> Result<(PathBuf, String), Error> {
+    let mut makefile = format!(
         "# Written by kgraftc: the patch module `{name}`.\nobj-m := {name}.o\n{name}-y := {name}_rust.o kgraft_layout.o\n"
     );
+    let c_path = build_dir.join(format!("{name}_c.c"));
+    match c {
+        Some(c) => {
+            makefile = makefile.replace("kgraft_layout.o\n", &format!("kgraft_layout.o {name}_c.o\n"));
+            // gcc's positions in the `.kgp` file: columns in bytes, one line per message.
+            let mut flags = crate::cbuild::DIAGNOSTIC_FLAGS.join(" ");
+            if let Some(ksrc) = c.ksrc {
+                let ksrc = std::path::absolute(ksrc).unwrap_or_else(|_| ksrc.to_path_buf());
+                flags += &format!(" -I{}", ksrc.display().to_string().replace('$', "$$"));
+            }
+            makefile += &format!("CFLAGS_{name}_c.o := {flags}\n");
+            write_if_changed(&c_path, c.text.as_bytes())?;
+        }
+        None => {
+            let _ = std::fs::remove_file(&c_path);
+        }
+    }
     write_if_changed(&build_dir.join("Makefile"), makefile.as_bytes())?;
     write_if_changed(&build_dir.join("kgraft_layout.c"), LAYOUT_C.as_bytes())?;
     // kbuild links a prebuilt object from `<obj>_shipped`; modpost also wants its command file.
@@ -64,11 +83,22 @@ pub(crate) fn link(
         cmd.arg("KBUILD_MODPOST_WARN=1");
     }
     cmd.env_remove("MAKEFLAGS").env_remove("MFLAGS");
-    run(&mut cmd, "kbuild (make modules)").map_err(|e| Error {
-        help: Some("kbuild needs make, gcc and the kernel's headers (Debian: apt-get install make gcc linux-headers-amd64)".into()),
-        ..e
-    })?;
-    Ok(build_dir.join(format!("{name}.ko")))
+    let help = "kbuild needs make, gcc and the kernel's headers (Debian: apt-get install make gcc linux-headers-amd64)";
+    if c.is_none() {
+        run(&mut cmd, "kbuild (make modules)").map_err(|e| Error { help: Some(help.into()), ..e })?;
+        return Ok((build_dir.join(format!("{name}.ko")), String::new()));
+    }
+    // gcc's messages in plain ASCII, as `cbuild` parses them (kbuild unexports LC_ALL).
+    cmd.env("LC_ALL", "C").env("LC_CTYPE", "C").env("LC_MESSAGES", "C").env("LANG", "C");
+    let out = cmd.output().map_err(|e| Error::new(format!("cannot run kbuild (make modules): {e}")).help(help))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(Error::new(format!("kbuild (make modules) failed ({})", out.status))
+            .detail(format!("{stdout}{stderr}"))
+            .help(help));
+    }
+    Ok((build_dir.join(format!("{name}.ko")), stderr))
 }
 
 /// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y`, GPL, the release.

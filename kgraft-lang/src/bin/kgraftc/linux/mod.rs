@@ -20,12 +20,15 @@ pub(crate) struct Error {
     pub(crate) detail: Option<String>,
     /// What to do about it.
     pub(crate) help: Option<String>,
+    /// Whether the failure was already reported as diagnostics on the `.kgp` source (gcc's
+    /// errors in a C body).
+    pub(crate) reported: bool,
 }
 
 impl Error {
     /// Returns an error with only a message.
     fn new(message: impl Into<String>) -> Error {
-        Error { message: message.into(), detail: None, help: None }
+        Error { message: message.into(), detail: None, help: None, reported: false }
     }
 
     /// Adds a help line.
@@ -75,6 +78,17 @@ impl Progress {
             eprintln!("built {} in {:.1}s", out.display(), self.start.elapsed().as_secs_f64());
         }
     }
+}
+
+/// The patch's C file, compiled by kbuild into the module.
+pub(crate) struct CFile<'a> {
+    /// Its text (`Lowered::c_source`).
+    pub(crate) text: &'a str,
+    /// A kernel source tree for its include path (`--ksrc`).
+    pub(crate) ksrc: Option<&'a Path>,
+    /// Reports gcc's messages about the `.kgp` file in kbuild's output; returns whether any was
+    /// an error.
+    pub(crate) report: &'a dyn Fn(&str) -> bool,
 }
 
 /// What the first step found: the kernel, the compiler, the cache.
@@ -150,6 +164,7 @@ impl Prepared {
         archive: &Path,
         crate_name: &str,
         out: Option<&Path>,
+        c: Option<CFile<'_>>,
     ) -> Result<PathBuf, Error> {
         let kdir = &self.kdir;
         self.progress.step("checking the object");
@@ -158,10 +173,33 @@ impl Prepared {
         object::extract(archive, crate_name, &obj)?;
         object::check(&obj)?;
         let symvers = kdir::symvers(&kdir.path)?;
-        let unexported: Vec<String> = object::undefined_symbols(&obj)?
+        let mut unexported: Vec<String> = object::undefined_symbols(&obj)?
             .into_iter()
-            .filter(|s| s != "__this_module" && !symvers.contains(s))
+            // The C bodies are defined by the C file, linked into the same module.
+            .filter(|s| s != "__this_module" && !symvers.contains(s) && !s.starts_with("__kgraft_c_"))
             .collect();
+
+        self.progress.step("linking through kbuild");
+        let unresolved = !unexported.is_empty() || c.is_some();
+        let linked = match kbuild::link(name, &build_dir, &kdir.path, unresolved, c.as_ref()) {
+            Ok((linked, output)) => {
+                if let Some(c) = &c {
+                    (c.report)(&output);
+                }
+                linked
+            }
+            Err(e) => {
+                let reported = c.as_ref().is_some_and(|c| (c.report)(e.detail.as_deref().unwrap_or("")));
+                return Err(Error { reported, ..e });
+            }
+        };
+        if c.is_some() {
+            // The C object's references count too: take them from the linked module.
+            unexported = object::undefined_symbols(&linked)?
+                .into_iter()
+                .filter(|s| s != "__this_module" && !symvers.contains(s))
+                .collect();
+        }
         if let Some(map) = kdir::system_map(&kdir.release) {
             for sym in unexported.iter().filter(|s| !map.contains(*s)) {
                 eprintln!(
@@ -170,9 +208,6 @@ impl Prepared {
                 );
             }
         }
-
-        self.progress.step("linking through kbuild");
-        let linked = kbuild::link(name, &build_dir, &kdir.path, !unexported.is_empty())?;
 
         self.progress.step(if unexported.is_empty() {
             "no unexported symbols to resolve"
