@@ -68,20 +68,25 @@ static volatile int kgt_log_lock;
 
 noinline int _printk(const char *fmt, ...)
 {
-	char line[256];
+	char buf[256], *line = buf;
 	va_list ap;
 	int n;
 
-	/* Drop the log level prefix ("\0016" is KERN_INFO), as the kernel's log does. */
-	if (fmt[0] == '\001' && fmt[1] != '\0')
-		fmt += 2;
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		return n;
-	if ((size_t)n >= sizeof(line))
-		n = sizeof(line) - 1;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	/*
+	 * Drop the log level prefix ("\0016" is KERN_INFO) from the formatted text, as the
+	 * kernel's log does: the level may come in through an argument.
+	 */
+	if (n >= 2 && line[0] == '\001') {
+		line += 2;
+		n -= 2;
+	}
 	while (__atomic_exchange_n(&kgt_log_lock, 1, __ATOMIC_ACQUIRE))
 		;
 	if (kgt_log_len + (size_t)n < sizeof(kgt_log)) {
