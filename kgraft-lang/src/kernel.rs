@@ -8,7 +8,7 @@
 //! The type graph follows BTF closely: a type is named by its [`TypeId`], `0` is `void`, and
 //! qualifiers are kept only as links so that a walk can step over them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -169,8 +169,6 @@ pub struct Kernel {
     pub objects: BTreeMap<String, Object>,
     /// Every module this release has (names with `_`, as the kernel spells them), when known.
     pub modules: Option<BTreeSet<String>>,
-    /// The symbols exported to modules (`Module.symvers`), when known.
-    pub exported: Option<HashSet<String>>,
     #[serde(skip)]
     index: Index,
 }
