@@ -30,6 +30,9 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let fatal = |e: linux::Error| Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned());
     let checked = crate::load(&args.file, ui)?;
     let lowered = crate::lower(&checked, ui)?;
+    if let Some(out) = &args.out {
+        crate::output::refuse_input(out, &[&args.file]).map_err(Failure::Fatal)?;
+    }
     let mut prepared = linux::prepare(args.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);

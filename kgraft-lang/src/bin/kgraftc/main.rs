@@ -3,10 +3,31 @@
 //! Exit status: 0 when clean, 1 when the patch has errors, 2 for usage, I/O and environment
 //! errors.
 
+/// `eprintln!` that never panics: when standard error cannot be written (a closed pipe, a
+/// full disk) there is nowhere left to say so, and the text is dropped. Defined before the
+/// modules, it is the `eprintln!` they all use.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics, as [`eprintln!`].
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod build;
 mod build_host;
 mod build_linux;
 mod host_ctl;
+mod lock;
+mod output;
+mod process;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -134,14 +155,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let checked = load(&file, &ui)?;
             let lowered = lower(&checked, &ui)?;
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
-            print!("{text}");
-            Ok(())
+            output::stdout(text)
         }
         Command::Explain { code } => match kgraft_lang::explain(&code) {
-            Some(info) => {
-                println!("{}: {}\n\n{}", info.code, info.title, info.explanation);
-                Ok(())
-            }
+            Some(info) => output::stdout(&format!("{}: {}\n\n{}\n", info.code, info.title, info.explanation)),
             None => Err(Failure::Fatal(format!("`{code}` is not a kgraftc diagnostic code (they run E0001 to E{:04})", kgraft_lang::CODES.len()))),
         },
         Command::Build(args) => match args.target {
