@@ -152,7 +152,9 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
         ))
     };
     conn.set_write_timeout(Some(timeout)).map_err(|e| Failure::io("cannot talk to the host", e))?;
-    writeln!(conn, "{request}").map_err(|e| Failure::io("cannot talk to the host", e))?;
+    // A host that refuses the connection answers and closes at once: its answer is read even
+    // when the request could not be sent.
+    let sent = writeln!(conn, "{request}");
     let mut reader = BufReader::new(&conn);
     let mut line = String::new();
     loop {
@@ -179,5 +181,8 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
         }
         crate::output::stdout(&format!("{text}\n"))?;
     }
-    Err(Failure::Fatal("the host closed the connection without an answer".to_owned()))
+    match sent {
+        Err(e) => Err(Failure::io("cannot talk to the host", e)),
+        Ok(()) => Err(Failure::Fatal("the host closed the connection without an answer".to_owned())),
+    }
 }
