@@ -184,7 +184,10 @@ pub fn engine_within(wait: Duration) -> Result<Option<MutexGuard<'static, Engine
 /// Returns the engine's mutex, creating the engine on first use.
 fn cell() -> Result<&'static Mutex<Engine>, String> {
     static ENGINE: OnceLock<Result<Mutex<Engine>, String>> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new().map(Mutex::new)).as_ref().map_err(Clone::clone)
+    ENGINE
+        .get_or_init(|| Engine::new().map(Mutex::new))
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Converts a C string of a descriptor to text.

@@ -96,12 +96,18 @@ fn a_refused_patch_file_runs_none_of_its_code() {
     let other = ours().replacen("kgraft-rt", "kgraft-rt-other", 1);
     for (name, source) in [
         ("ctor_missing", ctor.clone() + GARBAGE_PATCH),
-        ("ctor_different", ctor.clone() + &stamp_c(other.as_bytes()) + GARBAGE_PATCH),
+        (
+            "ctor_different",
+            ctor.clone() + &stamp_c(other.as_bytes()) + GARBAGE_PATCH,
+        ),
         ("ctor_no_patch", ctor.clone() + &stamp_c(&ABI_STAMP)),
     ] {
         let so = shared_object(&dir, name, &source);
         refused(&so);
-        assert!(!ran.exists(), "{name}: the constructor of a refused file ran");
+        assert!(
+            !ran.exists(),
+            "{name}: the constructor of a refused file ran"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -115,7 +121,10 @@ fn a_truncated_or_rewritten_patch_file_never_crashes_the_host() {
     let so = common::build(&tool, "cmdline_banner", &dir);
     let whole = std::fs::read(&so).unwrap();
     let cut = dir.join("cut.so");
-    let points: Vec<usize> = (0..13).map(|i| i * whole.len() / 13).chain([whole.len() - 1]).collect();
+    let points: Vec<usize> = (0..13)
+        .map(|i| i * whole.len() / 13)
+        .chain([whole.len() - 1])
+        .collect();
     for at in points {
         std::fs::write(&cut, &whole[..at]).unwrap();
         let message = refused(&cut);

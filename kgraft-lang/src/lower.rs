@@ -73,7 +73,10 @@ impl Lowered {
             return None;
         }
         // A position inside a character (rustc's range ends, less one) is that character's.
-        let offset = (0..=offset).rev().find(|&o| self.build_source.is_char_boundary(o)).unwrap_or(0);
+        let offset = (0..=offset)
+            .rev()
+            .find(|&o| self.build_source.is_char_boundary(o))
+            .unwrap_or(0);
         let piece = self
             .line_map
             .pieces

@@ -140,7 +140,8 @@ pub(crate) fn run_cargo(
     ui: &Ui,
 ) -> Result<Built, Failure> {
     cargo.arg("--message-format").arg("json").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let output = crate::process::output(&mut cargo).map_err(|e| Failure::io("cannot run cargo", e))?;
+    let output =
+        crate::process::output(&mut cargo).map_err(|e| Failure::io("cannot run cargo", e))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let own = crate_name(lowered);
     let mut built = Built::default();
@@ -261,10 +262,15 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let lowered = crate::lower(&checked, ui)?;
     let dir = match &args.out {
         Some(dir) => dir.clone(),
-        None => workspace_root().join("target").join("kgraft").join("check").join(&lowered.name),
+        None => workspace_root()
+            .join("target")
+            .join("kgraft")
+            .join("check")
+            .join(&lowered.name),
     };
     crate::output::check_crate_dir(&dir).map_err(Failure::Fatal)?;
-    let _lock = crate::lock::take(&dir.join(crate::lock::FILE), &format!("`{}`", lowered.name)).map_err(Failure::Fatal)?;
+    let _lock = crate::lock::take(&dir.join(crate::lock::FILE), &format!("`{}`", lowered.name))
+        .map_err(Failure::Fatal)?;
     let manifest = write_crate(&dir, &CHECK, &lowered)?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -24,12 +24,18 @@ const HOST: CrateSpec = CrateSpec {
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let checked = crate::load(&args.file, ui)?;
     let lowered = crate::lower(&checked, ui)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.so", lowered.name)));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.so", lowered.name)));
     crate::output::refuse_input(&out, &[&args.file]).map_err(Failure::Fatal)?;
     let work = workspace_root().join("target").join("kgraft").join("host");
     let crate_dir = work.join(&lowered.name);
-    let _lock = crate::lock::take(&crate_dir.join(crate::lock::FILE), &format!("`{}`", lowered.name))
-        .map_err(Failure::Fatal)?;
+    let _lock = crate::lock::take(
+        &crate_dir.join(crate::lock::FILE),
+        &format!("`{}`", lowered.name),
+    )
+    .map_err(Failure::Fatal)?;
     let manifest = write_crate(&crate_dir, &HOST, &lowered)?;
     eprintln!("   Compiling {} for the user-mode host", lowered.name);
     // The host's own build settings (a target, flags for a sanitizer, another target

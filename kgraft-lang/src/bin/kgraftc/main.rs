@@ -158,7 +158,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             output::stdout(text)
         }
         Command::Explain { code } => match kgraft_lang::explain(&code) {
-            Some(info) => output::stdout(&format!("{}: {}\n\n{}\n", info.code, info.title, info.explanation)),
+            Some(info) => output::stdout(&format!(
+                "{}: {}\n\n{}\n",
+                info.code, info.title, info.explanation
+            )),
             None => Err(Failure::Fatal(format!("`{code}` is not a kgraftc diagnostic code (they run E0001 to E{:04})", kgraft_lang::CODES.len()))),
         },
         Command::Build(args) => match args.target {

@@ -62,7 +62,10 @@ impl Ui {
     pub(crate) fn emit(&self, source: &SourceFile, diagnostics: &[Diagnostic]) {
         match self.format {
             MessageFormat::Json => {
-                let text: String = diagnostics.iter().map(|d| format!("{}\n", json(source, d))).collect();
+                let text: String = diagnostics
+                    .iter()
+                    .map(|d| format!("{}\n", json(source, d)))
+                    .collect();
                 if let Err(crate::Failure::Fatal(message)) = crate::output::stdout(&text) {
                     eprintln!("error: {message}");
                 }

@@ -202,9 +202,8 @@ fn write_if_changed(path: &Path, contents: &[u8]) -> Result<(), Error> {
 
 /// Runs `cmd`, returning its standard output, or an error holding its output.
 fn run(cmd: &mut std::process::Command, what: &str) -> Result<String, Error> {
-    let out = crate::process::output(cmd).map_err(|e| {
-        Error::new(format!("cannot run {what} ({:?}): {e}", cmd.get_program()))
-    })?;
+    let out = crate::process::output(cmd)
+        .map_err(|e| Error::new(format!("cannot run {what} ({:?}): {e}", cmd.get_program())))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
