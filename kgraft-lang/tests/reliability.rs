@@ -291,6 +291,31 @@ fn host_builds_of_one_name_at_once_keep_their_own_code_and_outputs_are_replaced_
     let mut bytes = Vec::new();
     (&old).read_to_end(&mut bytes).unwrap();
     assert_eq!(bytes.len() as u64, len);
+    // A link is followed to the file it names; a device is written into, never replaced.
+    std::os::unix::fs::symlink(dir.join("a.so"), dir.join("link.so")).unwrap();
+    ended(
+        &kgraftc(&dir)
+            .args(["build", "--target", "host", "a.kgp", "-o", "link.so"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("link.so"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    ended(
+        &kgraftc(&dir)
+            .args(["build", "--target", "host", "a.kgp", "-o", "/dev/null"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &std::fs::metadata("/dev/null").unwrap().file_type()
+    ));
     assert!(
         std::fs::read_dir(&dir).unwrap().all(|e| !e
             .unwrap()

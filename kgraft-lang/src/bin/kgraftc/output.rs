@@ -38,8 +38,27 @@ pub(crate) fn refuse_input(out: &Path, inputs: &[&Path]) -> Result<(), String> {
 
 /// Copies the built file `from` to `out` through a temporary file in `out`'s directory renamed
 /// into place, after refusing an `out` that is one of `inputs`.
+///
+/// An `out` that is a symbolic link is replaced at the file it names; one that is not a regular
+/// file (`/dev/null`, a pipe) is written into, as there is no file to replace.
 pub(crate) fn install(from: &Path, out: &Path, inputs: &[&Path]) -> Result<(), String> {
     refuse_input(out, inputs)?;
+    let resolved = std::fs::canonicalize(out);
+    let out = match (&resolved, std::fs::metadata(out)) {
+        (_, Ok(meta)) if !meta.is_file() => {
+            let mut source = std::fs::File::open(from)
+                .map_err(|e| format!("cannot read `{}`: {e}", from.display()))?;
+            let mut sink = OpenOptions::new()
+                .write(true)
+                .open(out)
+                .map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
+            return std::io::copy(&mut source, &mut sink)
+                .map(drop)
+                .map_err(|e| format!("cannot write `{}`: {e}", out.display()));
+        }
+        (Ok(target), Ok(_)) => target.as_path(),
+        _ => out,
+    };
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

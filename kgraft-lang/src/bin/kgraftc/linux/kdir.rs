@@ -142,4 +142,36 @@ mod tests {
         assert!(glob_match(b"a*", b"a"));
         assert!(!glob_match(b"", b"a"));
     }
+
+    /// The definition, by backtracking: exponential, but right.
+    fn reference(glob: &[u8], text: &[u8]) -> bool {
+        match glob.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|i| reference(rest, &text[i..])),
+            Some((b'?', rest)) => !text.is_empty() && reference(rest, &text[1..]),
+            Some((c, rest)) => text.first() == Some(c) && reference(rest, &text[1..]),
+        }
+    }
+
+    #[test]
+    fn globs_agree_with_the_definition() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20_000 {
+            let glob: Vec<u8> = (0..next(8)).map(|_| b"ab*?"[next(4) as usize]).collect();
+            let text: Vec<u8> = (0..next(8)).map(|_| b"ab"[next(2) as usize]).collect();
+            assert_eq!(
+                glob_match(&glob, &text),
+                reference(&glob, &text),
+                "{glob:?} {text:?}"
+            );
+        }
+        let many = [b"*".repeat(40), b"x".to_vec()].concat();
+        assert!(!glob_match(&many, b"6.1.0-48-amd64"));
+    }
 }
