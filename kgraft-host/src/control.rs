@@ -210,11 +210,17 @@ pub fn serve(path: &str, stats: Arc<Stats>) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest request line read; a longer one is cut there.
+const MAX_REQUEST: u64 = 64 << 10;
+
 /// Answers one request.
 fn handle(conn: UnixStream, stats: &Stats, stop: &AtomicBool, path: &str) -> std::io::Result<()> {
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line)?;
+    let mut raw = Vec::new();
+    BufReader::new(std::io::Read::take(&conn, MAX_REQUEST)).read_until(b'\n', &mut raw)?;
     let mut out = &conn;
+    let Ok(line) = String::from_utf8(raw) else {
+        return writeln!(out, "error: the request is not UTF-8");
+    };
     let line = line.trim();
     let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
     let result = match cmd {

@@ -151,6 +151,20 @@ fn the_socket_is_private_and_serves_only_its_user() {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
     let refused = as_nobody(&["status"]);
     let mine = host(&tool, &socket, &["status"]);
+    // Requests no client sends still get an answer.
+    let raw = |request: &[u8]| {
+        use std::io::{Read, Write};
+        let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = conn.write_all(request);
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        answer
+    };
+    let not_utf8 = raw(b"\x00\xff\n");
+    let huge = raw(&[b'x'; 200_000]);
     ok(host(&tool, &socket, &["stop"]));
     assert!(
         wait_at_most(child, Duration::from_secs(20), "the host")
@@ -162,6 +176,12 @@ fn the_socket_is_private_and_serves_only_its_user() {
     assert_eq!(mode, 0o600, "the socket is private");
     assert!(leftovers.is_empty(), "the host left {leftovers:?}");
     assert!(ok(mine).contains("threads:"));
+    assert_eq!(not_utf8, "error: the request is not UTF-8\n");
+    assert!(
+        huge.starts_with("error: unknown request") && huge.len() < 70_000,
+        "{}",
+        huge.len()
+    );
     if is_root() {
         assert_eq!(denied.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&denied.stderr).contains("cannot reach the host"));
