@@ -522,6 +522,20 @@ fn a_host_request_that_gets_no_answer_times_out() {
     let output = wait_at_most(child, Duration::from_secs(10), "kgraftc host status");
     let stderr = ended(&output, 2);
     assert!(stderr.contains("gave no answer within 1 s"), "{stderr}");
+    for bad in ["0", "-1", "NaN", "1e19"] {
+        let output = kgraftc(&dir)
+            .args(["host", "--socket"])
+            .arg(&socket)
+            .arg(format!("--timeout={bad}"))
+            .arg("status")
+            .output()
+            .unwrap();
+        let stderr = ended(&output, 2);
+        assert!(
+            stderr.contains("is not a number of seconds kgraftc can wait"),
+            "{stderr}"
+        );
+    }
     drop(rx);
 }
 

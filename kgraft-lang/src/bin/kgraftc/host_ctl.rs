@@ -130,16 +130,17 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
         HostCommand::Log => "log".to_owned(),
         HostCommand::Stop => "stop".to_owned(),
     };
-    let timeout = Duration::try_from_secs_f64(args.timeout)
+    let now = Instant::now();
+    let (timeout, deadline) = Duration::try_from_secs_f64(args.timeout)
         .ok()
         .filter(|t| !t.is_zero())
+        .and_then(|t| Some((t, now.checked_add(t)?)))
         .ok_or_else(|| {
             Failure::Fatal(format!(
-                "--timeout {} is not a positive number of seconds",
+                "--timeout {} is not a number of seconds kgraftc can wait",
                 args.timeout
             ))
         })?;
-    let deadline = Instant::now() + timeout;
     let socket = args.socket.clone().unwrap_or_else(default_socket);
     let mut conn = UnixStream::connect(&socket).map_err(|e| {
         Failure::Fatal(format!(
