@@ -42,6 +42,9 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         }
     };
     let checked = crate::load(&args.file, ui)?;
+    if let Some(out) = &args.out {
+        crate::output::refuse_input(out, &[&args.file]).map_err(Failure::Fatal)?;
+    }
     let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
     // The kernel checks always run for this target, against the build directory found.
     let mut target = args.kernel.clone();

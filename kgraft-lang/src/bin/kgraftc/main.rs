@@ -3,12 +3,33 @@
 //! Exit status: 0 when clean, 1 when the patch has errors, 2 for usage, I/O and environment
 //! errors.
 
+/// `eprintln!` that never panics: when standard error cannot be written (a closed pipe, a
+/// full disk) there is nowhere left to say so, and the text is dropped. Defined before the
+/// modules, it is the `eprintln!` they all use.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics, as [`eprintln!`].
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod build;
 mod build_host;
 mod build_linux;
 mod cbuild;
 mod host_ctl;
 mod kernel_info;
+mod lock;
+mod output;
+mod process;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -180,21 +201,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let kernel = check_kernel(&checked, &kernel, &ui)?;
             let lowered = lower(&checked, kernel.as_ref(), &ui)?;
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
-            print!("{text}");
+            let mut text = text.clone();
             if let Some(c) = &lowered.c_source {
-                print!("\n{}\n{c}", cbuild::separator(&lowered));
+                text.push_str(&format!("\n{}\n{c}", cbuild::separator(&lowered)));
             }
-            Ok(())
+            output::stdout(&text)
         }
         Command::Btf { kernel, out } => {
             let btf = kernel_info::vmlinux_btf(&kernel)?;
             std::fs::write(&out, btf).map_err(|e| Failure::io(format!("cannot write `{}`", out.display()), e))
         }
         Command::Explain { code } => match kgraft_lang::explain(&code) {
-            Some(info) => {
-                println!("{}: {}\n\n{}", info.code, info.title, info.explanation);
-                Ok(())
-            }
+            Some(info) => output::stdout(&format!(
+                "{}: {}\n\n{}\n",
+                info.code, info.title, info.explanation
+            )),
             None => Err(Failure::Fatal(format!(
                 "`{code}` is not a kgraftc diagnostic code (the codes run from E0001 to {}, with gaps)",
                 kgraft_lang::CODES.last().map_or("E0001", |c| c.code)
