@@ -19,6 +19,7 @@ use crate::kernel::{Kernel, Ty, TypeId};
 pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
     let mut ignored = Diagnostics::default();
     let mut modules_reported = BTreeSet::new();
+    let mut suggestions = 0;
     for t in check::targets(file) {
         let object = t.object.replace('-', "_");
         let sig = &t.func.sig;
@@ -84,8 +85,12 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
                          it does not exist in this release, or it was inlined into every caller",
                     )
                 };
+                // A suggestion searches every function name; past the first few, the cost is not
+                // worth it (a patch with hundreds of missing targets is for another kernel).
+                suggestions += 1;
                 let names = obj.functions.keys().map(String::as_str);
-                d = match closest(name, names) {
+                let near = if suggestions <= MAX_SUGGESTIONS { closest(name, names) } else { None };
+                d = match near {
                     Some(c) => d.help(format!("did you mean `{c}`? If it was inlined, replace its callers")),
                     None => d.help("if it was inlined, replace its callers"),
                 };
@@ -118,11 +123,27 @@ fn module_span(file: &File, name: &str) -> Option<Span> {
     })
 }
 
+/// How many missing targets get a "did you mean" search.
+const MAX_SUGGESTIONS: usize = 32;
+
 /// The name closest to `word`, if one is close enough to be a typo.
 pub(crate) fn closest<'a>(word: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.len() / 3).clamp(1, 3);
+    // A cheap bound first: an edit changes the count of at most two characters by one each, so
+    // names whose character counts differ from the word's by more than twice the limit are far.
+    let mut counts = [0i32; 128];
+    for b in word.bytes() {
+        counts[usize::from(b & 0x7f)] += 1;
+    }
+    let near = |name: &str| {
+        let mut c = counts;
+        for b in name.bytes() {
+            c[usize::from(b & 0x7f)] -= 1;
+        }
+        c.iter().map(|n| n.unsigned_abs() as usize).sum::<usize>() <= 2 * limit
+    };
     names
-        .filter(|n| n.len().abs_diff(word.len()) <= limit)
+        .filter(|n| n.len().abs_diff(word.len()) <= limit && near(n))
         .map(|n| (distance(word, n), n))
         .filter(|(d, _)| *d <= limit)
         .min()
