@@ -151,6 +151,10 @@ pub struct Object {
     /// The text symbols, when a symbol table was read (`/proc/kallsyms`, a `vmlinux` with
     /// symbols, a module's `.ko`).
     pub symbols: Option<BTreeMap<String, Symbol>>,
+    /// For replaced functions that the compiler inlined somewhere, the functions they were
+    /// inlined into (from debug information, when it was given).
+    #[serde(default)]
+    pub inlined: BTreeMap<String, BTreeSet<String>>,
     /// Whether this object's types and functions were read (a module without BTF has only
     /// its symbols).
     pub has_btf: bool,

@@ -20,6 +20,10 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
     let mut ignored = Diagnostics::default();
     let mut modules_reported = BTreeSet::new();
     let mut suggestions = 0;
+    let all = check::targets(file);
+    let replaced: BTreeSet<(String, &str)> =
+        all.iter().map(|t| (t.object.replace('-', "_"), t.func.sig.name.name.as_str())).collect();
+    let replaced: BTreeSet<(&str, &str)> = replaced.iter().map(|(o, f)| (o.as_str(), *f)).collect();
     for t in check::targets(file) {
         let object = t.object.replace('-', "_");
         let sig = &t.func.sig;
@@ -101,6 +105,19 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
         }
         if let Some(protos) = protos {
             check_signature(kernel, sig, protos, &format!("`{name}` in {object}"), diags);
+        }
+        if let Some(callers) = obj.inlined.get(name) {
+            let missing: Vec<&str> =
+                callers.iter().map(String::as_str).filter(|c| !replaced.contains(&(object.as_str(), *c))).collect();
+            if !missing.is_empty() {
+                let list = missing.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+                diags.push(
+                    Diagnostic::warning(codes::E0046, format!("`{name}` is also inlined into {list}"))
+                        .primary(sig.name.span, "calls from those functions keep running the old code")
+                        .note("the compiler copied this function's body into those callers; only calls through its entry are redirected")
+                        .help(format!("replace {} as well, with the fix applied to the inlined copy", if missing.len() == 1 { "it" } else { "them" })),
+                );
+            }
         }
     }
     for item in &file.items {

@@ -168,9 +168,9 @@ pub(crate) fn check_kernel(checked: &Checked, args: &kernel_info::KernelArgs, ui
     if !args.given() {
         return Ok(None);
     }
-    let modules: Vec<String> =
-        checked.targets().into_iter().map(|(object, ..)| object).filter(|o| o != "vmlinux").collect();
-    let kernel = kernel_info::load(args, &modules)?;
+    let targets: Vec<(String, String)> =
+        checked.targets().into_iter().map(|(object, name, _)| (object.replace('-', "_"), name)).collect();
+    let kernel = kernel_info::load(args, &targets)?;
     let diags = kgraft_lang::check_against(checked, &kernel);
     if !diags.list.is_empty() {
         ui.emit(&checked.source, &diags.list);

@@ -9,6 +9,7 @@
 
 mod btf;
 mod image;
+mod inlined;
 mod probe;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,10 @@ pub(crate) struct KernelArgs {
     /// then rely on its BTF alone).
     #[arg(long)]
     pub(crate) no_probe: bool,
+    /// A vmlinux with DWARF (Debian: the `linux-image-R-amd64-dbg` package's): warns of every
+    /// function into which a replaced function was inlined, since those callers keep the old code.
+    #[arg(long, value_name = "VMLINUX")]
+    pub(crate) debuginfo: Option<PathBuf>,
 }
 
 impl KernelArgs {
@@ -61,8 +66,9 @@ struct Cached {
     probe_failed: bool,
 }
 
-/// Reads the target kernel for a patch whose `module` blocks name `modules`.
-pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Failure> {
+/// Reads the target kernel for a patch that replaces `targets` (object, function).
+pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Kernel, Failure> {
+    let modules: Vec<String> = targets.iter().filter(|(o, _)| o != "vmlinux").map(|(o, _)| o.clone()).collect();
     let start = Instant::now();
     let release = match &args.kdir {
         Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
@@ -124,6 +130,17 @@ pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Fail
         kernel.objects.insert(name, object);
     }
     lap("modules read");
+    if let Some(path) = &args.debuginfo {
+        let wanted = targets.iter().filter(|(o, _)| o == "vmlinux").map(|(_, f)| f.clone()).collect();
+        let data = std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+        check_release(path, image::banner_release(&data).as_ref(), release.as_deref())?;
+        eprintln!("   Reading the DWARF of {} for inlined copies", path.display());
+        let found = inlined::callers(&data, &wanted).map_err(|e| Failure::Fatal(format!("`{}`: {e}", path.display())))?;
+        if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
+            vmlinux.inlined = found;
+        }
+        lap("debug information read");
+    }
     kernel.index();
     if timing {
         eprintln!("kernel description read in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
