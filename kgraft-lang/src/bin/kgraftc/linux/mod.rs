@@ -196,10 +196,12 @@ impl Prepared {
             }
         }
 
-        self.progress.step(if unexported.is_empty() {
-            "no unexported symbols to resolve"
+        self.progress.step(&if unexported.is_empty() {
+            "no unexported symbols to resolve".to_owned()
         } else {
-            "writing livepatch relocations for unexported symbols"
+            // Said by name: the livepatch core resolves these when the patch is enabled, and
+            // refuses the patch if one is missing from the running kernel.
+            format!("writing livepatch relocations, resolved by the livepatch core at load: {}", unexported.join(", "))
         });
         let ko = build_dir.join(format!("{name}.klp.ko"));
         klp::convert(&linked, &ko, &unexported)?;
