@@ -63,7 +63,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs every check on a patch source without building it.
+    /// Runs the language's checks on a patch source, and the kernel's with a target, without
+    /// building it (rustc type-checks the bodies at build; `build --target check` does only that).
     Check {
         /// The `.kgp` file.
         file: PathBuf,
