@@ -59,11 +59,10 @@ impl<'ast> Visit<'ast> for Collect<'_> {
     }
 
     fn visit_expr_call(&mut self, e: &'ast syn::ExprCall) {
-        if let syn::Expr::Path(p) = &*e.func {
-            if p.qself.is_none() && p.path.segments.len() == 1 {
+        if let syn::Expr::Path(p) = &*e.func
+            && p.qself.is_none() && p.path.segments.len() == 1 {
                 self.uses.calls.insert(p.path.segments[0].ident.to_string());
             }
-        }
         syn::visit::visit_expr_call(self, e);
     }
 
@@ -211,12 +210,11 @@ pub(crate) fn generate(kernel: &Kernel, uses: &Uses) -> Bindings {
                 continue;
             }
             let unique = vmlinux.symbols.as_ref().and_then(|s| s.get(name)).is_none_or(|s| s.count <= 1);
-            if let (Some([proto]), true) = (vmlinux.functions.get(name).map(Vec::as_slice), unique) {
-                if let Some(decl) = g.extern_fn(name, *proto) {
+            if let (Some([proto]), true) = (vmlinux.functions.get(name).map(Vec::as_slice), unique)
+                && let Some(decl) = g.extern_fn(name, *proto) {
                     g.values.insert(name.clone());
                     externs.push(decl);
                 }
-            }
         }
     }
     g.drain();
@@ -347,17 +345,16 @@ impl<'k> Gen<'k> {
                 }
                 let target = kernel.unqualified(*ty);
                 // `typedef struct { ... } name;`: the struct takes the typedef's name.
-                if let Ty::Struct(c) | Ty::Union(c) = kernel.ty(target) {
-                    if c.name.is_none() {
-                        if !self.names.contains_key(&target) {
-                            self.names.insert(target, name.clone());
+                if let Ty::Struct(c) | Ty::Union(c) = kernel.ty(target)
+                    && c.name.is_none() {
+                        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(target) {
+                            e.insert(name.clone());
                             self.defined_names.insert(name.clone());
                             self.queue.push_back(target);
                         }
                         let ident = type_ident(self.names.get(&target).map(String::as_str).unwrap_or(name));
                         return quote!(#ident);
                     }
-                }
                 if !self.defs.contains_key(name) {
                     // Placeholder first: a typedef may reach itself through a pointer.
                     self.defs.insert(name.clone(), TokenStream::new());
@@ -492,12 +489,12 @@ impl<'k> Gen<'k> {
                 // One storage field for a run of bitfields sharing bytes.
                 let start = u64::from(m.bit_offset / 8);
                 let mut group = vec![m];
-                let mut end = (u64::from(m.bit_offset) + u64::from(m.bitfield_size.max(1)) + 7) / 8;
+                let mut end = (u64::from(m.bit_offset) + u64::from(m.bitfield_size.max(1))).div_ceil(8);
                 while let Some(next) = members.next_if(|next| {
                     let next_bits = next.bitfield_size != 0 || next.bit_offset % 8 != 0;
                     !union && next_bits && (u64::from(next.bit_offset / 8) < end || next.bit_offset % 8 != 0)
                 }) {
-                    end = end.max((u64::from(next.bit_offset) + u64::from(next.bitfield_size.max(1)) + 7) / 8);
+                    end = end.max((u64::from(next.bit_offset) + u64::from(next.bitfield_size.max(1))).div_ceil(8));
                     group.push(next);
                 }
                 if !union && start > cur {

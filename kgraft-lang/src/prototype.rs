@@ -123,11 +123,10 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
     for item in &file.items {
         if let Item::Extern(block) = item {
             for ext in &block.items {
-                if let ExternItem::Fn(sig) = ext {
-                    if let Some(protos) = kernel.objects.get("vmlinux").and_then(|o| o.functions.get(&sig.name.name)) {
+                if let ExternItem::Fn(sig) = ext
+                    && let Some(protos) = kernel.objects.get("vmlinux").and_then(|o| o.functions.get(&sig.name.name)) {
                         check_signature(kernel, sig, protos, &format!("the extern `{}`", sig.name.name), diags);
                     }
-                }
             }
         }
     }
@@ -302,16 +301,14 @@ fn rust_shape(kernel: &Kernel, ty: &syn::Type) -> Shape {
 /// The names of a pointee written in Rust, when it is a kernel type; empty for anything a
 /// pointer may be cast from freely (`c_void`, bytes, a type the kernel does not know).
 fn pointee_names(kernel: &Kernel, ty: &syn::Type) -> BTreeSet<String> {
-    if let syn::Type::Path(p) = ty {
-        if let (Some(seg), 1) = (p.path.segments.last(), p.path.segments.len()) {
+    if let syn::Type::Path(p) = ty
+        && let (Some(seg), 1) = (p.path.segments.last(), p.path.segments.len()) {
             let name = seg.ident.to_string();
-            if let Some(id) = kernel.type_named(&name) {
-                if matches!(kernel.ty(kernel.resolve(id)), Ty::Struct(_) | Ty::Union(_) | Ty::Fwd { .. }) {
+            if let Some(id) = kernel.type_named(&name)
+                && matches!(kernel.ty(kernel.resolve(id)), Ty::Struct(_) | Ty::Union(_) | Ty::Fwd { .. }) {
                     return kernel_names(kernel, id);
                 }
-            }
         }
-    }
     BTreeSet::new()
 }
 

@@ -52,11 +52,10 @@ pub(crate) fn callers(data: &[u8], wanted: &BTreeSet<String>) -> Result<BTreeMap
                         _ => None,
                     };
                     let caller = stack.iter().rev().find_map(|(_, n)| n.clone());
-                    if let (Some(callee), Some(caller)) = (callee, caller) {
-                        if wanted.contains(&callee) && callee != caller {
+                    if let (Some(callee), Some(caller)) = (callee, caller)
+                        && wanted.contains(&callee) && callee != caller {
                             out.entry(callee).or_default().insert(caller);
                         }
-                    }
                 }
                 _ => {}
             }

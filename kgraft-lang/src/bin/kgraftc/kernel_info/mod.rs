@@ -351,11 +351,10 @@ fn kallsyms() -> Option<BTreeMap<String, Symbol>> {
     }
     for line in traced.lines() {
         let mut it = line.split_whitespace();
-        if let (Some(name), None) = (it.next(), it.next()) {
-            if let Some(s) = out.get_mut(name) {
+        if let (Some(name), None) = (it.next(), it.next())
+            && let Some(s) = out.get_mut(name) {
                 s.traceable += 1;
             }
-        }
     }
     Some(out)
 }
