@@ -70,6 +70,12 @@ impl Checked {
         self.header.replace_all
     }
 
+    /// The kernel type names the patch uses (in signatures, statics, shadow blocks and bodies),
+    /// sorted: without a target kernel, each of them is opaque.
+    pub fn kernel_types(&self) -> Vec<String> {
+        bindings::Uses::of(&self.file).types.into_keys().collect()
+    }
+
     /// The kernel functions replaced, as `(object, name, sympos)`, in source order.
     pub fn targets(&self) -> Vec<(String, String, u32)> {
         let mut ignored = Diagnostics::default();

@@ -19,7 +19,13 @@ fn kgraftc(args: &[&str]) -> (Option<i32>, String, String) {
 fn clean_sample_exits_0() {
     let (code, out, err) = kgraftc(&["check", "../patches/shadow_counter.kgp"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.is_empty() && err.is_empty());
+    assert!(out.is_empty(), "{out}");
+    // Without a target kernel, the one thing said is that its types stay opaque.
+    assert!(err.starts_with("note: no target kernel: `kgt_dev`, `seq_file` stay opaque"), "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let (code, out, err) = kgraftc(&["--message-format", "json", "check", "../patches/shadow_counter.kgp"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.is_empty() && err.is_empty(), "JSON output stays silent: {out}{err}");
 }
 
 #[test]

@@ -182,6 +182,22 @@ pub(crate) fn check_kernel(checked: &Checked, args: &kernel_info::KernelArgs, ui
     Ok(Some(kernel))
 }
 
+/// Says, once, that a patch checked without a target kernel keeps the kernel types it names
+/// opaque and its targets unchecked.
+fn note_opaque(checked: &Checked, ui: &Ui) {
+    let types = checked.kernel_types();
+    if types.is_empty() || ui.format != render::MessageFormat::Human {
+        return;
+    }
+    let shown: Vec<String> = types.iter().take(4).map(|t| format!("`{t}`")).collect();
+    let more = if types.len() > 4 { format!(" and {} more", types.len() - 4) } else { String::new() };
+    eprintln!(
+        "note: no target kernel: {}{more} stay opaque and the targets are not checked against a kernel\n\
+         help: give --kdir DIR (or --vmlinux FILE) to check against that kernel and use its types",
+        shown.join(", ")
+    );
+}
+
 /// Lowers a checked source, for the kernel when one is known, reporting a compiler bug as a
 /// diagnostic.
 pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>, ui: &Ui) -> Result<Lowered, Failure> {
@@ -200,7 +216,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Check { file, kernel } => {
             let checked = load(&file, &ui)?;
-            check_kernel(&checked, &kernel, &ui)?;
+            if check_kernel(&checked, &kernel, &ui)?.is_none() {
+                note_opaque(&checked, &ui);
+            }
             Ok(())
         }
         Command::Expand { file, for_build, kernel } => {
