@@ -562,7 +562,7 @@ impl Engine {
             out
         };
         for a in removed {
-            for decl in a.patch.shadows {
+            for decl in a.patch.shadows.iter().filter(|d| d.owned) {
                 let shared = self.applied.iter().any(|b| b.patch.shadows.iter().any(|d| d.id == decl.id));
                 if !shared {
                     // SAFETY: the patch is gone and no thread runs its code any more, so nobody

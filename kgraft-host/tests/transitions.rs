@@ -270,7 +270,7 @@ unsafe extern "C" {
 }
 static SHADOW_FUNCS: [Func; 1] = [func(c"kgt_describe", describe_v2 as *const ())];
 static SHADOW_DECLS: [ShadowDecl; 1] =
-    [ShadowDecl { type_name: c"kgt_dev", id: READS_ID, size: size_of::<Reads>(), dtor: reads_dtor }];
+    [ShadowDecl { type_name: c"kgt_dev", id: READS_ID, size: size_of::<Reads>(), dtor: reads_dtor, owned: true }];
 static SHADOWED: Patch = Patch {
     name: c"shadowed",
     description: c"counts reads in shadow data",

@@ -193,8 +193,21 @@ pub struct ShadowBlock {
     pub docs: Vec<Doc>,
     /// The kernel type the data is attached to.
     pub ty: Ident,
+    /// The options between parentheses after the type (`id = N`, `keep`, `drop = f`).
+    pub options: Vec<ShadowOption>,
     /// The fields.
     pub fields: Vec<Field>,
+}
+
+/// An option of a shadow block: `key` or `key = value`.
+#[derive(Clone, Debug)]
+pub struct ShadowOption {
+    /// The option's name.
+    pub key: Ident,
+    /// Its value (an integer or a name, as written), if any.
+    pub value: Option<Ident>,
+    /// The whole option.
+    pub span: Span,
 }
 
 /// A shadow field.

@@ -314,6 +314,7 @@ impl Lowering<'_> {
         // Per kernel module: its Rust name, its functions (both forms), its span, docs and slot.
         type Module = (String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize);
         let mut modules: Vec<Module> = Vec::new();
+        let mut shadow_slot: Option<usize> = None;
         for item in &file.items {
             match item {
                 Item::Header(_) | Item::C(_) | Item::StaticMut(_) => {}
@@ -355,13 +356,36 @@ impl Lowering<'_> {
                     self.push(tokens.clone(), tokens, origin);
                 }
                 Item::Shadow(block) => {
-                    let ty = ident(&block.ty)?;
+                    ident(&block.ty)?;
                     self.opaque.insert(block.ty.name.clone());
-                    let mut text = String::from("kgraft_macros::shadow! {\n");
+                    // Every block goes into one `shadow!` invocation, where the first block is.
+                    let slot = match shadow_slot {
+                        Some(slot) => slot,
+                        None => {
+                            self.items.push(ItemOut {
+                                text: Some(String::new()),
+                                full: TokenStream::new(),
+                                sketch: TokenStream::new(),
+                                origin: block.ty.span,
+                            });
+                            shadow_slot = Some(self.items.len() - 1);
+                            self.items.len() - 1
+                        }
+                    };
+                    let mut text = String::new();
                     for d in &block.docs {
                         text.push_str(&format!("    ///{}\n", d.text));
                     }
-                    text.push_str(&format!("    {ty} {{\n"));
+                    let options: Vec<String> = block
+                        .options
+                        .iter()
+                        .map(|o| match &o.value {
+                            Some(v) => format!("{} = {}", o.key.name, v.name),
+                            None => o.key.name.clone(),
+                        })
+                        .collect();
+                    let options = if options.is_empty() { String::new() } else { format!(" ({})", options.join(", ")) };
+                    text.push_str(&format!("    {}{options} {{\n", block.ty.name));
                     for f in &block.fields {
                         // Parsed for the type names only; the text is the source's.
                         self.ty(&f.ty)?;
@@ -371,9 +395,15 @@ impl Lowering<'_> {
                         }
                         text.push_str(&format!("        {}: {} = {},\n", f.name.name, f.ty.text, f.init.text));
                     }
-                    text.push_str("    }\n}\n");
-                    shadows.push(ty);
-                    self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: block.ty.span });
+                    text.push_str("    }\n");
+                    let name = match block.fields.first() {
+                        Some(f) => format!("{}_{}", block.ty.name, f.name.name),
+                        None => block.ty.name.clone(),
+                    };
+                    shadows.push(format_ident!("{}", name));
+                    if let Some(t) = &mut self.items[slot].text {
+                        t.push_str(&text);
+                    }
                 }
                 Item::Replace(r) => {
                     let t = Target { object: "vmlinux", func: r };
@@ -426,6 +456,11 @@ impl Lowering<'_> {
                     self.push(quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); }), cb.kind.span);
                 }
             }
+        }
+        if let Some(slot) = shadow_slot
+            && let Some(text) = &mut self.items[slot].text
+        {
+            *text = format!("kgraft_macros::shadow! {{\n{text}}}\n");
         }
         // One Rust module per kernel module, where its first block is.
         for (key, fns, span, docs, index) in modules {

@@ -289,6 +289,8 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::string => "a string in double quotes",
         Rule::ident => "a name",
         Rule::field => "a shadow field (`name: Type = value`)",
+        Rule::shadow_opts => "shadow options (`(id = N, keep, drop = f)`)",
+        Rule::shadow_opt => "a shadow option (`id = N`, `keep` or `drop = f`)",
         Rule::attribute => "an attribute",
         Rule::param => "a parameter (`name: Type`)",
         Rule::variadic => "`...`",
@@ -456,11 +458,26 @@ fn extern_block(pair: Pair<'_, Rule>, base: usize) -> ExternBlock {
 }
 
 fn shadow_block(pair: Pair<'_, Rule>, base: usize) -> ShadowBlock {
-    let mut block = ShadowBlock { docs: Vec::new(), ty: Ident { name: String::new(), span: Span::default() }, fields: Vec::new() };
+    let mut block = ShadowBlock {
+        docs: Vec::new(),
+        ty: Ident { name: String::new(), span: Span::default() },
+        options: Vec::new(),
+        fields: Vec::new(),
+    };
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => block.docs.push(doc(p, base, 3)),
             Rule::ident => block.ty = ident(p, base),
+            Rule::shadow_opts => {
+                for opt in p.into_inner() {
+                    let whole = span(&opt, base);
+                    let mut inner = opt.into_inner();
+                    let Some(key) = inner.next() else { continue };
+                    let key = ident(key, base);
+                    let value = inner.next().map(|v| ident(v, base));
+                    block.options.push(ShadowOption { key, value, span: whole });
+                }
+            }
             Rule::field => {
                 let mut docs = Vec::new();
                 let mut name = None;

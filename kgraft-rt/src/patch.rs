@@ -68,13 +68,16 @@ unsafe impl Sync for Func {}
 pub struct ShadowDecl {
     /// The kernel type the data is attached to, for messages.
     pub type_name: &'static CStr,
-    /// The shadow id, derived from the type name and the fields so that two patches that declare
-    /// the same fields share the data.
+    /// The shadow id: declared in the source (`id = N`), or derived from the type name and the
+    /// fields, so that two patches that declare the same fields share the data.
     pub id: u64,
     /// The size of the fields.
     pub size: usize,
-    /// Drops the fields in place when the shadow data is freed.
+    /// Runs the block's destructor on the fields when the shadow data is freed.
     pub dtor: crate::shadow::Dtor,
+    /// Whether the patch frees the data under `id` when it is disabled; `false` for a block
+    /// declared `keep`, whose data another patch owns.
+    pub owned: bool,
 }
 
 /// The callbacks of a patch, run around the transitions as in the kernel's livepatch.

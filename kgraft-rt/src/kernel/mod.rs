@@ -213,7 +213,7 @@ unsafe extern "C" fn post_unpatch(_obj: *mut KlpObject) {
         // SAFETY: the core runs the callback at the time its contract names.
         unsafe { f() }
     }
-    for shadow in p.shadows {
+    for shadow in p.shadows.iter().filter(|s| s.owned) {
         // SAFETY: no replacement runs any more, so no reference to the data is alive; the
         // destructor matches the fields stored under this id.
         unsafe { crate::shadow::klp_shadow_free_all(shadow.id as c_ulong, Some(shadow.dtor)) };
