@@ -260,6 +260,8 @@ pub struct ModuleBlock {
     pub name_span: Span,
     /// Its replacements.
     pub fns: Vec<Replace>,
+    /// Its callbacks, run for this module.
+    pub callbacks: Vec<Callback>,
 }
 
 /// An `on KIND { ... }` callback.
@@ -269,6 +271,8 @@ pub struct Callback {
     pub docs: Vec<Doc>,
     /// The callback kind as written.
     pub kind: Ident,
+    /// The name the object is bound to in the body (`on post_patch(obj)`), if any.
+    pub param: Option<Ident>,
     /// The body, braces included.
     pub body: Fragment,
 }

@@ -680,7 +680,14 @@ fn check_replacements(
         }
     }
     let all = targets(file);
-    if all.is_empty() && syntax_ok {
+    // Callbacks, a registered module or `replace_all` (which takes earlier patches off) are
+    // work enough for a patch without replacements.
+    let does_something = file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_)))
+        || file.items.iter().any(|i| match i {
+            Item::Header(h) => h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _))),
+            _ => false,
+        });
+    if all.is_empty() && syntax_ok && !does_something {
         let at = file
             .items
             .iter()
@@ -690,10 +697,10 @@ fn check_replacements(
             })
             .unwrap_or_default();
         diags.push(
-            Diagnostic::error(codes::E0020, "this patch replaces no function")
+            Diagnostic::error(codes::E0020, "this patch does nothing")
                 .primary(at, "nothing to patch")
-                .note("a live patch exists to replace kernel functions")
-                .help("add a `replace fn NAME(...) { ... }` item"),
+                .note("a live patch replaces functions, runs callbacks, registers modules or replaces earlier patches")
+                .help("add a `replace fn NAME(...) { ... }` item, a callback, or `replace_all: true`"),
         );
     }
     let mut seen: HashMap<(String, String, u32), Span> = HashMap::new();
@@ -881,11 +888,19 @@ fn known_fields(fields: &BTreeSet<String>) -> String {
 }
 
 fn check_callbacks(file: &File, shadows: &Shadows, diags: &mut Diagnostics) {
-    let mut seen: HashMap<&str, Span> = HashMap::new();
+    // Per object (vmlinux is ""): the callbacks seen.
+    let mut seen: HashMap<(String, &str), Span> = HashMap::new();
     let no_params = HashMap::new();
-    for item in &file.items {
-        let Item::Callback(cb) = item else { continue };
+    let all = file.items.iter().flat_map(|item| match item {
+        Item::Callback(cb) => vec![("", cb)],
+        Item::Module(m) => m.callbacks.iter().map(|cb| (m.name.as_str(), cb)).collect(),
+        _ => Vec::new(),
+    });
+    for (object, cb) in all {
         let kind = cb.kind.name.as_str();
+        if let Some(p) = &cb.param {
+            keyword(p, "a callback's object name", diags);
+        }
         if !CALLBACKS.contains(&kind) {
             diags.push(
                 Diagnostic::error(codes::E0018, format!("unknown callback `{kind}`"))
@@ -893,9 +908,10 @@ fn check_callbacks(file: &File, shadows: &Shadows, diags: &mut Diagnostics) {
                     .note("the callbacks are `pre_patch`, `post_patch`, `pre_unpatch` and `post_unpatch`")
                     .help(suggest(kind, CALLBACKS)),
             );
-        } else if let Some(prev) = seen.insert(kind, cb.kind.span) {
+        } else if let Some(prev) = seen.insert((object.replace('-', "_"), kind), cb.kind.span) {
+            let whose = if object.is_empty() { "vmlinux".to_owned() } else { format!("module `{object}`") };
             diags.push(
-                Diagnostic::error(codes::E0019, format!("`on {kind}` is given twice"))
+                Diagnostic::error(codes::E0019, format!("`on {kind}` is given twice for {whose}"))
                     .primary(cb.kind.span, "given again here")
                     .secondary(prev, "first given here")
                     .help("merge the two bodies"),

@@ -111,11 +111,14 @@ Shadow data is attached per type: add the declaration, or use a pointer of the d
 `on post_unpatch` (their bodies yield `()`)."
 
     E0019 "callback given twice"
-"Each callback kind may appear once per patch. Merge the two bodies."
+"Each callback kind may appear once per object: once at the top level (vmlinux), and once in
+the `module` blocks of each module. Merge the two bodies."
 
-    E0020 "patch replaces nothing"
-"A live patch exists to replace kernel functions; a source without any `replace fn` would build
-a module that does nothing. Add a replacement."
+    E0020 "patch does nothing"
+"A live patch replaces kernel functions, runs callbacks (for vmlinux, or for a module in its
+`module` block), registers modules (an empty `module \"name\" { }`), or, with `replace_all: true`,
+takes every earlier patch off. A source that does none of these would build a module that does
+nothing. Add a replacement or a callback."
 
     E0021 "replacement with the name of an `extern`"
 "A `replace fn NAME` and an `extern { fn NAME ...; }` would both be called NAME in the generated

@@ -57,12 +57,12 @@ mod c_file {
 }
 
 #[kgraft_macros::callback(pre_patch)]
-unsafe fn refuse_nothing() -> c_int {
+unsafe fn refuse_nothing(_obj: &kgraft_rt::Object) -> c_int {
     0
 }
 
 #[kgraft_macros::callback(post_unpatch)]
-unsafe fn after() {}
+unsafe fn after(_obj: &kgraft_rt::Object) {}
 
 kgraft_macros::patch! {
     name: "foo_write_bound",
