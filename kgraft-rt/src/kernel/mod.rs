@@ -44,12 +44,11 @@ static REGISTERED: AtomicPtr<KlpPatch> = AtomicPtr::new(ptr::null_mut());
 /// Call once, from the module's `init_module`, with the module's only patch descriptor.
 pub unsafe fn init(patch: &'static Patch) -> c_int {
     PATCH.store(ptr::from_ref(patch).cast_mut(), Ordering::Release);
-    let modules = modules(patch);
     let wants_vmlinux = patch.funcs_in(None).next().is_some()
         || patch.callbacks.any()
         || !patch.shadows.is_empty()
-        || modules.clone().next().is_none();
-    let nobjs = modules.clone().count() + usize::from(wants_vmlinux);
+        || modules(patch).next().is_none();
+    let nobjs = modules(patch).count() + usize::from(wants_vmlinux);
 
     // SAFETY: plain allocations; a null result is handled below.
     let (kpatch, objs, funcs) = unsafe {
@@ -67,7 +66,7 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
     }
 
     let mut func_i = 0;
-    let objects = wants_vmlinux.then_some(None).into_iter().chain(modules.map(Some));
+    let objects = wants_vmlinux.then_some(None).into_iter().chain(modules(patch).map(Some));
     for (obj_i, object) in objects.enumerate() {
         // SAFETY: `obj_i < nobjs` and the array holds `nobjs + 1` zeroed entries; the functions
         // array holds every function plus one zeroed terminator per object.
@@ -138,7 +137,7 @@ pub unsafe fn exit() {
 
 /// Returns the modules the patch registers, each once: those of its functions, then those it
 /// declares for their callbacks.
-fn modules(patch: &'static Patch) -> impl Iterator<Item = &'static CStr> + Clone {
+fn modules(patch: &'static Patch) -> impl Iterator<Item = &'static CStr> {
     let of_funcs = patch.objects().flatten();
     let declared = patch
         .objects
