@@ -453,16 +453,16 @@ fn check_shadows(file: &File, diags: &mut Diagnostics) -> Shadows {
         let Item::Shadow(block) = item else { continue };
         keyword(&block.ty, "a type name", diags);
         let options = shadow_options(block, diags);
-        if let Some((id, span)) = options.id {
-            if let Some(prev) = ids.insert(id, span) {
-                diags.push(
-                    Diagnostic::error(codes::E0030, format!("two shadow blocks have the id {id:#x}"))
-                        .primary(span, "used again here")
-                        .secondary(prev, "first used here")
-                        .note("each block is one klp shadow variable, allocated under its own id")
-                        .help("give each block its own `id = N`, or merge the blocks"),
-                );
-            }
+        if let Some((id, span)) = options.id
+            && let Some(prev) = ids.insert(id, span)
+        {
+            diags.push(
+                Diagnostic::error(codes::E0030, format!("two shadow blocks have the id {id:#x}"))
+                    .primary(span, "used again here")
+                    .secondary(prev, "first used here")
+                    .note("each block is one klp shadow variable, allocated under its own id")
+                    .help("give each block its own `id = N`, or merge the blocks"),
+            );
         }
         if let Some(name) = &options.drop {
             check_shadow_drop(file, block, name, diags);
