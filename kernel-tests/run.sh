@@ -47,14 +47,16 @@ rm -rf "$rootfs"
 mkdir -p "$rootfs/bin" "$rootfs/m" "$rootfs/proc" "$rootfs/sys" "$rootfs/tmp" "$rootfs/dev"
 
 if [ -z "${KSRC:-}" ]; then
-    # meminfo_string includes fs/proc/internal.h, as fs/proc/meminfo.c does.
+    # meminfo_string includes fs/proc/internal.h, as fs/proc/meminfo.c does; the upstream
+    # livepatch samples are built from samples/livepatch.
     tarball=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -n 1)
     [ -n "$tarball" ] || { say "no /usr/src/linux-source-6.1.tar.* (apt-get install linux-source-6.1), or set KSRC"; exit 2; }
     KSRC=$work/ksrc/linux-source-6.1
-    if [ ! -e "$KSRC/fs/proc/internal.h" ]; then
-        say "unpacking fs/proc headers from $tarball"
+    if [ ! -e "$KSRC/fs/proc/internal.h" ] || [ ! -e "$KSRC/samples/livepatch/Makefile" ]; then
+        say "unpacking fs/proc headers and the livepatch samples from $tarball"
         mkdir -p "$work/ksrc"
-        tar xf "$tarball" -C "$work/ksrc" --wildcards 'linux-source-6.1/fs/proc/*.h'
+        tar xf "$tarball" -C "$work/ksrc" --wildcards 'linux-source-6.1/fs/proc/*.h' \
+            'linux-source-6.1/samples/livepatch/*'
     fi
 fi
 
@@ -72,12 +74,32 @@ testmod=$work/testmod/kgraft_testmod.ko
 "$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
 pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
 cp "$testmod" "$rootfs/m/"
-for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string; do
+
+# Upstream's livepatch samples, built from the kernel's source: the target module of the shadow
+# samples (which the .kgp ports patch), and the C originals, whose kernel log the ports must
+# reproduce. The C originals go under /m/c/, since they have the ports' module names.
+say "building the upstream livepatch samples"
+up=$work/upstream
+rm -rf "$up"
+mkdir -p "$up" "$rootfs/m/c"
+for f in livepatch-shadow-mod livepatch-shadow-fix1 livepatch-shadow-fix2; do
+    cp "$KSRC/samples/livepatch/$f.c" "$up/"
+    echo "obj-m += $f.o" >> "$up/Kbuild"
+done
+make -s -C "$KDIR" M="$up" modules > "$work/upstream.log" 2>&1 || { cat "$work/upstream.log" >&2; exit 1; }
+pahole -J --btf_base "$work/vmlinux.btf" "$up/livepatch-shadow-mod.ko" || { say "pahole could not add BTF to livepatch-shadow-mod"; exit 1; }
+cp "$up/livepatch-shadow-mod.ko" "$rootfs/m/livepatch_shadow_mod.ko"
+cp "$up/livepatch-shadow-fix1.ko" "$rootfs/m/c/livepatch_shadow_fix1.ko"
+cp "$up/livepatch-shadow-fix2.ko" "$rootfs/m/c/livepatch_shadow_fix2.ko"
+
+for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string livepatch_shadow_fix1 livepatch_shadow_fix2 \
+    object_callbacks take_all_off; do
     src=$root/patches/$p.kgp
     [ -e "$src" ] || src=$here/patches/$p.kgp
     say "building $p"
     t=$(now)
-    "$KGRAFTC" build --target linux --kdir "$KDIR" --module "$testmod" --ksrc "$KSRC" -o "$rootfs/m/$p.ko" "$src" > "$work/$p.build.log" 2>&1 \
+    "$KGRAFTC" build --target linux --kdir "$KDIR" --module "$testmod" --module "$up/livepatch-shadow-mod.ko" \
+        --ksrc "$KSRC" -o "$rootfs/m/$p.ko" "$src" > "$work/$p.build.log" 2>&1 \
         || { cat "$work/$p.build.log" >&2; say "building $p failed"; exit 1; }
     echo "build $p $(since "$t")s" >> "$times"
 done
@@ -115,5 +137,5 @@ grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
 cat "$times"
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 n=$(grep -c '^KGRAFT-TEST .* PASS' "$work/console.txt")
-[ "$n" -eq 9 ] || { say "expected 9 passing scenarios, saw $n"; exit 1; }
-say "all 9 scenarios passed"
+[ "$n" -eq 12 ] || { say "expected 12 passing scenarios, saw $n"; exit 1; }
+say "all 12 scenarios passed"

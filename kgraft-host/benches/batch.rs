@@ -33,6 +33,7 @@ fn patch(name: String, range: std::ops::Range<usize>) -> &'static Patch {
         funcs: Box::leak(funcs.into_boxed_slice()),
         shadows: &[],
         callbacks: Callbacks::NONE,
+        objects: &[],
     }))
 }
 

@@ -76,6 +76,7 @@ fn bench_patch(name: &'static CStr, new_fn: *const ()) -> &'static Patch {
         funcs,
         shadows: &[],
         callbacks: Callbacks::NONE,
+        objects: &[],
     }))
 }
 

@@ -32,6 +32,7 @@ static PAIR: Patch = Patch {
     funcs: &FUNCS,
     shadows: &[],
     callbacks: Callbacks::NONE,
+    objects: &[],
 };
 
 fn timed(f: impl FnOnce()) -> Duration {

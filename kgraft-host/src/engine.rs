@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use kgraft_rt::Patch;
+use kgraft_rt::{Callbacks, ModuleState, Object, Patch};
 use kgraft_rt::engine::poke::{self, Poke};
 use kgraft_rt::engine::site::{NOP5, SITE_LEN, encode_jmp};
 use kgraft_rt::engine::stack::{Change, Layer, Stack};
@@ -181,6 +181,16 @@ pub fn engine_within(wait: Duration) -> Result<Option<MutexGuard<'static, Engine
     }
 }
 
+/// Returns the callbacks of each object of `patch` with the object, in the kernel's order:
+/// vmlinux, then the declared modules (all built into the host, so always loaded and live).
+fn hooks(patch: &'static Patch) -> Vec<(&'static Callbacks, Object)> {
+    let mut out = vec![(&patch.callbacks, Object::VMLINUX)];
+    for o in patch.objects {
+        out.push((&o.callbacks, Object { name: Some(o.name), state: Some(ModuleState::Live) }));
+    }
+    out
+}
+
 /// Returns the engine's mutex, creating the engine on first use.
 fn cell() -> Result<&'static Mutex<Engine>, String> {
     static ENGINE: OnceLock<Result<Mutex<Engine>, String>> = OnceLock::new();
@@ -316,11 +326,28 @@ impl Engine {
             self.sites.entry(key.clone()).or_insert(SiteState { site, bytes: NOP5, thunk: None });
             funcs.push((key, f.new_fn as usize));
         }
-        if let Some(pre) = patch.callbacks.pre_patch {
+        for o in patch.objects {
+            if o.name.to_bytes() != BUILTIN_MODULE.as_bytes() {
+                return Err(format!(
+                    "patch `{name}`: module `{}` is not loaded in the host: the host has only the built-in module `{BUILTIN_MODULE}`",
+                    text_of(o.name)
+                ));
+            }
+        }
+        let objects = hooks(patch);
+        for (i, (c, obj)) in objects.iter().enumerate() {
+            let Some(pre) = c.pre_patch else { continue };
             // SAFETY: the patch's callbacks are sound to call from the engine at this point, the
             // contract of `Callbacks`.
-            let ret = unsafe { pre() };
+            let ret = unsafe { pre(obj) };
             if ret != 0 {
+                // As the kernel does: the objects whose pre_patch passed get their post_unpatch.
+                for (c, obj) in &objects[..i] {
+                    if let Some(post) = c.post_unpatch {
+                        // SAFETY: as above.
+                        unsafe { post(obj) };
+                    }
+                }
                 return Err(format!("patch `{name}`: pre_patch refused the patch (error {ret})"));
             }
         }
@@ -331,10 +358,12 @@ impl Engine {
         self.applied.push(Applied { id, patch, lib });
         if let Err(e) = self.begin(id, Direction::Patch, next, replaced) {
             let a = self.applied.pop().expect("pushed just above");
-            if let Some(post) = a.patch.callbacks.post_unpatch {
-                // SAFETY: as for pre_patch; the kernel also calls post_unpatch when a patch
-                // that passed pre_patch fails to apply.
-                unsafe { post() };
+            for (c, obj) in hooks(a.patch) {
+                if let Some(post) = c.post_unpatch {
+                    // SAFETY: as for pre_patch; the kernel also calls post_unpatch when a
+                    // patch that passed pre_patch fails to apply.
+                    unsafe { post(&obj) };
+                }
             }
             if let Some(lib) = a.lib {
                 lib.close();
@@ -361,9 +390,11 @@ impl Engine {
             .ok_or_else(|| format!("no patch named `{name}` is applied"))?;
         let (id, patch) = (a.id, a.patch);
         let next = self.stack.removed(id).expect("every applied patch has a layer");
-        if let Some(pre) = patch.callbacks.pre_unpatch {
-            // SAFETY: as in `begin_apply`.
-            unsafe { pre() };
+        for (c, obj) in hooks(patch) {
+            if let Some(pre) = c.pre_unpatch {
+                // SAFETY: as in `begin_apply`.
+                unsafe { pre(&obj) };
+            }
         }
         self.begin(id, Direction::Unpatch, next, Vec::new())
     }
@@ -574,11 +605,12 @@ impl Engine {
             gone.push(id);
         }
         if let Some(a) = self.applied.iter().find(|a| a.id == id) {
-            let cbs = &a.patch.callbacks;
-            let cb = if direction == Direction::Patch { cbs.post_patch } else { cbs.post_unpatch };
-            if let Some(cb) = cb {
-                // SAFETY: as in `begin_apply`.
-                unsafe { cb() };
+            for (cbs, obj) in hooks(a.patch) {
+                let cb = if direction == Direction::Patch { cbs.post_patch } else { cbs.post_unpatch };
+                if let Some(cb) = cb {
+                    // SAFETY: as in `begin_apply`.
+                    unsafe { cb(&obj) };
+                }
             }
         }
         let removed: Vec<Applied> = {
@@ -588,7 +620,7 @@ impl Engine {
             out
         };
         for a in removed {
-            for decl in a.patch.shadows {
+            for decl in a.patch.shadows.iter().filter(|d| d.owned) {
                 let shared = self.applied.iter().any(|b| b.patch.shadows.iter().any(|d| d.id == decl.id));
                 if !shared {
                     // SAFETY: the patch is gone and no thread runs its code any more, so nobody

@@ -103,6 +103,40 @@ fn every_sample_builds_loads_and_unloads() {
     assert_eq!(read_file("testmod").unwrap(), "kgt kgt0 v1\n");
     checked.push("shadow_counter");
 
+    // Callbacks per object and nothing replaced: vmlinux first, then the module, as the kernel
+    // orders them; the module is built in, so always live.
+    load(&mut e, &so("object_callbacks"));
+    let live = "kgraft_testmod -> [MODULE_STATE_LIVE] Normal state";
+    assert_eq!(
+        log(),
+        format!(
+            "kgraft: object_callbacks pre_patch: vmlinux\nkgraft: object_callbacks pre_patch: {live}\n\
+             kgraft: object_callbacks post_patch: {live}\n"
+        )
+    );
+    assert_eq!(read_file("testmod").unwrap(), "kgt kgt0 v1\n", "nothing is replaced");
+    remove(&mut e, "object_callbacks");
+    assert_eq!(
+        log(),
+        format!(
+            "kgraft: object_callbacks pre_unpatch: {live}\nkgraft: object_callbacks post_unpatch: vmlinux\n\
+             kgraft: object_callbacks post_unpatch: {live}\n"
+        )
+    );
+    checked.push("object_callbacks");
+
+    // An empty replace_all patch takes the loaded patches off, and nothing stays patched.
+    load(&mut e, &so("cmdline_banner"));
+    load(&mut e, &so("pair_v2"));
+    load(&mut e, &so("take_all_off"));
+    let names: Vec<String> = e.list().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["take_all_off"], "take_all_off replaced both");
+    assert_eq!(read_file("cmdline").unwrap(), boot);
+    assert_eq!(pair_keys(), (OLD_KEY, OLD_KEY));
+    remove(&mut e, "take_all_off");
+    assert!(e.list().is_empty());
+    checked.push("take_all_off");
+
     drop(e);
     let mismatches = load_threads.stats.mismatches.load(std::sync::atomic::Ordering::Relaxed);
     load_threads.stop();

@@ -162,10 +162,10 @@ fn stacking_middle_removal_and_replace_all() {
 }
 
 static POST_CALLS: AtomicUsize = AtomicUsize::new(0);
-unsafe fn refuse() -> c_int {
+unsafe fn refuse(_obj: &kgraft_rt::Object) -> c_int {
     -22
 }
-unsafe fn post() {
+unsafe fn post(_obj: &kgraft_rt::Object) {
     POST_CALLS.fetch_add(1, Ordering::SeqCst);
 }
 static REFUSING: Patch = Patch {
@@ -176,6 +176,7 @@ static REFUSING: Patch = Patch {
     funcs: &PAIR_FUNCS,
     shadows: &[],
     callbacks: Callbacks { pre_patch: Some(refuse), post_patch: Some(post), pre_unpatch: None, post_unpatch: Some(post) },
+    objects: &[],
 };
 unsafe extern "C" fn bench_v2(x: u64) -> u64 {
     x
@@ -270,7 +271,7 @@ unsafe extern "C" {
 }
 static SHADOW_FUNCS: [Func; 1] = [func(c"kgt_describe", describe_v2 as *const ())];
 static SHADOW_DECLS: [ShadowDecl; 1] =
-    [ShadowDecl { type_name: c"kgt_dev", id: READS_ID, size: size_of::<Reads>(), dtor: reads_dtor }];
+    [ShadowDecl { type_name: c"kgt_dev", id: READS_ID, size: size_of::<Reads>(), dtor: reads_dtor, owned: true }];
 static SHADOWED: Patch = Patch {
     name: c"shadowed",
     description: c"counts reads in shadow data",
@@ -279,6 +280,7 @@ static SHADOWED: Patch = Patch {
     funcs: &SHADOW_FUNCS,
     shadows: &SHADOW_DECLS,
     callbacks: Callbacks::NONE,
+    objects: &[],
 };
 
 #[test]

@@ -193,8 +193,21 @@ pub struct ShadowBlock {
     pub docs: Vec<Doc>,
     /// The kernel type the data is attached to.
     pub ty: Ident,
+    /// The options between parentheses after the type (`id = N`, `keep`, `drop = f`).
+    pub options: Vec<ShadowOption>,
     /// The fields.
     pub fields: Vec<Field>,
+}
+
+/// An option of a shadow block: `key` or `key = value`.
+#[derive(Clone, Debug)]
+pub struct ShadowOption {
+    /// The option's name.
+    pub key: Ident,
+    /// Its value (an integer or a name, as written), if any.
+    pub value: Option<Ident>,
+    /// The whole option.
+    pub span: Span,
 }
 
 /// A shadow field.
@@ -247,6 +260,8 @@ pub struct ModuleBlock {
     pub name_span: Span,
     /// Its replacements.
     pub fns: Vec<Replace>,
+    /// Its callbacks, run for this module.
+    pub callbacks: Vec<Callback>,
 }
 
 /// An `on KIND { ... }` callback.
@@ -256,6 +271,8 @@ pub struct Callback {
     pub docs: Vec<Doc>,
     /// The callback kind as written.
     pub kind: Ident,
+    /// The name the object is bound to in the body (`on post_patch(obj)`), if any.
+    pub param: Option<Ident>,
     /// The body, braces included.
     pub body: Fragment,
 }

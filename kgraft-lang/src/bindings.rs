@@ -134,7 +134,10 @@ impl Uses {
                     }
                 }
                 Item::Replace(r) => uses.replacement(r),
-                Item::Module(m) => m.fns.iter().for_each(|r| uses.replacement(r)),
+                Item::Module(m) => {
+                    m.fns.iter().for_each(|r| uses.replacement(r));
+                    m.callbacks.iter().for_each(|cb| uses.block(&cb.body));
+                }
                 Item::Helper(h) => {
                     uses.declared.insert(h.sig.name.name.clone());
                     uses.signature(&h.sig);

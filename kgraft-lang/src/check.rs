@@ -446,28 +446,36 @@ pub(crate) type Shadows = BTreeMap<String, BTreeSet<String>>;
 
 fn check_shadows(file: &File, diags: &mut Diagnostics) -> Shadows {
     let mut shadows = Shadows::new();
-    let mut where_declared: HashMap<String, Span> = HashMap::new();
+    // Field name to where it is declared, per kernel type, across the type's blocks.
+    let mut fields_of: HashMap<String, HashMap<String, Span>> = HashMap::new();
+    let mut ids: HashMap<u64, Span> = HashMap::new();
     for item in &file.items {
         let Item::Shadow(block) = item else { continue };
         keyword(&block.ty, "a type name", diags);
-        if let Some(prev) = where_declared.get(&block.ty.name) {
+        let options = shadow_options(block, diags);
+        if let Some((id, span)) = options.id
+            && let Some(prev) = ids.insert(id, span)
+        {
             diags.push(
-                Diagnostic::error(codes::E0030, format!("shadow data for `{}` is declared twice", block.ty.name))
-                    .primary(block.ty.span, "declared again here")
-                    .secondary(*prev, "first declared here")
-                    .help("put all shadow fields of one type in one block"),
+                Diagnostic::error(codes::E0030, format!("two shadow blocks have the id {id:#x}"))
+                    .primary(span, "used again here")
+                    .secondary(prev, "first used here")
+                    .note("each block is one klp shadow variable, allocated under its own id")
+                    .help("give each block its own `id = N`, or merge the blocks"),
             );
-            continue;
         }
-        where_declared.insert(block.ty.name.clone(), block.ty.span);
-        let mut fields: HashMap<&str, Span> = HashMap::new();
+        if let Some(name) = &options.drop {
+            check_shadow_drop(file, block, name, diags);
+        }
+        let fields = fields_of.entry(block.ty.name.clone()).or_default();
         for f in &block.fields {
             keyword(&f.name, "a field name", diags);
-            if let Some(prev) = fields.insert(&f.name.name, f.name.span) {
+            if let Some(prev) = fields.insert(f.name.name.clone(), f.name.span) {
                 diags.push(
                     Diagnostic::error(codes::E0015, format!("field `{}` is declared twice", f.name.name))
                         .primary(f.name.span, "declared again here")
                         .secondary(prev, "first declared here")
+                        .note("the field's name says which block `shadow!(ptr.field)` reaches, so it is unique per type")
                         .help("rename or remove one of the two fields"),
                 );
             }
@@ -480,9 +488,99 @@ fn check_shadows(file: &File, diags: &mut Diagnostics) -> Shadows {
                 );
             }
         }
-        shadows.insert(block.ty.name.clone(), block.fields.iter().map(|f| f.name.name.clone()).collect());
+        shadows.entry(block.ty.name.clone()).or_default().extend(block.fields.iter().map(|f| f.name.name.clone()));
     }
     shadows
+}
+
+/// The options of a shadow block, resolved.
+#[derive(Default)]
+pub(crate) struct ShadowOptions {
+    /// The declared id, with where it is written.
+    pub(crate) id: Option<(u64, Span)>,
+    /// Whether another patch owns the data.
+    pub(crate) keep: bool,
+    /// The destructor helper.
+    pub(crate) drop: Option<Ident>,
+}
+
+/// Reads a shadow block's options, reporting malformed ones (E0050).
+pub(crate) fn shadow_options(block: &ShadowBlock, diags: &mut Diagnostics) -> ShadowOptions {
+    let mut out = ShadowOptions::default();
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for opt in &block.options {
+        let key = opt.key.name.as_str();
+        let bad = |message: String, label: &str| {
+            Diagnostic::error(codes::E0050, message)
+                .primary(opt.span, label.to_owned())
+                .note("a shadow block takes `id = N`, `keep` and `drop = helper`, each at most once")
+        };
+        if let Some(prev) = seen.insert(key, opt.span) {
+            diags.push(bad(format!("`{key}` is given twice"), "given again here").secondary(prev, "first given here"));
+            continue;
+        }
+        match (key, &opt.value) {
+            ("id", Some(v)) => match parse_u64(&v.name) {
+                Some(id) => out.id = Some((id, v.span)),
+                None => diags.push(
+                    bad(format!("`{}` is not a shadow id", v.name), "expected an integer below 2^64")
+                        .help("write `id = 1` or `id = 0x4b47`"),
+                ),
+            },
+            ("keep", None) => out.keep = true,
+            ("drop", Some(v)) if parse_u64(&v.name).is_none() => out.drop = Some(v.clone()),
+            ("id" | "drop", _) => diags.push(
+                bad(format!("`{key}` needs a value"), "expected `= value`")
+                    .help(if key == "id" { "write `id = 1`" } else { "write `drop = my_destructor`" }),
+            ),
+            ("keep", Some(_)) => {
+                diags.push(bad("`keep` takes no value".to_owned(), "remove `= ...`").help("write `keep`"))
+            }
+            _ => diags.push(
+                bad(format!("unknown shadow option `{key}`"), "unknown option").help(suggest(key, &["id", "keep", "drop"])),
+            ),
+        }
+    }
+    out
+}
+
+/// Parses a decimal or `0x` hexadecimal integer.
+fn parse_u64(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Checks that a block's `drop = NAME` names a helper that takes the object and every field.
+fn check_shadow_drop(file: &File, block: &ShadowBlock, name: &Ident, diags: &mut Diagnostics) {
+    let helper = file.items.iter().find_map(|i| match i {
+        Item::Helper(h) if h.sig.name.name == name.name => Some(h),
+        _ => None,
+    });
+    let want = block.fields.len() + 1;
+    match helper {
+        None => diags.push(
+            Diagnostic::error(codes::E0051, format!("the destructor `{}` is not a helper function", name.name))
+                .primary(name.span, "no `fn` of this name")
+                .note("a shadow block's destructor is a helper `fn` of the patch")
+                .help(format!(
+                    "declare `fn {}(obj: *mut {}, ...) {{ ... }}` taking the object, then each field",
+                    name.name, block.ty.name
+                )),
+        ),
+        Some(h) if h.sig.params.len() != want => diags.push(
+            Diagnostic::error(
+                codes::E0051,
+                format!("the destructor `{}` takes {} parameters, not {want}", name.name, h.sig.params.len()),
+            )
+            .primary(name.span, "named as the destructor here")
+            .secondary(h.sig.name.span, "declared here")
+            .note("a destructor takes the object, then each field of the block in order, moved out of the data")
+            .help(format!("give `{}` {want} parameters", name.name)),
+        ),
+        Some(_) => {}
+    }
 }
 
 /// A replacement with the object it lives in.
@@ -582,7 +680,14 @@ fn check_replacements(
         }
     }
     let all = targets(file);
-    if all.is_empty() && syntax_ok {
+    // Callbacks, a registered module or `replace_all` (which takes earlier patches off) are
+    // work enough for a patch without replacements.
+    let does_something = file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_)))
+        || file.items.iter().any(|i| match i {
+            Item::Header(h) => h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _))),
+            _ => false,
+        });
+    if all.is_empty() && syntax_ok && !does_something {
         let at = file
             .items
             .iter()
@@ -592,10 +697,10 @@ fn check_replacements(
             })
             .unwrap_or_default();
         diags.push(
-            Diagnostic::error(codes::E0020, "this patch replaces no function")
+            Diagnostic::error(codes::E0020, "this patch does nothing")
                 .primary(at, "nothing to patch")
-                .note("a live patch exists to replace kernel functions")
-                .help("add a `replace fn NAME(...) { ... }` item"),
+                .note("a live patch replaces functions, runs callbacks, registers modules or replaces earlier patches")
+                .help("add a `replace fn NAME(...) { ... }` item, a callback, or `replace_all: true`"),
         );
     }
     let mut seen: HashMap<(String, String, u32), Span> = HashMap::new();
@@ -680,15 +785,28 @@ struct ShadowUses<'a> {
     diags: &'a mut Diagnostics,
 }
 
+/// The macros that reach shadow data through a pointer and a field.
+pub(crate) const SHADOW_MACROS: &[&str] = &["shadow", "shadow_get", "shadow_alloc", "shadow_free"];
+
 impl<'ast> Visit<'ast> for ShadowUses<'_> {
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
-        if !mac.path.is_ident("shadow") {
+        let Some(name) = mac.path.get_ident().map(ToString::to_string) else { return };
+        if name == "shadow_free_all" {
+            return self.free_all(mac);
+        }
+        if !SHADOW_MACROS.contains(&name.as_str()) {
             return;
         }
         let whole = node_span(mac.delimiter.span().join(), self.body);
         let whole = Span::new(node_span(mac.path.segments[0].ident.span(), self.body).start, whole.end);
-        let (base, field) = match syn::parse2::<syn::Expr>(mac.tokens.clone()) {
-            Ok(syn::Expr::Field(f)) => match (&f.member, &*f.base) {
+        let expr = match syn::parse2::<syn::Expr>(mac.tokens.clone()) {
+            // `shadow_alloc!(ptr.field = value)` sets the field in the constructor.
+            Ok(syn::Expr::Assign(a)) if name == "shadow_alloc" => *a.left,
+            Ok(e) => e,
+            Err(_) => return self.malformed(whole),
+        };
+        let (base, field) = match expr {
+            syn::Expr::Field(f) => match (&f.member, &*f.base) {
                 (syn::Member::Named(name), syn::Expr::Paren(_)) => (f.base, name.clone()),
                 (syn::Member::Named(name), syn::Expr::Path(p)) if p.path.get_ident().is_some() => {
                     (f.base, name.clone())
@@ -704,22 +822,9 @@ impl<'ast> Visit<'ast> for ShadowUses<'_> {
             _ => None,
         };
         match ty {
-            Some(ty) => match self.shadows.get(ty) {
-                None => self.diags.push(
-                    Diagnostic::error(codes::E0017, format!("`{ty}` has no shadow data"))
-                        .primary(node_span(syn::spanned::Spanned::span(&*base), self.body), format!("this points to a `{ty}`"))
-                        .note("`shadow!(ptr.field)` reaches a field declared in a `shadow TYPE { ... }` block")
-                        .help(format!("declare `shadow {ty} {{ {field_name}: u64 = 0 }}`, or fix the pointer")),
-                ),
-                Some(fields) if !fields.contains(&field_name) => self.diags.push(
-                    Diagnostic::error(codes::E0016, format!("`{ty}` has no shadow field `{field_name}`"))
-                        .primary(field_span, "not declared")
-                        .help(known_fields(fields)),
-                ),
-                Some(_) => {}
-            },
+            Some(ty) => self.field_of(ty, &field_name, field_span, node_span(syn::spanned::Spanned::span(&*base), self.body)),
             None if self.shadows.is_empty() => self.diags.push(
-                Diagnostic::error(codes::E0017, "`shadow!` is used but no shadow data is declared")
+                Diagnostic::error(codes::E0017, format!("`{name}!` is used but no shadow data is declared"))
                     .primary(whole, "no `shadow TYPE { ... }` block declares this field")
                     .help(format!("declare `shadow TYPE {{ {field_name}: u64 = 0 }}` for the pointer's type")),
             ),
@@ -734,10 +839,44 @@ impl<'ast> Visit<'ast> for ShadowUses<'_> {
 }
 
 impl ShadowUses<'_> {
+    /// Checks that the kernel type `ty` has the shadow field `field`.
+    fn field_of(&mut self, ty: &str, field: &str, field_span: Span, base_span: Span) {
+        match self.shadows.get(ty) {
+            None => self.diags.push(
+                Diagnostic::error(codes::E0017, format!("`{ty}` has no shadow data"))
+                    .primary(base_span, format!("this is a `{ty}`"))
+                    .note("the shadow macros reach a field declared in a `shadow TYPE { ... }` block")
+                    .help(format!("declare `shadow {ty} {{ {field}: u64 = 0 }}`, or fix the pointer")),
+            ),
+            Some(fields) if !fields.contains(field) => self.diags.push(
+                Diagnostic::error(codes::E0016, format!("`{ty}` has no shadow field `{field}`"))
+                    .primary(field_span, "not declared")
+                    .help(known_fields(fields)),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// Checks `shadow_free_all!(TYPE.field)`.
+    fn free_all(&mut self, mac: &syn::Macro) {
+        let whole = node_span(mac.delimiter.span().join(), self.body);
+        let whole = Span::new(node_span(mac.path.segments[0].ident.span(), self.body).start, whole.end);
+        let Ok(syn::Expr::Field(f)) = syn::parse2::<syn::Expr>(mac.tokens.clone()) else {
+            return self.malformed(whole);
+        };
+        let (syn::Member::Named(field), syn::Expr::Path(p)) = (&f.member, &*f.base) else {
+            return self.malformed(whole);
+        };
+        let Some(ty) = p.path.get_ident() else { return self.malformed(whole) };
+        let base_span = node_span(ty.span(), self.body);
+        self.field_of(&ty.to_string(), &field.to_string(), node_span(field.span(), self.body), base_span);
+    }
+
     fn malformed(&mut self, span: Span) {
         self.diags.push(
-            Diagnostic::error(codes::E0031, "`shadow!` takes `pointer.field`")
-                .primary(span, "expected `shadow!(ptr.field)` or `shadow!((expression).field)`")
+            Diagnostic::error(codes::E0031, "a shadow macro takes `pointer.field`")
+                .primary(span, "expected `ptr.field` or `(expression).field`")
+                .note("`shadow_alloc!` also takes `ptr.field = value`; `shadow_free_all!` takes `TYPE.field`")
                 .help("for example `*shadow!(dev.reads) += 1`"),
         );
     }
@@ -749,11 +888,19 @@ fn known_fields(fields: &BTreeSet<String>) -> String {
 }
 
 fn check_callbacks(file: &File, shadows: &Shadows, diags: &mut Diagnostics) {
-    let mut seen: HashMap<&str, Span> = HashMap::new();
+    // Per object (vmlinux is ""): the callbacks seen.
+    let mut seen: HashMap<(String, &str), Span> = HashMap::new();
     let no_params = HashMap::new();
-    for item in &file.items {
-        let Item::Callback(cb) = item else { continue };
+    let all = file.items.iter().flat_map(|item| match item {
+        Item::Callback(cb) => vec![("", cb)],
+        Item::Module(m) => m.callbacks.iter().map(|cb| (m.name.as_str(), cb)).collect(),
+        _ => Vec::new(),
+    });
+    for (object, cb) in all {
         let kind = cb.kind.name.as_str();
+        if let Some(p) = &cb.param {
+            keyword(p, "a callback's object name", diags);
+        }
         if !CALLBACKS.contains(&kind) {
             diags.push(
                 Diagnostic::error(codes::E0018, format!("unknown callback `{kind}`"))
@@ -761,9 +908,10 @@ fn check_callbacks(file: &File, shadows: &Shadows, diags: &mut Diagnostics) {
                     .note("the callbacks are `pre_patch`, `post_patch`, `pre_unpatch` and `post_unpatch`")
                     .help(suggest(kind, CALLBACKS)),
             );
-        } else if let Some(prev) = seen.insert(kind, cb.kind.span) {
+        } else if let Some(prev) = seen.insert((object.replace('-', "_"), kind), cb.kind.span) {
+            let whose = if object.is_empty() { "vmlinux".to_owned() } else { format!("module `{object}`") };
             diags.push(
-                Diagnostic::error(codes::E0019, format!("`on {kind}` is given twice"))
+                Diagnostic::error(codes::E0019, format!("`on {kind}` is given twice for {whose}"))
                     .primary(cb.kind.span, "given again here")
                     .secondary(prev, "first given here")
                     .help("merge the two bodies"),

@@ -111,11 +111,14 @@ Shadow data is attached per type: add the declaration, or use a pointer of the d
 `on post_unpatch` (their bodies yield `()`)."
 
     E0019 "callback given twice"
-"Each callback kind may appear once per patch. Merge the two bodies."
+"Each callback kind may appear once per object: once at the top level (vmlinux), and once in
+the `module` blocks of each module. Merge the two bodies."
 
-    E0020 "patch replaces nothing"
-"A live patch exists to replace kernel functions; a source without any `replace fn` would build
-a module that does nothing. Add a replacement."
+    E0020 "patch does nothing"
+"A live patch replaces kernel functions, runs callbacks (for vmlinux, or for a module in its
+`module` block), registers modules (an empty `module \"name\" { }`), or, with `replace_all: true`,
+takes every earlier patch off. A source that does none of these would build a module that does
+nothing. Add a replacement or a callback."
 
     E0021 "replacement with the name of an `extern`"
 "A `replace fn NAME` and an `extern { fn NAME ...; }` would both be called NAME in the generated
@@ -157,13 +160,19 @@ stack; no reviewable patch comes near these limits."
 `match`, ...) cannot be used, and names starting with `__kgraft` are reserved for the generated
 code."
 
-    E0030 "shadow data declared twice for one type"
-"All shadow fields of one kernel type go in one `shadow TYPE { ... }` block."
+    E0030 "two shadow blocks with one id"
+"Each `shadow TYPE (...) { ... }` block is one klp shadow variable: its fields are allocated
+together under the block's id. Two blocks of one patch cannot share an id, since the store would
+hand out one allocation as two different layouts. Give each block its own `id = N`, or merge the
+blocks. (A kernel type may have several blocks, each with its own id and fields, such as
+livepatch-shadow-fix2's SV_LEAK and SV_COUNTER.)"
 
     E0031 "malformed `shadow!`"
-"`shadow!` takes a pointer, a dot and a field name: `shadow!(dev.reads)`, where `dev` is a
-variable, or `shadow!((expression).reads)` with the pointer expression in parentheses. It yields
-`&mut FieldType`; write `*shadow!(dev.reads) += 1`."
+"`shadow!`, `shadow_get!`, `shadow_alloc!` and `shadow_free!` take a pointer, a dot and a field
+name: `shadow!(dev.reads)`, where `dev` is a variable, or `shadow!((expression).reads)` with the
+pointer expression in parentheses; `shadow_alloc!` also takes `dev.reads = value`.
+`shadow_free_all!` takes a type, a dot and a field name: `shadow_free_all!(kgt_dev.reads)`.
+`shadow!` yields `&mut FieldType`; write `*shadow!(dev.reads) += 1`."
 
     E0032 "bad escape in a string"
 "Strings in the header and module names accept the escapes `\\\\`, `\\\"`, `\\n`, `\\t` and
@@ -194,6 +203,29 @@ kernel's own variable, whose locking the kernel defines."
 helpers call. It is lowered to an `unsafe fn` of the generated crate, so it cannot be variadic,
 and its name must differ from every `extern` symbol, `static` and Rust replacement of the patch
 (a replacement without `#[sympos]` is named after the function it replaces)."
+
+    E0050 "malformed shadow option"
+"A shadow block takes options in parentheses after its type:
+
+    shadow dummy (id = 0x1, drop = leak_dtor) { leak: *mut c_int = core::ptr::null_mut() }
+
+- `id = N` (decimal or `0x` hexadecimal, below 2^64) is the klp shadow id the block's data
+  lives under. Without it the id is a hash of the type and the fields, so only a patch with
+  the very same block shares the data; with it, any patch that declares that id for that
+  type reads and writes the same data (the declarations must agree on the layout).
+- `keep`: the patch does not free the block's data when it is disabled, because another patch
+  owns it (the patch it replaces, or one loaded beside it). Without `keep` the patch frees the
+  data of the block on every object (with its destructor) when it is disabled.
+- `drop = NAME` names a helper `fn NAME(obj: *mut TYPE, field1: T1, ...)` that runs whenever
+  one object's data is freed, with the fields in declaration order, moved out of the data.
+
+Each option may be given once."
+
+    E0051 "shadow destructor that is not a helper"
+"`drop = NAME` in a shadow block's options names a helper function of the patch, `fn NAME(...)`,
+which takes the object (a pointer to the block's type) and then each field of the block, in
+order. Declare the helper, or fix the name; its parameter count must be one more than the
+number of fields."
 
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc

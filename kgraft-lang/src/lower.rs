@@ -291,6 +291,36 @@ impl Lowering<'_> {
         Ok((full, sketch, fn_ident))
     }
 
+    /// Returns the function of one callback, in both forms, and its Rust name.
+    fn callback(&mut self, cb: &Callback) -> Result<(TokenStream, TokenStream, Ident), Box<Diagnostic>> {
+        let kind = &cb.kind.name;
+        let kind_ident = ident(&cb.kind)?;
+        let fn_ident = format_ident!("__kgraft_{}", kind);
+        let ret = (kind.as_str() == "pre_patch").then(|| quote!(-> c_int));
+        let param = match &cb.param {
+            Some(p) => ident(p)?.into_token_stream(),
+            None => quote!(_),
+        };
+        let marker = self.safety_marker(format!(
+            "the patch engine runs this `{kind}` callback once per transition of its object, in process context; \
+             the body is the reviewed patch source."
+        ));
+        let (block, n) = self.body(&cb.body)?;
+        let docs = doc_attrs(&cb.docs);
+        let sep = (!cb.docs.is_empty()).then(|| quote!(#[doc = ""]));
+        let safety_doc = format!(" Called only by the patch engine, as the object's `{kind}` callback.");
+        let head = quote! {
+            #docs
+            #sep
+            #[doc = " # Safety"]
+            #[doc = ""]
+            #[doc = #safety_doc]
+            #[kgraft_macros::callback(#kind_ident)]
+            pub unsafe fn #fn_ident(#param: &kgraft_rt::Object) #ret
+        };
+        Ok((quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); }), fn_ident))
+    }
+
     fn finish(mut self) -> Result<Lowered, Diagnostics> {
         let mut diags = Diagnostics::default();
         if let Err(d) = self.items_all() {
@@ -325,6 +355,9 @@ impl Lowering<'_> {
         // Per kernel module: its Rust name, its functions (both forms), its span, docs and slot.
         type Module = (String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize);
         let mut modules: Vec<Module> = Vec::new();
+        let mut shadow_slot: Option<usize> = None;
+        // Per module block's module: the callbacks, as `kind: path`.
+        let mut objects: Vec<(String, Vec<String>)> = Vec::new();
         for item in &file.items {
             match item {
                 Item::Header(_) | Item::C(_) | Item::StaticMut(_) => {}
@@ -366,13 +399,36 @@ impl Lowering<'_> {
                     self.push(tokens.clone(), tokens, origin);
                 }
                 Item::Shadow(block) => {
-                    let ty = ident(&block.ty)?;
+                    ident(&block.ty)?;
                     self.opaque.insert(block.ty.name.clone());
-                    let mut text = String::from("kgraft_macros::shadow! {\n");
+                    // Every block goes into one `shadow!` invocation, where the first block is.
+                    let slot = match shadow_slot {
+                        Some(slot) => slot,
+                        None => {
+                            self.items.push(ItemOut {
+                                text: Some(String::new()),
+                                full: TokenStream::new(),
+                                sketch: TokenStream::new(),
+                                origin: block.ty.span,
+                            });
+                            shadow_slot = Some(self.items.len() - 1);
+                            self.items.len() - 1
+                        }
+                    };
+                    let mut text = String::new();
                     for d in &block.docs {
                         text.push_str(&format!("    ///{}\n", d.text));
                     }
-                    text.push_str(&format!("    {ty} {{\n"));
+                    let options: Vec<String> = block
+                        .options
+                        .iter()
+                        .map(|o| match &o.value {
+                            Some(v) => format!("{} = {}", o.key.name, v.name),
+                            None => o.key.name.clone(),
+                        })
+                        .collect();
+                    let options = if options.is_empty() { String::new() } else { format!(" ({})", options.join(", ")) };
+                    text.push_str(&format!("    {}{options} {{\n", block.ty.name));
                     for f in &block.fields {
                         // Parsed for the type names only; the text is the source's.
                         self.ty(&f.ty)?;
@@ -382,9 +438,15 @@ impl Lowering<'_> {
                         }
                         text.push_str(&format!("        {}: {} = {},\n", f.name.name, f.ty.text, f.init.text));
                     }
-                    text.push_str("    }\n}\n");
-                    shadows.push(ty);
-                    self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: block.ty.span });
+                    text.push_str("    }\n");
+                    let name = match block.fields.first() {
+                        Some(f) => format!("{}_{}", block.ty.name, f.name.name),
+                        None => block.ty.name.clone(),
+                    };
+                    shadows.push(format_ident!("{}", name));
+                    if let Some(t) = &mut self.items[slot].text {
+                        t.push_str(&text);
+                    }
                 }
                 Item::Replace(r) => {
                     let t = Target { object: "vmlinux", func: r };
@@ -401,6 +463,18 @@ impl Lowering<'_> {
                         functions.push(format!("{mod_ident}::{name}"));
                         fns.push((full, sketch));
                     }
+                    let listed = match objects.iter_mut().find(|(name, _)| *name == m.name) {
+                        Some((_, list)) => list,
+                        None => {
+                            objects.push((m.name.clone(), Vec::new()));
+                            &mut objects.last_mut().expect("pushed just above").1
+                        }
+                    };
+                    for cb in &m.callbacks {
+                        let (full, sketch, fn_ident) = self.callback(cb)?;
+                        listed.push(format!("{}: {mod_ident}::{fn_ident}", cb.kind.name));
+                        fns.push((full, sketch));
+                    }
                     // Blocks for the same module share one Rust module.
                     let key = m.name.replace('-', "_");
                     match modules.iter_mut().find(|(k, ..)| *k == key) {
@@ -412,31 +486,16 @@ impl Lowering<'_> {
                     }
                 }
                 Item::Callback(cb) => {
-                    let kind = &cb.kind.name;
-                    let kind_ident = ident(&cb.kind)?;
-                    let fn_ident = format_ident!("__kgraft_{}", kind);
-                    let ret = (kind.as_str() == "pre_patch").then(|| quote!(-> c_int));
-                    let marker = self.safety_marker(format!(
-                        "the patch engine runs this `{kind}` callback once, in process context, around the transition; \
-                         the body is the reviewed patch source."
-                    ));
-                    let (block, n) = self.body(&cb.body)?;
-                    let docs = doc_attrs(&cb.docs);
-                    let sep = (!cb.docs.is_empty()).then(|| quote!(#[doc = ""]));
-                    let safety_doc = format!(" Called only by the patch engine, as the patch's `{kind}` callback.");
-                    let head = quote! {
-                        #docs
-                        #sep
-                        #[doc = " # Safety"]
-                        #[doc = ""]
-                        #[doc = #safety_doc]
-                        #[kgraft_macros::callback(#kind_ident)]
-                        unsafe fn #fn_ident() #ret
-                    };
-                    callbacks.push(format!("{kind}: {fn_ident}"));
-                    self.push(quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); }), cb.kind.span);
+                    let (full, sketch, fn_ident) = self.callback(cb)?;
+                    callbacks.push(format!("{}: {fn_ident}", cb.kind.name));
+                    self.push(full, sketch, cb.kind.span);
                 }
             }
+        }
+        if let Some(slot) = shadow_slot
+            && let Some(text) = &mut self.items[slot].text
+        {
+            *text = format!("kgraft_macros::shadow! {{\n{text}}}\n");
         }
         // One Rust module per kernel module, where its first block is.
         for (key, fns, span, docs, index) in modules {
@@ -466,6 +525,21 @@ impl Lowering<'_> {
         }
         if !callbacks.is_empty() {
             text.push_str(&format!("    callbacks: {{ {} }},\n", join(&callbacks)));
+        }
+        let listed = |(name, list): &&(String, Vec<String>)| {
+            !list.is_empty() || !file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()))
+        };
+        if objects.iter().any(|o| listed(&o)) {
+            text.push_str("    objects: {\n");
+            // A module with functions is registered by them; list it only for its callbacks.
+            for (name, list) in &objects {
+                let has_functions = file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()));
+                if list.is_empty() && has_functions {
+                    continue;
+                }
+                text.push_str(&format!("        {name:?}: {{ {} }},\n", join(list)));
+            }
+            text.push_str("    },\n");
         }
         text.push_str("}\n");
         self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: header_span });

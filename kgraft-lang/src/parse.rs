@@ -277,6 +277,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::replace_fn | Rule::kw_replace => "`replace`",
         Rule::module_block | Rule::kw_module => "`module`",
         Rule::callback | Rule::kw_on => "`on`",
+        Rule::cb_param => "`(name)`",
         Rule::global => "`static`",
         Rule::init => "an expression",
         Rule::kw_fn => "`fn`",
@@ -289,6 +290,8 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::string => "a string in double quotes",
         Rule::ident => "a name",
         Rule::field => "a shadow field (`name: Type = value`)",
+        Rule::shadow_opts => "shadow options (`(id = N, keep, drop = f)`)",
+        Rule::shadow_opt => "a shadow option (`id = N`, `keep` or `drop = f`)",
         Rule::attribute => "an attribute",
         Rule::param => "a parameter (`name: Type`)",
         Rule::variadic => "`...`",
@@ -456,11 +459,26 @@ fn extern_block(pair: Pair<'_, Rule>, base: usize) -> ExternBlock {
 }
 
 fn shadow_block(pair: Pair<'_, Rule>, base: usize) -> ShadowBlock {
-    let mut block = ShadowBlock { docs: Vec::new(), ty: Ident { name: String::new(), span: Span::default() }, fields: Vec::new() };
+    let mut block = ShadowBlock {
+        docs: Vec::new(),
+        ty: Ident { name: String::new(), span: Span::default() },
+        options: Vec::new(),
+        fields: Vec::new(),
+    };
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => block.docs.push(doc(p, base, 3)),
             Rule::ident => block.ty = ident(p, base),
+            Rule::shadow_opts => {
+                for opt in p.into_inner() {
+                    let whole = span(&opt, base);
+                    let mut inner = opt.into_inner();
+                    let Some(key) = inner.next() else { continue };
+                    let key = ident(key, base);
+                    let value = inner.next().map(|v| ident(v, base));
+                    block.options.push(ShadowOption { key, value, span: whole });
+                }
+            }
             Rule::field => {
                 let mut docs = Vec::new();
                 let mut name = None;
@@ -515,7 +533,13 @@ fn replace_fn(pair: Pair<'_, Rule>, base: usize) -> Replace {
 }
 
 fn module_block(pair: Pair<'_, Rule>, base: usize) -> ModuleBlock {
-    let mut block = ModuleBlock { docs: Vec::new(), name: String::new(), name_span: Span::default(), fns: Vec::new() };
+    let mut block = ModuleBlock {
+        docs: Vec::new(),
+        name: String::new(),
+        name_span: Span::default(),
+        fns: Vec::new(),
+        callbacks: Vec::new(),
+    };
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => block.docs.push(doc(p, base, 3)),
@@ -524,6 +548,7 @@ fn module_block(pair: Pair<'_, Rule>, base: usize) -> ModuleBlock {
                 block.name = p.into_inner().next().map(|t| t.as_str().to_owned()).unwrap_or_default();
             }
             Rule::replace_fn => block.fns.push(replace_fn(p, base)),
+            Rule::callback => block.callbacks.push(callback(p, base)),
             _ => {}
         }
     }
@@ -534,12 +559,14 @@ fn callback(pair: Pair<'_, Rule>, base: usize) -> Callback {
     let mut cb = Callback {
         docs: Vec::new(),
         kind: Ident { name: String::new(), span: Span::default() },
+        param: None,
         body: Fragment { text: String::new(), span: Span::default() },
     };
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => cb.docs.push(doc(p, base, 3)),
             Rule::ident => cb.kind = ident(p, base),
+            Rule::cb_param => cb.param = p.into_inner().next().map(|i| ident(i, base)),
             Rule::block => cb.body = fragment(p, base),
             _ => {}
         }

@@ -18,6 +18,9 @@ const SCENARIOS: &[&str] = &[
     "c_banner",
     "meminfo_string",
     "kernel_fields",
+    "shadow_samples",
+    "object_callbacks",
+    "take_all_off",
 ];
 
 #[test]

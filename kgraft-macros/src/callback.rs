@@ -17,10 +17,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         }
     };
     let sig = &func.sig;
-    if sig.unsafety.is_none() || sig.abi.is_some() || !sig.inputs.is_empty() || !sig.generics.params.is_empty() {
+    if sig.unsafety.is_none() || sig.abi.is_some() || sig.inputs.len() != 1 || !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
             sig,
-            "a callback is an `unsafe fn` without parameters",
+            "a callback is an `unsafe fn` with one parameter, the object: `obj: &kgraft_rt::Object`",
         ));
     }
     let ok = match (&sig.output, returns_int) {

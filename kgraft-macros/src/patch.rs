@@ -16,6 +16,24 @@ struct Spec {
     functions: Vec<Path>,
     shadows: Vec<Path>,
     callbacks: Vec<(Ident, Path)>,
+    objects: Vec<(LitStr, Vec<(Ident, Path)>)>,
+}
+
+/// Parses `{ kind: path, ... }`.
+fn parse_callbacks(input: ParseStream) -> syn::Result<Vec<(Ident, Path)>> {
+    let content;
+    braced!(content in input);
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let kind: Ident = content.parse()?;
+        content.parse::<Token![:]>()?;
+        let path: Path = content.parse()?;
+        out.push((kind, path));
+        if !content.is_empty() {
+            content.parse::<Token![,]>()?;
+        }
+    }
+    Ok(out)
 }
 
 impl Parse for Spec {
@@ -36,14 +54,15 @@ impl Parse for Spec {
                     let list = if key == "functions" { &mut spec.functions } else { &mut spec.shadows };
                     list.extend(paths);
                 }
-                "callbacks" => {
+                "callbacks" => spec.callbacks = parse_callbacks(input)?,
+                "objects" => {
                     let content;
                     braced!(content in input);
                     while !content.is_empty() {
-                        let kind: Ident = content.parse()?;
+                        let name: LitStr = content.parse()?;
                         content.parse::<Token![:]>()?;
-                        let path: Path = content.parse()?;
-                        spec.callbacks.push((kind, path));
+                        let callbacks = parse_callbacks(&content)?;
+                        spec.objects.push((name, callbacks));
                         if !content.is_empty() {
                             content.parse::<Token![,]>()?;
                         }
@@ -53,7 +72,7 @@ impl Parse for Spec {
                     return Err(syn::Error::new_spanned(
                         &key,
                         "unknown key: expected `name`, `description`, `kernel`, `replace_all`, \
-                         `functions`, `shadows` or `callbacks`",
+                         `functions`, `shadows`, `callbacks` or `objects`",
                     ));
                 }
             }
@@ -100,13 +119,44 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let funcs = spec.functions.iter().map(|p| sibling(p, crate::func_const));
     let shadows = spec.shadows.iter().map(|p| sibling(p, |i| format_ident!("__kgraft_shadow_decl_{}", i)));
 
+    let vmlinux_callbacks = callbacks(&spec.callbacks)?;
+    let mut objects = Vec::new();
+    for (name, list) in &spec.objects {
+        if spec.objects.iter().filter(|(n, _)| n.value() == name.value()).count() > 1 {
+            return Err(syn::Error::new_spanned(name, "this object is listed twice"));
+        }
+        let lit = crate::c_str(&name.value(), name.span())?;
+        let cbs = callbacks(list)?;
+        objects.push(quote!(::kgraft_rt::ObjectDecl { name: #lit, callbacks: #cbs }));
+    }
+
+    Ok(quote! {
+        #[doc(hidden)]
+        pub static __KGRAFT_PATCH: ::kgraft_rt::Patch = ::kgraft_rt::Patch {
+            name: #name_c,
+            description: #description,
+            kernel: #kernel,
+            replace_all: #replace_all,
+            funcs: &[#(#funcs),*],
+            shadows: &[#(#shadows),*],
+            callbacks: #vmlinux_callbacks,
+            objects: &[#(#objects),*],
+        };
+
+        ::kgraft_rt::__export_patch!(__KGRAFT_PATCH, #name);
+    })
+}
+
+/// Returns the `Callbacks` value of a list of `kind: path`.
+fn callbacks(list: &[(Ident, Path)]) -> syn::Result<TokenStream> {
+    let obj = quote!(&::kgraft_rt::Object);
     let mut slots = [None, None, None, None];
-    for (kind, path) in &spec.callbacks {
+    for (kind, path) in list {
         let (slot, ty) = match kind.to_string().as_str() {
-            "pre_patch" => (0, quote!(unsafe fn() -> ::core::ffi::c_int)),
-            "post_patch" => (1, quote!(unsafe fn())),
-            "pre_unpatch" => (2, quote!(unsafe fn())),
-            "post_unpatch" => (3, quote!(unsafe fn())),
+            "pre_patch" => (0, quote!(unsafe fn(#obj) -> ::core::ffi::c_int)),
+            "post_patch" => (1, quote!(unsafe fn(#obj))),
+            "pre_unpatch" => (2, quote!(unsafe fn(#obj))),
+            "post_unpatch" => (3, quote!(unsafe fn(#obj))),
             _ => {
                 return Err(syn::Error::new_spanned(
                     kind,
@@ -121,24 +171,12 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     }
     let [pre_patch, post_patch, pre_unpatch, post_unpatch] =
         slots.map(|slot| slot.unwrap_or_else(|| quote!(::core::option::Option::None)));
-
     Ok(quote! {
-        #[doc(hidden)]
-        pub static __KGRAFT_PATCH: ::kgraft_rt::Patch = ::kgraft_rt::Patch {
-            name: #name_c,
-            description: #description,
-            kernel: #kernel,
-            replace_all: #replace_all,
-            funcs: &[#(#funcs),*],
-            shadows: &[#(#shadows),*],
-            callbacks: ::kgraft_rt::Callbacks {
-                pre_patch: #pre_patch,
-                post_patch: #post_patch,
-                pre_unpatch: #pre_unpatch,
-                post_unpatch: #post_unpatch,
-            },
-        };
-
-        ::kgraft_rt::__export_patch!(__KGRAFT_PATCH, #name);
+        ::kgraft_rt::Callbacks {
+            pre_patch: #pre_patch,
+            post_patch: #post_patch,
+            pre_unpatch: #pre_unpatch,
+            post_unpatch: #post_unpatch,
+        }
     })
 }

@@ -57,12 +57,12 @@ mod c_file {
 }
 
 #[kgraft_macros::callback(pre_patch)]
-unsafe fn refuse_nothing() -> c_int {
+unsafe fn refuse_nothing(_obj: &kgraft_rt::Object) -> c_int {
     0
 }
 
 #[kgraft_macros::callback(post_unpatch)]
-unsafe fn after() {}
+unsafe fn after(_obj: &kgraft_rt::Object) {}
 
 kgraft_macros::patch! {
     name: "foo_write_bound",
@@ -70,7 +70,7 @@ kgraft_macros::patch! {
     kernel: "6.1.0-*-amd64",
     replace_all: true,
     functions: [foo_write, foo::foo_probe, __kgraft_c_foo_read],
-    shadows: [foo_dev],
+    shadows: [foo_dev_writes_refused],
     callbacks: { pre_patch: refuse_nothing, post_unpatch: after },
 }
 
@@ -140,7 +140,8 @@ fn shadow_fields_are_per_object_and_initialised() {
 
 #[test]
 fn shadow_ids_depend_on_type_and_fields() {
-    use kgraft_rt::shadow::Shadowed;
-    assert_eq!(<foo_dev as Shadowed>::ID, __KGRAFT_PATCH.shadows[0].id);
-    assert_ne!(<foo_dev as Shadowed>::ID, 0);
+    use kgraft_rt::shadow::ShadowBlock;
+    assert_eq!(<__kgraft_shadow_foo_dev_writes_refused as ShadowBlock>::ID, __KGRAFT_PATCH.shadows[0].id);
+    assert_ne!(<__kgraft_shadow_foo_dev_writes_refused as ShadowBlock>::ID, 0);
+    assert!(__KGRAFT_PATCH.shadows[0].owned);
 }

@@ -25,4 +25,4 @@ pub mod patch;
 pub mod prelude;
 pub mod shadow;
 
-pub use patch::{Callbacks, Func, Patch, ShadowDecl};
+pub use patch::{Callbacks, Func, ModuleState, Object, ObjectDecl, Patch, ShadowDecl};

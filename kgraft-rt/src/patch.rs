@@ -21,8 +21,70 @@ pub struct Patch {
     pub funcs: &'static [Func],
     /// The shadow data the patch attaches to existing objects.
     pub shadows: &'static [ShadowDecl],
-    /// The callbacks run around the transitions.
+    /// The callbacks of vmlinux, run around the transitions.
     pub callbacks: Callbacks,
+    /// The modules the patch registers besides those of its functions: each with its own
+    /// callbacks, run when that module is patched or unpatched (also when it loads later).
+    pub objects: &'static [ObjectDecl],
+}
+
+/// A loadable module the patch registers, with the callbacks of that object.
+#[repr(C)]
+pub struct ObjectDecl {
+    /// The module's name.
+    pub name: &'static CStr,
+    /// Its callbacks.
+    pub callbacks: Callbacks,
+}
+
+/// The state of a loadable module, as the kernel's `enum module_state` numbers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub enum ModuleState {
+    /// `MODULE_STATE_LIVE`: the module runs normally.
+    Live = 0,
+    /// `MODULE_STATE_COMING`: fully formed, running its `module_init`.
+    Coming = 1,
+    /// `MODULE_STATE_GOING`: going away.
+    Going = 2,
+    /// `MODULE_STATE_UNFORMED`: still being set up.
+    Unformed = 3,
+}
+
+/// The object a callback runs for: vmlinux or a loaded module.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Object {
+    /// The module's name, or `None` for vmlinux.
+    pub name: Option<&'static CStr>,
+    /// The module's state when the callback runs (`None` for vmlinux).
+    pub state: Option<ModuleState>,
+}
+
+impl Object {
+    /// vmlinux.
+    pub const VMLINUX: Object = Object { name: None, state: None };
+
+    /// Returns the module's name, or `c"vmlinux"`.
+    pub fn name(&self) -> &'static CStr {
+        self.name.unwrap_or(c"vmlinux")
+    }
+
+    /// Returns whether the object is vmlinux.
+    pub fn is_vmlinux(&self) -> bool {
+        self.name.is_none()
+    }
+
+    /// Returns the kernel's text for the module's state, as upstream's livepatch samples print
+    /// it (`"[MODULE_STATE_LIVE] Normal state"`), or `None` for vmlinux.
+    pub fn state_text(&self) -> Option<&'static CStr> {
+        Some(match self.state? {
+            ModuleState::Live => c"[MODULE_STATE_LIVE] Normal state",
+            ModuleState::Coming => c"[MODULE_STATE_COMING] Full formed, running module_init",
+            ModuleState::Going => c"[MODULE_STATE_GOING] Going away",
+            ModuleState::Unformed => c"[MODULE_STATE_UNFORMED] Still setting it up",
+        })
+    }
 }
 
 impl Patch {
@@ -68,17 +130,21 @@ unsafe impl Sync for Func {}
 pub struct ShadowDecl {
     /// The kernel type the data is attached to, for messages.
     pub type_name: &'static CStr,
-    /// The shadow id, derived from the type name and the fields so that two patches that declare
-    /// the same fields share the data.
+    /// The shadow id: declared in the source (`id = N`), or derived from the type name and the
+    /// fields, so that two patches that declare the same fields share the data.
     pub id: u64,
     /// The size of the fields.
     pub size: usize,
-    /// Drops the fields in place when the shadow data is freed.
+    /// Runs the block's destructor on the fields when the shadow data is freed.
     pub dtor: crate::shadow::Dtor,
+    /// Whether the patch frees the data under `id` when it is disabled; `false` for a block
+    /// declared `keep`, whose data another patch owns.
+    pub owned: bool,
 }
 
 /// The callbacks of a patch, run around the transitions as in the kernel's livepatch.
 ///
+/// Each callback receives the [`Object`] it runs for.
 /// `pre_patch` runs before anything changes and may refuse the patch with a negative errno;
 /// `post_patch` runs after the transition to the patch completed; `pre_unpatch` before the
 /// transition away from it starts; `post_unpatch` after it completed. A patch whose
@@ -87,19 +153,24 @@ pub struct ShadowDecl {
 #[repr(C)]
 pub struct Callbacks {
     /// Runs before patching; a negative errno refuses the patch.
-    pub pre_patch: Option<unsafe fn() -> c_int>,
+    pub pre_patch: Option<unsafe fn(&Object) -> c_int>,
     /// Runs once the transition to the patch has completed.
-    pub post_patch: Option<unsafe fn()>,
+    pub post_patch: Option<unsafe fn(&Object)>,
     /// Runs before the transition away from the patch starts.
-    pub pre_unpatch: Option<unsafe fn()>,
+    pub pre_unpatch: Option<unsafe fn(&Object)>,
     /// Runs once the transition away from the patch has completed.
-    pub post_unpatch: Option<unsafe fn()>,
+    pub post_unpatch: Option<unsafe fn(&Object)>,
 }
 
 impl Callbacks {
     /// No callbacks at all, usable in a `static`.
     pub const NONE: Callbacks =
         Callbacks { pre_patch: None, post_patch: None, pre_unpatch: None, post_unpatch: None };
+
+    /// Returns whether there is at least one callback.
+    pub fn any(&self) -> bool {
+        self.pre_patch.is_some() || self.post_patch.is_some() || self.pre_unpatch.is_some() || self.post_unpatch.is_some()
+    }
 }
 
 /// The length of [`ABI_STAMP`], fixed for the symbol `kgraft_abi_v1` that carries it.
@@ -108,9 +179,10 @@ pub const ABI_STAMP_LEN: usize = 128;
 /// What a patch built with this kgraft-rt assumes of the engine that reads its descriptor.
 ///
 /// It is NUL-padded text: kgraft-rt's version, the size and alignment of [`Patch`], [`Func`],
-/// [`ShadowDecl`] and [`Callbacks`], and the order of the two words of a slice or `CStr`
+/// [`ShadowDecl`], [`Callbacks`] and [`ObjectDecl`], and the order of the two words of a slice or `CStr`
 /// reference (which the language leaves unspecified), for example
-/// `kgraft-rt 0.1.0; Patch 112/8, Func 40/8, ShadowDecl 40/8, Callbacks 32/8; slices ptr,len`.
+/// `kgraft-rt 0.1.0; Patch 128/8, Func 40/8, ShadowDecl 48/8, Callbacks 32/8, ObjectDecl 48/8;
+/// slices ptr,len`.
 /// The host's loader refuses a patch whose stamp differs from its own. The stamp is a cheap
 /// check, not a proof: two builds of the same version whose field types changed but kept every
 /// size would compare equal.
@@ -126,6 +198,8 @@ pub const ABI_STAMP: [u8; ABI_STAMP_LEN] = {
     w.layout(size_of::<ShadowDecl>(), align_of::<ShadowDecl>());
     w.text(", Callbacks ");
     w.layout(size_of::<Callbacks>(), align_of::<Callbacks>());
+    w.text(", ObjectDecl ");
+    w.layout(size_of::<ObjectDecl>(), align_of::<ObjectDecl>());
     w.text("; slices ");
     w.text(slice_word_order());
     w.buf
@@ -199,7 +273,7 @@ mod tests {
         let end = ABI_STAMP.iter().position(|&b| b == 0).expect("the stamp is NUL-terminated");
         let text = core::str::from_utf8(&ABI_STAMP[..end]).expect("the stamp is text");
         let expected = alloc::format!(
-            "kgraft-rt {}; Patch {}/{}, Func {}/{}, ShadowDecl {}/{}, Callbacks {}/{}; slices ptr,len",
+            "kgraft-rt {}; Patch {}/{}, Func {}/{}, ShadowDecl {}/{}, Callbacks {}/{}, ObjectDecl {}/{}; slices ptr,len",
             env!("CARGO_PKG_VERSION"),
             size_of::<Patch>(),
             align_of::<Patch>(),
@@ -209,6 +283,8 @@ mod tests {
             align_of::<ShadowDecl>(),
             size_of::<Callbacks>(),
             align_of::<Callbacks>(),
+            size_of::<ObjectDecl>(),
+            align_of::<ObjectDecl>(),
         );
         assert_eq!(text, expected);
         assert!(ABI_STAMP[end..].iter().all(|&b| b == 0), "the rest is padding");

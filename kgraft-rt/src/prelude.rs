@@ -1,4 +1,4 @@
-//! The names every patch body sees: the C types, the kernel's fixed-width aliases, `shadow!`.
+//! The names every patch body sees: the C types, the kernel's fixed-width aliases, the shadow macros.
 
 #![expect(non_camel_case_types, reason = "the aliases keep the kernel's C spelling")]
 
@@ -7,7 +7,7 @@ pub use core::ffi::{
     c_ulonglong, c_ushort, c_void,
 };
 
-pub use crate::shadow;
+pub use crate::{shadow, shadow_alloc, shadow_free, shadow_free_all, shadow_get};
 
 /// The kernel's `size_t`.
 pub type size_t = usize;

@@ -47,6 +47,7 @@ pub const fn patch(name: &'static CStr, funcs: &'static [Func], replace_all: boo
         funcs,
         shadows: &[],
         callbacks: Callbacks::NONE,
+        objects: &[],
     }
 }
 

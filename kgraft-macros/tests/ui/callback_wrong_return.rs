@@ -1,4 +1,4 @@
 #[kgraft_macros::callback(pre_patch)]
-unsafe fn refuse() {}
+unsafe fn refuse(_obj: &kgraft_rt::Object) {}
 
 fn main() {}

@@ -70,6 +70,21 @@ const _: () = assert!(core::mem::size_of::<KlpCallbacks>() == 40);
 const _: () = assert!(core::mem::size_of::<KlpObject>() == 168);
 const _: () = assert!(core::mem::offset_of!(KlpObject, callbacks) == 16);
 const _: () = assert!(core::mem::size_of::<KlpPatch>() == 200);
+
+/// The offset of `mod` (the `struct module *` of a loaded module, null for vmlinux or a module
+/// not loaded) in `struct klp_object`, among the fields the core owns.
+const KLP_OBJECT_MOD: usize = 152;
+
+/// Returns the core's `obj->mod`: the module of the object, or null.
+///
+/// # Safety
+///
+/// `obj` points to a `struct klp_object` the core initialised.
+pub(crate) unsafe fn object_module(obj: *mut KlpObject) -> *mut c_void {
+    // SAFETY: the offset is inside the object (asserted against the kernel's headers by the
+    // layout file), where the core keeps an aligned pointer.
+    unsafe { obj.cast::<u8>().add(KLP_OBJECT_MOD).cast::<*mut c_void>().read() }
+}
 const _: () = assert!(core::mem::offset_of!(KlpPatch, replace) == 24);
 
 /// The kernel's `GFP_KERNEL | __GFP_ZERO` on 6.1: a zeroed allocation that may sleep.

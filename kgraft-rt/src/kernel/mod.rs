@@ -9,9 +9,10 @@
 //! the core has let go of them (the core holds a reference on the module while the patch is
 //! enabled, so `rmmod` succeeds only after the patch was disabled).
 //!
-//! Patch-wide callbacks and the freeing of shadow data hang on the vmlinux object, which is
-//! always loaded; it is registered (possibly without functions) whenever the patch has
-//! callbacks or shadow data.
+//! The callbacks of vmlinux and the freeing of shadow data hang on the vmlinux object, which is
+//! always loaded; it is registered (possibly without functions) whenever the patch has vmlinux
+//! callbacks or shadow data, or no other object. Each module the patch names, by its functions
+//! or by an [`ObjectDecl`](crate::patch::ObjectDecl), is one more object with its callbacks.
 
 mod klp;
 mod macros;
@@ -22,7 +23,7 @@ use core::ffi::{CStr, c_int, c_ulong};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::patch::Patch;
+use crate::patch::{Callbacks, ModuleState, Object, Patch};
 use klp::{KlpCallbacks, KlpFunc, KlpObject, KlpPatch};
 
 /// The kernel's `ENOMEM`.
@@ -44,9 +45,10 @@ static REGISTERED: AtomicPtr<KlpPatch> = AtomicPtr::new(ptr::null_mut());
 pub unsafe fn init(patch: &'static Patch) -> c_int {
     PATCH.store(ptr::from_ref(patch).cast_mut(), Ordering::Release);
     let wants_vmlinux = patch.funcs_in(None).next().is_some()
-        || has_callbacks(patch)
-        || !patch.shadows.is_empty();
-    let nobjs = patch.objects().filter(|o| o.is_some()).count() + usize::from(wants_vmlinux);
+        || patch.callbacks.any()
+        || !patch.shadows.is_empty()
+        || modules(patch).next().is_none();
+    let nobjs = modules(patch).count() + usize::from(wants_vmlinux);
 
     // SAFETY: plain allocations; a null result is handled below.
     let (kpatch, objs, funcs) = unsafe {
@@ -64,10 +66,7 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
     }
 
     let mut func_i = 0;
-    let objects = wants_vmlinux
-        .then_some(None)
-        .into_iter()
-        .chain(patch.objects().filter(|o| o.is_some()));
+    let objects = wants_vmlinux.then_some(None).into_iter().chain(modules(patch).map(Some));
     for (obj_i, object) in objects.enumerate() {
         // SAFETY: `obj_i < nobjs` and the array holds `nobjs + 1` zeroed entries; the functions
         // array holds every function plus one zeroed terminator per object.
@@ -84,9 +83,7 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
             }
             // The zeroed entry after the object's functions ends its list.
             func_i += 1;
-            if object.is_none() {
-                obj.callbacks = callbacks(patch);
-            }
+            obj.callbacks = callbacks(patch, object);
         }
     }
 
@@ -138,21 +135,40 @@ pub unsafe fn exit() {
     }
 }
 
-/// Returns whether the patch has at least one callback, or shadow data to free.
-fn has_callbacks(patch: &Patch) -> bool {
-    let c = &patch.callbacks;
-    c.pre_patch.is_some() || c.post_patch.is_some() || c.pre_unpatch.is_some() || c.post_unpatch.is_some()
+/// Returns the modules the patch registers, each once: those of its functions, then those it
+/// declares for their callbacks.
+fn modules(patch: &'static Patch) -> impl Iterator<Item = &'static CStr> {
+    let of_funcs = patch.objects().flatten();
+    let declared = patch
+        .objects
+        .iter()
+        .map(|o| o.name)
+        .enumerate()
+        .filter(move |&(i, name)| {
+            patch.objects().flatten().all(|m| m != name) && patch.objects[..i].iter().all(|o| o.name != name)
+        })
+        .map(|(_, name)| name);
+    of_funcs.chain(declared)
 }
 
-/// Returns the vmlinux object's hooks for `patch`.
-fn callbacks(patch: &Patch) -> KlpCallbacks {
-    let c = &patch.callbacks;
+/// Returns the callbacks of `object` (`None`: vmlinux) in `patch`.
+fn callbacks_of(patch: &'static Patch, object: Option<&CStr>) -> Option<&'static Callbacks> {
+    match object {
+        None => Some(&patch.callbacks),
+        Some(name) => patch.objects.iter().find(|o| o.name == name).map(|o| &o.callbacks),
+    }
+}
+
+/// Returns the hooks of `object` for `patch`.
+fn callbacks(patch: &'static Patch, object: Option<&CStr>) -> KlpCallbacks {
     // SAFETY: an all-zero `KlpCallbacks` is valid: no hooks, and `false`.
     let mut k: KlpCallbacks = unsafe { core::mem::zeroed() };
+    let none = Callbacks::NONE;
+    let c = callbacks_of(patch, object).unwrap_or(&none);
     k.pre_patch = c.pre_patch.map(|_| pre_patch as _);
     k.post_patch = c.post_patch.map(|_| post_patch as _);
     k.pre_unpatch = c.pre_unpatch.map(|_| pre_unpatch as _);
-    if c.post_unpatch.is_some() || !patch.shadows.is_empty() {
+    if c.post_unpatch.is_some() || (object.is_none() && !patch.shadows.is_empty()) {
         k.post_unpatch = Some(post_unpatch);
     }
     k
@@ -165,55 +181,103 @@ fn patch() -> Option<&'static Patch> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-/// Runs the patch's `pre_patch` callback.
+/// Describes the livepatch core's object `obj` as the callbacks see it.
+///
+/// # Safety
+///
+/// `obj` is one of the objects [`init`] registered, which the core passes to a callback: its
+/// name is null or one of the patch's C strings, and its module pointer is null or a live
+/// module.
+unsafe fn object(obj: *mut KlpObject) -> Object {
+    // SAFETY: the caller's contract; the module's state is read as the kernel's `enum
+    // module_state` (an `int` of the values `ModuleState` names, asserted by the layout file).
+    unsafe {
+        let name = (*obj).name;
+        if name.is_null() {
+            return Object::VMLINUX;
+        }
+        let module = klp::object_module(obj);
+        let state = (!module.is_null()).then(|| match *module.cast::<c_int>() {
+            0 => ModuleState::Live,
+            1 => ModuleState::Coming,
+            2 => ModuleState::Going,
+            _ => ModuleState::Unformed,
+        });
+        // The name is one of the descriptor's `&'static CStr`s, kept by `init`.
+        Object { name: Some(CStr::from_ptr(name)), state }
+    }
+}
+
+/// Returns the callbacks of the core's object `obj` with the object as they see it.
+///
+/// # Safety
+///
+/// As for [`object`].
+unsafe fn hooks(obj: *mut KlpObject) -> Option<(&'static Callbacks, Object)> {
+    let p = patch()?;
+    // SAFETY: the caller's contract.
+    let o = unsafe { object(obj) };
+    Some((callbacks_of(p, o.name)?, o))
+}
+
+/// Runs the `pre_patch` callback of the object.
 ///
 /// # Safety
 ///
 /// Called by the livepatch core only.
-unsafe extern "C" fn pre_patch(_obj: *mut KlpObject) -> c_int {
-    match patch().and_then(|p| p.callbacks.pre_patch) {
+unsafe extern "C" fn pre_patch(obj: *mut KlpObject) -> c_int {
+    // SAFETY: the core passes one of the patch's objects.
+    match unsafe { hooks(obj) } {
         // SAFETY: the core runs the callback at the time its contract names.
-        Some(f) => unsafe { f() },
-        None => 0,
+        Some((Callbacks { pre_patch: Some(f), .. }, o)) => unsafe { f(&o) },
+        _ => 0,
     }
 }
 
-/// Runs the patch's `post_patch` callback.
+/// Runs the `post_patch` callback of the object.
 ///
 /// # Safety
 ///
 /// Called by the livepatch core only.
-unsafe extern "C" fn post_patch(_obj: *mut KlpObject) {
-    if let Some(f) = patch().and_then(|p| p.callbacks.post_patch) {
+unsafe extern "C" fn post_patch(obj: *mut KlpObject) {
+    // SAFETY: the core passes one of the patch's objects.
+    if let Some((Callbacks { post_patch: Some(f), .. }, o)) = unsafe { hooks(obj) } {
         // SAFETY: the core runs the callback at the time its contract names.
-        unsafe { f() }
+        unsafe { f(&o) }
     }
 }
 
-/// Runs the patch's `pre_unpatch` callback.
+/// Runs the `pre_unpatch` callback of the object.
 ///
 /// # Safety
 ///
 /// Called by the livepatch core only.
-unsafe extern "C" fn pre_unpatch(_obj: *mut KlpObject) {
-    if let Some(f) = patch().and_then(|p| p.callbacks.pre_unpatch) {
+unsafe extern "C" fn pre_unpatch(obj: *mut KlpObject) {
+    // SAFETY: the core passes one of the patch's objects.
+    if let Some((Callbacks { pre_unpatch: Some(f), .. }, o)) = unsafe { hooks(obj) } {
         // SAFETY: the core runs the callback at the time its contract names.
-        unsafe { f() }
+        unsafe { f(&o) }
     }
 }
 
-/// Runs the patch's `post_unpatch` callback, then frees the patch's shadow data.
+/// Runs the `post_unpatch` callback of the object; for vmlinux, then frees the patch's shadow
+/// data.
 ///
 /// # Safety
 ///
 /// Called by the livepatch core only, once no task runs the patch's code any more.
-unsafe extern "C" fn post_unpatch(_obj: *mut KlpObject) {
-    let Some(p) = patch() else { return };
-    if let Some(f) = p.callbacks.post_unpatch {
+unsafe extern "C" fn post_unpatch(obj: *mut KlpObject) {
+    // SAFETY: the core passes one of the patch's objects.
+    let Some((c, o)) = (unsafe { hooks(obj) }) else { return };
+    if let Some(f) = c.post_unpatch {
         // SAFETY: the core runs the callback at the time its contract names.
-        unsafe { f() }
+        unsafe { f(&o) }
     }
-    for shadow in p.shadows {
+    if !o.is_vmlinux() {
+        return;
+    }
+    let Some(p) = patch() else { return };
+    for shadow in p.shadows.iter().filter(|s| s.owned) {
         // SAFETY: no replacement runs any more, so no reference to the data is alive; the
         // destructor matches the fields stored under this id.
         unsafe { crate::shadow::klp_shadow_free_all(shadow.id as c_ulong, Some(shadow.dtor)) };
