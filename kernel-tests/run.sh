@@ -38,7 +38,7 @@ fi
 
 if [ -z "${KGRAFTC:-}" ]; then
     say "building kgraftc"
-    (cd "$root" && cargo build -q -p kgraft-lang --bin kgraftc)
+    (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)
     KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
 fi
 

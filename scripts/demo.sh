@@ -14,7 +14,7 @@ bash scripts/setup.sh host
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Building kgraftc and the host"
-cargo build --release --quiet -p kgraft-lang --bin kgraftc -p kgraft-host --bin kgraft-host
+cargo build --release --quiet -p kgraftc --bin kgraftc -p kgraft-host --bin kgraft-host
 kgraftc=target/release/kgraftc
 host=target/release/kgraft-host
 

@@ -25,7 +25,7 @@ fn load_and_unload_through_the_control_socket() {
     let tool = kgraftc();
     let dir = std::env::temp_dir().join(format!("kgraft-control-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let so = build(&tool, "cmdline_banner", &dir);
+    let so = build("cmdline_banner", &dir);
     let socket = dir.join("host.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kgraft-host"))
         .arg("--socket")
@@ -251,7 +251,7 @@ fn a_stuck_callback_does_not_stop_the_host_from_answering() {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let banner = build(&tool, "cmdline_banner", &dir);
+    let banner = build("cmdline_banner", &dir);
     let socket = dir.join("host.sock");
     let child = start_host(&socket, 0o022);
     let limit = Duration::from_secs(15);

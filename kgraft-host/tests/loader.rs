@@ -115,10 +115,9 @@ fn a_refused_patch_file_runs_none_of_its_code() {
 #[test]
 fn a_truncated_or_rewritten_patch_file_never_crashes_the_host() {
     let _s = serial();
-    let tool = common::kgraftc();
     let dir = std::env::temp_dir().join(format!("kgraft-loader-cut-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let so = common::build(&tool, "cmdline_banner", &dir);
+    let so = common::build("cmdline_banner", &dir);
     let whole = std::fs::read(&so).unwrap();
     let cut = dir.join("cut.so");
     let points: Vec<usize> = (0..13)

@@ -95,12 +95,13 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds `kgraftc` in a target directory of its own (the test's own is locked while it runs).
+/// Builds the `kgraftc` binary in a target directory of its own (the test's own is locked while
+/// it runs), for the tests that drive `kgraftc host` and read what it prints.
 pub fn kgraftc() -> PathBuf {
     let target = root().join("target").join("kgraft").join("tools");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "kgraft-lang", "--bin", "kgraftc", "--target-dir"])
+        .args(["build", "--quiet", "-p", "kgraftc", "--bin", "kgraftc", "--target-dir"])
         .arg(&target)
         .current_dir(root())
         .env_remove("CARGO_TARGET_DIR")
@@ -110,21 +111,26 @@ pub fn kgraftc() -> PathBuf {
     target.join("debug").join("kgraftc")
 }
 
-/// Builds a sample for the host and returns the shared object.
+/// Builds a sample for the host with kgraftc's build driver, run in this process, and returns
+/// the shared object.
 ///
 /// The patch is checked against, and takes its types from, this test executable: it links the
 /// host's C "kernel" (with its BTF) and is the host the patch is loaded into.
-pub fn build(kgraftc: &Path, sample: &str, out_dir: &Path) -> PathBuf {
+pub fn build(sample: &str, out_dir: &Path) -> PathBuf {
     let out = out_dir.join(format!("{sample}.so"));
     let me = std::env::current_exe().expect("the test knows its executable");
-    let output = Command::new(kgraftc)
-        .args(["build", "--target", "host", "--vmlinux"])
-        .arg(me)
-        .arg(root().join("patches").join(format!("{sample}.kgp")))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("kgraftc runs");
-    assert!(output.status.success(), "{sample} builds:\n{}", String::from_utf8_lossy(&output.stderr));
+    let source = root().join("patches").join(format!("{sample}.kgp"));
+    let status = kgraftc::run_args([
+        "kgraftc".as_ref(),
+        "build".as_ref(),
+        "--target".as_ref(),
+        "host".as_ref(),
+        "--vmlinux".as_ref(),
+        me.as_os_str(),
+        source.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(status, 0, "{sample} builds (kgraftc's messages are above)");
     out
 }
