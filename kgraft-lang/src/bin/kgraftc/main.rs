@@ -8,8 +8,10 @@ mod build_host;
 mod build_linux;
 mod cbuild;
 mod host_ctl;
+mod kernel_ctl;
 mod kernel_info;
 mod render;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +73,8 @@ enum Command {
     Build(BuildArgs),
     /// Loads, unloads and lists patches in a running user-mode host.
     Host(host_ctl::HostArgs),
+    /// Lists, loads, unloads and watches live patches in the running Linux kernel.
+    Kernel(kernel_ctl::KernelCtlArgs),
 }
 
 /// Where a patch is built for.
@@ -206,6 +210,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Target::Check => build::check(&args, &ui),
         },
         Command::Host(args) => host_ctl::run(&args, &ui),
+        Command::Kernel(args) => kernel_ctl::run(&args),
     }
 }
 
