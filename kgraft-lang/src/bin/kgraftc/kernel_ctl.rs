@@ -399,17 +399,14 @@ fn wait_gone(sys: &Sys, name: &str, timeout: Duration) -> bool {
 }
 
 /// What a module file says about itself.
-struct ModuleFile {
-    name: String,
+pub(crate) struct ModuleFile {
+    pub(crate) name: String,
     livepatch: bool,
-    vermagic: Option<String>,
-    signed: bool,
+    pub(crate) vermagic: Option<String>,
+    pub(crate) signed: bool,
 }
 
-/// The marker the kernel's `sign-file` appends after a module's signature.
-const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
-
-fn module_file(path: &Path) -> Result<ModuleFile, Failure> {
+pub(crate) fn module_file(path: &Path) -> Result<ModuleFile, Failure> {
     use object::{Object, ObjectSection};
     let data = std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
     let bad = || {
@@ -431,7 +428,7 @@ fn module_file(path: &Path) -> Result<ModuleFile, Failure> {
         name,
         livepatch: field("livepatch").is_some_and(|v| v == "Y"),
         vermagic: field("vermagic"),
-        signed: data.ends_with(SIGNATURE_MARKER),
+        signed: data.ends_with(crate::sign::SIGNATURE_MARKER),
     })
 }
 

@@ -11,6 +11,7 @@ mod host_ctl;
 mod kernel_ctl;
 mod kernel_info;
 mod render;
+mod sign;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,12 @@ pub(crate) struct BuildArgs {
     /// Where to put the result (default: next to the source, or in the current directory).
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
+    /// Signs the module (Linux only) with this private key, through the kernel's `sign-file`.
+    #[arg(long, requires = "sign_cert", value_name = "KEY")]
+    pub(crate) sign_key: Option<PathBuf>,
+    /// The X.509 certificate of `--sign-key`.
+    #[arg(long, requires = "sign_key", value_name = "CERT")]
+    pub(crate) sign_cert: Option<PathBuf>,
 }
 
 /// Why a command failed.
@@ -204,6 +211,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 kgraft_lang::CODES.last().map_or("E0001", |c| c.code)
             ))),
         },
+        Command::Build(args) if args.sign_key.is_some() && args.target != Target::Linux => {
+            Err(Failure::Fatal("--sign-key and --sign-cert sign kernel modules: use them with --target linux".into()))
+        }
         Command::Build(args) => match args.target {
             Target::Host => build_host::run(&args, &ui),
             Target::Linux => build_linux::run(&args, &ui),
