@@ -322,9 +322,10 @@ enum Waited {
 /// are left and, when it takes long, which ones.
 fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Waited {
     let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
+    // A terminal gets one line updated in place; a log (or `TERM=dumb`) a line now and then.
+    let tty = std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
     let word = if target { "patched" } else { "unpatched" };
-    let mut last_count = usize::MAX;
+    let mut printed_count = usize::MAX;
     let mut last_print = Instant::now();
     let mut last_named = Instant::now();
     let mut shown = false;
@@ -348,20 +349,22 @@ fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Wa
         }
         let left = stragglers(sys, i32::from(target));
         let secs = start.elapsed().as_secs_f64();
+        let line = if left.is_empty() {
+            format!("transition to {word}: every task moved, the core is finishing ({secs:.1} s)")
+        } else {
+            format!("transition to {word}: {} tasks left ({secs:.1} s)", left.len())
+        };
         if tty {
-            eprint!(
-                "\r\x1b[K    transition to {word}: {} tasks left ({secs:.1} s)",
-                left.len()
-            );
+            eprint!("\r\x1b[K    {line}");
             let _ = std::io::stderr().flush();
             shown = true;
-        } else if left.len() != last_count && last_print.elapsed() >= Duration::from_secs(1)
+        } else if (left.len() != printed_count && last_print.elapsed() >= Duration::from_millis(500))
             || last_print.elapsed() >= Duration::from_secs(5)
         {
-            eprintln!("    transition to {word}: {} tasks left ({secs:.1} s)", left.len());
+            eprintln!("    {line}");
+            printed_count = left.len();
             last_print = Instant::now();
         }
-        last_count = left.len();
         if start.elapsed() >= timeout {
             finish_line(shown);
             eprintln!(

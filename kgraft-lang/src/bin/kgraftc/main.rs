@@ -7,6 +7,7 @@ mod build;
 mod build_host;
 mod build_linux;
 mod cbuild;
+mod guest_test;
 mod host_ctl;
 mod kernel_ctl;
 mod kernel_info;
@@ -76,6 +77,8 @@ enum Command {
     Host(host_ctl::HostArgs),
     /// Lists, loads, unloads and watches live patches in the running Linux kernel.
     Kernel(kernel_ctl::KernelCtlArgs),
+    /// Builds a patch, boots its kernel under qemu with it loaded and runs a script there.
+    Test(guest_test::TestArgs),
 }
 
 /// Where a patch is built for.
@@ -221,6 +224,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Host(args) => host_ctl::run(&args, &ui),
         Command::Kernel(args) => kernel_ctl::run(&args),
+        Command::Test(args) => guest_test::run(&args, &ui),
     }
 }
 
