@@ -200,6 +200,85 @@ s9() {
 }
 r="$(s9 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kernel_fields "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
+# 10. `kgraftc kernel`: refused without root, load with its transition, list, status, a second
+# load refused, unload, and the refusal to unload what is not there.
+K=/bin/kgraftc
+export TERM=dumb
+s10() {
+    mkdir -p /etc
+    echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
+    echo 'nogroup:x:65534:' >> /etc/group
+    su -s /bin/sh nobody -c "$K kernel load /m/cmdline_banner.ko" > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'needs root' /tmp/k.out || { echo "without root: exit $rc: $(cat /tmp/k.out)"; return; }
+    $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1 || { echo "load: $(cat /tmp/k.out)"; return; }
+    grep -q '^cmdline_banner is enabled' /tmp/k.out || { echo "load said: $(cat /tmp/k.out)"; return; }
+    grep -q 'kgraft: cmdline_banner active' /proc/cmdline || { echo "not patched: $(cat /proc/cmdline)"; return; }
+    $K kernel list > /tmp/k.out 2>&1
+    grep -q '^cmdline_banner  *enabled  *vmlinux:cmdline_proc_show$' /tmp/k.out || { echo "list: $(cat /tmp/k.out)"; return; }
+    $K kernel status cmdline_banner > /tmp/k.out 2>&1
+    grep -q '^  vmlinux: patched$' /tmp/k.out || { echo "status: $(cat /tmp/k.out)"; return; }
+    $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'already loaded' /tmp/k.out || { echo "second load: exit $rc: $(cat /tmp/k.out)"; return; }
+    $K kernel unload cmdline_banner > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
+    [ -d $LP/cmdline_banner ] && { echo "sysfs directory left"; return; }
+    grep -q '^cmdline_banner ' /proc/modules && { echo "module left"; return; }
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    $K kernel unload cmdline_banner > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'no live patch or module named' /tmp/k.out || { echo "unload of nothing: exit $rc"; return; }
+    echo ok
+}
+r="$(s10 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_kernel "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# Starts a reader of /proc/kgraft_nap and waits until it sleeps inside kgt_nap; sets NAPPER.
+nap() {
+    cat /proc/kgraft_nap > /tmp/nap.out &
+    NAPPER=$!
+    for i in $(seq 50); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null && return 0; sleep 0.1; done
+    echo "the reader never slept in kgt_nap"; return 1
+}
+
+# 11. A task asleep in a replaced function holds the transition up: `kgraftc kernel load`
+# names it, and after --timeout reverses the transition and removes the module.
+s11() {
+    nap || return
+    $K kernel load --timeout 3 /m/nap_short.ko > /tmp/k.out 2>&1
+    rc=$?; cat /tmp/k.out
+    [ $rc = 1 ] || { echo "load with a straggler: exit $rc"; return; }
+    grep -q "cat (pid $NAPPER): .*kgt_nap \[kgraft_testmod\]" /tmp/k.out || { echo "the straggler was not named"; return; }
+    grep -q 'the transition was reversed and the module removed' /tmp/k.out || { echo "no reversal reported"; return; }
+    [ -d $LP/nap_short ] && { echo "sysfs directory left"; return; }
+    grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
+    kill $NAPPER; wait $NAPPER
+    echo ok
+}
+r="$(s11 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict straggler_timeout "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# 12. The same transition seen by `kgraftc kernel status`, `signal` (6.1's core signals by
+# itself) and finished by `force`; the patch then unloads.
+s12() {
+    nap || return
+    $K kernel load --timeout 60 /m/nap_short.ko > /tmp/load.out 2>&1 &
+    loader=$!
+    for i in $(seq 50); do [ "$(cat $LP/nap_short/transition 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+    $K kernel status nap_short > /tmp/k.out 2>&1
+    grep -q '^  transition to patched: 1 tasks left$' /tmp/k.out && grep -q "cat (pid $NAPPER)" /tmp/k.out \
+        || { echo "status: $(cat /tmp/k.out)"; return; }
+    $K kernel signal nap_short > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'sends the fake signal itself' /tmp/k.out || { echo "signal: exit $rc: $(cat /tmp/k.out)"; return; }
+    $K kernel force nap_short > /tmp/k.out 2>&1 || { echo "force: $(cat /tmp/k.out)"; return; }
+    grep -q '^WARNING: forcing the transition of nap_short' /tmp/k.out || { echo "no warning: $(cat /tmp/k.out)"; return; }
+    wait $loader || { echo "the load did not finish: $(cat /tmp/load.out)"; return; }
+    [ "$(cat /proc/kgraft_nap)" = 2 ] || { echo "not patched"; return; }
+    # A forced patching transition leaves the new patch's module removable (6.1 keeps the
+    # modules of forced removals only).
+    $K kernel unload nap_short > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
+    [ -d $LP/nap_short ] && { echo "sysfs directory left"; return; }
+    grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
+    kill $NAPPER; wait $NAPPER
+    echo ok
+}
+r="$(s12 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_force "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

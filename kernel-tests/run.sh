@@ -28,7 +28,7 @@ fi
 release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
 kernel=/boot/vmlinuz-$release
 [ -r "$kernel" ] || { say "no kernel image $kernel (apt-get install linux-image-amd64)"; exit 2; }
-for tool in qemu-system-x86_64 busybox cpio gcc make modinfo pahole; do
+for tool in qemu-system-x86_64 busybox cpio gcc make modinfo pahole strip ldd; do
     command -v $tool > /dev/null || [ -x /bin/$tool ] || { say "missing $tool (see kernel-tests/setup-notes.md)"; exit 2; }
 done
 busybox=$(command -v busybox || echo /bin/busybox)
@@ -72,7 +72,7 @@ testmod=$work/testmod/kgraft_testmod.ko
 "$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
 pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
 cp "$testmod" "$rootfs/m/"
-for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string; do
+for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string nap_short; do
     src=$root/patches/$p.kgp
     [ -e "$src" ] || src=$here/patches/$p.kgp
     say "building $p"
@@ -87,6 +87,14 @@ t=$(now)
 echo "warm-rebuild cmdline_banner $(since "$t")s" >> "$times"
 
 gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
+
+# kgraftc itself, for the `kgraftc kernel` scenarios: stripped, with the shared libraries ldd
+# names at their own paths (as `kgraftc test` packs it).
+strip -o "$rootfs/bin/kgraftc" "$KGRAFTC"
+for lib in $(ldd "$KGRAFTC" | grep -o '/[^ ]*'); do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+done
 
 cp "$busybox" "$rootfs/bin/busybox"
 for cmd in $("$busybox" --list); do
@@ -115,5 +123,5 @@ grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
 cat "$times"
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 n=$(grep -c '^KGRAFT-TEST .* PASS' "$work/console.txt")
-[ "$n" -eq 9 ] || { say "expected 9 passing scenarios, saw $n"; exit 1; }
-say "all 9 scenarios passed"
+[ "$n" -eq 12 ] || { say "expected 12 passing scenarios, saw $n"; exit 1; }
+say "all 12 scenarios passed"

@@ -18,6 +18,9 @@ const SCENARIOS: &[&str] = &[
     "c_banner",
     "meminfo_string",
     "kernel_fields",
+    "kgraftc_kernel",
+    "straggler_timeout",
+    "kgraftc_force",
 ];
 
 #[test]

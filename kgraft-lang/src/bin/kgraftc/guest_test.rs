@@ -68,7 +68,7 @@ export PATH=/bin:/sbin HOME=/tmp KGRAFT_PATCH=@NAME@
 cd /tmp
 # In script mode the output goes to a file on the host: progress a line at a time.
 if [ @MODE@ = shell ]; then out=/dev/console; else out=/dev/ttyS1; export TERM=dumb; fi
-step() { echo "KGRAFT-STEP $*" > $out; }
+step() { [ @MODE@ = shell ] || echo "KGRAFT-STEP $*" > $out; }
 step booted
 for m in /m/modules/*.ko; do
     [ -e "$m" ] || continue

@@ -730,12 +730,19 @@ fn force(sys: &Sys, name: &str) -> Result<(), Failure> {
     require_root("force")?;
     let info = in_transition(sys, name, "force")?;
     let left = stragglers(sys, i32::from(info.enabled));
+    // The kernel drops its reference to the module of a patch whose removal was forced, and
+    // to the modules of the patches a forced `replace_all` patch replaces: they stay loaded.
+    let kept = if info.enabled {
+        "if it replaces other patches (replace_all), their modules stay loaded until the next boot".to_owned()
+    } else {
+        format!("the module of {name} stays loaded until the next boot")
+    };
     eprintln!(
         "WARNING: forcing the transition of {name}: {} tasks are moved to the {} universe without \
          the check that none of them runs a function the patch changes.\n\
          WARNING: the consistency model no longer holds for them: a task may run old and new code \
          mixed, which the patch may not survive.\n\
-         WARNING: the kernel will keep the module of {name} until the next boot.",
+         WARNING: {kept}.",
         left.len(),
         if info.enabled { "new" } else { "old" }
     );

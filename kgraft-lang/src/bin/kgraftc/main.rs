@@ -11,6 +11,7 @@ mod guest_test;
 mod host_ctl;
 mod kernel_ctl;
 mod kernel_info;
+mod package;
 mod render;
 mod sign;
 mod vm;
@@ -79,6 +80,8 @@ enum Command {
     Kernel(kernel_ctl::KernelCtlArgs),
     /// Builds a patch, boots its kernel under qemu with it loaded and runs a script there.
     Test(guest_test::TestArgs),
+    /// Builds a patch into a package (deb or rpm) that loads it at install and at boot.
+    Package(package::PackageArgs),
 }
 
 /// Where a patch is built for.
@@ -225,6 +228,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Host(args) => host_ctl::run(&args, &ui),
         Command::Kernel(args) => kernel_ctl::run(&args),
         Command::Test(args) => guest_test::run(&args, &ui),
+        Command::Package(args) => package::run(&args, &ui),
     }
 }
 
