@@ -279,6 +279,35 @@ s12() {
 }
 r="$(s12 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_force "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
+# 13. A package of `kgraftc package`, its maintainer scripts run as dpkg runs them: version 1
+# (cmdline_banner) installed and reinstalled, upgraded to version 2 (cmdline_banner_v2, with
+# replace_all, which replaces it atomically), then removed. run.sh unpacked both versions.
+s13() {
+    P=kgraft-patch-banner
+    cp -a /pkg/v1/lib /pkg/v1/usr /
+    sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 postinst: $(cat /tmp/p.out)"; return; }
+    [ "$(head -n 1 /proc/cmdline)" = "kgraft: cmdline_banner active" ] || { echo "v1 not applied: $(cat /tmp/p.out)"; return; }
+    [ "$(cut -d ' ' -f 1 /var/lib/kgraft/$P)" = cmdline_banner ] || { echo "no state after v1"; return; }
+    sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
+    grep -q 'cmdline_banner is applied' /tmp/p.out || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
+    sh /pkg/v1/DEBIAN/prerm upgrade 2 || { echo "v1 prerm upgrade failed"; return; }
+    [ -d $LP/cmdline_banner ] || { echo "prerm upgrade unloaded v1"; return; }
+    # dpkg unpacks version 2 and removes the files version 1 had alone.
+    cp -a /pkg/v2/lib /pkg/v2/usr /
+    rm /lib/modules/*/updates/kgraft/cmdline_banner.ko
+    sh /pkg/v2/DEBIAN/postinst configure 1 > /tmp/p.out 2>&1 || { echo "v2 postinst: $(cat /tmp/p.out)"; return; }
+    [ "$(head -n 1 /proc/cmdline)" = "kgraft: cmdline_banner_v2 active" ] || { echo "v2 not applied: $(cat /tmp/p.out)"; return; }
+    [ -d $LP/cmdline_banner ] && { echo "v1 still in sysfs after the upgrade"; return; }
+    grep -q '^cmdline_banner ' /proc/modules && { echo "v1 module left after the upgrade"; return; }
+    sh /pkg/v2/DEBIAN/prerm remove > /tmp/p.out 2>&1 || { echo "v2 prerm remove: $(cat /tmp/p.out)"; return; }
+    [ -d $LP/cmdline_banner_v2 ] && { echo "v2 still in sysfs after removal"; return; }
+    grep -q '^cmdline_banner_v2 ' /proc/modules && { echo "v2 module left after removal"; return; }
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    [ -e /var/lib/kgraft/$P ] && { echo "state left after removal"; return; }
+    echo ok
+}
+r="$(s13 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict package_scripts "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

@@ -21,6 +21,7 @@ const SCENARIOS: &[&str] = &[
     "kgraftc_kernel",
     "straggler_timeout",
     "kgraftc_force",
+    "package_scripts",
 ];
 
 #[test]
