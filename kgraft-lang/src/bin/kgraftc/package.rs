@@ -328,9 +328,16 @@ fn deb(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
 fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &str) -> Result<(), Failure> {
     let root = dir.join("rpm-root");
     stage(&root, names, ko, "/usr/lib/systemd/system")?;
+    // RPM kernels provide `kernel-uname-r = RELEASE`; a release with two dashes (Debian's
+    // 6.1.0-56-amd64) is not an RPM version, so the package then requires the kernel's image.
+    let requires = if names.release.matches('-').count() <= 1 {
+        format!("kernel-uname-r = {}", names.release)
+    } else {
+        format!("/boot/vmlinuz-{}", names.release)
+    };
     let spec = format!(
         "Name: {pkg}\nVersion: {version}\nRelease: 1\nSummary: live patch {patch} for Linux {release}\n\
-         License: GPL-2.0-only\nBuildArch: x86_64\nAutoReqProv: no\nRequires: kernel-uname-r = {release}\n\
+         License: GPL-2.0-only\nBuildArch: x86_64\nAutoReqProv: no\nRequires: {requires}\n\
          %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n%define __strip /bin/true\n\n\
          %description\n{description}\n\nBuilt by kgraftc; the patch is loaded at install and at boot when the \
          running kernel is {release}.\n\n\
