@@ -157,11 +157,37 @@ pub struct Engine {
 ///
 /// A message when the platform cannot be set up (no `/proc/self/mem`, no `membarrier`).
 pub fn engine() -> Result<MutexGuard<'static, Engine>, String> {
-    static ENGINE: OnceLock<Result<Mutex<Engine>, String>> = OnceLock::new();
-    match ENGINE.get_or_init(|| Engine::new().map(Mutex::new)) {
-        Ok(m) => Ok(m.lock().unwrap_or_else(|e| e.into_inner())),
-        Err(e) => Err(e.clone()),
+    Ok(cell()?.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Returns the engine if it can be had within `wait`, `Ok(None)` when another thread held it
+/// all that time (a patch callback that does not return holds it for ever).
+///
+/// # Errors
+///
+/// As [`engine`].
+pub fn engine_within(wait: Duration) -> Result<Option<MutexGuard<'static, Engine>>, String> {
+    let m = cell()?;
+    let start = Instant::now();
+    loop {
+        match m.try_lock() {
+            Ok(guard) => return Ok(Some(guard)),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Ok(Some(e.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        }
     }
+}
+
+/// Returns the engine's mutex, creating the engine on first use.
+fn cell() -> Result<&'static Mutex<Engine>, String> {
+    static ENGINE: OnceLock<Result<Mutex<Engine>, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| Engine::new().map(Mutex::new))
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Converts a C string of a descriptor to text.

@@ -82,3 +82,74 @@ fn a_patch_with_a_missing_or_different_abi_stamp_is_refused() {
     assert_eq!(e.sites_report(), sites, "no site changed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_refused_patch_file_runs_none_of_its_code() {
+    let dir = std::env::temp_dir().join(format!("kgraft-loader-ctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ran = dir.join("constructor-ran");
+    let ctor = format!(
+        "#include <stdio.h>\n__attribute__((constructor)) static void ctor(void) {{ \
+         FILE *f = fopen({:?}, \"w\"); if (f) fclose(f); }}\n",
+        ran.display().to_string()
+    );
+    let other = ours().replacen("kgraft-rt", "kgraft-rt-other", 1);
+    for (name, source) in [
+        ("ctor_missing", ctor.clone() + GARBAGE_PATCH),
+        (
+            "ctor_different",
+            ctor.clone() + &stamp_c(other.as_bytes()) + GARBAGE_PATCH,
+        ),
+        ("ctor_no_patch", ctor.clone() + &stamp_c(&ABI_STAMP)),
+    ] {
+        let so = shared_object(&dir, name, &source);
+        refused(&so);
+        assert!(
+            !ran.exists(),
+            "{name}: the constructor of a refused file ran"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_truncated_or_rewritten_patch_file_never_crashes_the_host() {
+    let _s = serial();
+    let tool = common::kgraftc();
+    let dir = std::env::temp_dir().join(format!("kgraft-loader-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let so = common::build(&tool, "cmdline_banner", &dir);
+    let whole = std::fs::read(&so).unwrap();
+    let cut = dir.join("cut.so");
+    let points: Vec<usize> = (0..13)
+        .map(|i| i * whole.len() / 13)
+        .chain([whole.len() - 1])
+        .collect();
+    // First that no cut crashes the host (the dynamic loader faulted on most), then that each
+    // is refused for what it is.
+    let messages: Vec<(usize, String)> = points
+        .into_iter()
+        .map(|at| {
+            std::fs::write(&cut, &whole[..at]).unwrap();
+            (at, refused(&cut))
+        })
+        .collect();
+    for (at, message) in messages {
+        assert!(
+            message.contains("truncated") || message.contains("not a shared object"),
+            "cut at {at} of {}: {message}",
+            whole.len()
+        );
+    }
+
+    // A loaded patch whose file is rewritten in place (`cp` over it) keeps its own pages.
+    let live = dir.join("live.so");
+    std::fs::write(&live, &whole).unwrap();
+    let (lib, patch) = Library::open(live.to_str().unwrap()).expect("the patch loads");
+    std::fs::write(&live, b"").unwrap();
+    std::fs::write(&live, vec![0u8; whole.len() / 2]).unwrap();
+    assert_eq!(patch.name.to_bytes(), b"cmdline_banner");
+    assert!(!patch.description.to_bytes().is_empty());
+    lib.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -563,7 +563,7 @@ impl<'k> Gen<'k> {
             fields.push(quote!(pub #field: #ty));
             if !union {
                 let off_lit = Literal::u64_unsuffixed(off);
-                asserts.push(quote!(assert!(core::mem::offset_of!(#ident, #field) == #off_lit);));
+                asserts.push(quote!(#field = #off_lit));
                 cur = off + size;
             } else {
                 cur = cur.max(size);
@@ -583,6 +583,8 @@ impl<'k> Gen<'k> {
         let doc = format!(" `{c_name}` of the target kernel ({size} bytes), from its BTF.");
         let size_lit = Literal::u64_unsuffixed(size);
         let methods = (!accessors.is_empty()).then(|| quote!(impl #ident { #(#accessors)* }));
+        let separator = if asserts.is_empty() { None } else { Some(quote!(;)) };
+        let separator = std::iter::once(separator).chain(std::iter::repeat(None));
         self.defs.insert(
             name,
             quote! {
@@ -591,10 +593,7 @@ impl<'k> Gen<'k> {
                 #[derive(Clone, Copy)]
                 pub #kind #ident { #(#fields),* }
                 #methods
-                const _: () = {
-                    assert!(core::mem::size_of::<#ident>() == #size_lit);
-                    #(#asserts)*
-                };
+                kgraft_rt::assert_layout!(#ident, #size_lit #(#separator #asserts),*);
             },
         );
     }

@@ -230,6 +230,13 @@ is written
 
     replace fn cmdline_proc_show(m: *mut seq_file, v: *mut c_void) -> c_int { ... }"
 
+    E0046 "the replaced function is also inlined elsewhere"
+"With `--debuginfo VMLINUX` (a vmlinux with DWARF, such as Debian's
+`linux-image-RELEASE-amd64-dbg`), kgraftc looks for the places where the compiler copied a
+replaced function's body into its callers. Those callers never jump through the function's
+entry, so they keep running the old code after the patch is applied. Replace each of them too,
+with the fix applied to its inlined copy; this is how kGraft extends a patch's function list."
+
     E0045 "a type the target kernel does not have"
 "A type named in the patch is not a struct, union, enum or typedef of the target kernel's BTF.
 It stays opaque: pointers to it can be passed around, but it has no fields. Check the spelling;

@@ -8,7 +8,7 @@
 //! The type graph follows BTF closely: a type is named by its [`TypeId`], `0` is `void`, and
 //! qualifiers are kept only as links so that a walk can step over them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +151,10 @@ pub struct Object {
     /// The text symbols, when a symbol table was read (`/proc/kallsyms`, a `vmlinux` with
     /// symbols, a module's `.ko`).
     pub symbols: Option<BTreeMap<String, Symbol>>,
+    /// For replaced functions that the compiler inlined somewhere, the functions they were
+    /// inlined into (from debug information, when it was given).
+    #[serde(default)]
+    pub inlined: BTreeMap<String, BTreeSet<String>>,
     /// Whether this object's types and functions were read (a module without BTF has only
     /// its symbols).
     pub has_btf: bool,
@@ -169,8 +173,6 @@ pub struct Kernel {
     pub objects: BTreeMap<String, Object>,
     /// Every module this release has (names with `_`, as the kernel spells them), when known.
     pub modules: Option<BTreeSet<String>>,
-    /// The symbols exported to modules (`Module.symvers`), when known.
-    pub exported: Option<HashSet<String>>,
     #[serde(skip)]
     index: Index,
 }

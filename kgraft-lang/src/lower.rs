@@ -82,6 +82,11 @@ impl Lowered {
         if offset > self.build_source.len() {
             return None;
         }
+        // A position inside a character (rustc's range ends, less one) is that character's.
+        let offset = (0..=offset)
+            .rev()
+            .find(|&o| self.build_source.is_char_boundary(o))
+            .unwrap_or(0);
         let piece = self
             .line_map
             .pieces
@@ -116,6 +121,12 @@ pub(crate) const KNOWN_TYPES: &[&str] = &[
     "c_uchar", "c_uint", "c_ulong", "c_ulonglong", "c_ushort", "c_void", "CStr", "size_t", "ssize_t", "loff_t",
     "gfp_t", "s8", "s16", "s32", "s64",
 ];
+
+/// Returns the name the kernel knows a module by: kbuild turns `-` into `_`, so `module
+/// "kgraft-testmod"` (modprobe's spelling) targets the loaded module `kgraft_testmod`.
+fn kernel_object_name(object: &str) -> String {
+    object.replace('-', "_")
+}
 
 /// Lowers a checked source.
 pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>) -> Result<Lowered, Diagnostics> {
@@ -251,14 +262,14 @@ impl Lowering<'_> {
         let safety_doc: Vec<String> = wrap(
             &format!(
                 "Called by the kernel in place of `{target}` (object `{}`), with that function's arguments and in its context.",
-                t.object
+                kernel_object_name(t.object)
             ),
             92,
         )
         .into_iter()
         .map(|l| format!(" {l}"))
         .collect();
-        let object = t.object;
+        let object = kernel_object_name(t.object);
         let marker = self.safety_marker(format!(
             "the kernel enters this function instead of `{target}`, with that function's arguments and in its context; \
              the body is the reviewed patch source and uses raw pointers and kernel symbols under the contracts the C \

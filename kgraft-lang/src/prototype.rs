@@ -19,6 +19,11 @@ use crate::kernel::{Kernel, Ty, TypeId};
 pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
     let mut ignored = Diagnostics::default();
     let mut modules_reported = BTreeSet::new();
+    let mut suggestions = 0;
+    let all = check::targets(file);
+    let replaced: BTreeSet<(String, &str)> =
+        all.iter().map(|t| (t.object.replace('-', "_"), t.func.sig.name.name.as_str())).collect();
+    let replaced: BTreeSet<(&str, &str)> = replaced.iter().map(|(o, f)| (o.as_str(), *f)).collect();
     for t in check::targets(file) {
         let object = t.object.replace('-', "_");
         let sig = &t.func.sig;
@@ -84,8 +89,12 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
                          it does not exist in this release, or it was inlined into every caller",
                     )
                 };
+                // A suggestion searches every function name; past the first few, the cost is not
+                // worth it (a patch with hundreds of missing targets is for another kernel).
+                suggestions += 1;
                 let names = obj.functions.keys().map(String::as_str);
-                d = match closest(name, names) {
+                let near = if suggestions <= MAX_SUGGESTIONS { closest(name, names) } else { None };
+                d = match near {
                     Some(c) => d.help(format!("did you mean `{c}`? If it was inlined, replace its callers")),
                     None => d.help("if it was inlined, replace its callers"),
                 };
@@ -96,6 +105,19 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
         }
         if let Some(protos) = protos {
             check_signature(kernel, sig, protos, &format!("`{name}` in {object}"), diags);
+        }
+        if let Some(callers) = obj.inlined.get(name) {
+            let missing: Vec<&str> =
+                callers.iter().map(String::as_str).filter(|c| !replaced.contains(&(object.as_str(), *c))).collect();
+            if !missing.is_empty() {
+                let list = missing.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+                diags.push(
+                    Diagnostic::warning(codes::E0046, format!("`{name}` is also inlined into {list}"))
+                        .primary(sig.name.span, "calls from those functions keep running the old code")
+                        .note("the compiler copied this function's body into those callers; only calls through its entry are redirected")
+                        .help(format!("replace {} as well, with the fix applied to the inlined copy", if missing.len() == 1 { "it" } else { "them" })),
+                );
+            }
         }
     }
     for item in &file.items {
@@ -118,11 +140,27 @@ fn module_span(file: &File, name: &str) -> Option<Span> {
     })
 }
 
+/// How many missing targets get a "did you mean" search.
+const MAX_SUGGESTIONS: usize = 32;
+
 /// The name closest to `word`, if one is close enough to be a typo.
 pub(crate) fn closest<'a>(word: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.len() / 3).clamp(1, 3);
+    // A cheap bound first: an edit changes the count of at most two characters by one each, so
+    // names whose character counts differ from the word's by more than twice the limit are far.
+    let mut counts = [0i32; 128];
+    for b in word.bytes() {
+        counts[usize::from(b & 0x7f)] += 1;
+    }
+    let near = |name: &str| {
+        let mut c = counts;
+        for b in name.bytes() {
+            c[usize::from(b & 0x7f)] -= 1;
+        }
+        c.iter().map(|n| n.unsigned_abs() as usize).sum::<usize>() <= 2 * limit
+    };
     names
-        .filter(|n| n.len().abs_diff(word.len()) <= limit)
+        .filter(|n| n.len().abs_diff(word.len()) <= limit && near(n))
         .map(|n| (distance(word, n), n))
         .filter(|(d, _)| *d <= limit)
         .min()

@@ -95,7 +95,7 @@ fn kernel_types_build_against_the_installed_kernel() {
     let text = String::from_utf8_lossy(&expanded.stdout);
     // The 6.1 layouts, asserted in the generated crate that just type-checked.
     assert!(text.contains("pub struct sysinfo {"), "{text}");
-    assert!(text.contains("assert!(core::mem::size_of:: < sysinfo > () == 112);"), "{text}");
+    assert!(text.contains("kgraft_rt::assert_layout!(\n    sysinfo, 112;"), "{text}");
     assert!(text.contains("pub fn si_meminfo(val: *mut sysinfo);"), "{text}");
 }
 

@@ -14,6 +14,27 @@ macro_rules! opaque_types {
     };
 }
 
+/// Asserts at compile time that a generated kernel type has the kernel's size and member
+/// offsets: `assert_layout!(seq_file, 120; buf = 0, size = 8)`. A patch whose types do not match
+/// its target kernel does not build.
+#[macro_export]
+macro_rules! assert_layout {
+    ($ty:ident, $size:literal $(; $($field:ident = $offset:literal),* $(,)?)?) => {
+        const _: () = {
+            assert!(
+                ::core::mem::size_of::<$ty>() == $size,
+                concat!("kgraft: the size of `", stringify!($ty), "` is not the kernel's")
+            );
+            $($(
+                assert!(
+                    ::core::mem::offset_of!($ty, $field) == $offset,
+                    concat!("kgraft: `", stringify!($ty), ".", stringify!($field), "` is not at the kernel's offset")
+                );
+            )*)?
+        };
+    };
+}
+
 /// Exports the patch descriptor `$patch` of the module `$name` for the target's engine.
 ///
 /// Without a target feature the descriptor is only type-checked.

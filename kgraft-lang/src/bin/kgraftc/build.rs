@@ -43,9 +43,17 @@ pub(crate) fn crate_name(lowered: &Lowered) -> String {
 fn manifest(spec: &CrateSpec, lowered: &Lowered) -> String {
     let root = workspace_root();
     let path_of = |krate: &str| root.join(krate).display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    // No build script, whatever the directory holds, except the one kgraftc itself writes
+    // (anew before every build) to link a host patch's C bodies.
+    let build = if spec.rt_feature == Some("host") && lowered.c_source.is_some() {
+        "# kgraftc's own script, rewritten before every build.\nbuild = \"build.rs\""
+    } else {
+        "# No build script, whatever the directory holds.\nbuild = false"
+    };
     let mut text = format!(
         "# Written by kgraftc: the patch `{name}` lowered for {purpose}.\n\
-         [package]\nname = \"{krate}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [package]\nname = \"{krate}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\
+         {build}\n\n\
          [lib]\npath = \"{LIB_PATH}\"\n",
         name = lowered.name,
         purpose = spec.purpose,
@@ -139,7 +147,8 @@ pub(crate) fn run_cargo(
     ui: &Ui,
 ) -> Result<Built, Failure> {
     cargo.arg("--message-format").arg("json").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let output = cargo.output().map_err(|e| Failure::io("cannot run cargo", e))?;
+    let output =
+        crate::process::output(&mut cargo).map_err(|e| Failure::io("cannot run cargo", e))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let own = crate_name(lowered);
     let mut built = Built::default();
@@ -251,8 +260,9 @@ const CHECK: CrateSpec = CrateSpec { purpose: "type-checking", crate_type: None,
 /// `kgraftc build --target check`: type-checks the lowered crate with `cargo check` against
 /// `kgraft-rt` without a target feature, reporting rustc's errors on the `.kgp` source.
 ///
-/// The crate goes in `--out` (default: a directory under the system's temporary directory);
-/// cargo's target directory is `CARGO_TARGET_DIR` when set, else the workspace's
+/// The crate goes in `--out`, which must be new, empty or a crate kgraftc wrote (default: the
+/// workspace's `target/kgraft/check/NAME`, never a predictable path in a shared temporary
+/// directory, where another user's `build.rs` could wait); cargo's target directory is `CARGO_TARGET_DIR` when set, else the workspace's
 /// `target/kgraft-check`, shared by every patch so the dependencies build once.
 pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let checked = crate::load(&args.file, ui)?;
@@ -260,8 +270,15 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     let dir = match &args.out {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("kgraftc-check-{}", lowered.name)),
+        None => workspace_root()
+            .join("target")
+            .join("kgraft")
+            .join("check")
+            .join(&lowered.name),
     };
+    crate::output::check_crate_dir(&dir).map_err(Failure::Fatal)?;
+    let _lock = crate::lock::take(&dir.join(crate::lock::FILE), &format!("`{}`", lowered.name))
+        .map_err(Failure::Fatal)?;
     let manifest = write_crate(&dir, &CHECK, &lowered)?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

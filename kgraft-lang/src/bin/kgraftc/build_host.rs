@@ -2,7 +2,9 @@
 //!
 //! The lowered crate is written to a build directory under the workspace's `target/`, built as
 //! a `cdylib` against `kgraft-rt` with the `host` feature, and copied to the output path. The
-//! crates of every patch share one target directory, so a second build only compiles the patch.
+//! crates of every patch share one target directory, so a second build only compiles the patch;
+//! the crate's directory is locked from writing the crate to installing the output, so two
+//! builds of patches of the same name do not swap their code.
 
 use std::path::PathBuf;
 
@@ -34,8 +36,18 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     }
     let kernel = crate::check_kernel(&checked, &target, ui)?;
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.so", lowered.name)));
+    crate::output::refuse_input(&out, &[&args.file]).map_err(Failure::Fatal)?;
     let work = workspace_root().join("target").join("kgraft").join("host");
     let crate_dir = work.join(&lowered.name);
+    let _lock = crate::lock::take(
+        &crate_dir.join(crate::lock::FILE),
+        &format!("`{}`", lowered.name),
+    )
+    .map_err(Failure::Fatal)?;
     let manifest = write_crate(&crate_dir, &HOST, &lowered)?;
     let c_object = crate::cbuild::compile_host(&crate_dir, &checked, &lowered, ui)?;
     crate::cbuild::link_script(&crate_dir, c_object.as_deref())?;
@@ -58,9 +70,7 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         .iter()
         .find(|f| f.extension().is_some_and(|e| e == "so"))
         .ok_or_else(|| Failure::Fatal(format!("cargo built no shared object for `{}`", lowered.name)))?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.so", lowered.name)));
-    std::fs::copy(so, &out)
-        .map_err(|e| Failure::io(format!("cannot copy `{}` to `{}`", so.display(), out.display()), e))?;
+    crate::output::install(so, &out, &[&args.file]).map_err(Failure::Fatal)?;
     eprintln!("    Finished {}", out.display());
     Ok(())
 }

@@ -42,6 +42,9 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         }
     };
     let checked = crate::load(&args.file, ui)?;
+    if let Some(out) = &args.out {
+        crate::output::refuse_input(out, &[&args.file]).map_err(Failure::Fatal)?;
+    }
     let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
     // The kernel checks always run for this target, against the build directory found.
     let mut target = args.kernel.clone();
@@ -64,7 +67,11 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let kdir = prepared.kdir_path().to_path_buf();
     let out = prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(fatal)?;
     if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {
-        crate::sign::sign(&kdir, key, cert, &out)?;
+        // A module that should have been signed is not left behind unsigned.
+        if let Err(e) = crate::sign::sign(&kdir, key, cert, &out) {
+            let _ = std::fs::remove_file(&out);
+            return Err(e);
+        }
     }
     Ok(())
 }

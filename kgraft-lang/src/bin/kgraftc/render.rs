@@ -62,10 +62,12 @@ impl Ui {
     pub(crate) fn emit(&self, source: &SourceFile, diagnostics: &[Diagnostic]) {
         match self.format {
             MessageFormat::Json => {
-                let stdout = std::io::stdout();
-                let mut out = stdout.lock();
-                for d in diagnostics {
-                    let _ = writeln!(out, "{}", json(source, d));
+                let text: String = diagnostics
+                    .iter()
+                    .map(|d| format!("{}\n", json(source, d)))
+                    .collect();
+                if let Err(crate::Failure::Fatal(message)) = crate::output::stdout(&text) {
+                    eprintln!("error: {message}");
                 }
             }
             MessageFormat::Human => {

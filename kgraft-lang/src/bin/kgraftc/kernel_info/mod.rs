@@ -9,9 +9,10 @@
 
 mod btf;
 mod image;
+mod inlined;
 mod probe;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +39,10 @@ pub(crate) struct KernelArgs {
     /// then rely on its BTF alone).
     #[arg(long)]
     pub(crate) no_probe: bool,
+    /// A vmlinux with DWARF (Debian: the `linux-image-R-amd64-dbg` package's): warns of every
+    /// function into which a replaced function was inlined, since those callers keep the old code.
+    #[arg(long, value_name = "VMLINUX")]
+    pub(crate) debuginfo: Option<PathBuf>,
 }
 
 impl KernelArgs {
@@ -50,30 +55,42 @@ impl KernelArgs {
 /// Bumped whenever the cached form of [`Kernel`] changes.
 const CACHE_FORMAT: u32 = 2;
 
-/// What vmlinux's reading leaves in the cache: the model and the raw BTF, which a module's
-/// split BTF needs as its base.
+/// What vmlinux's reading leaves in the cache: the model, and beside it in a file of its own
+/// the raw BTF, which a module's split BTF needs as its base (read only then).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Cached {
     kernel: Kernel,
+    #[serde(skip)]
     btf: Vec<u8>,
     /// Whether the image has no symbol table to be found (raw BTF, or the probe could not run).
     probe_failed: bool,
 }
 
-/// Reads the target kernel for a patch whose `module` blocks name `modules`.
-pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Failure> {
+/// Reads the target kernel for a patch that replaces `targets` (object, function).
+pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Kernel, Failure> {
+    let modules: Vec<String> = targets.iter().filter(|(o, _)| o != "vmlinux").map(|(o, _)| o.clone()).collect();
     let start = Instant::now();
     let release = match &args.kdir {
         Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
         None => None,
     };
-    let (mut kernel, base_btf) = load_vmlinux(args, release.as_deref())?;
+    let timing = std::env::var_os("KGRAFT_TIMING").is_some();
+    let lap = |what: &str| {
+        if timing {
+            eprintln!("  {what}: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+        }
+    };
+    let (mut kernel, raw_btf) = load_vmlinux(args, release.as_deref())?;
+    let mut raw_btf = Some(raw_btf);
+    lap("vmlinux read");
     kernel.release = release.clone().unwrap_or_else(|| kernel.release.clone());
-    if let Some(kdir) = &args.kdir {
-        kernel.exported = symvers(kdir);
-    }
-    let installed = release.as_deref().map(installed_modules).unwrap_or_default();
-    if release.is_some() || !args.modules.is_empty() {
+    // The release's modules are listed only for a patch that names one.
+    let installed = match release.as_deref() {
+        Some(release) if !modules.is_empty() => installed_modules(release),
+        _ => BTreeMap::new(),
+    };
+    lap("modules listed");
+    if (release.is_some() && !modules.is_empty()) || !args.modules.is_empty() {
         let mut names: BTreeSet<String> = installed.keys().cloned().collect();
         names.extend(args.modules.iter().filter_map(|p| module_name(p)));
         kernel.modules = Some(names);
@@ -97,7 +114,7 @@ pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Fail
             Some(split) => {
                 if base.is_none() {
                     base = Some(
-                        btf_rs::Btf::from_bytes(&base_btf)
+                        btf_rs::Btf::from_bytes(&raw_btf.take().map(RawBtf::bytes).transpose()?.unwrap_or_default())
                             .map_err(|e| Failure::Fatal(format!("cannot parse vmlinux's BTF again: {e}")))?,
                     );
                 }
@@ -112,8 +129,20 @@ pub(crate) fn load(args: &KernelArgs, modules: &[String]) -> Result<Kernel, Fail
         object.symbols = info.symbols;
         kernel.objects.insert(name, object);
     }
+    lap("modules read");
+    if let Some(path) = &args.debuginfo {
+        let wanted = targets.iter().filter(|(o, _)| o == "vmlinux").map(|(_, f)| f.clone()).collect();
+        let data = std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+        check_release(path, image::banner_release(&data).as_ref(), release.as_deref())?;
+        eprintln!("   Reading the DWARF of {} for inlined copies", path.display());
+        let found = inlined::callers(&data, &wanted).map_err(|e| Failure::Fatal(format!("`{}`: {e}", path.display())))?;
+        if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
+            vmlinux.inlined = found;
+        }
+        lap("debug information read");
+    }
     kernel.index();
-    if std::env::var_os("KGRAFT_TIMING").is_some() {
+    if timing {
         eprintln!("kernel description read in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     }
     Ok(kernel)
@@ -125,7 +154,7 @@ pub(crate) fn vmlinux_btf(args: &KernelArgs) -> Result<Vec<u8>, Failure> {
         Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
         None => None,
     };
-    Ok(load_vmlinux(args, release.as_deref())?.1)
+    load_vmlinux(args, release.as_deref())?.1.bytes()
 }
 
 /// The name a module's file gives it, spelled as the kernel does.
@@ -157,10 +186,19 @@ fn installed_modules(release: &str) -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// The symbols of `Module.symvers`, when the build directory has it.
-fn symvers(kdir: &Path) -> Option<HashSet<String>> {
-    let text = std::fs::read_to_string(kdir.join("Module.symvers")).ok()?;
-    Some(text.lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_owned).collect())
+/// vmlinux's raw BTF, read from the cache only when a module needs it as its base.
+enum RawBtf {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+impl RawBtf {
+    fn bytes(self) -> Result<Vec<u8>, Failure> {
+        match self {
+            RawBtf::Bytes(b) => Ok(b),
+            RawBtf::File(path) => std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read the cached `{}`", path.display()), e)),
+        }
+    }
 }
 
 /// Where vmlinux's BTF comes from.
@@ -176,7 +214,7 @@ fn running_release() -> Option<String> {
 }
 
 /// Reads vmlinux, from the cache when it holds this image; returns the model and the raw BTF.
-fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec<u8>), Failure> {
+fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, RawBtf), Failure> {
     let source = match (&args.vmlinux, release) {
         (Some(path), _) => Source::File(path.clone()),
         (None, Some(r)) if running_release().as_deref() == Some(r) && Path::new("/sys/kernel/btf/vmlinux").is_file() => {
@@ -203,7 +241,7 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
             if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
                 vmlinux.symbols = kallsyms();
             }
-            Ok((kernel, btf))
+            Ok((kernel, RawBtf::Bytes(btf)))
         }
         Source::File(path) => {
             let meta = std::fs::metadata(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
@@ -212,7 +250,8 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
             let complete = |c: &Cached| args.no_probe || c.kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_some()) || c.probe_failed;
             if let Some(cached) = cache.as_deref().and_then(read_cache).filter(complete) {
                 check_release(&path, Some(&cached.kernel.release), release)?;
-                return Ok((cached.kernel, cached.btf));
+                let btf = cache.as_deref().map(|c| RawBtf::File(c.with_extension("btf"))).unwrap_or(RawBtf::Bytes(Vec::new()));
+                return Ok((cached.kernel, btf));
             }
             let data = std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
             let bad = |e: String| Failure::Fatal(format!("`{}`: {e}", path.display()));
@@ -272,7 +311,7 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Vec
             if let Some(cache) = &cache {
                 write_cache(cache, &cached);
             }
-            Ok((cached.kernel, cached.btf))
+            Ok((cached.kernel, RawBtf::Bytes(cached.btf)))
         }
     }
 }
@@ -345,7 +384,8 @@ fn cache_path(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
 
 fn read_cache(path: &Path) -> Option<Cached> {
     let bytes = std::fs::read(path).ok()?;
-    postcard::from_bytes(&bytes).ok()
+    let cached: Cached = postcard::from_bytes(&bytes).ok()?;
+    path.with_extension("btf").is_file().then_some(cached)
 }
 
 /// Writes the cache through a private temporary file renamed into place, so a reader never
@@ -355,10 +395,22 @@ fn write_cache(path: &Path, cached: &Cached) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
+    // The raw BTF first: a model in the cache always has its BTF beside it.
+    if !write_atomically(&path.with_extension("btf"), &cached.btf) {
+        return;
+    }
     let Ok(bytes) = postcard::to_stdvec(cached) else { return };
+    write_atomically(path, &bytes);
+}
+
+/// Writes through a private temporary file renamed into place; false if it could not.
+fn write_atomically(path: &Path, bytes: &[u8]) -> bool {
+    let Some(dir) = path.parent() else { return false };
     let tmp = dir.join(format!(".{}.{}", std::process::id(), path.file_name().and_then(|n| n.to_str()).unwrap_or("k")));
-    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(&bytes));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
     if written.is_err() || std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
+        return false;
     }
+    true
 }

@@ -99,7 +99,7 @@ pub(crate) struct Prepared {
     progress: Progress,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
     /// crate and kbuild directories.
-    _cache_lock: std::fs::File,
+    _cache_lock: crate::lock::Lock,
 }
 
 /// Finds the kernel build directory and checks the patch's `kernel` glob against its release,
@@ -115,22 +115,9 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
     Ok(Prepared { kdir, toolchain, cache, progress, _cache_lock })
 }
 
-/// Takes the cache's lock, waiting (and saying so) while another build holds it.
-fn lock_cache(cache: &Path) -> Result<std::fs::File, Error> {
-    let path = cache.join("lock");
-    let file = std::fs::File::create(&path)
-        .map_err(|e| Error::new(format!("cannot create `{}`: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => return Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!("      waiting for another kgraftc build using `{}`", cache.display());
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::new(format!("cannot lock `{}`: {e}", path.display())));
-        }
-    }
-    file.lock().map_err(|e| Error::new(format!("cannot lock `{}`: {e}", path.display())))?;
-    Ok(file)
+/// Takes the cache's lock, waiting (and saying for whom) while another build holds it.
+fn lock_cache(cache: &Path) -> Result<crate::lock::Lock, Error> {
+    crate::lock::take(&cache.join("lock"), &format!("in `{}`", cache.display())).map_err(Error::new)
 }
 
 impl Prepared {
@@ -209,10 +196,12 @@ impl Prepared {
             }
         }
 
-        self.progress.step(if unexported.is_empty() {
-            "no unexported symbols to resolve"
+        self.progress.step(&if unexported.is_empty() {
+            "no unexported symbols to resolve".to_owned()
         } else {
-            "writing livepatch relocations for unexported symbols"
+            // Said by name: the livepatch core resolves these when the patch is enabled, and
+            // refuses the patch if one is missing from the running kernel.
+            format!("writing livepatch relocations, resolved by the livepatch core at load: {}", unexported.join(", "))
         });
         let ko = build_dir.join(format!("{name}.klp.ko"));
         klp::convert(&linked, &ko, &unexported)?;
@@ -224,8 +213,7 @@ impl Prepared {
             Some(out) => out.to_path_buf(),
             None => PathBuf::from(format!("{name}.ko")),
         };
-        std::fs::copy(&ko, &out)
-            .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+        crate::output::install(&ko, &out, &[]).map_err(Error::new)?;
         self.progress.done(&out);
         Ok(out)
     }
@@ -256,9 +244,8 @@ fn write_if_changed(path: &Path, contents: &[u8]) -> Result<(), Error> {
 
 /// Runs `cmd`, returning its standard output, or an error holding its output.
 fn run(cmd: &mut std::process::Command, what: &str) -> Result<String, Error> {
-    let out = cmd.output().map_err(|e| {
-        Error::new(format!("cannot run {what} ({:?}): {e}", cmd.get_program()))
-    })?;
+    let out = crate::process::output(cmd)
+        .map_err(|e| Error::new(format!("cannot run {what} ({:?}): {e}", cmd.get_program())))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
