@@ -269,6 +269,114 @@ s12() {
 }
 r="$(s12 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict take_all_off "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
+# 13. `kgraftc kernel`: refused without root, load with its transition, list, status, a second
+# load refused, unload, and the refusal to unload what is not there.
+K=/bin/kgraftc
+export TERM=dumb
+s13() {
+    mkdir -p /etc
+    echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
+    echo 'nogroup:x:65534:' >> /etc/group
+    su -s /bin/sh nobody -c "$K kernel load /m/cmdline_banner.ko" > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'needs root' /tmp/k.out || { echo "without root: exit $rc: $(cat /tmp/k.out)"; return; }
+    $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1 || { echo "load: $(cat /tmp/k.out)"; return; }
+    grep -q '^cmdline_banner is enabled' /tmp/k.out || { echo "load said: $(cat /tmp/k.out)"; return; }
+    grep -q 'kgraft: cmdline_banner active' /proc/cmdline || { echo "not patched: $(cat /proc/cmdline)"; return; }
+    $K kernel list > /tmp/k.out 2>&1
+    grep -q '^cmdline_banner  *enabled  *vmlinux:cmdline_proc_show$' /tmp/k.out || { echo "list: $(cat /tmp/k.out)"; return; }
+    $K kernel status cmdline_banner > /tmp/k.out 2>&1
+    grep -q '^  vmlinux: patched$' /tmp/k.out || { echo "status: $(cat /tmp/k.out)"; return; }
+    $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'already loaded' /tmp/k.out || { echo "second load: exit $rc: $(cat /tmp/k.out)"; return; }
+    $K kernel unload cmdline_banner > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
+    [ -d $LP/cmdline_banner ] && { echo "sysfs directory left"; return; }
+    grep -q '^cmdline_banner ' /proc/modules && { echo "module left"; return; }
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    $K kernel unload cmdline_banner > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'no live patch or module named' /tmp/k.out || { echo "unload of nothing: exit $rc"; return; }
+    echo ok
+}
+r="$(s13 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_kernel "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# Starts a reader of /proc/kgraft_nap and waits until it sleeps inside kgt_nap; sets NAPPER.
+nap() {
+    cat /proc/kgraft_nap > /tmp/nap.out &
+    NAPPER=$!
+    for i in $(seq 50); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null && return 0; sleep 0.1; done
+    echo "the reader never slept in kgt_nap"; return 1
+}
+
+# 14. A task asleep in a replaced function holds the transition up: `kgraftc kernel load`
+# names it, and after --timeout reverses the transition and removes the module.
+s14() {
+    nap || return
+    $K kernel load --timeout 3 /m/nap_short.ko > /tmp/k.out 2>&1
+    rc=$?; cat /tmp/k.out
+    [ $rc = 1 ] || { echo "load with a straggler: exit $rc"; return; }
+    grep -q "cat (pid $NAPPER): .*kgt_nap \[kgraft_testmod\]" /tmp/k.out || { echo "the straggler was not named"; return; }
+    grep -q 'the transition was reversed and the module removed' /tmp/k.out || { echo "no reversal reported"; return; }
+    [ -d $LP/nap_short ] && { echo "sysfs directory left"; return; }
+    grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
+    kill $NAPPER; wait $NAPPER
+    echo ok
+}
+r="$(s14 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict straggler_timeout "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# 15. The same transition seen by `kgraftc kernel status`, `signal` (6.1's core signals by
+# itself) and finished by `force`; the patch then unloads.
+s15() {
+    nap || return
+    $K kernel load --timeout 60 /m/nap_short.ko > /tmp/load.out 2>&1 &
+    loader=$!
+    for i in $(seq 50); do [ "$(cat $LP/nap_short/transition 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+    $K kernel status nap_short > /tmp/k.out 2>&1
+    grep -q '^  transition to patched: 1 tasks left$' /tmp/k.out && grep -q "cat (pid $NAPPER)" /tmp/k.out \
+        || { echo "status: $(cat /tmp/k.out)"; return; }
+    $K kernel signal nap_short > /tmp/k.out 2>&1
+    rc=$?; [ $rc = 2 ] && grep -q 'sends the fake signal itself' /tmp/k.out || { echo "signal: exit $rc: $(cat /tmp/k.out)"; return; }
+    $K kernel force nap_short > /tmp/k.out 2>&1 || { echo "force: $(cat /tmp/k.out)"; return; }
+    grep -q '^WARNING: forcing the transition of nap_short' /tmp/k.out || { echo "no warning: $(cat /tmp/k.out)"; return; }
+    wait $loader || { echo "the load did not finish: $(cat /tmp/load.out)"; return; }
+    [ "$(cat /proc/kgraft_nap)" = 2 ] || { echo "not patched"; return; }
+    # A forced patching transition leaves the new patch's module removable (6.1 keeps the
+    # modules of forced removals only).
+    $K kernel unload nap_short > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
+    [ -d $LP/nap_short ] && { echo "sysfs directory left"; return; }
+    grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
+    kill $NAPPER; wait $NAPPER
+    echo ok
+}
+r="$(s15 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_force "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# 16. A package of `kgraftc package`, its maintainer scripts run as dpkg runs them: version 1
+# (cmdline_banner) installed and reinstalled, upgraded to version 2 (cmdline_banner_v2, with
+# replace_all, which replaces it atomically), then removed. run.sh unpacked both versions.
+s16() {
+    P=kgraft-patch-banner
+    cp -a /pkg/v1/lib /pkg/v1/usr /
+    sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 postinst: $(cat /tmp/p.out)"; return; }
+    [ "$(head -n 1 /proc/cmdline)" = "kgraft: cmdline_banner active" ] || { echo "v1 not applied: $(cat /tmp/p.out)"; return; }
+    [ "$(cut -d ' ' -f 1 /var/lib/kgraft/$P)" = cmdline_banner ] || { echo "no state after v1"; return; }
+    sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
+    grep -q 'cmdline_banner is applied' /tmp/p.out || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
+    sh /pkg/v1/DEBIAN/prerm upgrade 2 || { echo "v1 prerm upgrade failed"; return; }
+    [ -d $LP/cmdline_banner ] || { echo "prerm upgrade unloaded v1"; return; }
+    # dpkg unpacks version 2 and removes the files version 1 had alone.
+    cp -a /pkg/v2/lib /pkg/v2/usr /
+    rm /lib/modules/*/updates/kgraft/cmdline_banner.ko
+    sh /pkg/v2/DEBIAN/postinst configure 1 > /tmp/p.out 2>&1 || { echo "v2 postinst: $(cat /tmp/p.out)"; return; }
+    [ "$(head -n 1 /proc/cmdline)" = "kgraft: cmdline_banner_v2 active" ] || { echo "v2 not applied: $(cat /tmp/p.out)"; return; }
+    [ -d $LP/cmdline_banner ] && { echo "v1 still in sysfs after the upgrade"; return; }
+    grep -q '^cmdline_banner ' /proc/modules && { echo "v1 module left after the upgrade"; return; }
+    sh /pkg/v2/DEBIAN/prerm remove > /tmp/p.out 2>&1 || { echo "v2 prerm remove: $(cat /tmp/p.out)"; return; }
+    [ -d $LP/cmdline_banner_v2 ] && { echo "v2 still in sysfs after removal"; return; }
+    grep -q '^cmdline_banner_v2 ' /proc/modules && { echo "v2 module left after removal"; return; }
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    [ -e /var/lib/kgraft/$P ] && { echo "state left after removal"; return; }
+    echo ok
+}
+r="$(s16 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict package_scripts "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

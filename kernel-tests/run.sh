@@ -28,7 +28,7 @@ fi
 release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
 kernel=/boot/vmlinuz-$release
 [ -r "$kernel" ] || { say "no kernel image $kernel (apt-get install linux-image-amd64)"; exit 2; }
-for tool in qemu-system-x86_64 busybox cpio gcc make modinfo pahole; do
+for tool in qemu-system-x86_64 busybox cpio gcc make modinfo pahole strip ldd dpkg-deb; do
     command -v $tool > /dev/null || [ -x /bin/$tool ] || { say "missing $tool (see kernel-tests/setup-notes.md)"; exit 2; }
 done
 busybox=$(command -v busybox || echo /bin/busybox)
@@ -93,7 +93,7 @@ cp "$up/livepatch-shadow-fix1.ko" "$rootfs/m/c/livepatch_shadow_fix1.ko"
 cp "$up/livepatch-shadow-fix2.ko" "$rootfs/m/c/livepatch_shadow_fix2.ko"
 
 for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string livepatch_shadow_fix1 livepatch_shadow_fix2 \
-    object_callbacks take_all_off; do
+    object_callbacks take_all_off nap_short; do
     src=$root/patches/$p.kgp
     [ -e "$src" ] || src=$here/patches/$p.kgp
     say "building $p"
@@ -103,12 +103,33 @@ for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_onl
         || { cat "$work/$p.build.log" >&2; say "building $p failed"; exit 1; }
     echo "build $p $(since "$t")s" >> "$times"
 done
+# Two versions of one package (`kgraftc package`), unpacked as dpkg would for the guest to run
+# their maintainer scripts: version 2 is cmdline_banner_v2, which replaces version 1.
+for v in 1 2; do
+    src=$root/patches/cmdline_banner.kgp
+    [ $v = 1 ] || src=$root/patches/cmdline_banner_v2.kgp
+    say "packaging version $v"
+    "$KGRAFTC" package --kdir "$KDIR" --format deb --name kgraft-patch-banner --pkg-version $v \
+        -o "$work/banner_$v.deb" "$src" > "$work/package_$v.log" 2>&1 || { cat "$work/package_$v.log" >&2; exit 1; }
+    mkdir -p "$rootfs/pkg/v$v"
+    dpkg-deb -x "$work/banner_$v.deb" "$rootfs/pkg/v$v"
+    dpkg-deb -e "$work/banner_$v.deb" "$rootfs/pkg/v$v/DEBIAN"
+done
+
 # A second build of an unchanged patch, to show the cache at work.
 t=$(now)
 "$KGRAFTC" build --target linux --kdir "$KDIR" -o "$work/warm.ko" "$root/patches/cmdline_banner.kgp" > "$work/warm.build.log" 2>&1
 echo "warm-rebuild cmdline_banner $(since "$t")s" >> "$times"
 
 gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
+
+# kgraftc itself, for the `kgraftc kernel` scenarios: stripped, with the shared libraries ldd
+# names at their own paths (as `kgraftc test` packs it).
+strip -o "$rootfs/bin/kgraftc" "$KGRAFTC"
+for lib in $(ldd "$KGRAFTC" | grep -o '/[^ ]*'); do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+done
 
 cp "$busybox" "$rootfs/bin/busybox"
 for cmd in $("$busybox" --list); do
@@ -137,5 +158,5 @@ grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
 cat "$times"
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 n=$(grep -c '^KGRAFT-TEST .* PASS' "$work/console.txt")
-[ "$n" -eq 12 ] || { say "expected 12 passing scenarios, saw $n"; exit 1; }
-say "all 12 scenarios passed"
+[ "$n" -eq 16 ] || { say "expected 16 passing scenarios, saw $n"; exit 1; }
+say "all 16 scenarios passed"

@@ -5,12 +5,15 @@
  * It holds one long-lived device and serves two proc files:
  *   /proc/kgraft_testmod  reading it calls kgt_describe(dev, m), "kgt <name> v1";
  *   /proc/kgraft_pair     each read computes kgt_decode(kgt_encode(x)) for a fresh x in one
- *                         system call and prints "1" when the round trip gives x back, else "0".
+ *                         system call and prints "1" when the round trip gives x back, else "0";
+ *   /proc/kgraft_nap      a read sleeps in kgt_nap for 30 s (less when signalled) and prints its
+ *                         result: a task that holds a transition up, for `kgraftc kernel`.
  *
  * The patched functions are noinline and noipa: every call goes through their fentry NOP, and
  * gcc makes no clones or assumptions about them that a patch could not follow.
  */
 #include <linux/atomic.h>
+#include <linux/delay.h>
 #include <linux/module.h>
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
@@ -25,6 +28,7 @@ struct kgt_dev {
 void kgt_describe(struct kgt_dev *dev, struct seq_file *m);
 u64 kgt_encode(u64 x);
 u64 kgt_decode(u64 y);
+int kgt_nap(unsigned int ms);
 
 static struct kgt_dev kgt_the_dev = { .id = 1, .name = "alpha" };
 static atomic64_t kgt_pair_next;
@@ -44,6 +48,12 @@ KGT_PATCHABLE u64 kgt_decode(u64 y)
 	return y ^ 0x5a5a5a5a5a5a5a5aULL;
 }
 
+/* Returns 0 after sleeping `ms`, 1 when a signal (or the livepatch core's fake one) woke it. */
+KGT_PATCHABLE int kgt_nap(unsigned int ms)
+{
+	return msleep_interruptible(ms) ? 1 : 0;
+}
+
 static int kgt_describe_show(struct seq_file *m, void *v)
 {
 	kgt_describe(&kgt_the_dev, m);
@@ -59,6 +69,12 @@ static int kgt_pair_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+static int kgt_nap_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "%d\n", kgt_nap(30000));
+	return 0;
+}
+
 static int __init kgt_init(void)
 {
 	if (!proc_create_single("kgraft_testmod", 0444, NULL, kgt_describe_show))
@@ -67,11 +83,17 @@ static int __init kgt_init(void)
 		remove_proc_entry("kgraft_testmod", NULL);
 		return -ENOMEM;
 	}
+	if (!proc_create_single("kgraft_nap", 0444, NULL, kgt_nap_show)) {
+		remove_proc_entry("kgraft_pair", NULL);
+		remove_proc_entry("kgraft_testmod", NULL);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
 static void __exit kgt_exit(void)
 {
+	remove_proc_entry("kgraft_nap", NULL);
 	remove_proc_entry("kgraft_pair", NULL);
 	remove_proc_entry("kgraft_testmod", NULL);
 }

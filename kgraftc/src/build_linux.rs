@@ -64,6 +64,14 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Fatal(format!("cargo built no archive for `{crate_name}`")))?;
     let report = |output: &str| crate::cbuild::report(output, &checked, ui);
     let c = lowered.c_source.as_deref().map(|text| linux::CFile { text, ksrc: args.ksrc.as_deref(), report: &report });
-    prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(fatal)?;
+    let kdir = prepared.kdir_path().to_path_buf();
+    let out = prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(fatal)?;
+    if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {
+        // A module that should have been signed is not left behind unsigned.
+        if let Err(e) = crate::sign::sign(&kdir, key, cert, &out) {
+            let _ = std::fs::remove_file(&out);
+            return Err(e);
+        }
+    }
     Ok(())
 }

@@ -30,12 +30,17 @@ mod build;
 mod build_host;
 mod build_linux;
 mod cbuild;
+mod guest_test;
 mod host_ctl;
+mod kernel_ctl;
 mod kernel_info;
 mod lock;
 mod output;
+mod package;
 mod process;
 mod render;
+mod sign;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -98,6 +103,12 @@ enum Command {
     Build(BuildArgs),
     /// Loads, unloads and lists patches in a running user-mode host.
     Host(host_ctl::HostArgs),
+    /// Lists, loads, unloads and watches live patches in the running Linux kernel.
+    Kernel(kernel_ctl::KernelCtlArgs),
+    /// Builds a patch, boots its kernel under qemu with it loaded and runs a script there.
+    Test(guest_test::TestArgs),
+    /// Builds a patch into a package (deb or rpm) that loads it at install and at boot.
+    Package(package::PackageArgs),
 }
 
 /// Where a patch is built for.
@@ -129,6 +140,12 @@ pub(crate) struct BuildArgs {
     /// Where to put the result (default: next to the source, or in the current directory).
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
+    /// Signs the module (Linux only) with this private key, through the kernel's `sign-file`.
+    #[arg(long, requires = "sign_cert", value_name = "KEY")]
+    pub(crate) sign_key: Option<PathBuf>,
+    /// The X.509 certificate of `--sign-key`.
+    #[arg(long, requires = "sign_key", value_name = "CERT")]
+    pub(crate) sign_cert: Option<PathBuf>,
 }
 
 /// Why a command failed.
@@ -245,12 +262,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 kgraft_lang::CODES.last().map_or("E0001", |c| c.code)
             ))),
         },
+        Command::Build(args) if args.sign_key.is_some() && args.target != Target::Linux => {
+            Err(Failure::Fatal("--sign-key and --sign-cert sign kernel modules: use them with --target linux".into()))
+        }
         Command::Build(args) => match args.target {
             Target::Host => build_host::run(&args, &ui),
             Target::Linux => build_linux::run(&args, &ui),
             Target::Check => build::check(&args, &ui),
         },
         Command::Host(args) => host_ctl::run(&args, &ui),
+        Command::Kernel(args) => kernel_ctl::run(&args),
+        Command::Test(args) => guest_test::run(&args, &ui),
+        Command::Package(args) => package::run(&args, &ui),
     }
 }
 

@@ -21,6 +21,10 @@ const SCENARIOS: &[&str] = &[
     "shadow_samples",
     "object_callbacks",
     "take_all_off",
+    "kgraftc_kernel",
+    "straggler_timeout",
+    "kgraftc_force",
+    "package_scripts",
 ];
 
 #[test]

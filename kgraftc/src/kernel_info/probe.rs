@@ -9,12 +9,12 @@
 //! with the rest of the kernel's description.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use kgraft_lang::kernel::Symbol;
+
+use crate::vm;
 
 /// The guest's `/init`: the text symbols of vmlinux, in kallsyms order, then the traceable ones.
 const INIT: &str = r#"#!/bin/busybox sh
@@ -37,72 +37,38 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Boots `image` and returns its text symbols with their fentry sites.
 pub(crate) fn probe(image: &Path, release: &str) -> Result<BTreeMap<String, Symbol>, String> {
-    let qemu = which("qemu-system-x86_64").ok_or("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")?;
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or("busybox is not installed (Debian: busybox-static)")?;
-    let dir = private_dir()?;
-    let result = boot(&qemu, &busybox, image, release, &dir);
-    if std::env::var_os("KGRAFT_PROBE_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("      kept {}", dir.display());
-    }
-    result
+    let qemu = vm::qemu()?;
+    let busybox = vm::busybox()?;
+    let dir = vm::TempDir::new("probe", "KGRAFT_PROBE_KEEP")?;
+    boot(&qemu, &busybox, image, release, dir.path())
 }
 
 fn boot(qemu: &Path, busybox: &Path, image: &Path, release: &str, dir: &Path) -> Result<BTreeMap<String, Symbol>, String> {
-    let busybox_bytes = std::fs::read(busybox).map_err(|e| format!("cannot read {}: {e}", busybox.display()))?;
-    let mut cpio = Cpio::default();
-    for d in ["bin", "proc", "sys", "dev"] {
-        cpio.dir(d);
-    }
-    cpio.file("bin/busybox", 0o755, &busybox_bytes);
+    let mut cpio = vm::Cpio::default();
+    cpio.busybox(busybox, false)?;
     cpio.file("init", 0o755, INIT.as_bytes());
     let initrd = dir.join("initrd");
     std::fs::write(&initrd, cpio.finish()).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
     let dump = dir.join("dump");
     let console = dir.join("console");
     eprintln!("   Probing {release} under qemu for its symbols and fentry sites (once per kernel, about 20 s)");
-    let start = Instant::now();
-    let mut child = Command::new(qemu)
-        .args(["-display", "none", "-no-reboot", "-m", "512", "-smp", "1", "-nic", "none", "-kernel"])
-        .arg(image)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", dump.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the kernel did not finish within {} s under qemu", TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Err(format!("waiting for qemu: {e}")),
-        }
+    let machine = vm::Machine {
+        image,
+        initrd: &initrd,
+        append: "quiet panic=-1".into(),
+        memory_mb: 512,
+        cpus: 1,
+        console: vm::Console::File(console.clone()),
+        data: Some(dump.clone()),
+    };
+    let mut child = machine.start(qemu)?;
+    if vm::wait(&mut child, TIMEOUT, || {})? == vm::Ended::TimedOut {
+        return Err(format!("the kernel did not finish within {} s under qemu", TIMEOUT.as_secs()));
     }
     let text = std::fs::read(&dump).map_err(|e| format!("the probe printed nothing ({e})"))?;
     let text = String::from_utf8_lossy(&text).replace('\r', "");
     parse(&text).ok_or_else(|| {
-        let tail = std::fs::read_to_string(&console).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(8).collect();
-        format!(
-            "the probe's output is incomplete; the console ended with:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
+        format!("the probe's output is incomplete; the console ended with:\n{}", vm::tail(&console, 8))
     })
 }
 
@@ -124,80 +90,4 @@ fn parse(text: &str) -> Option<BTreeMap<String, Symbol>> {
         }
     }
     Some(out)
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
-}
-
-/// A fresh directory only this user can enter.
-fn private_dir() -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let dir = base.join(format!("kgraft-probe-{}-{nanos:x}-{attempt}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("cannot create a directory in {}: {e}", base.display())),
-        }
-    }
-    Err("cannot create a private temporary directory".into())
-}
-
-/// A `newc` cpio archive, the format of an initramfs.
-#[derive(Default)]
-struct Cpio {
-    out: Vec<u8>,
-    ino: u32,
-}
-
-impl Cpio {
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
-        self.ino += 1;
-        let header = format!(
-            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len(),
-            0,
-            0,
-            0,
-            0,
-            name.len() + 1,
-            0
-        );
-        self.out.extend_from_slice(header.as_bytes());
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(0);
-        self.pad();
-        self.out.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.out.len().is_multiple_of(4) {
-            self.out.push(0);
-        }
-    }
-
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040755, &[]);
-    }
-
-    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
-        self.entry(name, 0o100000 | perm, data);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, &[]);
-        let mut out = self.out;
-        out.flush().ok();
-        out
-    }
 }

@@ -1,0 +1,357 @@
+//! `kgraftc test FILE.kgp --script SCRIPT`: a patch tried on its own kernel under qemu.
+//!
+//! The patch is built for the release of `--kdir`; that release's image (`/boot/vmlinuz-R`) boots
+//! under qemu's software emulation with a busybox initramfs holding the module, the target
+//! modules given with `--module`, the script and kgraftc itself (with the shared libraries
+//! `ldd` names, so the same binary runs in the guest). The guest's `/init` loads the patch with
+//! `kgraftc kernel load`, runs the script while the patch is applied, unloads the patch with
+//! `kgraftc kernel unload` and checks that the kernel let go of it (no sysfs directory, no
+//! module). It reports each step on its second serial port, which the host reads as it goes.
+//!
+//! Exit status: 0 the script passed and the unload restored the kernel; 1 the patch did not
+//! build or load, the script failed, or the unload did not restore the kernel; 2 the machine
+//! could not run.
+//!
+//! With `--shell`, the same guest loads the patch and gives its shell to this terminal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::render::Ui;
+use crate::{BuildArgs, Failure, Target, vm};
+
+/// The arguments of `kgraftc test`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TestArgs {
+    /// The `.kgp` file.
+    pub(crate) file: PathBuf,
+    /// The target kernel: `--kdir` names the release booted; each `--module FILE.ko` is also
+    /// inserted in the guest before the patch.
+    #[command(flatten)]
+    pub(crate) kernel: crate::kernel_info::KernelArgs,
+    /// A kernel source tree for C bodies' includes (as for `kgraftc build`).
+    #[arg(long)]
+    pub(crate) ksrc: Option<PathBuf>,
+    /// The shell script to run in the guest while the patch is applied (busybox `sh`; it passes
+    /// when it exits 0).
+    #[arg(long, required_unless_present = "shell")]
+    pub(crate) script: Option<PathBuf>,
+    /// Gives an interactive shell in the guest, with the patch loaded, instead of a script.
+    #[arg(long, conflicts_with = "script")]
+    pub(crate) shell: bool,
+    /// Extra kernel command-line arguments for the guest (`module.sig_enforce=1`).
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    pub(crate) append: String,
+    /// Seconds the patch's transitions may take in the guest.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) timeout: u64,
+    /// Seconds the whole guest may run (script mode).
+    #[arg(long, default_value_t = 600)]
+    pub(crate) vm_timeout: u64,
+    /// Signs the module with this key (see `kgraftc build`).
+    #[arg(long, requires = "sign_cert", value_name = "KEY")]
+    pub(crate) sign_key: Option<PathBuf>,
+    /// The certificate of `--sign-key`.
+    #[arg(long, requires = "sign_key", value_name = "CERT")]
+    pub(crate) sign_cert: Option<PathBuf>,
+}
+
+/// The guest's `/init`. `@NAME@`, `@TIMEOUT@` and `@MODE@` are filled in.
+const INIT: &str = r#"#!/bin/sh
+# The init of `kgraftc test`: load the patch, run the script, unload, check, power off.
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs tmpfs /tmp
+export PATH=/bin:/sbin HOME=/tmp KGRAFT_PATCH=@NAME@
+cd /tmp
+# In script mode the output goes to a file on the host: progress a line at a time.
+if [ @MODE@ = shell ]; then out=/dev/console; else out=/dev/ttyS1; export TERM=dumb; fi
+step() { [ @MODE@ = shell ] || echo "KGRAFT-STEP $*" > $out; }
+step booted
+for m in /m/modules/*.ko; do
+    [ -e "$m" ] || continue
+    insmod "$m" > $out 2>&1 || step module-failed "$m"
+done
+step loading
+kgraftc kernel load --timeout @TIMEOUT@ /m/@NAME@.ko > $out 2>&1
+step load $?
+if [ -d /sys/kernel/livepatch/@NAME@ ]; then
+    if [ @MODE@ = shell ]; then
+        echo
+        echo "kgraft: @NAME@ is loaded (/m/@NAME@.ko). Try: kgraftc kernel status"
+        echo "kgraft: leave with: poweroff -f"
+        setsid cttyhack sh
+        poweroff -f
+    fi
+    step script
+    sh /script > $out 2>&1
+    step script-status $?
+    step unloading
+    kgraftc kernel unload --timeout @TIMEOUT@ @NAME@ > $out 2>&1
+    step unload $?
+    left=""
+    [ -d /sys/kernel/livepatch/@NAME@ ] && left="$left sysfs"
+    grep -q "^@NAME@ " /proc/modules && left="$left module"
+    step restored ${left:-yes}
+elif [ @MODE@ = shell ]; then
+    echo "kgraft: @NAME@ did not load; here is a shell anyway (leave with: poweroff -f)"
+    setsid cttyhack sh
+fi
+step done
+poweroff -f
+"#;
+
+/// Runs `kgraftc test`.
+pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
+    let qemu = vm::qemu().map_err(Failure::Fatal)?;
+    let busybox = vm::busybox().map_err(Failure::Fatal)?;
+    let script = match &args.script {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?)
+        }
+        None => None,
+    };
+    let dir = vm::TempDir::new("test", "KGRAFT_TEST_KEEP").map_err(Failure::Fatal)?;
+    let ko = dir.path().join("patch.ko");
+    let build = BuildArgs {
+        file: args.file.clone(),
+        target: Target::Linux,
+        kernel: args.kernel.clone(),
+        ksrc: args.ksrc.clone(),
+        out: Some(ko.clone()),
+        sign_key: args.sign_key.clone(),
+        sign_cert: args.sign_cert.clone(),
+    };
+    crate::build_linux::run(&build, ui)?;
+    let module = crate::kernel_ctl::module_file(&ko)?;
+    let release = module
+        .vermagic
+        .as_deref()
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or_else(|| Failure::Fatal(format!("the module {} has no vermagic", module.name)))?
+        .to_owned();
+    let image = vm::kernel_image(&release).map_err(Failure::Fatal)?;
+
+    let mut cpio = vm::Cpio::default();
+    cpio.busybox(&busybox, true).map_err(Failure::Fatal)?;
+    let me = std::env::current_exe().map_err(|e| Failure::io("cannot find kgraftc's own executable", e))?;
+    let stripped = dir.path().join("kgraftc");
+    cpio.program("bin/kgraftc", &strip(&me, &stripped))
+        .map_err(Failure::Fatal)?;
+    let bytes = std::fs::read(&ko).map_err(|e| Failure::io(format!("cannot read `{}`", ko.display()), e))?;
+    cpio.file(&format!("m/{}.ko", module.name), 0o644, &bytes);
+    for m in &args.kernel.modules {
+        let bytes = std::fs::read(m).map_err(|e| Failure::io(format!("cannot read `{}`", m.display()), e))?;
+        let name = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "module.ko".into());
+        cpio.file(&format!("m/modules/{name}"), 0o644, &bytes);
+    }
+    cpio.file("script", 0o755, script.as_deref().unwrap_or(b"exit 0\n"));
+    let init = INIT
+        .replace("@NAME@", &module.name)
+        .replace("@TIMEOUT@", &args.timeout.to_string())
+        .replace("@MODE@", if args.shell { "shell" } else { "script" });
+    cpio.file("init", 0o755, init.as_bytes());
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, cpio.finish())
+        .map_err(|e| Failure::io(format!("cannot write `{}`", initrd.display()), e))?;
+
+    let append = format!("quiet panic=-1 oops=panic softlockup_panic=1 {}", args.append)
+        .trim_end()
+        .to_owned();
+    if args.shell {
+        return shell(&qemu, &image, &initrd, append, &release);
+    }
+    let console = dir.path().join("console");
+    let data = dir.path().join("data");
+    let machine = vm::Machine {
+        image: &image,
+        initrd: &initrd,
+        append,
+        memory_mb: 512,
+        cpus: 2,
+        console: vm::Console::File(console.clone()),
+        data: Some(data.clone()),
+    };
+    eprintln!("booting {release} under qemu (software emulation, about 10-20 s)");
+    let start = Instant::now();
+    let mut child = machine.start(&qemu).map_err(Failure::Fatal)?;
+    let mut reader = Reader::default();
+    let ended = vm::wait(&mut child, Duration::from_secs(args.vm_timeout), || {
+        reader.poll(&data, start)
+    })
+    .map_err(Failure::Fatal)?;
+    reader.poll(&data, start);
+    verdict(&reader, ended, &module.name, &console, args.vm_timeout)
+}
+
+/// Returns `program` without its symbols (a debug build is mostly debug information), or
+/// `program` itself when `strip` is not there.
+fn strip(program: &Path, out: &Path) -> PathBuf {
+    let ok = vm::which("strip").is_some_and(|strip| {
+        std::process::Command::new(strip)
+            .arg("-o")
+            .arg(out)
+            .arg(program)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if ok { out.to_path_buf() } else { program.to_path_buf() }
+}
+
+/// Boots the guest with its console on this terminal.
+fn shell(qemu: &Path, image: &Path, initrd: &Path, append: String, release: &str) -> Result<(), Failure> {
+    let machine = vm::Machine {
+        image,
+        initrd,
+        append,
+        memory_mb: 512,
+        cpus: 2,
+        console: vm::Console::Terminal,
+        data: None,
+    };
+    eprintln!("booting {release} under qemu (software emulation, about 10-20 s); Ctrl-A X stops the machine");
+    let status = machine
+        .command(qemu)
+        .status()
+        .map_err(|e| Failure::io(format!("cannot start {}", qemu.display()), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::Fatal(format!("qemu failed ({status})")))
+    }
+}
+
+/// What the guest reported so far on its second serial port.
+#[derive(Default)]
+struct Reader {
+    /// Bytes of the file already read.
+    offset: usize,
+    /// A line not yet ended.
+    partial: String,
+    /// The steps, with their arguments (`load 0`).
+    steps: Vec<String>,
+    /// Output lines by the step they followed (`loading`, `script`, `unloading`).
+    output: Vec<(String, String)>,
+}
+
+impl Reader {
+    /// Reads what the guest wrote since the last call, printing progress and output.
+    fn poll(&mut self, path: &Path, start: Instant) {
+        let Ok(bytes) = std::fs::read(path) else { return };
+        if bytes.len() <= self.offset {
+            return;
+        }
+        self.partial
+            .push_str(&String::from_utf8_lossy(&bytes[self.offset..]).replace('\r', ""));
+        self.offset = bytes.len();
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            self.line(line.trim_end_matches('\n'), start);
+        }
+    }
+
+    fn line(&mut self, line: &str, start: Instant) {
+        let secs = start.elapsed().as_secs_f64();
+        if let Some(step) = line.strip_prefix("KGRAFT-STEP ") {
+            self.steps.push(step.to_owned());
+            let mut words = step.split_whitespace();
+            let (what, arg) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let say = match what {
+                "booted" => Some(format!("the kernel booted ({secs:.1} s)")),
+                "module-failed" => Some(format!("could not insert the module {arg}")),
+                "loading" => Some("loading the patch with `kgraftc kernel load`".to_owned()),
+                "script" => Some("running the script".to_owned()),
+                "script-status" => Some(format!("the script exited with {arg}")),
+                "unloading" => Some("unloading the patch with `kgraftc kernel unload`".to_owned()),
+                _ => None,
+            };
+            if let Some(say) = say {
+                eprintln!("  {say}");
+            }
+            return;
+        }
+        let section = self
+            .steps
+            .iter()
+            .rev()
+            .map(|s| s.split_whitespace().next().unwrap_or(""))
+            .find(|s| matches!(*s, "loading" | "script" | "unloading" | "booted"))
+            .unwrap_or("booted")
+            .to_owned();
+        eprintln!("    | {line}");
+        let _ = std::io::stderr().flush();
+        self.output.push((section, line.to_owned()));
+    }
+
+    /// The argument of the last step `what`.
+    fn step(&self, what: &str) -> Option<&str> {
+        self.steps.iter().rev().find_map(|s| {
+            s.strip_prefix(what)
+                .filter(|r| r.is_empty() || r.starts_with(' '))
+                .map(str::trim)
+        })
+    }
+}
+
+/// Decides the exit status from what the guest reported.
+fn verdict(reader: &Reader, ended: vm::Ended, name: &str, console: &Path, vm_timeout: u64) -> Result<(), Failure> {
+    let console_tail = || vm::tail(console, 30);
+    if reader.step("booted").is_none() {
+        let why = match &ended {
+            vm::Ended::TimedOut => format!("the guest did not boot within {vm_timeout} s"),
+            vm::Ended::Exited { success: false, stderr } => format!("qemu failed: {}", stderr.trim()),
+            vm::Ended::Exited { .. } => "the guest stopped before its init ran".to_owned(),
+        };
+        return Err(Failure::Fatal(format!(
+            "{why}\nthe console ended with:\n{}",
+            console_tail()
+        )));
+    }
+    let failed = |what: String| {
+        eprintln!("error: {what}");
+        Err(Failure::Reported)
+    };
+    if reader.step("done").is_none() {
+        let why = if ended == vm::Ended::TimedOut {
+            format!("the guest did not finish within {vm_timeout} s")
+        } else {
+            "the guest stopped before the end".to_owned()
+        };
+        return failed(format!("{why}; the console ended with:\n{}", console_tail()));
+    }
+    if reader.step("load") != Some("0") {
+        return failed(format!(
+            "the patch {name} did not load in the guest (its output is above)"
+        ));
+    }
+    match reader.step("script-status") {
+        Some("0") => {}
+        Some(code) => {
+            eprintln!("the script's output:");
+            for (_, line) in reader.output.iter().filter(|(s, _)| s == "script") {
+                eprintln!("    {line}");
+            }
+            return failed(format!(
+                "the script failed (exit status {code}) while {name} was applied"
+            ));
+        }
+        None => return failed("the script did not run".to_owned()),
+    }
+    if reader.step("unload") != Some("0") {
+        return failed(format!(
+            "`kgraftc kernel unload {name}` failed in the guest (its output is above)"
+        ));
+    }
+    match reader.step("restored") {
+        Some("yes") => {}
+        Some(left) => return failed(format!("after the unload, the kernel still holds {name}'s {left}")),
+        None => return failed("the unload was not checked".to_owned()),
+    }
+    eprintln!("passed: the script passed with {name} applied, and {name} unloaded cleanly");
+    Ok(())
+}

@@ -1,0 +1,882 @@
+//! `kgraftc kernel ...`: live patches on the running Linux kernel, through its livepatch core.
+//!
+//! Everything is read from and written to the kernel's own interfaces, as kpatch's command does:
+//! `/sys/kernel/livepatch/NAME/` (`enabled`, `transition`, `force`, one directory per object
+//! with `patched`, one per function), `/proc/PID/task/TID/patch_state` (each task's universe
+//! during a transition: 0 old, 1 new, -1 none in progress) and `stack` or `wchan` (where a task
+//! that holds a transition up sleeps). Modules are inserted with `finit_module(2)` and removed
+//! with `delete_module(2)`, so the kernel's refusals come back as error numbers kgraftc can
+//! explain, with the kernel log's new lines.
+//!
+//! Exit status: 0 done, 1 the kernel refused or the transition did not finish (it was reversed),
+//! 2 usage or environment (no root, no livepatch support, no such patch or file).
+//!
+//! `KGRAFT_SYSROOT`, when set, is a directory read in place of `/` for `sys` and `proc`: the
+//! tests use it to show `list` and `status` a kernel they make up.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::Failure;
+
+/// The arguments of `kgraftc kernel`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct KernelCtlArgs {
+    #[command(subcommand)]
+    pub(crate) command: KernelCommand,
+}
+
+/// What to do with the running kernel's live patches.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum KernelCommand {
+    /// Lists the live patches with their state and functions.
+    List,
+    /// Shows each live patch (or the one named) in detail, and a transition in progress with the
+    /// tasks that hold it up.
+    Status {
+        /// A patch name.
+        name: Option<String>,
+    },
+    /// Inserts a live patch module and waits for its transition; reverses it after `--timeout`.
+    Load {
+        /// The module (`NAME.ko`, from `kgraftc build --target linux`).
+        module: PathBuf,
+        /// Seconds to wait for the transition before reversing it and removing the module.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Disables a live patch, waits for its transition and removes its module.
+    Unload {
+        /// The patch name.
+        name: String,
+        /// Seconds to wait for the transition before reversing it (the patch then stays).
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Asks the livepatch core to send a fake signal to the tasks that hold a transition up.
+    Signal {
+        /// The patch in transition.
+        name: String,
+    },
+    /// Forces a transition to finish (unsafe: see the warning it prints).
+    Force {
+        /// The patch in transition.
+        name: String,
+    },
+}
+
+/// Where the kernel's files are (`/`, or `KGRAFT_SYSROOT` for tests).
+struct Sys {
+    root: PathBuf,
+}
+
+impl Sys {
+    fn new() -> Sys {
+        Sys {
+            root: std::env::var_os("KGRAFT_SYSROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/")),
+        }
+    }
+
+    fn livepatch(&self) -> PathBuf {
+        self.root.join("sys/kernel/livepatch")
+    }
+
+    fn patch(&self, name: &str) -> PathBuf {
+        self.livepatch().join(name)
+    }
+
+    fn module(&self, name: &str) -> PathBuf {
+        self.root.join("sys/module").join(name)
+    }
+
+    fn proc(&self) -> PathBuf {
+        self.root.join("proc")
+    }
+
+    /// Fails unless the kernel has a livepatch core.
+    fn require_livepatch(&self) -> Result<(), Failure> {
+        if self.livepatch().is_dir() {
+            return Ok(());
+        }
+        Err(Failure::Fatal(format!(
+            "this kernel has no livepatch support: {} does not exist\n\
+             help: live patches need a kernel built with CONFIG_LIVEPATCH (Debian's is)",
+            self.livepatch().display()
+        )))
+    }
+}
+
+/// Reads a sysfs file, trimmed; `None` when it cannot be read.
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// Writes a sysfs file, as `echo VALUE > PATH` does.
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
+/// Fails unless kgraftc runs as root (the kernel wants `CAP_SYS_MODULE` and sysfs writes).
+fn require_root(what: &str) -> Result<(), Failure> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return Ok(());
+    }
+    Err(Failure::Fatal(format!(
+        "`kgraftc kernel {what}` needs root: the kernel lets only root insert and remove modules \
+         and write /sys/kernel/livepatch\nhelp: run it with sudo"
+    )))
+}
+
+/// One live patch as sysfs shows it.
+struct PatchInfo {
+    name: String,
+    enabled: bool,
+    transition: bool,
+    objects: Vec<ObjectInfo>,
+}
+
+/// One object (vmlinux or a module) of a live patch.
+struct ObjectInfo {
+    name: String,
+    /// Whether its functions are redirected (`false` for a module not loaded yet).
+    patched: bool,
+    /// Its functions, as `NAME` or `NAME (sympos N)`.
+    functions: Vec<String>,
+}
+
+fn dir_names(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn patch_info(sys: &Sys, name: &str) -> Option<PatchInfo> {
+    let dir = sys.patch(name);
+    let enabled = read(&dir.join("enabled"))? == "1";
+    let transition = read(&dir.join("transition")).is_some_and(|t| t == "1");
+    let mut objects = Vec::new();
+    for object in dir_names(&dir) {
+        let odir = dir.join(&object);
+        let patched = read(&odir.join("patched")).is_some_and(|p| p == "1");
+        // A function's directory is `NAME,SYMPOS`; sympos 0 and 1 both mean the only one.
+        let functions = dir_names(&odir)
+            .into_iter()
+            .map(|f| match f.rsplit_once(',') {
+                Some((n, pos)) if pos == "0" || pos == "1" => n.to_owned(),
+                Some((n, pos)) => format!("{n} (sympos {pos})"),
+                None => f,
+            })
+            .collect();
+        objects.push(ObjectInfo {
+            name: object,
+            patched,
+            functions,
+        });
+    }
+    Some(PatchInfo {
+        name: name.to_owned(),
+        enabled,
+        transition,
+        objects,
+    })
+}
+
+fn patches(sys: &Sys) -> Vec<PatchInfo> {
+    dir_names(&sys.livepatch())
+        .iter()
+        .filter_map(|n| patch_info(sys, n))
+        .collect()
+}
+
+fn state_word(p: &PatchInfo) -> &'static str {
+    match (p.enabled, p.transition) {
+        (true, false) => "enabled",
+        (true, true) => "patching",
+        (false, true) => "unpatching",
+        (false, false) => "disabled",
+    }
+}
+
+/// A task that has not reached the target universe.
+struct Straggler {
+    pid: u32,
+    tid: u32,
+    comm: String,
+    /// Where it sleeps: its innermost frames, or its wait channel.
+    place: String,
+}
+
+/// Every task's `(pid, tid, patch_state)`.
+fn tasks(sys: &Sys) -> Vec<(u32, u32, i32)> {
+    let mut out = Vec::new();
+    let proc = sys.proc();
+    let Ok(entries) = std::fs::read_dir(&proc) else {
+        return out;
+    };
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+    {
+        let Ok(threads) = std::fs::read_dir(proc.join(pid.to_string()).join("task")) else {
+            continue;
+        };
+        for tid in threads
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        {
+            let path = proc.join(format!("{pid}/task/{tid}/patch_state"));
+            if let Some(state) = read(&path).and_then(|s| s.parse::<i32>().ok()) {
+                out.push((pid, tid, state));
+            }
+        }
+    }
+    out
+}
+
+/// The tasks whose universe is not `target` (1: patched, 0: unpatched).
+fn stragglers(sys: &Sys, target: i32) -> Vec<(u32, u32)> {
+    tasks(sys)
+        .into_iter()
+        .filter(|&(_, _, s)| s != target)
+        .map(|(p, t, _)| (p, t))
+        .collect()
+}
+
+/// Describes a task: its name and where it sleeps.
+fn describe(sys: &Sys, pid: u32, tid: u32) -> Straggler {
+    let dir = sys.proc().join(format!("{pid}/task/{tid}"));
+    let comm = read(&dir.join("comm")).unwrap_or_else(|| "?".into());
+    let place = read(&dir.join("stack"))
+        .map(|s| stack_frames(&s, 4))
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            read(&dir.join("wchan"))
+                .filter(|w| !w.is_empty() && w != "0")
+                .map(|w| format!("in {w}"))
+        })
+        .unwrap_or_else(|| "running (no stack readable)".into());
+    Straggler { pid, tid, comm, place }
+}
+
+/// Turns `/proc/PID/stack` (`[<0>] do_nanosleep+0x6c/0x140`) into `do_nanosleep <- …`.
+fn stack_frames(stack: &str, n: usize) -> String {
+    let frames: Vec<String> = stack
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.split_once("] ").map_or(l, |(_, rest)| rest);
+            let name = l.split('+').next()?.trim();
+            let module = l.split_once('[').map(|(_, m)| m.trim_end_matches(']'));
+            (!name.is_empty()).then(|| match module {
+                Some(m) => format!("{name} [{m}]"),
+                None => name.to_owned(),
+            })
+        })
+        .take(n)
+        .collect();
+    frames.join(" <- ")
+}
+
+fn print_stragglers(sys: &Sys, list: &[(u32, u32)]) {
+    const SHOWN: usize = 10;
+    for &(pid, tid) in list.iter().take(SHOWN) {
+        let s = describe(sys, pid, tid);
+        let id = if s.pid == s.tid {
+            format!("pid {}", s.pid)
+        } else {
+            format!("pid {} tid {}", s.pid, s.tid)
+        };
+        eprintln!("    {} ({id}): {}", s.comm, s.place);
+    }
+    if list.len() > SHOWN {
+        eprintln!("    … and {} more", list.len() - SHOWN);
+    }
+}
+
+/// How a wait for a transition ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    /// The transition finished and the patch is still there.
+    Done,
+    /// The patch's directory went away (a disabled patch, freed by the core).
+    Gone,
+    /// The time ran out with the transition still in progress.
+    TimedOut,
+}
+
+/// Waits for the transition of `name` towards `target` (true: patched), showing how many tasks
+/// are left and, when it takes long, which ones.
+fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Waited {
+    let start = Instant::now();
+    // A terminal gets one line updated in place; a log (or `TERM=dumb`) a line now and then.
+    let tty = std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
+    let word = if target { "patched" } else { "unpatched" };
+    let mut printed_count = usize::MAX;
+    let mut last_print = Instant::now();
+    let mut last_named = Instant::now();
+    let mut shown = false;
+    let finish_line = |shown: bool| {
+        if tty && shown {
+            eprintln!();
+        }
+    };
+    loop {
+        let dir = sys.patch(name);
+        match read(&dir.join("transition")) {
+            None => {
+                finish_line(shown);
+                return Waited::Gone;
+            }
+            Some(t) if t == "0" => {
+                finish_line(shown);
+                return Waited::Done;
+            }
+            Some(_) => {}
+        }
+        let left = stragglers(sys, i32::from(target));
+        let secs = start.elapsed().as_secs_f64();
+        let line = if left.is_empty() {
+            format!("transition to {word}: every task moved, the core is finishing ({secs:.1} s)")
+        } else {
+            format!("transition to {word}: {} tasks left ({secs:.1} s)", left.len())
+        };
+        if tty {
+            eprint!("\r\x1b[K    {line}");
+            let _ = std::io::stderr().flush();
+            shown = true;
+        } else if (left.len() != printed_count && last_print.elapsed() >= Duration::from_millis(500))
+            || last_print.elapsed() >= Duration::from_secs(5)
+        {
+            eprintln!("    {line}");
+            printed_count = left.len();
+            last_print = Instant::now();
+        }
+        if start.elapsed() >= timeout {
+            finish_line(shown);
+            eprintln!(
+                "    still in the old universe after {} s ({} tasks):",
+                timeout.as_secs(),
+                left.len()
+            );
+            print_stragglers(sys, &left);
+            return Waited::TimedOut;
+        }
+        if start.elapsed() >= Duration::from_secs(5)
+            && last_named.elapsed() >= Duration::from_secs(5)
+            && !left.is_empty()
+        {
+            finish_line(shown);
+            shown = false;
+            eprintln!("    holding the transition up:");
+            print_stragglers(sys, &left);
+            last_named = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the patch's directory is gone (the core frees a disabled patch asynchronously).
+fn wait_gone(sys: &Sys, name: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while sys.patch(name).exists() {
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// What a module file says about itself.
+pub(crate) struct ModuleFile {
+    pub(crate) name: String,
+    livepatch: bool,
+    pub(crate) vermagic: Option<String>,
+    pub(crate) signed: bool,
+}
+
+pub(crate) fn module_file(path: &Path) -> Result<ModuleFile, Failure> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+    let bad = || {
+        Failure::Fatal(format!(
+            "`{}` is not a kernel module (no .modinfo section)",
+            path.display()
+        ))
+    };
+    let file = object::File::parse(&*data).map_err(|_| bad())?;
+    let section = file.section_by_name(".modinfo").ok_or_else(bad)?;
+    let info = section.data().map_err(|_| bad())?;
+    let field = |key: &str| {
+        info.split(|&b| b == 0)
+            .filter_map(|e| std::str::from_utf8(e).ok())
+            .find_map(|e| e.strip_prefix(key).and_then(|v| v.strip_prefix('=')).map(str::to_owned))
+    };
+    let name = field("name").ok_or_else(bad)?;
+    Ok(ModuleFile {
+        name,
+        livepatch: field("livepatch").is_some_and(|v| v == "Y"),
+        vermagic: field("vermagic"),
+        signed: data.ends_with(crate::sign::SIGNATURE_MARKER),
+    })
+}
+
+/// The kernel log as `klogctl` returns it, one entry a line.
+fn kernel_log() -> Vec<String> {
+    const SYSLOG_ACTION_READ_ALL: libc::c_int = 3;
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: the buffer is valid for writes of its whole length, which is what is passed.
+    let n = unsafe {
+        libc::klogctl(
+            SYSLOG_ACTION_READ_ALL,
+            buf.as_mut_ptr().cast(),
+            buf.len() as libc::c_int,
+        )
+    };
+    if n <= 0 {
+        return Vec::new();
+    }
+    buf.truncate(n as usize);
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .map(|l| {
+            // Entries start with their level, `<6>`.
+            let l = l
+                .strip_prefix('<')
+                .and_then(|r| r.split_once('>'))
+                .map_or(l, |(_, rest)| rest);
+            l.to_owned()
+        })
+        .collect()
+}
+
+/// The lines of `after` that `before` did not have.
+fn new_lines(before: &[String], after: &[String]) -> Vec<String> {
+    match before.last() {
+        Some(last) => match after.iter().rposition(|l| l == last) {
+            Some(i) => after[i + 1..].to_vec(),
+            None => after.to_vec(),
+        },
+        None => after.to_vec(),
+    }
+}
+
+/// Inserts the module in `path` with `finit_module(2)`.
+fn finit_module(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the descriptor is open for the whole call and the parameter string is a valid,
+    // NUL-terminated C string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes the module `name` with `delete_module(2)`, without waiting for its users.
+fn delete_module(name: &str) -> std::io::Result<()> {
+    let name = std::ffi::CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `name` is a valid, NUL-terminated C string for the whole call.
+    let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes a module, retrying for a few seconds while the kernel still holds it.
+fn remove_module(sys: &Sys, name: &str) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match delete_module(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !sys.module(name).exists() => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) => {
+                if start.elapsed() >= Duration::from_secs(5) {
+                    return Err(format!(
+                        "the module {name} is still in use ({e}); a patch whose transition was forced \
+                         keeps its module until the next boot"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot remove the module {name}: {e}")),
+        }
+    }
+}
+
+/// Says why the kernel refused a module, from the error number.
+fn explain_refusal(err: &std::io::Error, file: &ModuleFile, sys: &Sys) -> String {
+    let enforced = read(&sys.root.join("sys/module/module/parameters/sig_enforce")).is_some_and(|v| v == "Y");
+    match err.raw_os_error() {
+        Some(libc::EKEYREJECTED) | Some(libc::ENOKEY) if !file.signed => format!(
+            "the kernel refused {}: it accepts only signed modules{} and this one is not signed\n\
+             help: sign it with `kgraftc build --target linux --sign-key KEY --sign-cert CERT`, \
+             with a key the kernel trusts (built into the kernel, or enrolled as a machine owner key)",
+            file.name,
+            if enforced {
+                " (module.sig_enforce is on)"
+            } else {
+                " (Secure Boot lockdown)"
+            }
+        ),
+        Some(libc::EKEYREJECTED) | Some(libc::ENOKEY) => format!(
+            "the kernel refused {}: its signature is not made by a key the kernel trusts{}\n\
+             help: sign it with a key built into the kernel or enrolled as a machine owner key (mokutil --import CERT)",
+            file.name,
+            if enforced { " (module.sig_enforce is on)" } else { "" }
+        ),
+        Some(libc::EEXIST) => format!("a module named {} is already loaded", file.name),
+        Some(libc::ENOEXEC) => format!(
+            "the kernel refused {}: invalid module format (built for another kernel, or damaged)",
+            file.name
+        ),
+        Some(libc::EPERM) => format!(
+            "the kernel refused {}: operation not permitted (module loading may be disabled: \
+             /proc/sys/kernel/modules_disabled, or a lockdown)",
+            file.name
+        ),
+        _ => format!("the kernel refused {}: {err}", file.name),
+    }
+}
+
+/// `kgraftc kernel load`.
+fn load(sys: &Sys, path: &Path, timeout: Duration) -> Result<(), Failure> {
+    let file = module_file(path)?;
+    if !file.livepatch {
+        return Err(Failure::Fatal(format!(
+            "`{}` is not a live patch module (its modinfo has no `livepatch: Y`)\n\
+             help: insert other modules with insmod or modprobe",
+            path.display()
+        )));
+    }
+    require_root("load")?;
+    sys.require_livepatch()?;
+    if sys.patch(&file.name).exists() || sys.module(&file.name).exists() {
+        return Err(Failure::Fatal(format!(
+            "a module named {} is already loaded\nhelp: `kgraftc kernel unload {}` first, or give \
+             the new version another patch name with `replace_all: true` to replace it atomically",
+            file.name, file.name
+        )));
+    }
+    if let (Some(vermagic), Some(release)) = (&file.vermagic, read(&sys.proc().join("sys/kernel/osrelease"))) {
+        let built_for = vermagic.split_whitespace().next().unwrap_or("");
+        if built_for != release {
+            return Err(Failure::Fatal(format!(
+                "`{}` is built for {built_for}, but the running kernel is {release}\n\
+                 help: build it with --kdir /lib/modules/{release}/build",
+                path.display()
+            )));
+        }
+    }
+    eprintln!("loading {} from {}", file.name, path.display());
+    let before = kernel_log();
+    let start = Instant::now();
+    if let Err(e) = finit_module(path) {
+        eprintln!("error: {}", explain_refusal(&e, &file, sys));
+        let log = new_lines(&before, &kernel_log());
+        if !log.is_empty() {
+            eprintln!("the kernel log says:");
+            for line in log.iter().rev().take(10).rev() {
+                eprintln!("    {line}");
+            }
+        }
+        return Err(Failure::Reported);
+    }
+    match wait_transition(sys, &file.name, true, timeout) {
+        Waited::Done => {
+            eprintln!("{} is enabled ({:.1} s)", file.name, start.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Waited::Gone => {
+            let _ = remove_module(sys, &file.name);
+            eprintln!("error: the livepatch core dropped {} during its transition", file.name);
+            Err(Failure::Reported)
+        }
+        Waited::TimedOut => {
+            eprintln!("reversing the transition of {}", file.name);
+            reverse_and_remove(sys, &file.name, timeout)?;
+            eprintln!(
+                "error: {} did not take effect within {} s; the transition was reversed and the module removed\n\
+                 help: the tasks above sleep inside functions the patch replaces; try again when they are idle, \
+                 or with a longer --timeout (the core wakes them with a fake signal every 15 s)",
+                file.name,
+                timeout.as_secs()
+            );
+            Err(Failure::Reported)
+        }
+    }
+}
+
+/// Reverses a patching transition of `name`, waits for it and removes the module.
+fn reverse_and_remove(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Failure> {
+    write(&sys.patch(name).join("enabled"), "0")
+        .map_err(|e| Failure::Fatal(format!("cannot reverse the transition of {name}: {e}")))?;
+    match wait_transition(sys, name, false, timeout) {
+        Waited::TimedOut => {
+            return Err(Failure::Fatal(format!(
+                "the reversal of {name} did not finish within {} s either; it goes on in the kernel \
+                 (`kgraftc kernel status {name}`)",
+                timeout.as_secs()
+            )));
+        }
+        Waited::Done | Waited::Gone => {}
+    }
+    if !wait_gone(sys, name, Duration::from_secs(10)) {
+        return Err(Failure::Fatal(format!(
+            "the livepatch core still holds {name} after its reversal"
+        )));
+    }
+    remove_module(sys, name).map_err(Failure::Fatal)
+}
+
+/// `kgraftc kernel unload`.
+fn unload(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Failure> {
+    require_root("unload")?;
+    sys.require_livepatch()?;
+    let start = Instant::now();
+    let dir = sys.patch(name);
+    if dir.exists() {
+        let enabled = read(&dir.join("enabled")).is_some_and(|e| e == "1");
+        if enabled {
+            eprintln!("disabling {name}");
+            write(&dir.join("enabled"), "0").map_err(|e| Failure::Fatal(format!("cannot disable {name}: {e}")))?;
+        }
+        if wait_transition(sys, name, false, timeout) == Waited::TimedOut {
+            eprintln!("reversing: {name} stays applied");
+            // Writing 1 during the transition reverses it; the patch is then fully applied again.
+            write(&dir.join("enabled"), "1")
+                .map_err(|e| Failure::Fatal(format!("cannot reverse the transition of {name}: {e}")))?;
+            if wait_transition(sys, name, true, timeout) == Waited::TimedOut {
+                return Err(Failure::Fatal(format!(
+                    "the reversal of {name} did not finish within {} s either",
+                    timeout.as_secs()
+                )));
+            }
+            eprintln!(
+                "error: {name} could not be disabled within {} s; it is applied again",
+                timeout.as_secs()
+            );
+            return Err(Failure::Reported);
+        }
+        if !wait_gone(sys, name, Duration::from_secs(10)) {
+            return Err(Failure::Fatal(format!(
+                "the livepatch core still holds {name} after disabling it"
+            )));
+        }
+    } else if !sys.module(name).exists() {
+        return Err(Failure::Fatal(format!(
+            "no live patch or module named {name} is loaded (see `kgraftc kernel list`)"
+        )));
+    }
+    remove_module(sys, name).map_err(|e| {
+        eprintln!("error: {e}");
+        Failure::Reported
+    })?;
+    eprintln!("{name} is unloaded ({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The patch in transition, checked against `name`.
+fn in_transition(sys: &Sys, name: &str, verb: &str) -> Result<PatchInfo, Failure> {
+    sys.require_livepatch()?;
+    let info = patch_info(sys, name)
+        .ok_or_else(|| Failure::Fatal(format!("no live patch named {name} (see `kgraftc kernel list`)")))?;
+    if !info.transition {
+        return Err(Failure::Fatal(format!(
+            "{name} is not in transition; there is nothing to {verb}"
+        )));
+    }
+    Ok(info)
+}
+
+/// `kgraftc kernel signal`.
+fn signal(sys: &Sys, name: &str) -> Result<(), Failure> {
+    require_root("signal")?;
+    let info = in_transition(sys, name, "signal")?;
+    let file = sys.patch(name).join("signal");
+    if !file.exists() {
+        return Err(Failure::Fatal(format!(
+            "this kernel has no {}: its livepatch core sends the fake signal itself, every 15 s of a transition\n\
+             help: `kgraftc kernel status {name}` names the tasks that hold the transition up",
+            file.display()
+        )));
+    }
+    write(&file, "1").map_err(|e| Failure::Fatal(format!("cannot write {}: {e}", file.display())))?;
+    let left = stragglers(sys, i32::from(info.enabled));
+    eprintln!("signalled the {} tasks that hold {name} up", left.len());
+    Ok(())
+}
+
+/// `kgraftc kernel force`.
+fn force(sys: &Sys, name: &str) -> Result<(), Failure> {
+    require_root("force")?;
+    let info = in_transition(sys, name, "force")?;
+    let left = stragglers(sys, i32::from(info.enabled));
+    // The kernel drops its reference to the module of a patch whose removal was forced, and
+    // to the modules of the patches a forced `replace_all` patch replaces: they stay loaded.
+    let kept = if info.enabled {
+        "if it replaces other patches (replace_all), their modules stay loaded until the next boot".to_owned()
+    } else {
+        format!("the module of {name} stays loaded until the next boot")
+    };
+    eprintln!(
+        "WARNING: forcing the transition of {name}: {} tasks are moved to the {} universe without \
+         the check that none of them runs a function the patch changes.\n\
+         WARNING: the consistency model no longer holds for them: a task may run old and new code \
+         mixed, which the patch may not survive.\n\
+         WARNING: {kept}.",
+        left.len(),
+        if info.enabled { "new" } else { "old" }
+    );
+    print_stragglers(sys, &left);
+    write(&sys.patch(name).join("force"), "1").map_err(|e| Failure::Fatal(format!("cannot force {name}: {e}")))?;
+    let done = wait_transition(sys, name, info.enabled, Duration::from_secs(10));
+    eprintln!(
+        "forced: {name} is {}",
+        match done {
+            Waited::Done =>
+                if info.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                },
+            Waited::Gone => "disabled",
+            Waited::TimedOut => "still in transition",
+        }
+    );
+    Ok(())
+}
+
+/// `kgraftc kernel list`.
+fn list(sys: &Sys) -> Result<(), Failure> {
+    sys.require_livepatch()?;
+    let all = patches(sys);
+    if all.is_empty() {
+        println!("no live patches");
+        return Ok(());
+    }
+    let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0).max(5);
+    println!("{:width$}  {:10}  FUNCTIONS", "PATCH", "STATE");
+    for p in &all {
+        let functions: Vec<String> = p
+            .objects
+            .iter()
+            .flat_map(|o| o.functions.iter().map(move |f| format!("{}:{f}", o.name)))
+            .collect();
+        println!("{:width$}  {:10}  {}", p.name, state_word(p), functions.join(", "));
+    }
+    Ok(())
+}
+
+/// `kgraftc kernel status`.
+fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
+    sys.require_livepatch()?;
+    let all: Vec<PatchInfo> = match name {
+        Some(n) => vec![
+            patch_info(sys, n)
+                .ok_or_else(|| Failure::Fatal(format!("no live patch named {n} (see `kgraftc kernel list`)")))?,
+        ],
+        None => patches(sys),
+    };
+    if all.is_empty() {
+        println!("no live patches");
+    }
+    for p in &all {
+        println!("{}: {}", p.name, state_word(p));
+        let module = if sys.module(&p.name).exists() {
+            "loaded"
+        } else {
+            "not loaded"
+        };
+        println!("  module {}: {module}", p.name);
+        for o in &p.objects {
+            let state = if o.patched {
+                "patched"
+            } else if o.name != "vmlinux" && !sys.module(&o.name).exists() {
+                "not patched (the module is not loaded; it is patched when it loads)"
+            } else {
+                "not patched"
+            };
+            println!("  {}: {state}", o.name);
+            for f in &o.functions {
+                println!("    {f}");
+            }
+        }
+        if p.transition {
+            let left = stragglers(sys, i32::from(p.enabled));
+            println!(
+                "  transition to {}: {} tasks left",
+                if p.enabled { "patched" } else { "unpatched" },
+                left.len()
+            );
+            for &(pid, tid) in left.iter().take(20) {
+                let s = describe(sys, pid, tid);
+                println!(
+                    "    {} (pid {}{}): {}",
+                    s.comm,
+                    s.pid,
+                    if s.pid == s.tid {
+                        String::new()
+                    } else {
+                        format!(" tid {}", s.tid)
+                    },
+                    s.place
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `kgraftc kernel`.
+pub(crate) fn run(args: &KernelCtlArgs) -> Result<(), Failure> {
+    let sys = Sys::new();
+    let secs = Duration::from_secs;
+    match &args.command {
+        KernelCommand::List => list(&sys),
+        KernelCommand::Status { name } => status(&sys, name.as_deref()),
+        KernelCommand::Load { module, timeout } => load(&sys, module, secs(*timeout)),
+        KernelCommand::Unload { name, timeout } => unload(&sys, name, secs(*timeout)),
+        KernelCommand::Signal { name } => signal(&sys, name),
+        KernelCommand::Force { name } => force(&sys, name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_lines() {
+        let stack = "[<0>] msleep_interruptible+0x2e/0x50\n[<0>] kgt_nap+0x12/0x20 [kgraft_testmod]\n[<0>] seq_read_iter+0x120/0x4a0\n";
+        assert_eq!(
+            stack_frames(stack, 2),
+            "msleep_interruptible <- kgt_nap [kgraft_testmod]"
+        );
+    }
+
+    #[test]
+    fn log_suffix() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(new_lines(&l(&["a", "b"]), &l(&["a", "b", "c"])), l(&["c"]));
+        assert_eq!(new_lines(&l(&["x"]), &l(&["a", "b"])), l(&["a", "b"]));
+    }
+}

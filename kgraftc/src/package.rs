@@ -1,0 +1,482 @@
+//! `kgraftc package FILE.kgp --format deb|rpm -o OUT`: a live patch shipped as distributions
+//! ship kernel modules.
+//!
+//! The package holds the module under `/lib/modules/R/updates/kgraft/`, a helper script
+//! `/usr/lib/kgraft/PKG` that loads and unloads it with the kernel's own tools (`insmod`,
+//! `rmmod`, sysfs; kgraftc is not needed on the machines that install it), and a systemd unit
+//! that runs the helper at boot when the running kernel is R (`ConditionKernelVersion`),
+//! enabled by the package itself. It depends on the package of kernel R.
+//!
+//! The maintainer scripts load the patch at install when the running kernel is R and wait for
+//! its transition (reversing it when it does not finish), and unload it at removal. The helper
+//! records which module it loaded in `/var/lib/kgraft/PKG`; on upgrade, the new version loads
+//! its module first, then removes the old one: a patch built with `replace_all: true` under a
+//! new patch name (`foo_v2`) has already replaced the old one atomically by then. A new build
+//! under the same patch name cannot be loaded beside the old one; the helper then unloads the
+//! old one first and says that the kernel is unpatched in between. Scripts that run for another
+//! root (`dpkg --root`, `DPKG_ROOT` set) do not touch the running kernel.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::render::Ui;
+use crate::{BuildArgs, Failure, Target};
+
+/// The package formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A Debian package, built with `dpkg-deb`.
+    Deb,
+    /// An RPM package, built with `rpmbuild`.
+    Rpm,
+}
+
+/// The arguments of `kgraftc package`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct PackageArgs {
+    /// The `.kgp` file.
+    pub(crate) file: PathBuf,
+    /// The target kernel (`--kdir` names the release the package is for).
+    #[command(flatten)]
+    pub(crate) kernel: crate::kernel_info::KernelArgs,
+    /// A kernel source tree for C bodies' includes (as for `kgraftc build`).
+    #[arg(long)]
+    pub(crate) ksrc: Option<PathBuf>,
+    /// The package format.
+    #[arg(long, value_enum)]
+    pub(crate) format: Format,
+    /// The package file to write.
+    #[arg(short, long)]
+    pub(crate) out: PathBuf,
+    /// The package name (default: `kgraft-patch-NAME`, `_` spelled `-`); keep it across
+    /// versions of a fix so that an upgrade replaces the loaded patch.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// The package version.
+    #[arg(long, default_value = "1")]
+    pub(crate) pkg_version: String,
+    /// The package's maintainer, `Name <email>`.
+    #[arg(long, default_value = "kgraft live patches <root@localhost>")]
+    pub(crate) maintainer: String,
+    /// Signs the module with this key (see `kgraftc build`).
+    #[arg(long, requires = "sign_cert", value_name = "KEY")]
+    pub(crate) sign_key: Option<PathBuf>,
+    /// The certificate of `--sign-key`.
+    #[arg(long, requires = "sign_key", value_name = "CERT")]
+    pub(crate) sign_cert: Option<PathBuf>,
+}
+
+/// The helper: `load` and `unload`, with the kernel's tools and sysfs only.
+const HELPER: &str = r#"#!/bin/sh
+# Loads or unloads the live patch @NAME@ of the package @PKG@ (written by kgraftc package).
+# Usage: @HELPER@ load|unload
+set -u
+NAME=@NAME@
+RELEASE=@RELEASE@
+KO=/lib/modules/$RELEASE/updates/kgraft/$NAME.ko
+LP=/sys/kernel/livepatch
+STATE=/var/lib/kgraft/@PKG@
+TIMEOUT=${KGRAFT_TIMEOUT:-60}
+
+say() { echo "kgraft: $*" >&2; }
+
+# Waits until the transition of the patch $1 ends; fails after TIMEOUT seconds.
+wait_transition() {
+    i=0
+    while [ "$(cat $LP/$1/transition 2>/dev/null || echo 0)" = 1 ]; do
+        i=$((i + 1)); [ $i -ge $((TIMEOUT * 10)) ] && return 1
+        sleep 0.1
+    done
+    return 0
+}
+
+# Waits until the livepatch core let go of the patch $1.
+wait_gone() {
+    i=0
+    while [ -d $LP/$1 ]; do i=$((i + 1)); [ $i -ge 100 ] && return 1; sleep 0.1; done
+    return 0
+}
+
+# Removes the module $1, retrying while the kernel still holds it.
+remove_module() {
+    i=0
+    while grep -q "^$1 " /proc/modules; do
+        rmmod "$1" 2>/dev/null && return 0
+        i=$((i + 1)); [ $i -ge 50 ] && return 1
+        sleep 0.1
+    done
+    return 0
+}
+
+# Disables the patch $1, waits for its transition (reversing it after TIMEOUT: the patch then
+# stays applied) and removes its module.
+unload_patch() {
+    if [ -d $LP/$1 ] && [ "$(cat $LP/$1/enabled)" = 1 ]; then
+        echo 0 > $LP/$1/enabled || return 1
+        if ! wait_transition "$1"; then
+            echo 1 > $LP/$1/enabled
+            wait_transition "$1"
+            say "$1 could not be disabled within $TIMEOUT s (tasks sleep in its functions); it stays applied"
+            return 1
+        fi
+    fi
+    wait_gone "$1" || { say "the livepatch core still holds $1"; return 1; }
+    remove_module "$1" || { say "cannot remove the module $1"; return 1; }
+}
+
+record() { mkdir -p "${STATE%/*}" && echo "$NAME $1" > "$STATE"; }
+
+load() {
+    if [ "$(uname -r)" != "$RELEASE" ]; then
+        say "$NAME is for Linux $RELEASE, this is $(uname -r): not loaded"
+        return 0
+    fi
+    [ -d $LP ] || { say "this kernel has no livepatch support"; return 1; }
+    sum=$(sha256sum "$KO" | cut -d ' ' -f 1)
+    old=""; oldsum=""
+    [ -r "$STATE" ] && read -r old oldsum < "$STATE"
+    if [ -d $LP/$NAME ] && [ "$(cat $LP/$NAME/enabled)" = 1 ]; then
+        if [ "$old" != "$NAME" ] || [ "$oldsum" = "$sum" ]; then
+            say "$NAME is applied"
+            record "$sum"
+            return 0
+        fi
+        say "a new build of $NAME replaces the loaded one: the kernel is unpatched in between (give a new version its own patch name, with replace_all, to replace it atomically)"
+        unload_patch "$NAME" || return 1
+    fi
+    remove_module "$NAME"
+    insmod "$KO" || { say "the kernel refused $KO (dmesg says why)"; return 1; }
+    if ! wait_transition "$NAME"; then
+        say "$NAME did not take effect within $TIMEOUT s (tasks sleep in its functions); reversing"
+        echo 0 > $LP/$NAME/enabled
+        wait_transition "$NAME"; wait_gone "$NAME"; remove_module "$NAME"
+        return 1
+    fi
+    # The previous version, under another name: replaced already when this one has replace_all,
+    # else still applied; either way its module goes.
+    if [ -n "$old" ] && [ "$old" != "$NAME" ]; then
+        unload_patch "$old" || say "could not remove the previous version, $old"
+    fi
+    record "$sum"
+    say "$NAME is applied"
+}
+
+unload() {
+    name=$NAME
+    [ -r "$STATE" ] && read -r name rest < "$STATE"
+    if [ -d $LP/$name ] || grep -q "^$name " /proc/modules; then
+        unload_patch "$name" || return 1
+        say "$name is removed"
+    fi
+    rm -f "$STATE"
+}
+
+case "${1:-}" in
+    load) load ;;
+    unload) unload ;;
+    *) echo "usage: $0 load|unload" >&2; exit 2 ;;
+esac
+"#;
+
+/// The unit that loads the patch at boot.
+const UNIT: &str = "[Unit]
+Description=kgraft live patch @NAME@ for Linux @RELEASE@
+ConditionKernelVersion=@RELEASE@
+ConditionPathIsDirectory=/sys/kernel/livepatch
+After=systemd-modules-load.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=@HELPER@ load
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const POSTINST: &str = r#"#!/bin/sh
+set -e
+# Another root (dpkg --root) leaves the running kernel alone.
+if [ "$1" = configure ] && [ -z "${DPKG_ROOT:-}" ]; then
+    depmod -a @RELEASE@ 2>/dev/null || true
+    [ -d /run/systemd/system ] && systemctl daemon-reload 2>/dev/null || true
+    @HELPER@ load
+fi
+"#;
+
+const PRERM: &str = r#"#!/bin/sh
+set -e
+# On upgrade the new version's postinst replaces the patch; only removal unloads it.
+if [ "$1" = remove ] && [ -z "${DPKG_ROOT:-}" ]; then
+    @HELPER@ unload
+fi
+"#;
+
+const POSTRM: &str = r#"#!/bin/sh
+set -e
+case "$1" in
+    remove | purge)
+        [ -n "${DPKG_ROOT:-}" ] || depmod -a @RELEASE@ 2>/dev/null || true
+        rm -f "${DPKG_ROOT:-}/var/lib/kgraft/@PKG@"
+        ;;
+esac
+"#;
+
+/// The names a package is made of.
+struct Names {
+    /// The patch (module) name.
+    patch: String,
+    /// The kernel release.
+    release: String,
+    /// The package name.
+    pkg: String,
+    /// The helper's path in the package.
+    helper: String,
+}
+
+impl Names {
+    fn fill(&self, template: &str) -> String {
+        template
+            .replace("@NAME@", &self.patch)
+            .replace("@RELEASE@", &self.release)
+            .replace("@PKG@", &self.pkg)
+            .replace("@HELPER@", &self.helper)
+    }
+}
+
+/// Whether `name` is a valid package name for both formats.
+fn valid_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '+' | '.'))
+}
+
+/// Whether `version` is a version both formats take as it is.
+fn valid_version(version: &str) -> bool {
+    version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~'))
+}
+
+fn write(path: &Path, text: &[u8], mode: u32) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Failure::io(format!("cannot create `{}`", parent.display()), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| Failure::io(format!("cannot write `{}`", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Failure::io(format!("cannot set the mode of `{}`", path.display()), e))
+}
+
+/// Writes the files every format installs under `root`; `systemd` is the unit directory.
+fn stage(root: &Path, names: &Names, ko: &[u8], systemd: &str) -> Result<(), Failure> {
+    let module = root.join(format!(
+        "lib/modules/{}/updates/kgraft/{}.ko",
+        names.release, names.patch
+    ));
+    write(&module, ko, 0o644)?;
+    write(
+        &root.join(names.helper.trim_start_matches('/')),
+        names.fill(HELPER).as_bytes(),
+        0o755,
+    )?;
+    let units = root.join(systemd.trim_start_matches('/'));
+    let unit = format!("{}.service", names.pkg);
+    write(&units.join(&unit), names.fill(UNIT).as_bytes(), 0o644)?;
+    // The package enables its unit itself: no systemctl at install time, so it works for
+    // another root too.
+    let wants = units.join("multi-user.target.wants");
+    std::fs::create_dir_all(&wants).map_err(|e| Failure::io(format!("cannot create `{}`", wants.display()), e))?;
+    std::os::unix::fs::symlink(format!("../{unit}"), wants.join(&unit))
+        .map_err(|e| Failure::io(format!("cannot link `{}`", wants.join(&unit).display()), e))
+}
+
+/// Runs a packaging tool, failing with its output.
+fn run_tool(cmd: &mut Command, what: &str, install: &str) -> Result<(), Failure> {
+    let out = cmd.output().map_err(|e| {
+        Failure::Fatal(format!(
+            "cannot run {what} ({e})\nhelp: install it (Debian: apt-get install {install})"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Failure::Fatal(format!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )));
+    }
+    Ok(())
+}
+
+fn deb(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &str) -> Result<(), Failure> {
+    let root = dir.join("deb");
+    stage(&root, names, ko, "/lib/systemd/system")?;
+    let control = format!(
+        "Package: {pkg}\nVersion: {version}\nArchitecture: amd64\nMaintainer: {maintainer}\n\
+         Depends: linux-image-{release} | linux-image-{release}-unsigned, kmod\nSection: kernel\nPriority: optional\n\
+         Description: live patch {patch} for Linux {release}\n {description}\n .\n Built by kgraftc from {source}; \
+         the patch is loaded at install and at boot when the running kernel is {release}.\n",
+        pkg = names.pkg,
+        version = args.pkg_version,
+        maintainer = args.maintainer,
+        release = names.release,
+        patch = names.patch,
+        source = args
+            .file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    write(&root.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
+    write(&root.join("DEBIAN/postinst"), names.fill(POSTINST).as_bytes(), 0o755)?;
+    write(&root.join("DEBIAN/prerm"), names.fill(PRERM).as_bytes(), 0o755)?;
+    write(&root.join("DEBIAN/postrm"), names.fill(POSTRM).as_bytes(), 0o755)?;
+    run_tool(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&args.out),
+        "dpkg-deb",
+        "dpkg",
+    )
+}
+
+fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &str) -> Result<(), Failure> {
+    let root = dir.join("rpm-root");
+    stage(&root, names, ko, "/usr/lib/systemd/system")?;
+    // RPM kernels provide `kernel-uname-r = RELEASE`; a release with two dashes (Debian's
+    // 6.1.0-56-amd64) is not an RPM version, so the package then requires the kernel's image.
+    let requires = if names.release.matches('-').count() <= 1 {
+        format!("kernel-uname-r = {}", names.release)
+    } else {
+        format!("/boot/vmlinuz-{}", names.release)
+    };
+    let spec = format!(
+        "Name: {pkg}\nVersion: {version}\nRelease: 1\nSummary: live patch {patch} for Linux {release}\n\
+         License: GPL-2.0-only\nBuildArch: x86_64\nAutoReqProv: no\nRequires: {requires}\n\
+         %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n%define __strip /bin/true\n\n\
+         %description\n{description}\n\nBuilt by kgraftc; the patch is loaded at install and at boot when the \
+         running kernel is {release}.\n\n\
+         %install\nmkdir -p %{{buildroot}}\ncp -a {stage}/. %{{buildroot}}/\n\n\
+         %files\n/lib/modules/{release}/updates/kgraft/{patch}.ko\n{helper}\n\
+         /usr/lib/systemd/system/{pkg}.service\n/usr/lib/systemd/system/multi-user.target.wants/{pkg}.service\n\n\
+         %post\ndepmod -a {release} 2>/dev/null || :\n{helper} load\n\n\
+         %preun\n# $1 is 0 at removal, 1 at upgrade (the new version's %post replaced the patch).\n\
+         if [ \"$1\" -eq 0 ]; then\n    {helper} unload\nfi\n\n\
+         %postun\nif [ \"$1\" -eq 0 ]; then\n    depmod -a {release} 2>/dev/null || :\n    rm -f /var/lib/kgraft/{pkg}\nfi\n",
+        pkg = names.pkg,
+        version = args.pkg_version,
+        patch = names.patch,
+        release = names.release,
+        helper = names.helper,
+        stage = root.display(),
+    );
+    let spec_path = dir.join(format!("{}.spec", names.pkg));
+    write(&spec_path, spec.as_bytes(), 0o644)?;
+    let top = dir.join("rpmbuild");
+    run_tool(
+        Command::new("rpmbuild")
+            .arg("-bb")
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .arg("--define")
+            .arg("_build_id_links none")
+            .arg(&spec_path),
+        "rpmbuild",
+        "rpm",
+    )?;
+    let built = top.join(format!("RPMS/x86_64/{}-{}-1.x86_64.rpm", names.pkg, args.pkg_version));
+    std::fs::copy(&built, &args.out).map_err(|e| {
+        Failure::io(
+            format!("cannot copy `{}` to `{}`", built.display(), args.out.display()),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+/// Runs `kgraftc package`.
+pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
+    if !valid_version(&args.pkg_version) {
+        return Err(Failure::Fatal(format!(
+            "`{}` is not a package version: start with a digit, then letters, digits, `.`, `+` or `~`",
+            args.pkg_version
+        )));
+    }
+    let checked = crate::load(&args.file, ui)?;
+    let pkg = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("kgraft-patch-{}", checked.name().replace('_', "-").to_lowercase()));
+    if !valid_package_name(&pkg) {
+        return Err(Failure::Fatal(format!(
+            "`{pkg}` is not a package name: lower-case letters, digits, `-`, `+` and `.`, two characters or more"
+        )));
+    }
+    let dir = crate::vm::TempDir::new("package", "KGRAFT_PACKAGE_KEEP").map_err(Failure::Fatal)?;
+    let ko_path = dir.path().join("patch.ko");
+    let build = BuildArgs {
+        file: args.file.clone(),
+        target: Target::Linux,
+        kernel: args.kernel.clone(),
+        ksrc: args.ksrc.clone(),
+        out: Some(ko_path.clone()),
+        sign_key: args.sign_key.clone(),
+        sign_cert: args.sign_cert.clone(),
+    };
+    crate::build_linux::run(&build, ui)?;
+    let module = crate::kernel_ctl::module_file(&ko_path)?;
+    let release = module
+        .vermagic
+        .as_deref()
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or_else(|| Failure::Fatal(format!("the module {} has no vermagic", module.name)))?
+        .to_owned();
+    let ko = std::fs::read(&ko_path).map_err(|e| Failure::io(format!("cannot read `{}`", ko_path.display()), e))?;
+    let names = Names {
+        patch: module.name.clone(),
+        release,
+        helper: format!("/usr/lib/kgraft/{pkg}"),
+        pkg,
+    };
+    // One line: both formats give continuation lines meanings of their own.
+    let description = checked.description().split_whitespace().collect::<Vec<_>>().join(" ");
+    let description = if description.is_empty() {
+        format!("The live patch {}.", names.patch)
+    } else {
+        description
+    };
+    match args.format {
+        Format::Deb => deb(dir.path(), &names, &ko, args, &description)?,
+        Format::Rpm => rpm(dir.path(), &names, &ko, args, &description)?,
+    }
+    eprintln!(
+        "packaged {} {} ({} for Linux {}) as {}",
+        names.pkg,
+        args.pkg_version,
+        names.patch,
+        names.release,
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_versions() {
+        assert!(valid_package_name("kgraft-patch-cmdline-banner"));
+        assert!(!valid_package_name("kgraft_patch"));
+        assert!(!valid_package_name("-x"));
+        assert!(valid_version("1"));
+        assert!(valid_version("2.1+fix1"));
+        assert!(!valid_version("v2"));
+        assert!(!valid_version("1-2"));
+    }
+}
