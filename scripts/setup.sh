@@ -37,6 +37,16 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+if [ "$what" = all ]; then
+    # The tests check formatting and lints with the toolchain's own components.
+    for tool in fmt clippy; do
+        cargo $tool --version >/dev/null 2>&1 || {
+            echo "setup: cargo $tool is missing; add it to the Rust toolchain (rustup component add ${tool/fmt/rustfmt})" >&2
+            exit 1
+        }
+    done
+fi
+
 if [ "$what" = all ] && ! command -v mdbook >/dev/null; then
     echo "setup: installing mdbook" >&2
     cargo install --quiet --locked mdbook --version 0.4.52

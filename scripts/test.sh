@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh all
 
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== cargo test" >&2
 KGRAFT_QEMU=1 cargo test --workspace --locked
 

@@ -138,16 +138,12 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
     cpio.busybox(&busybox, true).map_err(Failure::Fatal)?;
     let me = std::env::current_exe().map_err(|e| Failure::io("cannot find kgraftc's own executable", e))?;
     let stripped = dir.path().join("kgraftc");
-    cpio.program("bin/kgraftc", &strip(&me, &stripped))
-        .map_err(Failure::Fatal)?;
+    cpio.program("bin/kgraftc", &strip(&me, &stripped)).map_err(Failure::Fatal)?;
     let bytes = std::fs::read(&ko).map_err(|e| Failure::io(format!("cannot read `{}`", ko.display()), e))?;
     cpio.file(&format!("m/{}.ko", module.name), 0o644, &bytes);
     for m in &args.kernel.modules {
         let bytes = std::fs::read(m).map_err(|e| Failure::io(format!("cannot read `{}`", m.display()), e))?;
-        let name = m
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "module.ko".into());
+        let name = m.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "module.ko".into());
         cpio.file(&format!("m/modules/{name}"), 0o644, &bytes);
     }
     cpio.file("script", 0o755, script.as_deref().unwrap_or(b"exit 0\n"));
@@ -160,9 +156,7 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
     std::fs::write(&initrd, cpio.finish())
         .map_err(|e| Failure::io(format!("cannot write `{}`", initrd.display()), e))?;
 
-    let append = format!("quiet panic=-1 oops=panic softlockup_panic=1 {}", args.append)
-        .trim_end()
-        .to_owned();
+    let append = format!("quiet panic=-1 oops=panic softlockup_panic=1 {}", args.append).trim_end().to_owned();
     if args.shell {
         return shell(&qemu, &image, &initrd, append, &release);
     }
@@ -181,10 +175,8 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
     let start = Instant::now();
     let mut child = machine.start(&qemu).map_err(Failure::Fatal)?;
     let mut reader = Reader::default();
-    let ended = vm::wait(&mut child, Duration::from_secs(args.vm_timeout), || {
-        reader.poll(&data, start)
-    })
-    .map_err(Failure::Fatal)?;
+    let ended = vm::wait(&mut child, Duration::from_secs(args.vm_timeout), || reader.poll(&data, start))
+        .map_err(Failure::Fatal)?;
     reader.poll(&data, start);
     verdict(&reader, ended, &module.name, &console, args.vm_timeout)
 }
@@ -193,37 +185,19 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
 /// `program` itself when `strip` is not there.
 fn strip(program: &Path, out: &Path) -> PathBuf {
     let ok = vm::which("strip").is_some_and(|strip| {
-        std::process::Command::new(strip)
-            .arg("-o")
-            .arg(out)
-            .arg(program)
-            .status()
-            .is_ok_and(|s| s.success())
+        std::process::Command::new(strip).arg("-o").arg(out).arg(program).status().is_ok_and(|s| s.success())
     });
     if ok { out.to_path_buf() } else { program.to_path_buf() }
 }
 
 /// Boots the guest with its console on this terminal.
 fn shell(qemu: &Path, image: &Path, initrd: &Path, append: String, release: &str) -> Result<(), Failure> {
-    let machine = vm::Machine {
-        image,
-        initrd,
-        append,
-        memory_mb: 512,
-        cpus: 2,
-        console: vm::Console::Terminal,
-        data: None,
-    };
+    let machine =
+        vm::Machine { image, initrd, append, memory_mb: 512, cpus: 2, console: vm::Console::Terminal, data: None };
     eprintln!("booting {release} under qemu (software emulation, about 10-20 s); Ctrl-A X stops the machine");
-    let status = machine
-        .command(qemu)
-        .status()
-        .map_err(|e| Failure::io(format!("cannot start {}", qemu.display()), e))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Failure::Fatal(format!("qemu failed ({status})")))
-    }
+    let status =
+        machine.command(qemu).status().map_err(|e| Failure::io(format!("cannot start {}", qemu.display()), e))?;
+    if status.success() { Ok(()) } else { Err(Failure::Fatal(format!("qemu failed ({status})"))) }
 }
 
 /// What the guest reported so far on its second serial port.
@@ -246,8 +220,7 @@ impl Reader {
         if bytes.len() <= self.offset {
             return;
         }
-        self.partial
-            .push_str(&String::from_utf8_lossy(&bytes[self.offset..]).replace('\r', ""));
+        self.partial.push_str(&String::from_utf8_lossy(&bytes[self.offset..]).replace('\r', ""));
         self.offset = bytes.len();
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
@@ -290,11 +263,10 @@ impl Reader {
 
     /// The argument of the last step `what`.
     fn step(&self, what: &str) -> Option<&str> {
-        self.steps.iter().rev().find_map(|s| {
-            s.strip_prefix(what)
-                .filter(|r| r.is_empty() || r.starts_with(' '))
-                .map(str::trim)
-        })
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| s.strip_prefix(what).filter(|r| r.is_empty() || r.starts_with(' ')).map(str::trim))
     }
 }
 
@@ -307,10 +279,7 @@ fn verdict(reader: &Reader, ended: vm::Ended, name: &str, console: &Path, vm_tim
             vm::Ended::Exited { success: false, stderr } => format!("qemu failed: {}", stderr.trim()),
             vm::Ended::Exited { .. } => "the guest stopped before its init ran".to_owned(),
         };
-        return Err(Failure::Fatal(format!(
-            "{why}\nthe console ended with:\n{}",
-            console_tail()
-        )));
+        return Err(Failure::Fatal(format!("{why}\nthe console ended with:\n{}", console_tail())));
     }
     let failed = |what: String| {
         eprintln!("error: {what}");
@@ -325,9 +294,7 @@ fn verdict(reader: &Reader, ended: vm::Ended, name: &str, console: &Path, vm_tim
         return failed(format!("{why}; the console ended with:\n{}", console_tail()));
     }
     if reader.step("load") != Some("0") {
-        return failed(format!(
-            "the patch {name} did not load in the guest (its output is above)"
-        ));
+        return failed(format!("the patch {name} did not load in the guest (its output is above)"));
     }
     match reader.step("script-status") {
         Some("0") => {}
@@ -336,16 +303,12 @@ fn verdict(reader: &Reader, ended: vm::Ended, name: &str, console: &Path, vm_tim
             for (_, line) in reader.output.iter().filter(|(s, _)| s == "script") {
                 eprintln!("    {line}");
             }
-            return failed(format!(
-                "the script failed (exit status {code}) while {name} was applied"
-            ));
+            return failed(format!("the script failed (exit status {code}) while {name} was applied"));
         }
         None => return failed("the script did not run".to_owned()),
     }
     if reader.step("unload") != Some("0") {
-        return failed(format!(
-            "`kgraftc kernel unload {name}` failed in the guest (its output is above)"
-        ));
+        return failed(format!("`kgraftc kernel unload {name}` failed in the guest (its output is above)"));
     }
     match reader.step("restored") {
         Some("yes") => {}

@@ -73,11 +73,7 @@ struct Sys {
 
 impl Sys {
     fn new() -> Sys {
-        Sys {
-            root: std::env::var_os("KGRAFT_SYSROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/")),
-        }
+        Sys { root: std::env::var_os("KGRAFT_SYSROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")) }
     }
 
     fn livepatch(&self) -> PathBuf {
@@ -116,10 +112,7 @@ fn read(path: &Path) -> Option<String> {
 
 /// Writes a sysfs file, as `echo VALUE > PATH` does.
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)?
-        .write_all(value.as_bytes())
+    std::fs::OpenOptions::new().write(true).open(path)?.write_all(value.as_bytes())
 }
 
 /// Fails unless kgraftc runs as root (the kernel wants `CAP_SYS_MODULE` and sysfs writes).
@@ -181,25 +174,13 @@ fn patch_info(sys: &Sys, name: &str) -> Option<PatchInfo> {
                 None => f,
             })
             .collect();
-        objects.push(ObjectInfo {
-            name: object,
-            patched,
-            functions,
-        });
+        objects.push(ObjectInfo { name: object, patched, functions });
     }
-    Some(PatchInfo {
-        name: name.to_owned(),
-        enabled,
-        transition,
-        objects,
-    })
+    Some(PatchInfo { name: name.to_owned(), enabled, transition, objects })
 }
 
 fn patches(sys: &Sys) -> Vec<PatchInfo> {
-    dir_names(&sys.livepatch())
-        .iter()
-        .filter_map(|n| patch_info(sys, n))
-        .collect()
+    dir_names(&sys.livepatch()).iter().filter_map(|n| patch_info(sys, n)).collect()
 }
 
 fn state_word(p: &PatchInfo) -> &'static str {
@@ -227,17 +208,11 @@ fn tasks(sys: &Sys) -> Vec<(u32, u32, i32)> {
     let Ok(entries) = std::fs::read_dir(&proc) else {
         return out;
     };
-    for pid in entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-    {
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())) {
         let Ok(threads) = std::fs::read_dir(proc.join(pid.to_string()).join("task")) else {
             continue;
         };
-        for tid in threads
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        {
+        for tid in threads.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())) {
             let path = proc.join(format!("{pid}/task/{tid}/patch_state"));
             if let Some(state) = read(&path).and_then(|s| s.parse::<i32>().ok()) {
                 out.push((pid, tid, state));
@@ -249,11 +224,7 @@ fn tasks(sys: &Sys) -> Vec<(u32, u32, i32)> {
 
 /// The tasks whose universe is not `target` (1: patched, 0: unpatched).
 fn stragglers(sys: &Sys, target: i32) -> Vec<(u32, u32)> {
-    tasks(sys)
-        .into_iter()
-        .filter(|&(_, _, s)| s != target)
-        .map(|(p, t, _)| (p, t))
-        .collect()
+    tasks(sys).into_iter().filter(|&(_, _, s)| s != target).map(|(p, t, _)| (p, t)).collect()
 }
 
 /// Describes a task: its name and where it sleeps.
@@ -263,11 +234,7 @@ fn describe(sys: &Sys, pid: u32, tid: u32) -> Straggler {
     let place = read(&dir.join("stack"))
         .map(|s| stack_frames(&s, 4))
         .filter(|s| !s.is_empty())
-        .or_else(|| {
-            read(&dir.join("wchan"))
-                .filter(|w| !w.is_empty() && w != "0")
-                .map(|w| format!("in {w}"))
-        })
+        .or_else(|| read(&dir.join("wchan")).filter(|w| !w.is_empty() && w != "0").map(|w| format!("in {w}")))
         .unwrap_or_else(|| "running (no stack readable)".into());
     Straggler { pid, tid, comm, place }
 }
@@ -295,11 +262,7 @@ fn print_stragglers(sys: &Sys, list: &[(u32, u32)]) {
     const SHOWN: usize = 10;
     for &(pid, tid) in list.iter().take(SHOWN) {
         let s = describe(sys, pid, tid);
-        let id = if s.pid == s.tid {
-            format!("pid {}", s.pid)
-        } else {
-            format!("pid {} tid {}", s.pid, s.tid)
-        };
+        let id = if s.pid == s.tid { format!("pid {}", s.pid) } else { format!("pid {} tid {}", s.pid, s.tid) };
         eprintln!("    {} ({id}): {}", s.comm, s.place);
     }
     if list.len() > SHOWN {
@@ -367,11 +330,7 @@ fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Wa
         }
         if start.elapsed() >= timeout {
             finish_line(shown);
-            eprintln!(
-                "    still in the old universe after {} s ({} tasks):",
-                timeout.as_secs(),
-                left.len()
-            );
+            eprintln!("    still in the old universe after {} s ({} tasks):", timeout.as_secs(), left.len());
             print_stragglers(sys, &left);
             return Waited::TimedOut;
         }
@@ -412,12 +371,7 @@ pub(crate) struct ModuleFile {
 pub(crate) fn module_file(path: &Path) -> Result<ModuleFile, Failure> {
     use object::{Object, ObjectSection};
     let data = std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
-    let bad = || {
-        Failure::Fatal(format!(
-            "`{}` is not a kernel module (no .modinfo section)",
-            path.display()
-        ))
-    };
+    let bad = || Failure::Fatal(format!("`{}` is not a kernel module (no .modinfo section)", path.display()));
     let file = object::File::parse(&*data).map_err(|_| bad())?;
     let section = file.section_by_name(".modinfo").ok_or_else(bad)?;
     let info = section.data().map_err(|_| bad())?;
@@ -440,13 +394,7 @@ fn kernel_log() -> Vec<String> {
     const SYSLOG_ACTION_READ_ALL: libc::c_int = 3;
     let mut buf = vec![0u8; 1 << 20];
     // SAFETY: the buffer is valid for writes of its whole length, which is what is passed.
-    let n = unsafe {
-        libc::klogctl(
-            SYSLOG_ACTION_READ_ALL,
-            buf.as_mut_ptr().cast(),
-            buf.len() as libc::c_int,
-        )
-    };
+    let n = unsafe { libc::klogctl(SYSLOG_ACTION_READ_ALL, buf.as_mut_ptr().cast(), buf.len() as libc::c_int) };
     if n <= 0 {
         return Vec::new();
     }
@@ -455,10 +403,7 @@ fn kernel_log() -> Vec<String> {
         .lines()
         .map(|l| {
             // Entries start with their level, `<6>`.
-            let l = l
-                .strip_prefix('<')
-                .and_then(|r| r.split_once('>'))
-                .map_or(l, |(_, rest)| rest);
+            let l = l.strip_prefix('<').and_then(|r| r.split_once('>')).map_or(l, |(_, rest)| rest);
             l.to_owned()
         })
         .collect()
@@ -482,11 +427,7 @@ fn finit_module(path: &Path) -> std::io::Result<()> {
     // SAFETY: the descriptor is open for the whole call and the parameter string is a valid,
     // NUL-terminated C string.
     let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Removes the module `name` with `delete_module(2)`, without waiting for its users.
@@ -494,11 +435,7 @@ fn delete_module(name: &str) -> std::io::Result<()> {
     let name = std::ffi::CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `name` is a valid, NUL-terminated C string for the whole call.
     let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Removes a module, retrying for a few seconds while the kernel still holds it.
@@ -531,11 +468,7 @@ fn explain_refusal(err: &std::io::Error, file: &ModuleFile, sys: &Sys) -> String
              help: sign it with `kgraftc build --target linux --sign-key KEY --sign-cert CERT`, \
              with a key the kernel trusts (built into the kernel, or enrolled as a machine owner key)",
             file.name,
-            if enforced {
-                " (module.sig_enforce is on)"
-            } else {
-                " (Secure Boot lockdown)"
-            }
+            if enforced { " (module.sig_enforce is on)" } else { " (Secure Boot lockdown)" }
         ),
         Some(libc::EKEYREJECTED) | Some(libc::ENOKEY) => format!(
             "the kernel refused {}: its signature is not made by a key the kernel trusts{}\n\
@@ -544,10 +477,9 @@ fn explain_refusal(err: &std::io::Error, file: &ModuleFile, sys: &Sys) -> String
             if enforced { " (module.sig_enforce is on)" } else { "" }
         ),
         Some(libc::EEXIST) => format!("a module named {} is already loaded", file.name),
-        Some(libc::ENOEXEC) => format!(
-            "the kernel refused {}: invalid module format (built for another kernel, or damaged)",
-            file.name
-        ),
+        Some(libc::ENOEXEC) => {
+            format!("the kernel refused {}: invalid module format (built for another kernel, or damaged)", file.name)
+        }
         Some(libc::EPERM) => format!(
             "the kernel refused {}: operation not permitted (module loading may be disabled: \
              /proc/sys/kernel/modules_disabled, or a lockdown)",
@@ -640,9 +572,7 @@ fn reverse_and_remove(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Fa
         Waited::Done | Waited::Gone => {}
     }
     if !wait_gone(sys, name, Duration::from_secs(10)) {
-        return Err(Failure::Fatal(format!(
-            "the livepatch core still holds {name} after its reversal"
-        )));
+        return Err(Failure::Fatal(format!("the livepatch core still holds {name} after its reversal")));
     }
     remove_module(sys, name).map_err(Failure::Fatal)
 }
@@ -670,16 +600,11 @@ fn unload(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Failure> {
                     timeout.as_secs()
                 )));
             }
-            eprintln!(
-                "error: {name} could not be disabled within {} s; it is applied again",
-                timeout.as_secs()
-            );
+            eprintln!("error: {name} could not be disabled within {} s; it is applied again", timeout.as_secs());
             return Err(Failure::Reported);
         }
         if !wait_gone(sys, name, Duration::from_secs(10)) {
-            return Err(Failure::Fatal(format!(
-                "the livepatch core still holds {name} after disabling it"
-            )));
+            return Err(Failure::Fatal(format!("the livepatch core still holds {name} after disabling it")));
         }
     } else if !sys.module(name).exists() {
         return Err(Failure::Fatal(format!(
@@ -700,9 +625,7 @@ fn in_transition(sys: &Sys, name: &str, verb: &str) -> Result<PatchInfo, Failure
     let info = patch_info(sys, name)
         .ok_or_else(|| Failure::Fatal(format!("no live patch named {name} (see `kgraftc kernel list`)")))?;
     if !info.transition {
-        return Err(Failure::Fatal(format!(
-            "{name} is not in transition; there is nothing to {verb}"
-        )));
+        return Err(Failure::Fatal(format!("{name} is not in transition; there is nothing to {verb}")));
     }
     Ok(info)
 }
@@ -776,11 +699,8 @@ fn list(sys: &Sys) -> Result<(), Failure> {
     let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0).max(5);
     println!("{:width$}  {:10}  FUNCTIONS", "PATCH", "STATE");
     for p in &all {
-        let functions: Vec<String> = p
-            .objects
-            .iter()
-            .flat_map(|o| o.functions.iter().map(move |f| format!("{}:{f}", o.name)))
-            .collect();
+        let functions: Vec<String> =
+            p.objects.iter().flat_map(|o| o.functions.iter().map(move |f| format!("{}:{f}", o.name))).collect();
         println!("{:width$}  {:10}  {}", p.name, state_word(p), functions.join(", "));
     }
     Ok(())
@@ -801,11 +721,7 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
     }
     for p in &all {
         println!("{}: {}", p.name, state_word(p));
-        let module = if sys.module(&p.name).exists() {
-            "loaded"
-        } else {
-            "not loaded"
-        };
+        let module = if sys.module(&p.name).exists() { "loaded" } else { "not loaded" };
         println!("  module {}: {module}", p.name);
         for o in &p.objects {
             let state = if o.patched {
@@ -822,22 +738,14 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
         }
         if p.transition {
             let left = stragglers(sys, i32::from(p.enabled));
-            println!(
-                "  transition to {}: {} tasks left",
-                if p.enabled { "patched" } else { "unpatched" },
-                left.len()
-            );
+            println!("  transition to {}: {} tasks left", if p.enabled { "patched" } else { "unpatched" }, left.len());
             for &(pid, tid) in left.iter().take(20) {
                 let s = describe(sys, pid, tid);
                 println!(
                     "    {} (pid {}{}): {}",
                     s.comm,
                     s.pid,
-                    if s.pid == s.tid {
-                        String::new()
-                    } else {
-                        format!(" tid {}", s.tid)
-                    },
+                    if s.pid == s.tid { String::new() } else { format!(" tid {}", s.tid) },
                     s.place
                 );
             }
@@ -867,10 +775,7 @@ mod tests {
     #[test]
     fn stack_lines() {
         let stack = "[<0>] msleep_interruptible+0x2e/0x50\n[<0>] kgt_nap+0x12/0x20 [kgraft_testmod]\n[<0>] seq_read_iter+0x120/0x4a0\n";
-        assert_eq!(
-            stack_frames(stack, 2),
-            "msleep_interruptible <- kgt_nap [kgraft_testmod]"
-        );
+        assert_eq!(stack_frames(stack, 2), "msleep_interruptible <- kgt_nap [kgraft_testmod]");
     }
 
     #[test]

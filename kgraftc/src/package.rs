@@ -248,17 +248,13 @@ impl Names {
 fn valid_package_name(name: &str) -> bool {
     name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '+' | '.'))
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '+' | '.'))
 }
 
 /// Whether `version` is a version both formats take as it is.
 fn valid_version(version: &str) -> bool {
     version.starts_with(|c: char| c.is_ascii_digit())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~'))
+        && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~'))
 }
 
 fn write(path: &Path, text: &[u8], mode: u32) -> Result<(), Failure> {
@@ -273,16 +269,9 @@ fn write(path: &Path, text: &[u8], mode: u32) -> Result<(), Failure> {
 
 /// Writes the files every format installs under `root`; `systemd` is the unit directory.
 fn stage(root: &Path, names: &Names, ko: &[u8], systemd: &str) -> Result<(), Failure> {
-    let module = root.join(format!(
-        "lib/modules/{}/updates/kgraft/{}.ko",
-        names.release, names.patch
-    ));
+    let module = root.join(format!("lib/modules/{}/updates/kgraft/{}.ko", names.release, names.patch));
     write(&module, ko, 0o644)?;
-    write(
-        &root.join(names.helper.trim_start_matches('/')),
-        names.fill(HELPER).as_bytes(),
-        0o755,
-    )?;
+    write(&root.join(names.helper.trim_start_matches('/')), names.fill(HELPER).as_bytes(), 0o755)?;
     let units = root.join(systemd.trim_start_matches('/'));
     let unit = format!("{}.service", names.pkg);
     write(&units.join(&unit), names.fill(UNIT).as_bytes(), 0o644)?;
@@ -297,9 +286,7 @@ fn stage(root: &Path, names: &Names, ko: &[u8], systemd: &str) -> Result<(), Fai
 /// Runs a packaging tool, failing with its output.
 fn run_tool(cmd: &mut Command, what: &str, install: &str) -> Result<(), Failure> {
     let out = cmd.output().map_err(|e| {
-        Failure::Fatal(format!(
-            "cannot run {what} ({e})\nhelp: install it (Debian: apt-get install {install})"
-        ))
+        Failure::Fatal(format!("cannot run {what} ({e})\nhelp: install it (Debian: apt-get install {install})"))
     })?;
     if !out.status.success() {
         return Err(Failure::Fatal(format!(
@@ -325,21 +312,14 @@ fn deb(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
         maintainer = args.maintainer,
         release = names.release,
         patch = names.patch,
-        source = args
-            .file
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        source = args.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
     );
     write(&root.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
     write(&root.join("DEBIAN/postinst"), names.fill(POSTINST).as_bytes(), 0o755)?;
     write(&root.join("DEBIAN/prerm"), names.fill(PRERM).as_bytes(), 0o755)?;
     write(&root.join("DEBIAN/postrm"), names.fill(POSTRM).as_bytes(), 0o755)?;
     run_tool(
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "--build"])
-            .arg(&root)
-            .arg(&args.out),
+        Command::new("dpkg-deb").args(["--root-owner-group", "--build"]).arg(&root).arg(&args.out),
         "dpkg-deb",
         "dpkg",
     )
@@ -390,12 +370,8 @@ fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
         "rpm",
     )?;
     let built = top.join(format!("RPMS/x86_64/{}-{}-1.x86_64.rpm", names.pkg, args.pkg_version));
-    std::fs::copy(&built, &args.out).map_err(|e| {
-        Failure::io(
-            format!("cannot copy `{}` to `{}`", built.display(), args.out.display()),
-            e,
-        )
-    })?;
+    std::fs::copy(&built, &args.out)
+        .map_err(|e| Failure::io(format!("cannot copy `{}` to `{}`", built.display(), args.out.display()), e))?;
     Ok(())
 }
 
@@ -437,19 +413,10 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Fatal(format!("the module {} has no vermagic", module.name)))?
         .to_owned();
     let ko = std::fs::read(&ko_path).map_err(|e| Failure::io(format!("cannot read `{}`", ko_path.display()), e))?;
-    let names = Names {
-        patch: module.name.clone(),
-        release,
-        helper: format!("/usr/lib/kgraft/{pkg}"),
-        pkg,
-    };
+    let names = Names { patch: module.name.clone(), release, helper: format!("/usr/lib/kgraft/{pkg}"), pkg };
     // One line: both formats give continuation lines meanings of their own.
     let description = checked.description().split_whitespace().collect::<Vec<_>>().join(" ");
-    let description = if description.is_empty() {
-        format!("The live patch {}.", names.patch)
-    } else {
-        description
-    };
+    let description = if description.is_empty() { format!("The live patch {}.", names.patch) } else { description };
     match args.format {
         Format::Deb => deb(dir.path(), &names, &ko, args, &description)?,
         Format::Rpm => rpm(dir.path(), &names, &ko, args, &description)?,

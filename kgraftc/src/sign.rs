@@ -20,9 +20,7 @@ fn config_value(kdir: &Path, name: &str) -> Option<String> {
         .or_else(|_| std::fs::read_to_string(kdir.join("include/config/auto.conf")))
         .ok()?;
     let prefix = format!("CONFIG_{name}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim_matches('"').to_owned())
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim_matches('"').to_owned())
 }
 
 /// Signs `module` in place with `key` and `cert`, using the kernel build directory's
@@ -69,10 +67,7 @@ pub(crate) fn sign(kdir: &Path, key: &Path, cert: &Path, module: &Path) -> Resul
     }
     let signed = std::fs::read(module).map_err(|e| Failure::io(format!("cannot read `{}`", module.display()), e))?;
     if !signed.ends_with(SIGNATURE_MARKER) {
-        return Err(Failure::Fatal(format!(
-            "sign-file left `{}` without a signature",
-            module.display()
-        )));
+        return Err(Failure::Fatal(format!("sign-file left `{}` without a signature", module.display())));
     }
     eprintln!("signed {} with {} ({hash})", module.display(), cert.display());
     Ok(())
@@ -86,11 +81,8 @@ mod tests {
     fn reads_the_hash() {
         let dir = std::env::temp_dir().join(format!("kgraft-sign-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        std::fs::write(
-            dir.join(".config"),
-            "CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_HASH=\"sha512\"\n",
-        )
-        .expect("a file");
+        std::fs::write(dir.join(".config"), "CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_HASH=\"sha512\"\n")
+            .expect("a file");
         assert_eq!(config_value(&dir, "MODULE_SIG_HASH").as_deref(), Some("sha512"));
         assert_eq!(config_value(&dir, "MODULE_SIG").as_deref(), Some("y"));
         assert_eq!(config_value(&dir, "LIVEPATCH"), None);

@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Returns the first file named `tool` on `PATH`.
 pub(crate) fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
 }
 
 /// Finds qemu for x86_64 guests.
@@ -40,10 +36,7 @@ pub(crate) fn kernel_image(release: &str) -> Result<PathBuf, String> {
     if image.is_file() {
         Ok(image)
     } else {
-        Err(format!(
-            "no kernel image {} to boot (Debian: apt-get install linux-image-{release})",
-            image.display()
-        ))
+        Err(format!("no kernel image {} to boot (Debian: apt-get install linux-image-{release})", image.display()))
     }
 }
 
@@ -67,10 +60,7 @@ impl TempDir {
             let path = base.join(format!("kgraft-{prefix}-{}-{nanos:x}-{attempt}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {
-                    return Ok(TempDir {
-                        path,
-                        keep: std::env::var_os(keep_var).is_some(),
-                    });
+                    return Ok(TempDir { path, keep: std::env::var_os(keep_var).is_some() });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(format!("cannot create a directory in {}: {e}", base.display())),
@@ -180,10 +170,7 @@ impl Cpio {
                 .arg("--list")
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", busybox.display()))?;
-            for applet in String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|a| !a.is_empty() && *a != "busybox")
-            {
+            for applet in String::from_utf8_lossy(&out.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
                 self.symlink(&format!("bin/{applet}"), "busybox");
             }
         }
@@ -214,10 +201,7 @@ impl Cpio {
 /// The shared libraries `program` loads, the dynamic loader included; none for a static one.
 fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, String> {
     let ldd = which("ldd").ok_or("ldd is not installed (Debian: libc-bin)")?;
-    let out = Command::new(&ldd)
-        .arg(program)
-        .output()
-        .map_err(|e| format!("cannot run ldd: {e}"))?;
+    let out = Command::new(&ldd).arg(program).output().map_err(|e| format!("cannot run ldd: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // ldd says "not a dynamic executable" (and fails) for a static program.
@@ -226,11 +210,7 @@ fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, String> {
         {
             Ok(Vec::new())
         } else {
-            Err(format!(
-                "ldd {} failed: {}",
-                program.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(format!("ldd {} failed: {}", program.display(), String::from_utf8_lossy(&out.stderr).trim()))
         };
     }
     Ok(parse_ldd(&text))
@@ -311,9 +291,7 @@ impl Machine<'_> {
 
     /// Starts the machine.
     pub(crate) fn start(&self, qemu: &Path) -> Result<Child, String> {
-        self.command(qemu)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", qemu.display()))
+        self.command(qemu).spawn().map_err(|e| format!("cannot start {}: {e}", qemu.display()))
     }
 }
 
@@ -338,10 +316,7 @@ pub(crate) fn wait(child: &mut Child, timeout: Duration, mut tick: impl FnMut())
                     use std::io::Read;
                     let _ = err.read_to_string(&mut stderr);
                 }
-                return Ok(Ended::Exited {
-                    success: status.success(),
-                    stderr,
-                });
+                return Ok(Ended::Exited { success: status.success(), stderr });
             }
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
@@ -375,10 +350,7 @@ mod tests {
         let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
         assert_eq!(
             parse_ldd(text),
-            vec![
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
-            ]
+            vec![PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]
         );
     }
 

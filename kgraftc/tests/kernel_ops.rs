@@ -20,11 +20,7 @@ fn kgraftc() -> Command {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -72,49 +68,29 @@ fn made_up_kernel() -> PathBuf {
 #[test]
 fn list_shows_patches_states_and_functions() {
     let root = made_up_kernel();
-    let out = kgraftc()
-        .args(["kernel", "list"])
-        .env("KGRAFT_SYSROOT", &root)
-        .output()
-        .expect("kgraftc runs");
+    let out = kgraftc().args(["kernel", "list"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["PATCH", "STATE", "FUNCTIONS"]
-    );
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PATCH", "STATE", "FUNCTIONS"]);
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
         ["cmdline_banner", "enabled", "vmlinux:cmdline_proc_show"]
     );
     assert_eq!(
         lines[2].split_whitespace().collect::<Vec<_>>(),
-        [
-            "nap_short",
-            "patching",
-            "kgraft_testmod:kgt_helper",
-            "(sympos",
-            "2),",
-            "kgraft_testmod:kgt_nap"
-        ]
+        ["nap_short", "patching", "kgraft_testmod:kgt_helper", "(sympos", "2),", "kgraft_testmod:kgt_nap"]
     );
 }
 
 #[test]
 fn status_names_the_tasks_that_hold_a_transition_up() {
     let root = made_up_kernel();
-    let out = kgraftc()
-        .args(["kernel", "status", "nap_short"])
-        .env("KGRAFT_SYSROOT", &root)
-        .output()
-        .expect("kgraftc runs");
+    let out =
+        kgraftc().args(["kernel", "status", "nap_short"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.starts_with("nap_short: patching\n  module nap_short: loaded\n"),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("nap_short: patching\n  module nap_short: loaded\n"), "{stdout}");
     assert!(
         stdout.contains("  kgraft_testmod: not patched (the module is not loaded; it is patched when it loads)\n"),
         "{stdout}"
@@ -124,17 +100,10 @@ fn status_names_the_tasks_that_hold_a_transition_up() {
         stdout.contains("    cat (pid 42): msleep_interruptible <- kgt_nap [kgraft_testmod] <- seq_read_iter\n"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("    worker (pid 7 tid 8): in futex_wait_queue\n"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("    worker (pid 7 tid 8): in futex_wait_queue\n"), "{stdout}");
     assert!(!stdout.contains("init"), "{stdout}");
 
-    let out = kgraftc()
-        .args(["kernel", "status", "nope"])
-        .env("KGRAFT_SYSROOT", &root)
-        .output()
-        .expect("kgraftc runs");
+    let out = kgraftc().args(["kernel", "status", "nope"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no live patch named nope"), "{}", text(&out));
 }
@@ -142,24 +111,13 @@ fn status_names_the_tasks_that_hold_a_transition_up() {
 #[test]
 fn a_kernel_without_livepatch_is_refused() {
     let root = tmp("no-livepatch");
-    for args in [
-        &["kernel", "list"][..],
-        &["kernel", "status"],
-        &["kernel", "unload", "x"],
-        &["kernel", "force", "x"],
-    ] {
-        let out = kgraftc()
-            .args(args)
-            .env("KGRAFT_SYSROOT", &root)
-            .output()
-            .expect("kgraftc runs");
+    for args in [&["kernel", "list"][..], &["kernel", "status"], &["kernel", "unload", "x"], &["kernel", "force", "x"]]
+    {
+        let out = kgraftc().args(args).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         let t = text(&out);
         // Without root the root check comes first; both are environment errors.
-        assert!(
-            t.contains("has no livepatch support") || t.contains("needs root"),
-            "{args:?}: {t}"
-        );
+        assert!(t.contains("has no livepatch support") || t.contains("needs root"), "{args:?}: {t}");
     }
 }
 
@@ -182,20 +140,13 @@ fn fake_module(path: &Path, fields: &[&str]) {
 fn load_refuses_what_is_not_a_live_patch() {
     let dir = tmp("not-a-patch");
     let root = made_up_kernel();
-    let out = kgraftc()
-        .args(["kernel", "load", "patches/cmdline_banner.kgp"])
-        .output()
-        .expect("kgraftc runs");
+    let out = kgraftc().args(["kernel", "load", "patches/cmdline_banner.kgp"]).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("is not a kernel module"), "{}", text(&out));
     let plain = dir.join("plain.ko");
     fake_module(&plain, &["name=plain", "vermagic=6.1.0-1-amd64 SMP mod_unload"]);
-    let out = kgraftc()
-        .args(["kernel", "load"])
-        .arg(&plain)
-        .env("KGRAFT_SYSROOT", &root)
-        .output()
-        .expect("kgraftc runs");
+    let out =
+        kgraftc().args(["kernel", "load"]).arg(&plain).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("is not a live patch module"), "{}", text(&out));
 }
@@ -212,9 +163,8 @@ fn signal_and_force_want_a_transition() {
         assert_eq!(out.status.code(), Some(2), "{verb}");
         let t = text(&out);
         assert!(
-            t.contains(&format!(
-                "cmdline_banner is not in transition; there is nothing to {verb}"
-            )) || t.contains("needs root"),
+            t.contains(&format!("cmdline_banner is not in transition; there is nothing to {verb}"))
+                || t.contains("needs root"),
             "{t}"
         );
     }
@@ -238,14 +188,7 @@ fn signing_is_for_the_linux_target_and_takes_both_files() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("use them with --target linux"), "{}", text(&out));
     let out = kgraftc()
-        .args([
-            "build",
-            "--target",
-            "linux",
-            "patches/cmdline_banner.kgp",
-            "--sign-key",
-            "k.pem",
-        ])
+        .args(["build", "--target", "linux", "patches/cmdline_banner.kgp", "--sign-key", "k.pem"])
         .output()
         .expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
@@ -255,39 +198,18 @@ fn signing_is_for_the_linux_target_and_takes_both_files() {
 #[test]
 fn package_refuses_bad_names_and_versions_before_building() {
     let out = kgraftc()
-        .args([
-            "package",
-            "patches/cmdline_banner.kgp",
-            "--format",
-            "deb",
-            "-o",
-            "x.deb",
-            "--pkg-version",
-            "v1",
-        ])
+        .args(["package", "patches/cmdline_banner.kgp", "--format", "deb", "-o", "x.deb", "--pkg-version", "v1"])
         .output()
         .expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("is not a package version"), "{}", text(&out));
     let out = kgraftc()
-        .args([
-            "package",
-            "patches/cmdline_banner.kgp",
-            "--format",
-            "rpm",
-            "-o",
-            "x.rpm",
-            "--name",
-            "Bad_Name",
-        ])
+        .args(["package", "patches/cmdline_banner.kgp", "--format", "rpm", "-o", "x.rpm", "--name", "Bad_Name"])
         .output()
         .expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("is not a package name"), "{}", text(&out));
-    let out = kgraftc()
-        .args(["test", "patches/cmdline_banner.kgp"])
-        .output()
-        .expect("kgraftc runs");
+    let out = kgraftc().args(["test", "patches/cmdline_banner.kgp"]).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2), "a script or --shell is required");
 }
 
@@ -317,11 +239,8 @@ fn test_command_passes_and_fails_with_the_script() {
         "pass.sh",
         "grep -q '^kgraft: cmdline_banner active$' /proc/cmdline\nkgraftc kernel list | grep -q '^cmdline_banner  *enabled'\n",
     );
-    let out = kgraftc()
-        .args(["test", "patches/cmdline_banner.kgp", "--script"])
-        .arg(&pass)
-        .output()
-        .expect("kgraftc runs");
+    let out =
+        kgraftc().args(["test", "patches/cmdline_banner.kgp", "--script"]).arg(&pass).output().expect("kgraftc runs");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("the kernel booted"), "{t}");
@@ -335,21 +254,12 @@ fn test_command_passes_and_fails_with_the_script() {
         "fail.sh",
         "echo looking for the old banner\ngrep -q '^kgraft: cmdline_banner_v2 active$' /proc/cmdline\n",
     );
-    let out = kgraftc()
-        .args(["test", "patches/cmdline_banner.kgp", "--script"])
-        .arg(&fail)
-        .output()
-        .expect("kgraftc runs");
+    let out =
+        kgraftc().args(["test", "patches/cmdline_banner.kgp", "--script"]).arg(&fail).output().expect("kgraftc runs");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("the script's output:\n    looking for the old banner\n"),
-        "{t}"
-    );
-    assert!(
-        t.contains("error: the script failed (exit status 1) while cmdline_banner was applied"),
-        "{t}"
-    );
+    assert!(t.contains("the script's output:\n    looking for the old banner\n"), "{t}");
+    assert!(t.contains("error: the script failed (exit status 1) while cmdline_banner was applied"), "{t}");
 }
 
 #[test]
@@ -377,13 +287,7 @@ fn unsigned_patch_is_refused_under_sig_enforce_and_signing_shows_in_modinfo() {
     let dir = tmp("signing");
     let pass = script(&dir, "pass.sh", "true\n");
     let out = kgraftc()
-        .args([
-            "test",
-            "patches/cmdline_banner.kgp",
-            "--append",
-            "module.sig_enforce=1",
-            "--script",
-        ])
+        .args(["test", "patches/cmdline_banner.kgp", "--append", "module.sig_enforce=1", "--script"])
         .arg(&pass)
         .output()
         .expect("kgraftc runs");
@@ -393,28 +297,14 @@ fn unsigned_patch_is_refused_under_sig_enforce_and_signing_shows_in_modinfo() {
         t.contains("error: the kernel refused cmdline_banner: it accepts only signed modules (module.sig_enforce is on) and this one is not signed"),
         "{t}"
     );
-    assert!(
-        t.contains("Loading of unsigned module is rejected"),
-        "the kernel log is shown: {t}"
-    );
+    assert!(t.contains("Loading of unsigned module is rejected"), "the kernel log is shown: {t}");
     assert!(t.contains("the patch cmdline_banner did not load in the guest"), "{t}");
 
     // A throwaway key: the kernel does not trust it, but modinfo shows who signed.
     let key = dir.join("key.pem");
     let cert = dir.join("cert.pem");
     let status = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-days",
-            "1",
-            "-nodes",
-            "-subj",
-            "/CN=kgraft test key/",
-        ])
+        .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-days", "1", "-nodes", "-subj", "/CN=kgraft test key/"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -437,15 +327,10 @@ fn unsigned_patch_is_refused_under_sig_enforce_and_signing_shows_in_modinfo() {
     let info = Command::new("modinfo").arg(&ko).output().expect("modinfo runs");
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(
-        info.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["signer:", "kgraft", "test", "key"]),
+        info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["signer:", "kgraft", "test", "key"]),
         "{info}"
     );
-    assert!(
-        info.lines()
-            .any(|l| l.starts_with("sig_hashalgo:") && l.ends_with("sha256")),
-        "{info}"
-    );
+    assert!(info.lines().any(|l| l.starts_with("sig_hashalgo:") && l.ends_with("sha256")), "{info}");
     let out = kgraftc()
         .args(["build", "--target", "linux", "patches/cmdline_banner.kgp", "-o"])
         .arg(&ko)
@@ -493,9 +378,7 @@ fn shell_gives_a_prompt_with_the_patch_loaded() {
         if !sent && String::from_utf8_lossy(&seen).contains("leave with: poweroff -f") {
             std::thread::sleep(Duration::from_secs(1));
             let stdin = child.stdin.as_mut().expect("a pipe");
-            stdin
-                .write_all(b"head -n 1 /proc/cmdline\npoweroff -f\n")
-                .expect("the guest reads");
+            stdin.write_all(b"head -n 1 /proc/cmdline\npoweroff -f\n").expect("the guest reads");
             sent = true;
         }
     }
@@ -515,69 +398,34 @@ fn packages_install_where_they_should() {
     let dir = tmp("packages");
     let deb = dir.join("banner.deb");
     let out = kgraftc()
-        .args([
-            "package",
-            "patches/cmdline_banner.kgp",
-            "--format",
-            "deb",
-            "--pkg-version",
-            "3",
-            "-o",
-        ])
+        .args(["package", "patches/cmdline_banner.kgp", "--format", "deb", "--pkg-version", "3", "-o"])
         .arg(&deb)
         .output()
         .expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let release = text(&out)
-        .split("for Linux ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .expect("the release")
-        .to_owned();
+    let release =
+        text(&out).split("for Linux ").nth(1).and_then(|r| r.split(')').next()).expect("the release").to_owned();
     let pkg = "kgraft-patch-cmdline-banner";
 
-    let info = Command::new("dpkg-deb")
-        .arg("-I")
-        .arg(&deb)
-        .output()
-        .expect("dpkg-deb runs");
+    let info = Command::new("dpkg-deb").arg("-I").arg(&deb).output().expect("dpkg-deb runs");
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains(&format!(" Package: {pkg}\n")), "{info}");
     assert!(info.contains(" Version: 3\n"), "{info}");
     assert!(
-        info.contains(&format!(
-            " Depends: linux-image-{release} | linux-image-{release}-unsigned, kmod\n"
-        )),
+        info.contains(&format!(" Depends: linux-image-{release} | linux-image-{release}-unsigned, kmod\n")),
         "{info}"
     );
     for script in ["postinst", "prerm", "postrm"] {
-        let body = Command::new("dpkg-deb")
-            .arg("-I")
-            .arg(&deb)
-            .arg(script)
-            .output()
-            .expect("dpkg-deb runs");
+        let body = Command::new("dpkg-deb").arg("-I").arg(&deb).arg(script).output().expect("dpkg-deb runs");
         let body = String::from_utf8_lossy(&body.stdout);
         assert!(body.starts_with("#!/bin/sh\nset -e\n"), "{script}: {body}");
-        assert!(
-            body.contains("DPKG_ROOT"),
-            "{script} leaves another root's kernel alone: {body}"
-        );
+        assert!(body.contains("DPKG_ROOT"), "{script} leaves another root's kernel alone: {body}");
     }
-    let prerm = Command::new("dpkg-deb")
-        .arg("-I")
-        .arg(&deb)
-        .arg("prerm")
-        .output()
-        .expect("dpkg-deb runs");
+    let prerm = Command::new("dpkg-deb").arg("-I").arg(&deb).arg("prerm").output().expect("dpkg-deb runs");
     assert!(String::from_utf8_lossy(&prerm.stdout).contains(&format!(
         "if [ \"$1\" = remove ] && [ -z \"${{DPKG_ROOT:-}}\" ]; then\n    /usr/lib/kgraft/{pkg} unload\n"
     )));
-    let contents = Command::new("dpkg-deb")
-        .arg("-c")
-        .arg(&deb)
-        .output()
-        .expect("dpkg-deb runs");
+    let contents = Command::new("dpkg-deb").arg("-c").arg(&deb).output().expect("dpkg-deb runs");
     let contents = String::from_utf8_lossy(&contents.stdout);
     for file in [
         format!("./lib/modules/{release}/updates/kgraft/cmdline_banner.ko"),
@@ -608,20 +456,11 @@ fn packages_install_where_they_should() {
     assert!(module.is_file());
     let unit = std::fs::read_to_string(root.join(format!("lib/systemd/system/{pkg}.service"))).expect("the unit");
     assert!(unit.contains(&format!("ConditionKernelVersion={release}\n")), "{unit}");
-    assert!(
-        unit.contains(&format!("ExecStart=/usr/lib/kgraft/{pkg} load\n")),
-        "{unit}"
-    );
+    assert!(unit.contains(&format!("ExecStart=/usr/lib/kgraft/{pkg} load\n")), "{unit}");
     let helper = root.join(format!("usr/lib/kgraft/{pkg}"));
     let helper_text = std::fs::read_to_string(&helper).expect("the helper");
-    assert!(
-        helper_text.contains(&format!("NAME=cmdline_banner\nRELEASE={release}\n")),
-        "{helper_text}"
-    );
-    assert!(
-        !root.join(format!("var/lib/kgraft/{pkg}")).exists(),
-        "nothing was loaded for another root"
-    );
+    assert!(helper_text.contains(&format!("NAME=cmdline_banner\nRELEASE={release}\n")), "{helper_text}");
+    assert!(!root.join(format!("var/lib/kgraft/{pkg}")).exists(), "nothing was loaded for another root");
     let sh = Command::new("sh").arg("-n").arg(&helper).status().expect("sh runs");
     assert!(sh.success(), "the helper parses");
     dpkg(&["-r", pkg]);
@@ -636,23 +475,12 @@ fn packages_install_where_they_should() {
         .expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let query = |args: &[&str]| {
-        let out = Command::new("rpm")
-            .args(["-qp"])
-            .args(args)
-            .arg(&rpm)
-            .output()
-            .expect("rpm runs");
+        let out = Command::new("rpm").args(["-qp"]).args(args).arg(&rpm).output().expect("rpm runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let files = query(&["-l"]);
-    assert!(
-        files.contains(&format!("/lib/modules/{release}/updates/kgraft/cmdline_banner.ko\n")),
-        "{files}"
-    );
-    assert!(
-        files.contains(&format!("/usr/lib/systemd/system/{pkg}.service\n")),
-        "{files}"
-    );
+    assert!(files.contains(&format!("/lib/modules/{release}/updates/kgraft/cmdline_banner.ko\n")), "{files}");
+    assert!(files.contains(&format!("/usr/lib/systemd/system/{pkg}.service\n")), "{files}");
     let requires = query(&["--requires"]);
     assert!(
         requires.contains(&format!("kernel-uname-r = {release}"))
@@ -661,8 +489,5 @@ fn packages_install_where_they_should() {
     );
     let scripts = query(&["--scripts"]);
     assert!(scripts.contains(&format!("/usr/lib/kgraft/{pkg} load")), "{scripts}");
-    assert!(
-        scripts.contains(&format!("if [ \"$1\" -eq 0 ]; then\n    /usr/lib/kgraft/{pkg} unload")),
-        "{scripts}"
-    );
+    assert!(scripts.contains(&format!("if [ \"$1\" -eq 0 ]; then\n    /usr/lib/kgraft/{pkg} unload")), "{scripts}");
 }

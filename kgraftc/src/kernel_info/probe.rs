@@ -43,7 +43,13 @@ pub(crate) fn probe(image: &Path, release: &str) -> Result<BTreeMap<String, Symb
     boot(&qemu, &busybox, image, release, dir.path())
 }
 
-fn boot(qemu: &Path, busybox: &Path, image: &Path, release: &str, dir: &Path) -> Result<BTreeMap<String, Symbol>, String> {
+fn boot(
+    qemu: &Path,
+    busybox: &Path,
+    image: &Path,
+    release: &str,
+    dir: &Path,
+) -> Result<BTreeMap<String, Symbol>, String> {
     let mut cpio = vm::Cpio::default();
     cpio.busybox(busybox, false)?;
     cpio.file("init", 0o755, INIT.as_bytes());
@@ -67,9 +73,8 @@ fn boot(qemu: &Path, busybox: &Path, image: &Path, release: &str, dir: &Path) ->
     }
     let text = std::fs::read(&dump).map_err(|e| format!("the probe printed nothing ({e})"))?;
     let text = String::from_utf8_lossy(&text).replace('\r', "");
-    parse(&text).ok_or_else(|| {
-        format!("the probe's output is incomplete; the console ended with:\n{}", vm::tail(&console, 8))
-    })
+    parse(&text)
+        .ok_or_else(|| format!("the probe's output is incomplete; the console ended with:\n{}", vm::tail(&console, 8)))
 }
 
 /// Reads the probe's two lists; `None` unless both are complete.
