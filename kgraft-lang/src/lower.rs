@@ -172,6 +172,7 @@ pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>) -> Result<Lowere
         items: Vec::new(),
         bodies: Vec::new(),
         safety: Vec::new(),
+        frags: Vec::new(),
         opaque: BTreeSet::new(),
     };
     cx.finish()
@@ -199,6 +200,9 @@ struct Lowering<'a> {
     bodies: Vec<Fragment>,
     /// The SAFETY comments, by marker number.
     safety: Vec<String>,
+    /// Signature and initializer fragments copied verbatim into the build source, by
+    /// placeholder number (`__kgraft_frag_N`).
+    frags: Vec<Fragment>,
     opaque: BTreeSet<String>,
 }
 
@@ -333,8 +337,56 @@ impl Lowering<'_> {
             pub unsafe extern "C" fn #fn_ident(#(#params),*) #ret
         };
         let full = quote!(#head { #marker unsafe #block });
-        let sketch = quote!(#head { #marker __kgraft_body!(#n); });
+        // The build form takes each parameter and the return type verbatim from the source, so
+        // that rustc's messages about them land on their own tokens.
+        let sketch_params = self.verbatim_params(&r.sig)?;
+        let sketch_ret = self.verbatim_ret(&r.sig);
+        let sketch_head = quote! {
+            #docs
+            #sep
+            #[doc = " # Safety"]
+            #[doc = ""]
+            #(#[doc = #safety_doc])*
+            #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
+            pub unsafe extern "C" fn #fn_ident(#(#sketch_params),*) #sketch_ret
+        };
+        let sketch = quote!(#sketch_head { #marker __kgraft_body!(#n); });
         Ok((full, sketch, fn_ident))
+    }
+
+    /// Records a fragment to copy verbatim into the build source and returns its placeholder.
+    fn frag(&mut self, text: &str, at: usize) -> Ident {
+        self.frags.push(Fragment { text: text.to_owned(), span: Span::new(at, at + text.len()) });
+        format_ident!("__kgraft_frag_{}", self.frags.len() - 1)
+    }
+
+    /// The parameters of a replacement for the build form: `__kgraft_frag_N: __kgraft_frag`
+    /// placeholders for `name: Type` as the source writes them (a `mut` binding is generated).
+    fn verbatim_params(&mut self, sig: &Signature) -> Result<Vec<TokenStream>, Box<Diagnostic>> {
+        let source = &self.checked.source.text;
+        let mut out = Vec::new();
+        for p in &sig.params {
+            match p {
+                Param::Named { mutable: false, name, ty } if name.name != "_" => {
+                    let text = source.get(name.span.start..ty.span.end).unwrap_or_default().to_owned();
+                    let placeholder = self.frag(&text, name.span.start);
+                    out.push(quote!(#placeholder: __kgraft_frag));
+                }
+                _ => out.extend(self.params(&Signature { params: vec![p.clone()], ..sig.clone() }, false)?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The return type of a replacement for the build form, as a placeholder.
+    fn verbatim_ret(&mut self, sig: &Signature) -> TokenStream {
+        match &sig.ret {
+            Some(r) => {
+                let placeholder = self.frag(&r.text, r.span.start);
+                quote!(-> #placeholder)
+            }
+            None => TokenStream::new(),
+        }
     }
 
     /// Returns the function of one callback, in both forms, and its Rust name.
@@ -417,7 +469,10 @@ impl Lowering<'_> {
                     let init: syn::Expr = parse(&g.init)?;
                     let docs = doc_attrs(&g.docs);
                     let tokens = quote!(#docs static #name: #ty = #init;);
-                    self.push(tokens.clone(), tokens, g.name.span);
+                    let ty_frag = self.frag(&g.ty.text, g.ty.span.start);
+                    let init_frag = self.frag(&g.init.text, g.init.span.start);
+                    let sketch = quote!(#docs static #name: #ty_frag = #init_frag;);
+                    self.push(tokens, sketch, g.name.span);
                 }
                 Item::Extern(block) => {
                     let mut decls = Vec::new();
@@ -673,7 +728,7 @@ impl Lowering<'_> {
                         build.push('\n');
                         generated_start = build.len() - 1;
                     }
-                    None => build.push_str(line),
+                    None => self.push_line(line, &mut build, &mut pieces, &mut generated_start, item.origin),
                 }
             }
             if build.len() > generated_start {
@@ -688,6 +743,42 @@ impl Lowering<'_> {
             line_map: LineMap { pieces, line_starts },
             c_source: crate::cbody::c_source(&self.checked.source, &self.checked.file),
         })
+    }
+
+    /// Appends a generated line to the build source, putting back the verbatim fragments its
+    /// placeholders stand for (`__kgraft_frag_N: __kgraft_frag` for a parameter,
+    /// `__kgraft_frag_N` for a type or an initializer) and recording where each came from.
+    fn push_line(
+        &self,
+        line: &str,
+        build: &mut String,
+        pieces: &mut Vec<Piece>,
+        generated_start: &mut usize,
+        origin: Span,
+    ) {
+        const MARK: &str = "__kgraft_frag_";
+        let mut rest = line;
+        while let Some(at) = rest.find(MARK) {
+            let digits = rest[at + MARK.len()..].bytes().take_while(u8::is_ascii_digit).count();
+            let frag =
+                rest[at + MARK.len()..at + MARK.len() + digits].parse::<usize>().ok().and_then(|n| self.frags.get(n));
+            let Some(frag) = frag else {
+                build.push_str(&rest[..at + MARK.len()]);
+                rest = &rest[at + MARK.len()..];
+                continue;
+            };
+            build.push_str(&rest[..at]);
+            if build.len() > *generated_start {
+                pieces.push(Piece { start: *generated_start, end: build.len(), origin: Origin::Generated(origin) });
+            }
+            let start = build.len();
+            build.push_str(&frag.text);
+            pieces.push(Piece { start, end: build.len(), origin: Origin::Verbatim(frag.span.start) });
+            *generated_start = build.len();
+            rest = &rest[at + MARK.len() + digits..];
+            rest = rest.strip_prefix(": __kgraft_frag").filter(|r| !r.starts_with('_')).unwrap_or(rest);
+        }
+        build.push_str(rest);
     }
 
     /// Replaces each `__kgraft_safety!(N);` line with its `// SAFETY:` comment.

@@ -149,3 +149,15 @@ fn kernel_types_type_check_with_their_layouts() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn rustc_messages_about_signatures_and_statics_land_on_their_own_tokens() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build/own_tokens.kgp");
+    let output = build_check(&file, &scratch("own_tokens"), false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("warning[rustc unused_variables]: unused variable: `v`"), "{stderr}");
+    assert!(stderr.contains("own_tokens.kgp:7:30"), "the parameter's own line and column: {stderr}");
+    assert!(stderr.contains("error[rustc E0080]"), "{stderr}");
+    assert!(stderr.contains("own_tokens.kgp:5:21"), "the initializer's own column: {stderr}");
+}
