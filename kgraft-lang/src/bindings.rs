@@ -20,7 +20,7 @@ use crate::check;
 use crate::codes;
 use crate::diagnostic::{Diagnostic, Diagnostics, Span};
 use crate::kernel::{Kernel, Ty, TypeId};
-use crate::lower::KNOWN_TYPES;
+use crate::lower::is_known_type;
 
 /// The names a patch uses: types (with where each is first written), values and called
 /// functions.
@@ -43,7 +43,7 @@ impl<'ast> Visit<'ast> for Collect<'_> {
         if tp.qself.is_none() && tp.path.leading_colon.is_none() && tp.path.segments.len() == 1 {
             let seg = &tp.path.segments[0];
             let name = seg.ident.to_string();
-            if seg.arguments.is_none() && !KNOWN_TYPES.contains(&name.as_str()) {
+            if seg.arguments.is_none() && !is_known_type(&name) {
                 let span = check::node_span(seg.ident.span(), self.frag);
                 self.uses.types.entry(name).or_insert(span);
             }
@@ -343,7 +343,7 @@ impl<'k> Gen<'k> {
                 quote!(#ident)
             }
             Ty::Typedef { name, ty } => {
-                if KNOWN_TYPES.contains(&name.as_str()) {
+                if is_known_type(name) {
                     let ident = format_ident!("{}", name);
                     return quote!(#ident);
                 }

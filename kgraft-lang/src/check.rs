@@ -12,11 +12,10 @@ use crate::ast::*;
 use crate::codes;
 use crate::diagnostic::{Diagnostic, Diagnostics, Span};
 
-/// The longest patch name, in bytes (the kernel's `MODULE_NAME_LEN` less its NUL).
-pub(crate) const MAX_NAME_LEN: usize = 55;
+pub(crate) use kgraft_rt::rules::MAX_NAME_LEN;
 
 /// The callbacks a patch may have.
-pub(crate) const CALLBACKS: &[&str] = &["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"];
+pub(crate) const CALLBACKS: &[&str] = &kgraft_rt::rules::CALLBACKS;
 
 const KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",

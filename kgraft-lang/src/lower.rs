@@ -114,49 +114,10 @@ impl Lowered {
 }
 
 /// The names in scope without a declaration: Rust's and `kgraft_rt::prelude`'s.
-pub(crate) const KNOWN_TYPES: &[&str] = &[
-    "u8",
-    "u16",
-    "u32",
-    "u64",
-    "u128",
-    "usize",
-    "i8",
-    "i16",
-    "i32",
-    "i64",
-    "i128",
-    "isize",
-    "f32",
-    "f64",
-    "bool",
-    "char",
-    "str",
-    "Self",
-    "Option",
-    "Result",
-    "c_char",
-    "c_int",
-    "c_long",
-    "c_longlong",
-    "c_schar",
-    "c_short",
-    "c_uchar",
-    "c_uint",
-    "c_ulong",
-    "c_ulonglong",
-    "c_ushort",
-    "c_void",
-    "CStr",
-    "size_t",
-    "ssize_t",
-    "loff_t",
-    "gfp_t",
-    "s8",
-    "s16",
-    "s32",
-    "s64",
-];
+/// Whether a type name is in scope without a declaration: Rust's own, or the prelude's.
+pub(crate) fn is_known_type(name: &str) -> bool {
+    kgraft_rt::rules::RUST_TYPES.contains(&name) || kgraft_rt::rules::PRELUDE_TYPES.contains(&name)
+}
 
 /// Returns the name the kernel knows a module by: kbuild turns `-` into `_`, so `module
 /// "kgraft-testmod"` (modprobe's spelling) targets the loaded module `kgraft_testmod`.
@@ -231,7 +192,7 @@ impl<'ast> Visit<'ast> for TypeNames<'_> {
         if tp.qself.is_none() && tp.path.leading_colon.is_none() && tp.path.segments.len() == 1 {
             let seg = &tp.path.segments[0];
             let name = seg.ident.to_string();
-            if seg.arguments.is_none() && !KNOWN_TYPES.contains(&name.as_str()) {
+            if seg.arguments.is_none() && !is_known_type(&name) {
                 self.0.insert(name);
             }
         }
@@ -394,7 +355,7 @@ impl Lowering<'_> {
         let kind = &cb.kind.name;
         let kind_ident = ident(&cb.kind)?;
         let fn_ident = format_ident!("__kgraft_{}", kind);
-        let ret = (kind.as_str() == "pre_patch").then(|| quote!(-> c_int));
+        let ret = kgraft_rt::rules::callback(kind).is_some_and(|(_, int)| int).then(|| quote!(-> c_int));
         let param = match &cb.param {
             Some(p) => ident(p)?.into_token_stream(),
             None => quote!(_),

@@ -6,10 +6,9 @@ use syn::{ItemFn, ReturnType};
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let kind: syn::Ident = syn::parse2(args)?;
     let func: ItemFn = syn::parse2(item)?;
-    let returns_int = match kind.to_string().as_str() {
-        "pre_patch" => true,
-        "post_patch" | "pre_unpatch" | "post_unpatch" => false,
-        _ => {
+    let returns_int = match kgraft_rt::rules::callback(&kind.to_string()) {
+        Some((_, returns_int)) => returns_int,
+        None => {
             return Err(syn::Error::new_spanned(
                 &kind,
                 "unknown callback: expected `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`",

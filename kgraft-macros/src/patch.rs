@@ -98,7 +98,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let name = spec.name.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `name`"))?;
     let text = name.value();
     if text.is_empty()
-        || text.len() > 55
+        || text.len() > kgraft_rt::rules::MAX_NAME_LEN
         || !text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
         return Err(syn::Error::new_spanned(
@@ -155,12 +155,10 @@ fn callbacks(list: &[(Ident, Path)]) -> syn::Result<TokenStream> {
     let obj = quote!(&::kgraft_rt::Object);
     let mut slots = [None, None, None, None];
     for (kind, path) in list {
-        let (slot, ty) = match kind.to_string().as_str() {
-            "pre_patch" => (0, quote!(unsafe fn(#obj) -> ::core::ffi::c_int)),
-            "post_patch" => (1, quote!(unsafe fn(#obj))),
-            "pre_unpatch" => (2, quote!(unsafe fn(#obj))),
-            "post_unpatch" => (3, quote!(unsafe fn(#obj))),
-            _ => {
+        let (slot, ty) = match kgraft_rt::rules::callback(&kind.to_string()) {
+            Some((slot, true)) => (slot, quote!(unsafe fn(#obj) -> ::core::ffi::c_int)),
+            Some((slot, false)) => (slot, quote!(unsafe fn(#obj))),
+            None => {
                 return Err(syn::Error::new_spanned(
                     kind,
                     "unknown callback: expected `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`",

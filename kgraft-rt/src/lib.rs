@@ -23,6 +23,7 @@ mod export;
 pub mod kernel;
 pub mod patch;
 pub mod prelude;
+pub mod rules;
 pub mod shadow;
 
 pub use patch::{Callbacks, Func, ModuleState, Object, ObjectDecl, Patch, ShadowDecl};
