@@ -177,6 +177,7 @@ static REFUSING: Patch = Patch {
     shadows: &[],
     callbacks: Callbacks { pre_patch: Some(refuse), post_patch: Some(post), pre_unpatch: None, post_unpatch: Some(post) },
     objects: &[],
+    states: &[],
 };
 unsafe extern "C" fn bench_v2(x: u64) -> u64 {
     x
@@ -281,6 +282,7 @@ static SHADOWED: Patch = Patch {
     shadows: &SHADOW_DECLS,
     callbacks: Callbacks::NONE,
     objects: &[],
+    states: &[],
 };
 
 #[test]

@@ -199,7 +199,8 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         .iter()
         .filter_map(|i| if let Item::C(c) = i { Some(c) } else { None })
         .collect();
-    if targets.is_empty() && items.is_empty() {
+    let params = crate::params::c_definitions(file);
+    if targets.is_empty() && items.is_empty() && params.is_empty() {
         return None;
     }
     let file_name: String = source.name.chars().flat_map(char::escape_default).collect();
@@ -267,6 +268,7 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         prototypes.push((head_line, proto, &t.func.body));
     }
     // Generated text comes first: after the first `#line`, every line is the `.kgp` file's.
+    out.push_str(&params);
     if !structs.is_empty() {
         out.push_str("// The kernel types the signatures name, declared in case no header does.\n");
         for s in &structs {

@@ -24,5 +24,7 @@ pub mod kernel;
 pub mod patch;
 pub mod prelude;
 pub mod shadow;
+pub mod state;
+pub mod syscall;
 
 pub use patch::{Callbacks, Func, ModuleState, Object, ObjectDecl, Patch, ShadowDecl};
