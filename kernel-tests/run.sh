@@ -93,7 +93,7 @@ cp "$up/livepatch-shadow-fix1.ko" "$rootfs/m/c/livepatch_shadow_fix1.ko"
 cp "$up/livepatch-shadow-fix2.ko" "$rootfs/m/c/livepatch_shadow_fix2.ko"
 
 for p in cmdline_banner cmdline_banner_v2 shadow_counter pair_v2 pair_encode_only pair_decode_only broken_extern kernel_fields c_banner meminfo_string livepatch_shadow_fix1 livepatch_shadow_fix2 \
-    object_callbacks take_all_off; do
+    object_callbacks take_all_off console_state console_state_v2 getpriority_syscall; do
     src=$root/patches/$p.kgp
     [ -e "$src" ] || src=$here/patches/$p.kgp
     say "building $p"
@@ -109,6 +109,9 @@ t=$(now)
 echo "warm-rebuild cmdline_banner $(since "$t")s" >> "$times"
 
 gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
+# A 32-bit program without a C library (no multilib needed): the ia32 system call entry.
+gcc -m32 -Os -nostdlib -static -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector -Wall \
+    -o "$rootfs/bin/prio32" "$here/tool/prio32.c"
 
 cp "$busybox" "$rootfs/bin/busybox"
 for cmd in $("$busybox" --list); do

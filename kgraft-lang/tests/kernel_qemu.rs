@@ -21,6 +21,8 @@ const SCENARIOS: &[&str] = &[
     "shadow_samples",
     "object_callbacks",
     "take_all_off",
+    "system_states",
+    "syscall",
 ];
 
 #[test]
