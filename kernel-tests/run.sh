@@ -109,9 +109,11 @@ t=$(now)
 echo "warm-rebuild cmdline_banner $(since "$t")s" >> "$times"
 
 gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
-# A 32-bit program without a C library (no multilib needed): the ia32 system call entry.
-gcc -m32 -Os -nostdlib -static -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector -Wall \
-    -o "$rootfs/bin/prio32" "$here/tool/prio32.c"
+# A program without a C library (no multilib needed), for the ia32 and x86-64 system call entries.
+for bits in 32 64; do
+    gcc -m$bits -Os -nostdlib -static -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector -Wall \
+        -o "$rootfs/bin/prio$bits" "$here/tool/prio32.c"
+done
 
 cp "$busybox" "$rootfs/bin/busybox"
 for cmd in $("$busybox" --list); do

@@ -1,8 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0-only
-// A 32-bit program without a C library: calls getpriority through the ia32 entry (int $0x80)
-// as getpriority(PRIO_PROCESS, 3) and getpriority(PRIO_PROCESS, -1), and prints the two raw
-// results, so the test sees how the entry unpacked `who` (a signed int) from ecx.
+// A program without a C library: calls getpriority(PRIO_PROCESS, 3) and
+// getpriority(PRIO_PROCESS, -1) and prints the two raw results, so the test sees how the entry
+// unpacked `who` (a signed int). Built with -m32 it enters through the ia32 entry (int $0x80),
+// built for x86-64 through the 64-bit one (syscall).
 
+#ifdef __x86_64__
+#define NR_GETPRIORITY 140
+#define NR_WRITE 1
+#define NR_EXIT 60
+static long sys3(long nr, long a, long b, long c)
+{
+	long ret;
+
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return ret;
+}
+#else
+#define NR_GETPRIORITY 96
+#define NR_WRITE 4
+#define NR_EXIT 1
 static long sys3(long nr, long a, long b, long c)
 {
 	long ret;
@@ -10,6 +26,7 @@ static long sys3(long nr, long a, long b, long c)
 	__asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
 	return ret;
 }
+#endif
 
 static char *decimal(char *end, long v)
 {
@@ -30,11 +47,11 @@ void _start(void)
 	char *end = buf + sizeof(buf), *p = end;
 
 	*--p = '\n';
-	p = decimal(p, sys3(96, 0, -1, 0)); /* __NR_getpriority on i386 */
+	p = decimal(p, sys3(NR_GETPRIORITY, 0, -1, 0));
 	*--p = ' ';
-	p = decimal(p, sys3(96, 0, 3, 0));
-	sys3(4, 1, (long)p, end - p); /* write(1, p, n) */
-	sys3(1, 0, 0, 0); /* exit(0) */
+	p = decimal(p, sys3(NR_GETPRIORITY, 0, 3, 0));
+	sys3(NR_WRITE, 1, (long)p, end - p);
+	sys3(NR_EXIT, 0, 0, 0);
 	for (;;)
 		;
 }
