@@ -142,5 +142,5 @@ grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
 cat "$times"
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 n=$(grep -c '^KGRAFT-TEST .* PASS' "$work/console.txt")
-[ "$n" -eq 12 ] || { say "expected 12 passing scenarios, saw $n"; exit 1; }
+[ "$n" -eq 14 ] || { say "expected 14 passing scenarios, saw $n"; exit 1; }
 say "all 12 scenarios passed"
