@@ -62,8 +62,7 @@ impl Drop for Held {
 fn engine_for(what: &str) -> Result<Held, String> {
     match engine_within(BUSY_WAIT)? {
         Some(guard) => {
-            *HOLDER.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((what.to_owned(), Instant::now()));
+            *HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = Some((what.to_owned(), Instant::now()));
             Ok(Held(guard))
         }
         None => Err(match &*HOLDER.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -84,21 +83,11 @@ fn own_uid() -> libc::uid_t {
 
 /// Returns the credentials (pid, uid) of the process at the other end of `conn`.
 pub fn peer(conn: &UnixStream) -> std::io::Result<(libc::pid_t, libc::uid_t)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given; the descriptor is open.
     let r = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &mut len,
-        )
+        libc::getsockopt(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len)
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
@@ -124,19 +113,12 @@ fn bind_private(path: &str) -> Result<(UnixListener, (u64, u64)), String> {
             ));
         }
         if UnixStream::connect(p).is_ok() {
-            return Err(format!(
-                "another kgraft-host already serves {path}; stop it first (`kgraftc host stop`)"
-            ));
+            return Err(format!("another kgraft-host already serves {path}; stop it first (`kgraftc host stop`)"));
         }
         std::fs::remove_file(p).map_err(|e| format!("removing the stale socket {path}: {e}"))?;
     }
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let private = dir.join(format!(".kgraft-host-{}-{nanos}", std::process::id()));
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -178,19 +160,10 @@ pub fn serve(path: &str, stats: Arc<Stats>) -> Result<(), String> {
         match peer(&conn) {
             Ok((_, uid)) if uid == own_uid() || uid == 0 => {}
             who => {
-                let who = who.map_or_else(
-                    |e| format!("an unknown peer ({e})"),
-                    |(pid, uid)| format!("pid {pid}, uid {uid}"),
-                );
-                eprintln!(
-                    "kgraft-host: refused a connection from {who}: this host serves uid {} only",
-                    own_uid()
-                );
-                let _ = writeln!(
-                    conn,
-                    "error: permission denied: this host serves uid {} only",
-                    own_uid()
-                );
+                let who =
+                    who.map_or_else(|e| format!("an unknown peer ({e})"), |(pid, uid)| format!("pid {pid}, uid {uid}"));
+                eprintln!("kgraft-host: refused a connection from {who}: this host serves uid {} only", own_uid());
+                let _ = writeln!(conn, "error: permission denied: this host serves uid {} only", own_uid());
                 continue;
             }
         }

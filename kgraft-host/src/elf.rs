@@ -123,9 +123,9 @@ impl Symbols {
                 many.len(),
                 many.len()
             )),
-            (many, n) => many.get(n as usize - 1).ok_or_else(|| {
-                format!("sympos {n} of `{name}` is out of range: the host has {} of them", many.len())
-            }),
+            (many, n) => many
+                .get(n as usize - 1)
+                .ok_or_else(|| format!("sympos {n} of `{name}` is out of range: the host has {} of them", many.len())),
         }
     }
 
@@ -138,10 +138,7 @@ impl Symbols {
         let at = self.sites.partition_point(|&s| s < sym.addr);
         match self.sites.get(at) {
             Some(&s) if s < sym.addr + sym.size.max(1) => Ok(s),
-            _ => Err(format!(
-                "function `{}` at {:#x} has no fentry site: it is not traceable",
-                sym.name, sym.addr
-            )),
+            _ => Err(format!("function `{}` at {:#x} has no fentry site: it is not traceable", sym.name, sym.addr)),
         }
     }
 

@@ -12,11 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use kgraft_rt::{Callbacks, ModuleState, Object, Patch};
 use kgraft_rt::engine::poke::{self, Poke};
 use kgraft_rt::engine::site::{NOP5, SITE_LEN, encode_jmp};
 use kgraft_rt::engine::stack::{Change, Layer, Stack};
 use kgraft_rt::engine::universe::{encode_thunk, encode_trampoline};
+use kgraft_rt::{Callbacks, ModuleState, Object, Patch};
 
 use crate::elf::Symbols;
 use crate::loader::Library;
@@ -194,10 +194,7 @@ fn hooks(patch: &'static Patch) -> Vec<(&'static Callbacks, Object)> {
 /// Returns the engine's mutex, creating the engine on first use.
 fn cell() -> Result<&'static Mutex<Engine>, String> {
     static ENGINE: OnceLock<Result<Mutex<Engine>, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| Engine::new().map(Mutex::new))
-        .as_ref()
-        .map_err(Clone::clone)
+    ENGINE.get_or_init(|| Engine::new().map(Mutex::new)).as_ref().map_err(Clone::clone)
 }
 
 /// Converts a C string of a descriptor to text.
@@ -450,8 +447,7 @@ impl Engine {
         stacks[to as usize] = next;
         GOAL.set(to);
         let now = Instant::now();
-        self.transition =
-            Some(Transition { id, direction, stacks, from, tramps, replaced, started: now, kicked: now });
+        self.transition = Some(Transition { id, direction, stacks, from, tramps, replaced, started: now, kicked: now });
         self.kick();
         Ok(())
     }
@@ -601,10 +597,7 @@ impl Engine {
     fn stack_changes_for(&self, t: &Transition) -> Vec<Change<FuncKey>> {
         let goal = GOAL.get() as usize;
         let targets = t.stacks[goal].targets();
-        t.tramps
-            .iter()
-            .map(|(key, _)| Change { key: key.clone(), from: None, to: targets.get(key).copied() })
-            .collect()
+        t.tramps.iter().map(|(key, _)| Change { key: key.clone(), from: None, to: targets.get(key).copied() }).collect()
     }
 
     /// Runs the callbacks of a finished change and drops patches that are gone.

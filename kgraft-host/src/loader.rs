@@ -47,31 +47,20 @@ impl Library {
             return Err(format!("cannot load {path}: not a regular file"));
         }
         if meta.len() > MAX_FILE {
-            return Err(format!(
-                "cannot load {path}: {} bytes, more than a patch ever holds",
-                meta.len()
-            ));
+            return Err(format!("cannot load {path}: {} bytes, more than a patch ever holds", meta.len()));
         }
         let bytes = std::fs::read(path).map_err(|e| format!("cannot load {path}: {e}"))?;
         validate(&bytes).map_err(|why| format!("{path} {why}"))?;
-        let copy =
-            sealed_copy(&bytes).map_err(|e| format!("cannot load {path}: copying it: {e}"))?;
+        let copy = sealed_copy(&bytes).map_err(|e| format!("cannot load {path}: copying it: {e}"))?;
         let fd_path = format!("/proc/self/fd/{}", copy.as_raw_fd());
-        let c = CString::new(fd_path.clone())
-            .map_err(|_| format!("{path}: the path contains a NUL byte"))?;
+        let c = CString::new(fd_path.clone()).map_err(|_| format!("{path}: the path contains a NUL byte"))?;
         // SAFETY: `c` is a valid C string; RTLD_NOW resolves every symbol now, so a patch using
         // a symbol the host lacks fails here rather than on first call.
         let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         if handle.is_null() {
-            return Err(format!(
-                "cannot load {path}: {}",
-                dlerror().replace(&fd_path, path)
-            ));
+            return Err(format!("cannot load {path}: {}", dlerror().replace(&fd_path, path)));
         }
-        let lib = Library {
-            handle,
-            _copy: copy,
-        };
+        let lib = Library { handle, _copy: copy };
         // SAFETY: the handle is open; the name is a C string.
         let stamp = unsafe { libc::dlsym(handle, STAMP.as_ptr()) };
         if stamp.is_null() {
@@ -96,9 +85,7 @@ impl Library {
         // SAFETY: the handle is open; the name is a C string.
         let sym = unsafe { libc::dlsym(handle, ENTRY.as_ptr()) };
         if sym.is_null() {
-            return Err(format!(
-                "{path} is not a kgraft patch: it exports no `kgraft_patch_v1`"
-            ));
+            return Err(format!("{path} is not a kgraft patch: it exports no `kgraft_patch_v1`"));
         }
         // SAFETY: `kgraft_patch_v1` is a `&'static Patch` static made by `__export_patch!` with
         // a kgraft-rt of the same version and descriptor layouts (the stamps are equal); it
@@ -123,12 +110,7 @@ impl Drop for Library {
 /// Returns a sealed anonymous file holding `bytes`: nothing can change it any more.
 fn sealed_copy(bytes: &[u8]) -> std::io::Result<std::fs::File> {
     // SAFETY: the name is a C string; the flags are valid.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"kgraft-patch".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
+    let fd = unsafe { libc::memfd_create(c"kgraft-patch".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -154,12 +136,7 @@ const MACHINE: u64 = 62;
 /// is read from the file's bytes.
 fn validate(b: &[u8]) -> Result<(), String> {
     let not_elf = || "is not a shared object for this machine (an x86-64 ELF64 `.so`)".to_owned();
-    let cut = |what: &str| {
-        format!(
-            "is truncated or malformed: {what} lies outside its {} bytes",
-            b.len()
-        )
-    };
+    let cut = |what: &str| format!("is truncated or malformed: {what} lies outside its {} bytes", b.len());
     let int = |at: u64, n: usize| -> Option<u64> {
         let at = usize::try_from(at).ok()?;
         let s = b.get(at..at.checked_add(n)?)?;
@@ -167,10 +144,7 @@ fn validate(b: &[u8]) -> Result<(), String> {
         v[..n].copy_from_slice(s);
         Some(u64::from_le_bytes(v))
     };
-    let within = |off: u64, len: u64| {
-        off.checked_add(len)
-            .is_some_and(|end| end <= b.len() as u64)
-    };
+    let within = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= b.len() as u64);
     if b.get(..7) != Some(&[0x7f, b'E', b'L', b'F', 2, 1, 1][..]) {
         return Err(not_elf());
     }
@@ -193,13 +167,8 @@ fn validate(b: &[u8]) -> Result<(), String> {
     let mut loads = Vec::new();
     for i in 0..phnum {
         let ph = phoff + i * 56;
-        let (ty, off, vaddr, filesz, memsz) = (
-            field(ph, 4)?,
-            field(ph + 8, 8)?,
-            field(ph + 16, 8)?,
-            field(ph + 32, 8)?,
-            field(ph + 40, 8)?,
-        );
+        let (ty, off, vaddr, filesz, memsz) =
+            (field(ph, 4)?, field(ph + 8, 8)?, field(ph + 16, 8)?, field(ph + 32, 8)?, field(ph + 40, 8)?);
         if ty == 1 {
             if !within(off, filesz) || filesz > memsz {
                 return Err(cut(&format!("segment {i}")));
@@ -210,13 +179,7 @@ fn validate(b: &[u8]) -> Result<(), String> {
     // The sections: every one with file bytes must be in the file.
     let section = |i: u64| -> Result<(u64, u64, u64, u64, u64), String> {
         let sh = shoff + i * 64;
-        Ok((
-            field(sh + 4, 4)?,
-            field(sh + 24, 8)?,
-            field(sh + 32, 8)?,
-            field(sh + 40, 4)?,
-            field(sh + 56, 8)?,
-        ))
+        Ok((field(sh + 4, 4)?, field(sh + 24, 8)?, field(sh + 32, 8)?, field(sh + 40, 4)?, field(sh + 56, 8)?))
     };
     let mut dynsym = None;
     for i in 0..shnum {
@@ -254,9 +217,7 @@ fn validate(b: &[u8]) -> Result<(), String> {
             continue;
         }
         match name_at(field(sym, 4)?) {
-            Some(n) if n == STAMP.to_bytes() => {
-                stamp = Some((field(sym + 8, 8)?, field(sym + 16, 8)?))
-            }
+            Some(n) if n == STAMP.to_bytes() => stamp = Some((field(sym + 8, 8)?, field(sym + 16, 8)?)),
             Some(n) if n == ENTRY.to_bytes() => entry = Some(()),
             _ => {}
         }
@@ -271,7 +232,9 @@ fn validate(b: &[u8]) -> Result<(), String> {
             b.get(at..at + ABI_STAMP_LEN)
         })
         .filter(|_| size == ABI_STAMP_LEN as u64)
-        .ok_or_else(|| format!("has a malformed ABI stamp (`kgraft_abi_v1` is not {ABI_STAMP_LEN} bytes of the file)"))?;
+        .ok_or_else(|| {
+            format!("has a malformed ABI stamp (`kgraft_abi_v1` is not {ABI_STAMP_LEN} bytes of the file)")
+        })?;
     if theirs != ABI_STAMP {
         return Err(format!(
             "was built with another kgraft-rt: its ABI stamp is `{}`, this host's is `{}`; \

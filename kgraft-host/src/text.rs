@@ -93,10 +93,8 @@ impl Text for HostText {
     }
 
     fn begin(&self, pokes: &[Poke]) {
-        let mut entries: Vec<(usize, usize)> = pokes
-            .iter()
-            .map(|p| (p.site, decode_jmp(p.site, p.old).unwrap_or(p.site + p.old.len())))
-            .collect();
+        let mut entries: Vec<(usize, usize)> =
+            pokes.iter().map(|p| (p.site, decode_jmp(p.site, p.old).unwrap_or(p.site + p.old.len()))).collect();
         entries.sort_unstable();
         let table = Box::into_raw(Box::new(TrapTable { entries: entries.into_boxed_slice() }));
         TRAP_TABLE.store(table, Ordering::Release);

@@ -27,11 +27,8 @@ fn load_and_unload_through_the_control_socket() {
     std::fs::create_dir_all(&dir).unwrap();
     let so = build(&tool, "cmdline_banner", &dir);
     let socket = dir.join("host.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kgraft-host"))
-        .arg("--socket")
-        .arg(&socket)
-        .spawn()
-        .expect("the host starts");
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_kgraft-host")).arg("--socket").arg(&socket).spawn().expect("the host starts");
     let start = Instant::now();
     while !socket.exists() {
         assert!(start.elapsed() < Duration::from_secs(20), "the host opens its socket");
@@ -65,9 +62,7 @@ fn load_and_unload_through_the_control_socket() {
 fn start_host(socket: &Path, umask: libc::mode_t) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgraft-host"));
-    cmd.arg("--socket")
-        .arg(socket)
-        .stderr(std::process::Stdio::piped());
+    cmd.arg("--socket").arg(socket).stderr(std::process::Stdio::piped());
     // SAFETY: umask is async-signal-safe and cannot fail.
     unsafe {
         cmd.pre_exec(move || {
@@ -78,10 +73,7 @@ fn start_host(socket: &Path, umask: libc::mode_t) -> std::process::Child {
     let child = cmd.spawn().expect("the host starts");
     let start = Instant::now();
     while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the host opens its socket"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "the host opens its socket");
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -132,11 +124,8 @@ fn the_socket_is_private_and_serves_only_its_user() {
     // Under umask 000 the socket used to be anybody's.
     let child = start_host(&socket, 0);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n != "host.sock")
-        .collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "host.sock").collect();
 
     let as_nobody = |args: &[&str]| {
         let mut cmd = Command::new(&tool);
@@ -155,8 +144,7 @@ fn the_socket_is_private_and_serves_only_its_user() {
     let raw = |request: &[u8]| {
         use std::io::{Read, Write};
         let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = conn.write_all(request);
         let _ = conn.shutdown(std::net::Shutdown::Write);
         let mut answer = String::new();
@@ -166,31 +154,20 @@ fn the_socket_is_private_and_serves_only_its_user() {
     let not_utf8 = raw(b"\x00\xff\n");
     let huge = raw(&[b'x'; 200_000]);
     ok(host(&tool, &socket, &["stop"]));
-    assert!(
-        wait_at_most(child, Duration::from_secs(20), "the host")
-            .status
-            .success()
-    );
+    assert!(wait_at_most(child, Duration::from_secs(20), "the host").status.success());
     let _ = std::fs::remove_dir_all(&dir);
 
     assert_eq!(mode, 0o600, "the socket is private");
     assert!(leftovers.is_empty(), "the host left {leftovers:?}");
     assert!(ok(mine).contains("threads:"));
     assert_eq!(not_utf8, "error: the request is not UTF-8\n");
-    assert!(
-        huge.starts_with("error: unknown request") && huge.len() < 70_000,
-        "{}",
-        huge.len()
-    );
+    assert!(huge.starts_with("error: unknown request") && huge.len() < 70_000, "{}", huge.len());
     if is_root() {
         assert_eq!(denied.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&denied.stderr).contains("cannot reach the host"));
         assert_eq!(refused.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(
-            stderr.contains("the host refused: permission denied"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("the host refused: permission denied"), "{stderr}");
     }
 }
 
@@ -210,20 +187,12 @@ fn a_socket_path_held_by_another_user_is_refused() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the host starts");
-    let output = wait_at_most(
-        child,
-        Duration::from_secs(20),
-        "a host on a squatted socket",
-    );
+    let output = wait_at_most(child, Duration::from_secs(20), "a host on a squatted socket");
     drop(squatter);
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
-    let why = if is_root() {
-        "belongs to uid 65534"
-    } else {
-        "another kgraft-host already serves"
-    };
+    let why = if is_root() { "belongs to uid 65534" } else { "another kgraft-host already serves" };
     assert!(stderr.contains(why), "{stderr}");
 }
 
@@ -246,52 +215,27 @@ fn a_stuck_callback_does_not_stop_the_host_from_answering() {
         .arg(dir.join("stuck.kgp"))
         .output()
         .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     let banner = build(&tool, "cmdline_banner", &dir);
     let socket = dir.join("host.sock");
     let child = start_host(&socket, 0o022);
     let limit = Duration::from_secs(15);
 
-    let stuck = host_within(
-        &tool,
-        &socket,
-        &[
-            "--timeout",
-            "2",
-            "load",
-            dir.join("stuck.so").to_str().unwrap(),
-        ],
-        limit,
-    );
+    let stuck = host_within(&tool, &socket, &["--timeout", "2", "load", dir.join("stuck.so").to_str().unwrap()], limit);
     let status = host_within(&tool, &socket, &["status"], limit);
     let load = host_within(&tool, &socket, &["load", banner.to_str().unwrap()], limit);
     let unload = host_within(&tool, &socket, &["unload", "cmdline_banner"], limit);
     let reverse = host_within(&tool, &socket, &["reverse"], limit);
     let read = host_within(&tool, &socket, &["read", "cmdline"], limit);
     ok(host(&tool, &socket, &["stop"]));
-    let host_out = wait_at_most(
-        child,
-        Duration::from_secs(20),
-        "the host with a stuck callback",
-    );
+    let host_out = wait_at_most(child, Duration::from_secs(20), "the host with a stuck callback");
     let _ = std::fs::remove_dir_all(&dir);
 
     let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(stuck.status.code(), Some(2), "{}", err(&stuck));
-    assert!(
-        err(&stuck).contains("gave no answer within 2 s"),
-        "{}",
-        err(&stuck)
-    );
+    assert!(err(&stuck).contains("gave no answer within 2 s"), "{}", err(&stuck));
     let status = ok(status);
-    assert!(
-        status.contains("engine: the engine is busy: `load ") && status.contains("stuck_pre_patch"),
-        "{status}"
-    );
+    assert!(status.contains("engine: the engine is busy: `load ") && status.contains("stuck_pre_patch"), "{status}");
     for busy in [&load, &unload, &reverse] {
         assert_eq!(busy.status.code(), Some(2), "{}", err(busy));
         assert!(err(busy).contains("the engine is busy"), "{}", err(busy));

@@ -68,10 +68,7 @@ fn a_patch_with_a_missing_or_different_abi_stamp_is_refused() {
     assert_ne!(other, ours());
     let different = shared_object(&dir, "different", &(stamp_c(other.as_bytes()) + GARBAGE_PATCH));
     let message = refused(&different);
-    assert!(
-        message.contains(&format!("its ABI stamp is `{other}`, this host's is `{}`", ours())),
-        "{message}"
-    );
+    assert!(message.contains(&format!("its ABI stamp is `{other}`, this host's is `{}`", ours())), "{message}");
 
     // The same file with the host's own stamp gets past the check, to the missing descriptor.
     let same = shared_object(&dir, "same", &stamp_c(&ABI_STAMP));
@@ -96,18 +93,12 @@ fn a_refused_patch_file_runs_none_of_its_code() {
     let other = ours().replacen("kgraft-rt", "kgraft-rt-other", 1);
     for (name, source) in [
         ("ctor_missing", ctor.clone() + GARBAGE_PATCH),
-        (
-            "ctor_different",
-            ctor.clone() + &stamp_c(other.as_bytes()) + GARBAGE_PATCH,
-        ),
+        ("ctor_different", ctor.clone() + &stamp_c(other.as_bytes()) + GARBAGE_PATCH),
         ("ctor_no_patch", ctor.clone() + &stamp_c(&ABI_STAMP)),
     ] {
         let so = shared_object(&dir, name, &source);
         refused(&so);
-        assert!(
-            !ran.exists(),
-            "{name}: the constructor of a refused file ran"
-        );
+        assert!(!ran.exists(), "{name}: the constructor of a refused file ran");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -121,10 +112,7 @@ fn a_truncated_or_rewritten_patch_file_never_crashes_the_host() {
     let so = common::build(&tool, "cmdline_banner", &dir);
     let whole = std::fs::read(&so).unwrap();
     let cut = dir.join("cut.so");
-    let points: Vec<usize> = (0..13)
-        .map(|i| i * whole.len() / 13)
-        .chain([whole.len() - 1])
-        .collect();
+    let points: Vec<usize> = (0..13).map(|i| i * whole.len() / 13).chain([whole.len() - 1]).collect();
     // First that no cut crashes the host (the dynamic loader faulted on most), then that each
     // is refused for what it is.
     let messages: Vec<(usize, String)> = points

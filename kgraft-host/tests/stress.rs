@@ -18,7 +18,8 @@ fn many_patch_unpatch_cycles_under_load() {
     let _s = serial();
     let cycles: usize = std::env::var("KGRAFT_STRESS_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let stop = Arc::new(AtomicBool::new(false));
-    let (old_seen, new_seen, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (old_seen, new_seen, bad) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut handles = Vec::new();
     for i in 0..3u64 {
         let (stop, old_seen, new_seen, bad) = (stop.clone(), old_seen.clone(), new_seen.clone(), bad.clone());

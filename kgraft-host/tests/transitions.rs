@@ -3,8 +3,8 @@
 mod common;
 
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -175,17 +175,25 @@ static REFUSING: Patch = Patch {
     replace_all: false,
     funcs: &PAIR_FUNCS,
     shadows: &[],
-    callbacks: Callbacks { pre_patch: Some(refuse), post_patch: Some(post), pre_unpatch: None, post_unpatch: Some(post) },
+    callbacks: Callbacks {
+        pre_patch: Some(refuse),
+        post_patch: Some(post),
+        pre_unpatch: None,
+        post_unpatch: Some(post),
+    },
     objects: &[],
     states: &[],
 };
 unsafe extern "C" fn bench_v2(x: u64) -> u64 {
     x
 }
-static DAMAGED_FUNCS: [Func; 2] =
-    [func(c"kgt_encode", encode_v2 as *const ()), Func { name: c"kgt_bench_target", object: None, sympos: 0, new_fn: bench_v2 as *const () }];
+static DAMAGED_FUNCS: [Func; 2] = [
+    func(c"kgt_encode", encode_v2 as *const ()),
+    Func { name: c"kgt_bench_target", object: None, sympos: 0, new_fn: bench_v2 as *const () },
+];
 static DAMAGED: Patch = patch(c"damaged", &DAMAGED_FUNCS, false);
-static FOREIGN_FUNCS: [Func; 1] = [Func { name: c"kgt_encode", object: Some(c"ext4"), sympos: 0, new_fn: encode_v2 as *const () }];
+static FOREIGN_FUNCS: [Func; 1] =
+    [Func { name: c"kgt_encode", object: Some(c"ext4"), sympos: 0, new_fn: encode_v2 as *const () }];
 static FOREIGN: Patch = patch(c"foreign", &FOREIGN_FUNCS, false);
 
 #[test]
@@ -259,8 +267,15 @@ unsafe extern "C" fn reads_ctor(_obj: *mut c_void, data: *mut c_void, _c: *mut c
 unsafe extern "C" fn describe_v2(dev: *mut c_void, m: *mut ffi::SeqFile) {
     // SAFETY: the store hands out `Reads` under READS_ID, made by the constructor.
     let reads = unsafe {
-        &*kgraft_host::shadow::klp_shadow_get_or_alloc(dev, READS_ID, size_of::<Reads>(), 0, Some(reads_ctor), std::ptr::null_mut())
-            .cast::<Reads>()
+        &*kgraft_host::shadow::klp_shadow_get_or_alloc(
+            dev,
+            READS_ID,
+            size_of::<Reads>(),
+            0,
+            Some(reads_ctor),
+            std::ptr::null_mut(),
+        )
+        .cast::<Reads>()
     };
     let n = reads.n.fetch_add(1, Ordering::Relaxed) + 1;
     let line = std::ffi::CString::new(format!("kgt v2 reads={n}\n")).unwrap();

@@ -86,7 +86,13 @@ fn main() {
     println!("first read of the image, BTF only (--no-probe):    {}", ms(cold("cold-btf", &["--no-probe"])));
     println!("first read of the image, with the qemu probe:      {}", ms(cold("cold-probe", &[])));
     run(&["check", "--kdir", kdir, small], &warm);
-    println!("kgraftc check --kdir, cached kernel, one patch:    {}", ms(median(&["check", "--kdir", kdir, small], &warm, 9)));
-    println!("kgraftc check --kdir, cached kernel, 1,000 repl.:  {}", ms(median(&["check", "--kdir", kdir, big], &warm, 5)));
+    println!(
+        "kgraftc check --kdir, cached kernel, one patch:    {}",
+        ms(median(&["check", "--kdir", kdir, small], &warm, 9))
+    );
+    println!(
+        "kgraftc check --kdir, cached kernel, 1,000 repl.:  {}",
+        ms(median(&["check", "--kdir", kdir, big], &warm, 5))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,9 +60,11 @@ impl<'ast> Visit<'ast> for Collect<'_> {
 
     fn visit_expr_call(&mut self, e: &'ast syn::ExprCall) {
         if let syn::Expr::Path(p) = &*e.func
-            && p.qself.is_none() && p.path.segments.len() == 1 {
-                self.uses.calls.insert(p.path.segments[0].ident.to_string());
-            }
+            && p.qself.is_none()
+            && p.path.segments.len() == 1
+        {
+            self.uses.calls.insert(p.path.segments[0].ident.to_string());
+        }
         syn::visit::visit_expr_call(self, e);
     }
 
@@ -225,10 +227,11 @@ pub(crate) fn generate(kernel: &Kernel, uses: &Uses) -> Bindings {
             }
             let unique = vmlinux.symbols.as_ref().and_then(|s| s.get(name)).is_none_or(|s| s.count <= 1);
             if let (Some([proto]), true) = (vmlinux.functions.get(name).map(Vec::as_slice), unique)
-                && let Some(decl) = g.extern_fn(name, *proto) {
-                    g.values.insert(name.clone());
-                    externs.push(decl);
-                }
+                && let Some(decl) = g.extern_fn(name, *proto)
+            {
+                g.values.insert(name.clone());
+                externs.push(decl);
+            }
         }
     }
     g.drain();
@@ -236,9 +239,7 @@ pub(crate) fn generate(kernel: &Kernel, uses: &Uses) -> Bindings {
     opaque.extend(unknown);
     let defs: Vec<&TokenStream> = g.defs.values().collect();
     let consts: Vec<&TokenStream> = g.consts.values().collect();
-    let externs = (!externs.is_empty()).then(|| {
-        quote!(unsafe extern "C" { #(#externs)* })
-    });
+    let externs = (!externs.is_empty()).then(|| quote!(unsafe extern "C" { #(#externs)* }));
     Bindings { items: quote!(#(#defs)* #(#consts)* #externs), opaque }
 }
 
@@ -360,15 +361,16 @@ impl<'k> Gen<'k> {
                 let target = kernel.unqualified(*ty);
                 // `typedef struct { ... } name;`: the struct takes the typedef's name.
                 if let Ty::Struct(c) | Ty::Union(c) = kernel.ty(target)
-                    && c.name.is_none() {
-                        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(target) {
-                            e.insert(name.clone());
-                            self.defined_names.insert(name.clone());
-                            self.queue.push_back(target);
-                        }
-                        let ident = type_ident(self.names.get(&target).map(String::as_str).unwrap_or(name));
-                        return quote!(#ident);
+                    && c.name.is_none()
+                {
+                    if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(target) {
+                        e.insert(name.clone());
+                        self.defined_names.insert(name.clone());
+                        self.queue.push_back(target);
                     }
+                    let ident = type_ident(self.names.get(&target).map(String::as_str).unwrap_or(name));
+                    return quote!(#ident);
+                }
                 if !self.defs.contains_key(name) {
                     // Placeholder first: a typedef may reach itself through a pointer.
                     self.defs.insert(name.clone(), TokenStream::new());
@@ -398,11 +400,7 @@ impl<'k> Gen<'k> {
             return quote!(Option<unsafe extern "C" fn(#(#params),* #dots) #ret>);
         }
         let inner = self.rust_ty(target, Need::Pointee);
-        if constant {
-            quote!(*const #inner)
-        } else {
-            quote!(*mut #inner)
-        }
+        if constant { quote!(*const #inner) } else { quote!(*mut #inner) }
     }
 
     fn ret_ty(&mut self, ret: TypeId) -> TokenStream {

@@ -67,10 +67,7 @@ struct Spelled {
 fn spell_fragment(frag: &Fragment, is_return: bool) -> Result<Spelled, (Span, String)> {
     // The checks report types syn does not parse; such a type is not this module's to report.
     let Ok(ty) = syn::parse_str::<syn::Type>(&frag.text) else {
-        return Ok(Spelled {
-            text: "int".to_owned(),
-            structs: BTreeSet::new(),
-        });
+        return Ok(Spelled { text: "int".to_owned(), structs: BTreeSet::new() });
     };
     let mut structs = BTreeSet::new();
     match spell(&ty, is_return, &mut structs) {
@@ -104,22 +101,14 @@ fn primitive(name: &str) -> Option<&'static str> {
 
 type Refusal = (Option<proc_macro2::Span>, String);
 
-fn spell(
-    ty: &syn::Type,
-    is_return: bool,
-    structs: &mut BTreeSet<String>,
-) -> Result<String, Refusal> {
+fn spell(ty: &syn::Type, is_return: bool, structs: &mut BTreeSet<String>) -> Result<String, Refusal> {
     use syn::spanned::Spanned;
     match ty {
         syn::Type::Tuple(t) if t.elems.is_empty() && is_return => Ok("void".to_owned()),
         syn::Type::Paren(p) => spell(&p.elem, is_return, structs),
         syn::Type::Path(p) => {
-            let name = single_name(p).ok_or_else(|| {
-                (
-                    Some(p.span()),
-                    "write the type as one name, without `::` or generics".to_owned(),
-                )
-            })?;
+            let name = single_name(p)
+                .ok_or_else(|| (Some(p.span()), "write the type as one name, without `::` or generics".to_owned()))?;
             primitive(&name).map(str::to_owned).ok_or_else(|| {
                 let why = if name == "c_void" {
                     "`c_void` is only meaningful behind a pointer".to_owned()
@@ -134,10 +123,7 @@ fn spell(
                 syn::Type::Ptr(_) | syn::Type::Paren(_) => spell(&ptr.elem, false, structs)?,
                 syn::Type::Path(p) => {
                     let name = single_name(p).ok_or_else(|| {
-                        (
-                            Some(p.span()),
-                            "write the pointee as one name, without `::` or generics".to_owned(),
-                        )
+                        (Some(p.span()), "write the pointee as one name, without `::` or generics".to_owned())
                     })?;
                     if let Some(c) = primitive(&name) {
                         c.to_owned()
@@ -151,10 +137,7 @@ fn spell(
                     }
                 }
                 other => {
-                    return Err((
-                        Some(other.span()),
-                        "this pointee has no C spelling".to_owned(),
-                    ));
+                    return Err((Some(other.span()), "this pointee has no C spelling".to_owned()));
                 }
             };
             Ok(match (ptr.const_token.is_some(), pointee.ends_with('*')) {
@@ -164,17 +147,9 @@ fn spell(
                 (true, false) => format!("const {pointee} *"),
             })
         }
-        syn::Type::Never(_) => Err((
-            Some(ty.span()),
-            "a C body cannot be declared not to return".to_owned(),
-        )),
-        syn::Type::Reference(_) => {
-            Err((Some(ty.span()), "a reference: use a raw pointer".to_owned()))
-        }
-        _ => Err((
-            Some(ty.span()),
-            "only primitives and raw pointers have a C spelling here".to_owned(),
-        )),
+        syn::Type::Never(_) => Err((Some(ty.span()), "a C body cannot be declared not to return".to_owned())),
+        syn::Type::Reference(_) => Err((Some(ty.span()), "a reference: use a raw pointer".to_owned())),
+        _ => Err((Some(ty.span()), "only primitives and raw pointers have a C spelling here".to_owned())),
     }
 }
 
@@ -190,15 +165,9 @@ fn single_name(p: &syn::TypePath) -> Option<String> {
 ///
 /// Only called on checked sources, whose C signatures all have a spelling.
 pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
-    let targets: Vec<Target<'_>> = check::targets(file)
-        .into_iter()
-        .filter(|t| t.func.in_c.is_some())
-        .collect();
-    let items: Vec<&CItem> = file
-        .items
-        .iter()
-        .filter_map(|i| if let Item::C(c) = i { Some(c) } else { None })
-        .collect();
+    let targets: Vec<Target<'_>> = check::targets(file).into_iter().filter(|t| t.func.in_c.is_some()).collect();
+    let items: Vec<&CItem> =
+        file.items.iter().filter_map(|i| if let Item::C(c) = i { Some(c) } else { None }).collect();
     let params = crate::params::c_definitions(file);
     if targets.is_empty() && items.is_empty() && params.is_empty() {
         return None;
@@ -227,17 +196,13 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
     for t in &targets {
         let sig = &t.func.sig;
         let sympos = check::sympos(t.func, &mut ignored);
-        let ret = sig
-            .ret
-            .as_ref()
-            .and_then(|r| spell_fragment(r, true).ok())
-            .map_or_else(
-                || "void".to_owned(),
-                |s| {
-                    structs.extend(s.structs);
-                    s.text
-                },
-            );
+        let ret = sig.ret.as_ref().and_then(|r| spell_fragment(r, true).ok()).map_or_else(
+            || "void".to_owned(),
+            |s| {
+                structs.extend(s.structs);
+                s.text
+            },
+        );
         let mut params = Vec::new();
         for (i, p) in sig.params.iter().enumerate() {
             let Param::Named { name, ty, .. } = p else {
@@ -249,19 +214,12 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
             structs.extend(spelled.structs);
             let sep = if spelled.text.ends_with('*') { "" } else { " " };
             params.push(if name.name == "_" {
-                format!(
-                    "{}{sep}__kgraft_unused_{i} __attribute__((unused))",
-                    spelled.text
-                )
+                format!("{}{sep}__kgraft_unused_{i} __attribute__((unused))", spelled.text)
             } else {
                 format!("{}{sep}{}", spelled.text, name.name)
             });
         }
-        let params = if params.is_empty() {
-            "void".to_owned()
-        } else {
-            params.join(", ")
-        };
+        let params = if params.is_empty() { "void".to_owned() } else { params.join(", ") };
         let sep = if ret.ends_with('*') { "" } else { " " };
         let proto = format!("{ret}{sep}{}({params})", symbol(t, sympos));
         let (head_line, _) = source.line_col(t.func.head.start);
@@ -292,12 +250,6 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
 fn header_name(file: &File) -> &str {
     file.items
         .iter()
-        .find_map(|i| {
-            if let Item::Header(h) = i {
-                Some(h.name.name.as_str())
-            } else {
-                None
-            }
-        })
+        .find_map(|i| if let Item::Header(h) = i { Some(h.name.name.as_str()) } else { None })
         .unwrap_or("")
 }

@@ -20,10 +20,10 @@ pub(crate) const CALLBACKS: &[&str] = &["pre_patch", "post_patch", "pre_unpatch"
 
 const KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
-    "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
-    "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract",
-    "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try",
-    "gen", "union", "_",
+    "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "Self",
+    "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract", "become",
+    "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen", "union",
+    "_",
 ];
 
 /// Whether a name is a Rust keyword (strict, reserved or weak-but-refused).
@@ -400,13 +400,14 @@ fn check_externs(file: &File, diags: &mut Diagnostics) -> BTreeMap<String, Span>
                     let last = sig.params.len().saturating_sub(1);
                     for (i, p) in sig.params.iter().enumerate() {
                         if let Param::Variadic(span) = p
-                            && i != last {
-                                diags.push(
-                                    Diagnostic::error(codes::E0025, "`...` must be the last parameter")
-                                        .primary(*span, "not last")
-                                        .help("move `...` to the end of the parameter list"),
-                                );
-                            }
+                            && i != last
+                        {
+                            diags.push(
+                                Diagnostic::error(codes::E0025, "`...` must be the last parameter")
+                                    .primary(*span, "not last")
+                                    .help("move `...` to the end of the parameter list"),
+                            );
+                        }
                     }
                 }
                 ExternItem::Static(s) => {
@@ -436,9 +437,12 @@ fn check_globals(file: &File, names: &mut BTreeMap<String, Span>, diags: &mut Di
         check_type(&g.ty, diags);
         if let Err((span, message)) = parse_fragment::<syn::Expr>(&g.init) {
             diags.push(
-                Diagnostic::error(codes::E0014, format!("the initial value of `{}` is not a Rust expression", g.name.name))
-                    .primary(span, message)
-                    .help("write a constant expression, such as `AtomicBool::new(false)`"),
+                Diagnostic::error(
+                    codes::E0014,
+                    format!("the initial value of `{}` is not a Rust expression", g.name.name),
+                )
+                .primary(span, message)
+                .help("write a constant expression, such as `AtomicBool::new(false)`"),
             );
         }
     }
@@ -478,16 +482,21 @@ fn check_shadows(file: &File, diags: &mut Diagnostics) -> Shadows {
                     Diagnostic::error(codes::E0015, format!("field `{}` is declared twice", f.name.name))
                         .primary(f.name.span, "declared again here")
                         .secondary(prev, "first declared here")
-                        .note("the field's name says which block `shadow!(ptr.field)` reaches, so it is unique per type")
+                        .note(
+                            "the field's name says which block `shadow!(ptr.field)` reaches, so it is unique per type",
+                        )
                         .help("rename or remove one of the two fields"),
                 );
             }
             check_type(&f.ty, diags);
             if let Err((span, message)) = parse_fragment::<syn::Expr>(&f.init) {
                 diags.push(
-                    Diagnostic::error(codes::E0014, format!("the initial value of `{}` is not a Rust expression", f.name.name))
-                        .primary(span, message)
-                        .help("write a constant expression, such as `0` or `[0; 4]`"),
+                    Diagnostic::error(
+                        codes::E0014,
+                        format!("the initial value of `{}` is not a Rust expression", f.name.name),
+                    )
+                    .primary(span, message)
+                    .help("write a constant expression, such as `0` or `[0; 4]`"),
                 );
             }
         }
@@ -532,15 +541,19 @@ pub(crate) fn shadow_options(block: &ShadowBlock, diags: &mut Diagnostics) -> Sh
             },
             ("keep", None) => out.keep = true,
             ("drop", Some(v)) if parse_u64(&v.name).is_none() => out.drop = Some(v.clone()),
-            ("id" | "drop", _) => diags.push(
-                bad(format!("`{key}` needs a value"), "expected `= value`")
-                    .help(if key == "id" { "write `id = 1`" } else { "write `drop = my_destructor`" }),
-            ),
+            ("id" | "drop", _) => {
+                diags.push(bad(format!("`{key}` needs a value"), "expected `= value`").help(if key == "id" {
+                    "write `id = 1`"
+                } else {
+                    "write `drop = my_destructor`"
+                }))
+            }
             ("keep", Some(_)) => {
                 diags.push(bad("`keep` takes no value".to_owned(), "remove `= ...`").help("write `keep`"))
             }
             _ => diags.push(
-                bad(format!("unknown shadow option `{key}`"), "unknown option").help(suggest(key, &["id", "keep", "drop"])),
+                bad(format!("unknown shadow option `{key}`"), "unknown option")
+                    .help(suggest(key, &["id", "keep", "drop"])),
             ),
         }
     }
@@ -598,9 +611,7 @@ pub(crate) fn targets(file: &File) -> Vec<Target<'_>> {
     for item in &file.items {
         match item {
             Item::Replace(r) => out.push(Target { object: "vmlinux", func: r }),
-            Item::Module(m) => {
-                out.extend(m.fns.iter().map(|r| Target { object: &m.name, func: r }))
-            }
+            Item::Module(m) => out.extend(m.fns.iter().map(|r| Target { object: &m.name, func: r })),
             _ => {}
         }
     }
@@ -685,11 +696,14 @@ fn check_replacements(
     let all = targets(file);
     // Callbacks, a registered module or `replace_all` (which takes earlier patches off) are
     // work enough for a patch without replacements.
-    let does_something = file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_) | Item::Syscall(_) | Item::State(_)))
-        || file.items.iter().any(|i| match i {
-            Item::Header(h) => h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _))),
-            _ => false,
-        });
+    let does_something =
+        file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_) | Item::Syscall(_) | Item::State(_)))
+            || file.items.iter().any(|i| match i {
+                Item::Header(h) => {
+                    h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _)))
+                }
+                _ => false,
+            });
     if all.is_empty() && syntax_ok && !does_something {
         let at = file
             .items
@@ -735,11 +749,14 @@ fn check_replacements(
         }
         if let Some(ext) = externs.get(&r.sig.name.name) {
             diags.push(
-                Diagnostic::error(codes::E0021, format!("`{}` is both replaced and declared `extern`", r.sig.name.name))
-                    .primary(r.sig.name.span, "the replacement")
-                    .secondary(*ext, "the extern declaration")
-                    .note("both would have the same name in the generated crate")
-                    .help("remove the extern declaration; a replacement is not called through its own name"),
+                Diagnostic::error(
+                    codes::E0021,
+                    format!("`{}` is both replaced and declared `extern`", r.sig.name.name),
+                )
+                .primary(r.sig.name.span, "the replacement")
+                .secondary(*ext, "the extern declaration")
+                .note("both would have the same name in the generated crate")
+                .help("remove the extern declaration; a replacement is not called through its own name"),
             );
         }
         let params: HashMap<&str, Option<&str>> = r
@@ -765,7 +782,12 @@ pub(crate) fn pointee(ty: &str) -> Option<&str> {
     rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(rest)
 }
 
-pub(crate) fn check_body(body: &Fragment, params: &HashMap<&str, Option<&str>>, shadows: &Shadows, diags: &mut Diagnostics) {
+pub(crate) fn check_body(
+    body: &Fragment,
+    params: &HashMap<&str, Option<&str>>,
+    shadows: &Shadows,
+    diags: &mut Diagnostics,
+) {
     let block = match parse_fragment::<syn::Block>(body) {
         Ok(block) => block,
         Err((span, message)) => {
@@ -821,11 +843,15 @@ impl<'ast> Visit<'ast> for ShadowUses<'_> {
         let field_name = field.to_string();
         let field_span = node_span(field.span(), self.body);
         let ty = match &*base {
-            syn::Expr::Path(p) => p.path.get_ident().and_then(|i| self.params.get(i.to_string().as_str()).copied().flatten()),
+            syn::Expr::Path(p) => {
+                p.path.get_ident().and_then(|i| self.params.get(i.to_string().as_str()).copied().flatten())
+            }
             _ => None,
         };
         match ty {
-            Some(ty) => self.field_of(ty, &field_name, field_span, node_span(syn::spanned::Spanned::span(&*base), self.body)),
+            Some(ty) => {
+                self.field_of(ty, &field_name, field_span, node_span(syn::spanned::Spanned::span(&*base), self.body))
+            }
             None if self.shadows.is_empty() => self.diags.push(
                 Diagnostic::error(codes::E0017, format!("`{name}!` is used but no shadow data is declared"))
                     .primary(whole, "no `shadow TYPE { ... }` block declares this field")

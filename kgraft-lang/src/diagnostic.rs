@@ -176,10 +176,6 @@ pub(crate) fn offset_of(text: &str, starts: &[usize], line: usize, column: usize
     };
     let end = starts.get(line).copied().unwrap_or(text.len());
     let line_text = &text[start..end];
-    let within = line_text
-        .char_indices()
-        .nth(column.saturating_sub(1))
-        .map(|(i, _)| i)
-        .unwrap_or(line_text.len());
+    let within = line_text.char_indices().nth(column.saturating_sub(1)).map(|(i, _)| i).unwrap_or(line_text.len());
     start + within
 }

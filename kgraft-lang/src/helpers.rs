@@ -13,19 +13,12 @@ use crate::diagnostic::{Diagnostic, Diagnostics, Span};
 /// Checks every helper function and refuses every `static mut`.
 ///
 /// `names` holds the `extern` symbols and the patch's statics, with where they are declared.
-pub(crate) fn check(
-    file: &File,
-    names: &BTreeMap<String, Span>,
-    shadows: &Shadows,
-    diags: &mut Diagnostics,
-) {
+pub(crate) fn check(file: &File, names: &BTreeMap<String, Span>, shadows: &Shadows, diags: &mut Diagnostics) {
     // The Rust names of replacements with a Rust body: the name of the function replaced.
     let mut replaced: HashMap<&str, Span> = HashMap::new();
     for t in check::targets(file) {
         if t.func.in_c.is_none() && t.func.attrs.is_empty() && t.object == "vmlinux" {
-            replaced
-                .entry(t.func.sig.name.name.as_str())
-                .or_insert(t.func.sig.name.span);
+            replaced.entry(t.func.sig.name.name.as_str()).or_insert(t.func.sig.name.span);
         }
     }
     let mut helpers: HashMap<&str, Span> = HashMap::new();
@@ -39,15 +32,9 @@ pub(crate) fn check(
                     .get(&name.name)
                     .map(|s| (*s, "declared here as an `extern` symbol or a `static`"))
                     .or_else(|| {
-                        replaced
-                            .get(name.name.as_str())
-                            .map(|s| (*s, "the replacement of this function has that name"))
+                        replaced.get(name.name.as_str()).map(|s| (*s, "the replacement of this function has that name"))
                     })
-                    .or_else(|| {
-                        helpers
-                            .get(name.name.as_str())
-                            .map(|s| (*s, "first defined here"))
-                    });
+                    .or_else(|| helpers.get(name.name.as_str()).map(|s| (*s, "first defined here")));
                 match clash {
                     Some((prev, what)) => diags.push(
                         Diagnostic::error(codes::E0035, format!("the helper `{}` has a name already in use", name.name))
@@ -84,9 +71,7 @@ pub(crate) fn check(
                     .params
                     .iter()
                     .filter_map(|p| match p {
-                        Param::Named { name, ty, .. } => {
-                            Some((name.name.as_str(), check::pointee(&ty.text)))
-                        }
+                        Param::Named { name, ty, .. } => Some((name.name.as_str(), check::pointee(&ty.text))),
                         Param::Variadic(_) => None,
                     })
                     .collect();

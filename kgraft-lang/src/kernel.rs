@@ -321,8 +321,11 @@ impl Kernel {
                 _ => format!("const {}", self.c_decl_depth(*to, name, depth + 1)),
             },
             Ty::Proto(p) => {
-                let mut params: Vec<String> =
-                    p.params.iter().map(|q| self.c_decl_depth(q.ty, q.name.as_deref().unwrap_or(""), depth + 1)).collect();
+                let mut params: Vec<String> = p
+                    .params
+                    .iter()
+                    .map(|q| self.c_decl_depth(q.ty, q.name.as_deref().unwrap_or(""), depth + 1))
+                    .collect();
                 if p.variadic {
                     params.push("...".into());
                 }

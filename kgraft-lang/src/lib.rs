@@ -97,10 +97,12 @@ const STACK_SIZE: usize = 256 << 20;
 fn with_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     let mut f = Some(f);
     let spawned = std::thread::scope(|scope| {
-        let run = f.take().map(|f| move || {
-            let out = f();
-            proc_macro2::extra::invalidate_current_thread_spans();
-            out
+        let run = f.take().map(|f| {
+            move || {
+                let out = f();
+                proc_macro2::extra::invalidate_current_thread_spans();
+                out
+            }
         });
         let handle = std::thread::Builder::new().stack_size(STACK_SIZE).spawn_scoped(scope, run?).ok()?;
         handle.join().ok()

@@ -83,10 +83,7 @@ impl Lowered {
             return None;
         }
         // A position inside a character (rustc's range ends, less one) is that character's.
-        let offset = (0..=offset)
-            .rev()
-            .find(|&o| self.build_source.is_char_boundary(o))
-            .unwrap_or(0);
+        let offset = (0..=offset).rev().find(|&o| self.build_source.is_char_boundary(o)).unwrap_or(0);
         let piece = self
             .line_map
             .pieces
@@ -107,19 +104,58 @@ impl Lowered {
     pub fn map_range(&self, start: usize, end: usize) -> Option<Span> {
         let first = self.map_offset(start)?;
         let last = self.map_offset(end.saturating_sub(1).max(start)).unwrap_or(first);
-        let same_piece = self.line_map.pieces.iter().any(|p| {
-            matches!(p.origin, Origin::Verbatim(_)) && p.start <= start && end <= p.end
-        });
+        let same_piece = self
+            .line_map
+            .pieces
+            .iter()
+            .any(|p| matches!(p.origin, Origin::Verbatim(_)) && p.start <= start && end <= p.end);
         Some(if same_piece { Span::new(first.start, last.end.max(first.end)) } else { first })
     }
 }
 
 /// The names in scope without a declaration: Rust's and `kgraft_rt::prelude`'s.
 pub(crate) const KNOWN_TYPES: &[&str] = &[
-    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "bool",
-    "char", "str", "Self", "Option", "Result", "c_char", "c_int", "c_long", "c_longlong", "c_schar", "c_short",
-    "c_uchar", "c_uint", "c_ulong", "c_ulonglong", "c_ushort", "c_void", "CStr", "size_t", "ssize_t", "loff_t",
-    "gfp_t", "s8", "s16", "s32", "s64",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "u128",
+    "usize",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "i128",
+    "isize",
+    "f32",
+    "f64",
+    "bool",
+    "char",
+    "str",
+    "Self",
+    "Option",
+    "Result",
+    "c_char",
+    "c_int",
+    "c_long",
+    "c_longlong",
+    "c_schar",
+    "c_short",
+    "c_uchar",
+    "c_uint",
+    "c_ulong",
+    "c_ulonglong",
+    "c_ushort",
+    "c_void",
+    "CStr",
+    "size_t",
+    "ssize_t",
+    "loff_t",
+    "gfp_t",
+    "s8",
+    "s16",
+    "s32",
+    "s64",
 ];
 
 /// Returns the name the kernel knows a module by: kbuild turns `-` into `_`, so `module
@@ -130,7 +166,14 @@ fn kernel_object_name(object: &str) -> String {
 
 /// Lowers a checked source.
 pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>) -> Result<Lowered, Diagnostics> {
-    let cx = Lowering { checked, kernel, items: Vec::new(), bodies: Vec::new(), safety: Vec::new(), opaque: BTreeSet::new() };
+    let cx = Lowering {
+        checked,
+        kernel,
+        items: Vec::new(),
+        bodies: Vec::new(),
+        safety: Vec::new(),
+        opaque: BTreeSet::new(),
+    };
     cx.finish()
 }
 
@@ -165,9 +208,11 @@ fn parse<T: syn::parse::Parse>(frag: &Fragment) -> Result<T, Box<Diagnostic>> {
 }
 
 fn internal(span: Span, message: &str) -> Box<Diagnostic> {
-    Box::new(Diagnostic::error("E0000", "internal compiler error while lowering")
-        .primary(span, message.to_owned())
-        .note("the checks accepted this source but the generated crate did not parse; please report it"))
+    Box::new(
+        Diagnostic::error("E0000", "internal compiler error while lowering")
+            .primary(span, message.to_owned())
+            .note("the checks accepted this source but the generated crate did not parse; please report it"),
+    )
 }
 
 fn doc_attrs(docs: &[Doc]) -> TokenStream {
@@ -255,7 +300,8 @@ impl Lowering<'_> {
         let sympos_value = check::sympos(r, &mut ignored);
         let sympos = proc_macro2::Literal::u32_unsuffixed(sympos_value);
         let target = &r.sig.name.name;
-        let fn_ident = if sympos_value == 0 { ident(&r.sig.name)? } else { format_ident!("{}__sympos{}", target, sympos_value) };
+        let fn_ident =
+            if sympos_value == 0 { ident(&r.sig.name)? } else { format_ident!("{}__sympos{}", target, sympos_value) };
         let params = self.params(&r.sig, false)?;
         let ret = self.ret(&r.sig)?;
         let docs = doc_attrs(&r.sig.docs);
@@ -540,11 +586,13 @@ impl Lowering<'_> {
             let mod_ident = format_ident!("__kgraft_obj_{}", key);
             let docs = doc_attrs(&docs);
             let (full, sketch): (Vec<_>, Vec<_>) = fns.into_iter().unzip();
-            let wrap = |inner: Vec<TokenStream>| quote! {
-                #docs
-                pub mod #mod_ident {
-                    use super::*;
-                    #(#inner)*
+            let wrap = |inner: Vec<TokenStream>| {
+                quote! {
+                    #docs
+                    pub mod #mod_ident {
+                        use super::*;
+                        #(#inner)*
+                    }
                 }
             };
             self.items[index] = ItemOut { text: None, full: wrap(full), sketch: wrap(sketch), origin: span };
@@ -569,13 +617,15 @@ impl Lowering<'_> {
             text.push_str(&format!("    states: [{}],\n", join(&list)));
         }
         let listed = |(name, list): &&(String, Vec<String>)| {
-            !list.is_empty() || !file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()))
+            !list.is_empty()
+                || !file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()))
         };
         if objects.iter().any(|o| listed(&o)) {
             text.push_str("    objects: {\n");
             // A module with functions is registered by them; list it only for its callbacks.
             for (name, list) in &objects {
-                let has_functions = file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()));
+                let has_functions =
+                    file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()));
                 if list.is_empty() && has_functions {
                     continue;
                 }
@@ -584,7 +634,12 @@ impl Lowering<'_> {
             text.push_str("    },\n");
         }
         text.push_str("}\n");
-        self.items.push(ItemOut { text: Some(text), full: TokenStream::new(), sketch: TokenStream::new(), origin: header_span });
+        self.items.push(ItemOut {
+            text: Some(text),
+            full: TokenStream::new(),
+            sketch: TokenStream::new(),
+            origin: header_span,
+        });
 
         // The crate's head: docs, attributes, imports, the kernel's types and opaque types.
         let docs = self.checked.file.docs.iter().map(|d| &d.text);
@@ -622,7 +677,11 @@ impl Lowering<'_> {
             }
             if let Some(text) = &item.text {
                 expanded.push_str(text);
-                pieces.push(Piece { start: build.len(), end: build.len() + text.len(), origin: Origin::Generated(item.origin) });
+                pieces.push(Piece {
+                    start: build.len(),
+                    end: build.len() + text.len(),
+                    origin: Origin::Generated(item.origin),
+                });
                 build.push_str(text);
                 continue;
             }
@@ -644,7 +703,11 @@ impl Lowering<'_> {
                         build.push_str(indent);
                         build.push_str("unsafe ");
                         if build.len() > generated_start {
-                            pieces.push(Piece { start: generated_start, end: build.len(), origin: Origin::Generated(item.origin) });
+                            pieces.push(Piece {
+                                start: generated_start,
+                                end: build.len(),
+                                origin: Origin::Generated(item.origin),
+                            });
                         }
                         let start = build.len();
                         build.push_str(&frag.text);

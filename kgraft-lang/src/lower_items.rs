@@ -27,9 +27,7 @@ impl Lowering<'_> {
         let params = self.params(&r.sig, true)?;
         let ret = self.ret(&r.sig)?;
         let docs = doc_attrs(&r.sig.docs);
-        let note = format!(
-            " The body is C, in the patch's C file; it replaces `{target}` (object `{object}`)."
-        );
+        let note = format!(" The body is C, in the patch's C file; it replaces `{target}` (object `{object}`).");
         let sep = (!r.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
         let tokens = quote! {
             #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
@@ -45,10 +43,7 @@ impl Lowering<'_> {
 
     /// Returns a helper function in both forms: an `unsafe fn` whose body runs inside `unsafe`,
     /// as replacements' bodies do.
-    pub(super) fn helper(
-        &mut self,
-        h: &Helper,
-    ) -> Result<(TokenStream, TokenStream), Box<Diagnostic>> {
+    pub(super) fn helper(&mut self, h: &Helper) -> Result<(TokenStream, TokenStream), Box<Diagnostic>> {
         let name = super::ident(&h.sig.name)?;
         let params = self.params(&h.sig, false)?;
         let ret = self.ret(&h.sig)?;
@@ -68,10 +63,7 @@ impl Lowering<'_> {
             #[doc = " Called in the kernel's context, under the contracts of the bodies that call it."]
             unsafe fn #name(#(#params),*) #ret
         };
-        Ok((
-            quote!(#head { #marker unsafe #block }),
-            quote!(#head { #marker __kgraft_body!(#n); }),
-        ))
+        Ok((quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); })))
     }
 
     /// Returns the items of a `replace syscall`: the body as one function, then one replacement
@@ -117,7 +109,9 @@ impl Lowering<'_> {
                 let r = format_ident!("{}", r);
                 quote!(kgraft_rt::syscall::#unpack(regs.#r))
             });
-            let doc = format!(" The `{abi}` entry of `{name}`: unpacks the arguments from the saved registers, as `SYSCALL_DEFINE` does.");
+            let doc = format!(
+                " The `{abi}` entry of `{name}`: unpacks the arguments from the saved registers, as `SYSCALL_DEFINE` does."
+            );
             let marker = self.safety_marker(format!(
                 "the kernel's system call entry passes the calling task's saved registers, valid for the whole call; \
                  the arguments are unpacked as `SYSCALL_DEFINE` unpacks them for the `{abi}` ABI."

@@ -136,7 +136,11 @@ pub(crate) fn c_definitions(file: &File) -> String {
         let _ = writeln!(out, "module_param({name}, {k}, 0644);");
         let desc: String = p.docs.iter().map(|d| d.text.trim()).collect::<Vec<_>>().join(" ");
         if !desc.is_empty() {
-            let desc: String = desc.chars().flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] }).filter(|c| !c.is_control()).collect();
+            let desc: String = desc
+                .chars()
+                .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
+                .filter(|c| !c.is_control())
+                .collect();
             let _ = writeln!(out, "MODULE_PARM_DESC({name}, \"{desc}\");");
         }
     }

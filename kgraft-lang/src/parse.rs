@@ -49,7 +49,8 @@ pub(crate) fn parse(src: &str, diags: &mut Diagnostics) -> File {
         Ok(mut pairs) => {
             if let Some(head) = pairs.next() {
                 pos = head.as_span().end();
-                file.docs = head.into_inner().filter(|p| p.as_rule() == Rule::inner_doc).map(|p| doc(p, 0, 3)).collect();
+                file.docs =
+                    head.into_inner().filter(|p| p.as_rule() == Rule::inner_doc).map(|p| doc(p, 0, 3)).collect();
             }
         }
         Err(_) => return file,
@@ -97,11 +98,13 @@ pub(crate) fn parse(src: &str, diags: &mut Diagnostics) -> File {
                 pos += end;
             }
             Err(err) => {
-                let at = pos + match err.location {
-                    InputLocation::Pos(p) => p,
-                    InputLocation::Span((s, _)) => s,
-                };
-                let limited = matches!(&err.variant, ErrorVariant::CustomError { message } if message.contains("limit reached"));
+                let at = pos
+                    + match err.location {
+                        InputLocation::Pos(p) => p,
+                        InputLocation::Span((s, _)) => s,
+                    };
+                let limited =
+                    matches!(&err.variant, ErrorVariant::CustomError { message } if message.contains("limit reached"));
                 diags.push(syntax_error(src, at, &err.variant));
                 errors += 1;
                 if limited || errors >= MAX_SYNTAX_ERRORS {
@@ -201,13 +204,13 @@ fn too_deep(src: &str) -> Option<usize> {
 
 /// Returns the start of the first line after `at` that begins an item in its first column.
 fn resync(src: &str, at: usize) -> Option<usize> {
-    const STARTS: &[&str] = &["patch", "extern", "shadow", "replace", "module", "on", "static", "#[", "///", "c {", "fn"];
+    const STARTS: &[&str] =
+        &["patch", "extern", "shadow", "replace", "module", "on", "static", "#[", "///", "c {", "fn"];
     let mut line = src[at..].find('\n').map(|i| at + i + 1)?;
     loop {
         let rest = &src[line..];
         let starts_item = STARTS.iter().any(|s| {
-            rest.starts_with(s)
-                && !rest[s.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            rest.starts_with(s) && !rest[s.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         });
         if starts_item {
             return Some(line);
@@ -218,26 +221,19 @@ fn resync(src: &str, at: usize) -> Option<usize> {
 
 fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
     if let ErrorVariant::CustomError { message } = variant
-        && message.contains("limit reached") {
-            return Diagnostic::error(codes::E0028, "this source is too complex to parse")
-                .primary(Span::new(at, at), "the parser gave up here")
-                .note(format!("the parser's {message}"))
-                .help("close the brackets, strings and comments around here");
-        }
+        && message.contains("limit reached")
+    {
+        return Diagnostic::error(codes::E0028, "this source is too complex to parse")
+            .primary(Span::new(at, at), "the parser gave up here")
+            .note(format!("the parser's {message}"))
+            .help("close the brackets, strings and comments around here");
+    }
     let found = match src[at..].chars().next() {
         None => "the end of the file".to_owned(),
         Some(c) if c.is_control() || c == '\u{FFFD}' => format!("the character U+{:04X}", c as u32),
         Some(_) => {
-            let word: String = src[at..]
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .take(24)
-                .collect();
-            if word.is_empty() {
-                format!("`{}`", src[at..].chars().next().unwrap_or(' '))
-            } else {
-                format!("`{word}`")
-            }
+            let word: String = src[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').take(24).collect();
+            if word.is_empty() { format!("`{}`", src[at..].chars().next().unwrap_or(' ')) } else { format!("`{word}`") }
         }
     };
     let len = src[at..].chars().next().map(char::len_utf8).unwrap_or(0);
@@ -247,7 +243,8 @@ fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnosti
     };
     expected.sort_unstable();
     expected.dedup();
-    let unclosed = matches!(expected.as_slice(), ["a `{ ... }` body"] | ["a `{ ... }` C body"]) && src[at..].starts_with('{');
+    let unclosed =
+        matches!(expected.as_slice(), ["a `{ ... }` body"] | ["a `{ ... }` C body"]) && src[at..].starts_with('{');
     if unclosed {
         return Diagnostic::error(codes::E0001, "unclosed body")
             .primary(Span::new(at, at + 1), "this `{` is never closed")
@@ -270,7 +267,9 @@ fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnosti
 fn describe(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         Rule::EOI => "the end of the file",
-        Rule::item => "an item (`patch`, `extern`, `shadow`, `replace fn`, `replace syscall`, `module`, `on`, `static`, `fn`, `c`, `state` or `param`)",
+        Rule::item => {
+            "an item (`patch`, `extern`, `shadow`, `replace fn`, `replace syscall`, `module`, `on`, `static`, `fn`, `c`, `state` or `param`)"
+        }
         Rule::header | Rule::kw_patch => "`patch`",
         Rule::extern_block | Rule::kw_extern => "`extern`",
         Rule::shadow_block | Rule::kw_shadow => "`shadow`",
@@ -411,7 +410,8 @@ fn params(pair: Pair<'_, Rule>, base: usize) -> Vec<Param> {
 }
 
 fn signature(pairs: &mut Vec<Pair<'_, Rule>>, docs: Vec<Doc>, base: usize) -> Signature {
-    let mut sig = Signature { docs, name: Ident { name: String::new(), span: Span::default() }, params: Vec::new(), ret: None };
+    let mut sig =
+        Signature { docs, name: Ident { name: String::new(), span: Span::default() }, params: Vec::new(), ret: None };
     for p in pairs.drain(..) {
         match p.as_rule() {
             Rule::ident => sig.name = ident(p, base),

@@ -36,7 +36,9 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
                     .primary(span, "no such module in the target kernel")
                     .note("a `module` block names a module the target release ships, as `lsmod` spells it");
                 d = match closest(&object, names.iter().copied()) {
-                    Some(c) => d.help(format!("did you mean \"{c}\"? An out-of-tree module is named with --module FILE.ko")),
+                    Some(c) => {
+                        d.help(format!("did you mean \"{c}\"? An out-of-tree module is named with --module FILE.ko"))
+                    }
                     None => d.help("name an out-of-tree module's file with --module FILE.ko"),
                 };
                 diags.push(d);
@@ -70,17 +72,25 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
                 );
             }
             (Some(s), _) if sympos > s.count => {
-                let span = t.func.attrs.iter().find(|a| a.name.name == "sympos").map(|a| a.span).unwrap_or(sig.name.span);
+                let span =
+                    t.func.attrs.iter().find(|a| a.name.name == "sympos").map(|a| a.span).unwrap_or(sig.name.span);
                 let only = if s.count == 1 { "only one function".to_owned() } else { format!("{} functions", s.count) };
                 diags.push(
                     Diagnostic::error(codes::E0043, format!("`#[sympos({sympos})]` is out of range"))
                         .primary(span, format!("{object} has {only} named `{name}`"))
-                        .help(if s.count == 1 { "remove the attribute".to_owned() } else { format!("use 1 to {}", s.count) }),
+                        .help(if s.count == 1 {
+                            "remove the attribute".to_owned()
+                        } else {
+                            format!("use 1 to {}", s.count)
+                        }),
                 );
             }
             (None, None) if obj.has_btf || obj.symbols.is_some() => {
-                let mut d = Diagnostic::error(codes::E0041, format!("{object} of {} has no function `{name}` to patch", kernel.release))
-                    .primary(sig.name.span, "not found in the target kernel");
+                let mut d = Diagnostic::error(
+                    codes::E0041,
+                    format!("{object} of {} has no function `{name}` to patch", kernel.release),
+                )
+                .primary(sig.name.span, "not found in the target kernel");
                 d = if obj.symbols.is_some() {
                     d.note("the function is not in the symbol table: it does not exist there, or it was inlined into every caller")
                 } else {
@@ -124,9 +134,10 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
         if let Item::Extern(block) = item {
             for ext in &block.items {
                 if let ExternItem::Fn(sig) = ext
-                    && let Some(protos) = kernel.objects.get("vmlinux").and_then(|o| o.functions.get(&sig.name.name)) {
-                        check_signature(kernel, sig, protos, &format!("the extern `{}`", sig.name.name), diags);
-                    }
+                    && let Some(protos) = kernel.objects.get("vmlinux").and_then(|o| o.functions.get(&sig.name.name))
+                {
+                    check_signature(kernel, sig, protos, &format!("the extern `{}`", sig.name.name), diags);
+                }
             }
         }
     }
@@ -278,7 +289,9 @@ fn rust_shape(kernel: &Kernel, ty: &syn::Type) -> Shape {
                 // `Option<fn(..)>` and `Option<&T>` are pointers that may be null.
                 return Shape::Ptr(BTreeSet::new());
             }
-            if p.path.segments.len() > 1 && !matches!(name.as_str(), "c_int" | "c_char" | "c_long" | "c_ulong" | "c_uint") {
+            if p.path.segments.len() > 1
+                && !matches!(name.as_str(), "c_int" | "c_char" | "c_long" | "c_ulong" | "c_uint")
+            {
                 return Shape::Unknown;
             }
             if let Some((size, _)) = primitive_size(&name) {
@@ -302,13 +315,15 @@ fn rust_shape(kernel: &Kernel, ty: &syn::Type) -> Shape {
 /// pointer may be cast from freely (`c_void`, bytes, a type the kernel does not know).
 fn pointee_names(kernel: &Kernel, ty: &syn::Type) -> BTreeSet<String> {
     if let syn::Type::Path(p) = ty
-        && let (Some(seg), 1) = (p.path.segments.last(), p.path.segments.len()) {
-            let name = seg.ident.to_string();
-            if let Some(id) = kernel.type_named(&name)
-                && matches!(kernel.ty(kernel.resolve(id)), Ty::Struct(_) | Ty::Union(_) | Ty::Fwd { .. }) {
-                    return kernel_names(kernel, id);
-                }
+        && let (Some(seg), 1) = (p.path.segments.last(), p.path.segments.len())
+    {
+        let name = seg.ident.to_string();
+        if let Some(id) = kernel.type_named(&name)
+            && matches!(kernel.ty(kernel.resolve(id)), Ty::Struct(_) | Ty::Union(_) | Ty::Fwd { .. })
+        {
+            return kernel_names(kernel, id);
         }
+    }
     BTreeSet::new()
 }
 
@@ -316,7 +331,9 @@ fn compatible(rust: &Shape, kernel: &Shape) -> bool {
     match (rust, kernel) {
         (Shape::Unknown, _) | (_, Shape::Unknown) => true,
         (Shape::Ptr(a), Shape::Ptr(b)) => a.is_empty() || b.is_empty() || !a.is_disjoint(b),
-        (Shape::Aggregate(n, a), Shape::Aggregate(m, b)) => n == m && (a.is_empty() || b.is_empty() || !a.is_disjoint(b)),
+        (Shape::Aggregate(n, a), Shape::Aggregate(m, b)) => {
+            n == m && (a.is_empty() || b.is_empty() || !a.is_disjoint(b))
+        }
         (a, b) => a == b,
     }
 }
@@ -381,7 +398,12 @@ fn compare(kernel: &Kernel, sig: &Signature, proto_id: TypeId, what: &str) -> Ve
             out.push(mismatch(
                 ty.span,
                 format!("{} here", rs.describe()),
-                format!("parameter {} (`{}`) of {what} is `{c_param}` in the kernel: {}", i + 1, name.name, ks.describe()),
+                format!(
+                    "parameter {} (`{}`) of {what} is `{c_param}` in the kernel: {}",
+                    i + 1,
+                    name.name,
+                    ks.describe()
+                ),
             ));
         }
     }

@@ -38,17 +38,24 @@ pub(crate) fn resolve(st: &State, diags: &mut Diagnostics) -> Option<StateInfo> 
             ("id", Some(Some(n))) if n > 0 => id = Some(n),
             ("version", Some(Some(n))) if n <= u64::from(u32::MAX) => version = Some(n as u32),
             ("id", _) => {
-                diags.push(bad("a state id is an integer from 1 to 2^64 - 1".to_owned(), "expected `id = N`, N ≥ 1")
-                    .help("write `id = 1`"));
+                diags.push(
+                    bad("a state id is an integer from 1 to 2^64 - 1".to_owned(), "expected `id = N`, N ≥ 1")
+                        .help("write `id = 1`"),
+                );
                 ok = false;
             }
             ("version", _) => {
-                diags.push(bad("a state version is an integer below 2^32".to_owned(), "expected `version = V`")
-                    .help("write `version = 1`"));
+                diags.push(
+                    bad("a state version is an integer below 2^32".to_owned(), "expected `version = V`")
+                        .help("write `version = 1`"),
+                );
                 ok = false;
             }
             _ => {
-                diags.push(bad(format!("unknown state option `{key}`"), "unknown option").help("the options are `id` and `version`"));
+                diags.push(
+                    bad(format!("unknown state option `{key}`"), "unknown option")
+                        .help("the options are `id` and `version`"),
+                );
                 ok = false;
             }
         }
@@ -106,10 +113,8 @@ pub(crate) fn check(file: &File, names: &BTreeMap<String, Span>, diags: &mut Dia
         if checks::keyword(name, what, diags) {
             continue;
         }
-        let clash = own
-            .get(name.name.as_str())
-            .or_else(|| names.get(&name.name))
-            .or_else(|| helpers.get(name.name.as_str()));
+        let clash =
+            own.get(name.name.as_str()).or_else(|| names.get(&name.name)).or_else(|| helpers.get(name.name.as_str()));
         match clash {
             Some(prev) => diags.push(
                 Diagnostic::error(codes::E0062, format!("the name `{}` is already in use", name.name))

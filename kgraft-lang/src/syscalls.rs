@@ -109,8 +109,10 @@ pub(crate) fn check_against(file: &File, kernel: &Kernel, diags: &mut Diagnostic
             diags.push(
                 Diagnostic::error(codes::E0064, format!("{} has no system call `{name}`", kernel.release))
                     .primary(sc.sig.name.span, format!("neither `__x64_sys_{name}` nor `__ia32_sys_{name}` exists"))
-                    .note("a system call is named as in `SYSCALL_DEFINE` (`getpriority`, not `sys_getpriority`); \
-                           the user-mode host has no system call entries at all")
+                    .note(
+                        "a system call is named as in `SYSCALL_DEFINE` (`getpriority`, not `sys_getpriority`); \
+                           the user-mode host has no system call entries at all",
+                    )
                     .help("build this patch for a Linux kernel (`--target linux`)"),
             );
         }

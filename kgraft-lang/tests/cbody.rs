@@ -22,11 +22,7 @@ replace fn cmdline_proc_show(m: *mut seq_file, _v: *mut c_void) -> c_int in C {
 "#;
 
 /// Where gcc's messages about `MISTAKES` must land: (code, line, column).
-const EXPECTED: &[(&str, usize, usize)] = &[
-    ("gcc -Wunused-variable", 10, 6),
-    ("gcc", 11, 27),
-    ("gcc", 12, 13),
-];
+const EXPECTED: &[(&str, usize, usize)] = &[("gcc -Wunused-variable", 10, 6), ("gcc", 11, 27), ("gcc", 12, 13)];
 
 fn write_case(tag: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cbody-{tag}"));
@@ -42,11 +38,7 @@ fn positions(out: &Output) -> Vec<(String, usize, usize)> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|d| {
             let n = |k: &str| d[k].as_u64().unwrap_or(0) as usize;
-            (
-                d["code"].as_str().unwrap_or("").to_owned(),
-                n("line"),
-                n("column"),
-            )
+            (d["code"].as_str().unwrap_or("").to_owned(), n("line"), n("column"))
         })
         .collect();
     found.sort_by_key(|(_, line, col)| (*line, *col));
@@ -56,10 +48,8 @@ fn positions(out: &Output) -> Vec<(String, usize, usize)> {
 fn assert_mistakes(out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let expected: Vec<(String, usize, usize)> = EXPECTED
-        .iter()
-        .map(|(c, l, col)| ((*c).to_owned(), *l, *col))
-        .collect();
+    let expected: Vec<(String, usize, usize)> =
+        EXPECTED.iter().map(|(c, l, col)| ((*c).to_owned(), *l, *col)).collect();
     assert_eq!(positions(out), expected, "{stderr}");
 }
 
@@ -68,16 +58,7 @@ fn gcc_mistakes_are_reported_at_the_kgp_line_on_the_host() {
     let dir = write_case("host");
     let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
         .current_dir(&dir)
-        .args([
-            "--message-format",
-            "json",
-            "build",
-            "--target",
-            "host",
-            "c_mistakes.kgp",
-            "-o",
-            "never.so",
-        ])
+        .args(["--message-format", "json", "build", "--target", "host", "c_mistakes.kgp", "-o", "never.so"])
         .output()
         .expect("kgraftc runs");
     assert_mistakes(&out);
@@ -94,22 +75,13 @@ fn gcc_mistakes_are_reported_at_the_kgp_line_by_kbuild() {
         .filter(|d| d.join("Module.symvers").exists())
         .collect();
     let [kdir] = kdirs.as_slice() else {
-        eprintln!(
-            "skipped: this machine has not exactly one kernel build directory under /lib/modules"
-        );
+        eprintln!("skipped: this machine has not exactly one kernel build directory under /lib/modules");
         return;
     };
     let dir = write_case("linux");
     let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
         .current_dir(&dir)
-        .args([
-            "--message-format",
-            "json",
-            "build",
-            "--target",
-            "linux",
-            "--kdir",
-        ])
+        .args(["--message-format", "json", "build", "--target", "linux", "--kdir"])
         .arg(kdir)
         .args(["c_mistakes.kgp", "-o", "never.ko"])
         .output()
@@ -121,17 +93,10 @@ fn gcc_mistakes_are_reported_at_the_kgp_line_by_kbuild() {
 fn the_c_file_keeps_each_line_at_its_kgp_line_and_column() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut lines_checked = 0;
-    for path in [
-        root.join("patches/c_banner.kgp"),
-        root.join("kernel-tests/patches/meminfo_string.kgp"),
-    ] {
+    for path in [root.join("patches/c_banner.kgp"), root.join("kernel-tests/patches/meminfo_string.kgp")] {
         let source = std::fs::read_to_string(&path).expect("the sample");
-        let checked = kgraft_lang::check("sample.kgp", &source)
-            .map_err(|d| format!("{:?}", d.list))
-            .expect("checks");
-        let lowered = kgraft_lang::lower(&checked)
-            .map_err(|d| format!("{:?}", d.list))
-            .expect("lowers");
+        let checked = kgraft_lang::check("sample.kgp", &source).map_err(|d| format!("{:?}", d.list)).expect("checks");
+        let lowered = kgraft_lang::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("lowers");
         let c = lowered.c_source.expect("a C file");
         let src_lines: Vec<&str> = source.lines().collect();
         // After `#line N`, the next line is either a generated prototype (it starts in column
@@ -151,11 +116,7 @@ fn the_c_file_keeps_each_line_at_its_kgp_line_and_column() {
                 next = None; // A prototype.
                 continue;
             }
-            let pad = if first {
-                line.len() - line.trim_start_matches(' ').len()
-            } else {
-                0
-            };
+            let pad = if first { line.len() - line.trim_start_matches(' ').len() } else { 0 };
             assert!(
                 line.len() == original.len() && line[pad..] == original[pad..],
                 "{}: C line {line:?} is not line {} of the source, {original:?}",

@@ -43,11 +43,7 @@ fn build_check_against(file: &Path, out: &Path, json: bool, vmlinux: Option<&Pat
     if let Some(vmlinux) = vmlinux {
         cmd.arg("--vmlinux").arg(vmlinux);
     }
-    cmd.arg("--out")
-        .arg(out)
-        .arg(file.file_name().expect("name"))
-        .output()
-        .expect("kgraftc runs")
+    cmd.arg("--out").arg(out).arg(file.file_name().expect("name")).output().expect("kgraftc runs")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -69,11 +65,7 @@ fn every_sample_type_checks() {
     for sample in samples {
         let name = sample.file_stem().expect("stem").to_string_lossy().into_owned();
         let output = build_check_against(&sample, &scratch(&name), false, Some(&host));
-        assert!(
-            output.status.success(),
-            "{name} does not type-check:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{name} does not type-check:\n{}", String::from_utf8_lossy(&output.stderr));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.contains("warning"), "{name} has warnings:\n{stderr}");
     }

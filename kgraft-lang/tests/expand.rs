@@ -45,7 +45,8 @@ fn build_source_keeps_bodies_verbatim() {
         }
         let source = std::fs::read_to_string(&path).expect("sample");
         let build = expand(&path, true);
-        let checked = kgraft_lang::check("sample.kgp", &source).map_err(|d| format!("{:?}", d.list)).expect("sample checks");
+        let checked =
+            kgraft_lang::check("sample.kgp", &source).map_err(|d| format!("{:?}", d.list)).expect("sample checks");
         let lowered = kgraft_lang::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("sample lowers");
         // `expand` prints the C file, if any, after the crate.
         assert!(build.starts_with(&lowered.build_source), "{}", path.display());

@@ -91,18 +91,12 @@ const PIECES: &[&str] = &[
 
 /// The samples of `patches/`: valid sources.
 fn samples() -> Vec<String> {
-    let mut paths: Vec<PathBuf> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches"))
-            .expect("patches/")
-            .filter_map(|e| {
-                Some(e.ok()?.path()).filter(|p| p.extension().is_some_and(|e| e == "kgp"))
-            })
-            .collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches"))
+        .expect("patches/")
+        .filter_map(|e| Some(e.ok()?.path()).filter(|p| p.extension().is_some_and(|e| e == "kgp")))
+        .collect();
     paths.sort();
-    paths
-        .iter()
-        .map(|p| std::fs::read_to_string(p).expect("readable"))
-        .collect()
+    paths.iter().map(|p| std::fs::read_to_string(p).expect("readable")).collect()
 }
 
 fn seeds() -> Vec<String> {
@@ -185,20 +179,14 @@ fn spans_map_back(rng: &mut Rng, src: &str, lowered: &kgraft_lang::Lowered) -> R
     let ranges: Vec<(usize, usize)> = random.chain(wide.take(256)).collect();
     for (a, b) in ranges {
         let line = 1 + rng.below(lowered.build_source.lines().count() + 1);
-        let spans = [
-            lowered.map_range(a, b),
-            lowered.map_offset(a),
-            lowered.map_position(line, 1 + rng.below(120)),
-        ];
+        let spans = [lowered.map_range(a, b), lowered.map_offset(a), lowered.map_position(line, 1 + rng.below(120))];
         for span in spans.into_iter().flatten() {
             if span.start > span.end
                 || span.end > src.len()
                 || !src.is_char_boundary(span.start)
                 || !src.is_char_boundary(span.end)
             {
-                return Err(format!(
-                    "range {a}..{b} of the build source maps to {span:?}, not a span of the source"
-                ));
+                return Err(format!("range {a}..{b} of the build source maps to {span:?}, not a span of the source"));
             }
         }
     }
@@ -208,8 +196,8 @@ fn spans_map_back(rng: &mut Rng, src: &str, lowered: &kgraft_lang::Lowered) -> R
 fn property(rng: &mut Rng, src: &str) -> Result<bool, String> {
     match kgraft_lang::check("fuzz.kgp", src) {
         Ok(checked) => {
-            let lowered = kgraft_lang::lower(&checked)
-                .map_err(|d| format!("accepted but did not lower: {:?}", d.list))?;
+            let lowered =
+                kgraft_lang::lower(&checked).map_err(|d| format!("accepted but did not lower: {:?}", d.list))?;
             spans_map_back(rng, src, &lowered)?;
             Ok(true)
         }
@@ -218,7 +206,8 @@ fn property(rng: &mut Rng, src: &str) -> Result<bool, String> {
                 return Err("rejected without a diagnostic".to_owned());
             }
             for d in &diags.list {
-                let code_ok = d.code.len() == 5 && d.code.starts_with('E') && d.code[1..].bytes().all(|b| b.is_ascii_digit());
+                let code_ok =
+                    d.code.len() == 5 && d.code.starts_with('E') && d.code[1..].bytes().all(|b| b.is_ascii_digit());
                 if !code_ok || d.code == "E0000" {
                     return Err(format!("bad code {}", d.code));
                 }
@@ -248,8 +237,7 @@ fn check_never_panics_and_always_explains() {
             8 => gentle(&mut rng, &samples[case % samples.len()]),
             _ => mutate(&mut rng, &seeds[case % seeds.len()]),
         };
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| property(&mut rng, &input)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| property(&mut rng, &input)));
         match outcome {
             Ok(Ok(ok)) => accepted += usize::from(ok),
             Ok(Err(why)) => panic!("case {case}: {why}\ninput: {input:?}"),
@@ -262,14 +250,7 @@ fn check_never_panics_and_always_explains() {
 }
 
 /// Edits that often leave a source valid, with characters whose spans are easy to get wrong.
-const GENTLE: &[&str] = &[
-    " ",
-    "\n",
-    "let été = 1; ",
-    "let _x = \"\u{202E}é\"; ",
-    "// é\u{202E}\n",
-    "\u{feff}",
-];
+const GENTLE: &[&str] = &[" ", "\n", "let été = 1; ", "let _x = \"\u{202E}é\"; ", "// é\u{202E}\n", "\u{feff}"];
 
 /// Inserts one of the [`GENTLE`] edits into `src`.
 fn gentle(rng: &mut Rng, src: &str) -> String {
@@ -284,10 +265,7 @@ fn gentle(rng: &mut Rng, src: &str) -> String {
 fn run_cli(dir: &Path, args: &[&str], stdout: Stdio, case: usize, input: &str) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
         .current_dir(dir)
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kgraft-check"),
-        )
+        .env("CARGO_TARGET_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kgraft-check"))
         .args(args)
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -312,28 +290,18 @@ fn run_cli(dir: &Path, args: &[&str], stdout: Stdio, case: usize, input: &str) -
 fn json_spans_inside(out: &str, input: &str, case: usize) {
     let lines = input.split_inclusive('\n').count().max(1);
     for line in out.lines() {
-        let d: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("case {case}: `{line}` is not JSON: {e}"));
+        let d: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("case {case}: `{line}` is not JSON: {e}"));
         let at = d["line"].as_u64().unwrap_or(0) as usize;
-        assert!(
-            (1..=lines + 1).contains(&at),
-            "case {case}: line {at} of a {lines}-line source: {line}"
-        );
+        assert!((1..=lines + 1).contains(&at), "case {case}: line {at} of a {lines}-line source: {line}");
     }
 }
 
 #[test]
 fn the_command_line_never_panics() {
-    let cases: usize = std::env::var("KGRAFT_FUZZ_CLI_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let builds: usize = std::env::var("KGRAFT_FUZZ_BUILD_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let dir: PathBuf =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-cli-{}", std::process::id()));
+    let cases: usize = std::env::var("KGRAFT_FUZZ_CLI_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let builds: usize = std::env::var("KGRAFT_FUZZ_BUILD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let dir: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     let seeds = seeds();
     let samples = samples();
@@ -346,56 +314,22 @@ fn the_command_line_never_panics() {
             _ => gentle(&mut rng, &samples[case % samples.len()]),
         };
         std::fs::write(dir.join("fuzz.kgp"), &input).expect("writable");
-        let full = || {
-            Stdio::from(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open("/dev/full")
-                    .expect("/dev/full"),
-            )
-        };
+        let full = || Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full"));
         let (code, _) = run_cli(&dir, &["check", "fuzz.kgp"], Stdio::null(), case, &input);
-        let (_, json) = run_cli(
-            &dir,
-            &["--message-format", "json", "check", "fuzz.kgp"],
-            Stdio::piped(),
-            case,
-            &input,
-        );
+        let (_, json) = run_cli(&dir, &["--message-format", "json", "check", "fuzz.kgp"], Stdio::piped(), case, &input);
         json_spans_inside(&json, &input, case);
         if code != 0 {
             continue;
         }
         accepted += 1;
         let (code, _) = run_cli(&dir, &["expand", "fuzz.kgp"], full(), case, &input);
-        assert_eq!(
-            code, 2,
-            "case {case}: writing to a full disk is an I/O error"
-        );
-        run_cli(
-            &dir,
-            &["expand", "--for-build", "fuzz.kgp"],
-            Stdio::null(),
-            case,
-            &input,
-        );
+        assert_eq!(code, 2, "case {case}: writing to a full disk is an I/O error");
+        run_cli(&dir, &["expand", "--for-build", "fuzz.kgp"], Stdio::null(), case, &input);
         if built < builds {
             built += 1;
-            let args = [
-                "--message-format",
-                "json",
-                "build",
-                "--target",
-                "check",
-                "-o",
-                "crate",
-                "fuzz.kgp",
-            ];
+            let args = ["--message-format", "json", "build", "--target", "check", "-o", "crate", "fuzz.kgp"];
             let (code, json) = run_cli(&dir, &args, Stdio::piped(), case, &input);
-            assert!(
-                code < 2,
-                "case {case}: the build failed without a diagnostic\ninput: {input:?}"
-            );
+            assert!(code < 2, "case {case}: the build failed without a diagnostic\ninput: {input:?}");
             json_spans_inside(&json, &input, case);
         }
     }

@@ -15,7 +15,9 @@ fn installed_kdir() -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join("build/Makefile").is_file())
-        .filter(|p| p.file_name().is_some_and(|r| Path::new("/boot").join(format!("vmlinuz-{}", r.to_string_lossy())).is_file()))
+        .filter(|p| {
+            p.file_name().is_some_and(|r| Path::new("/boot").join(format!("vmlinuz-{}", r.to_string_lossy())).is_file())
+        })
         .map(|p| p.join("build"))
         .collect();
     if found.len() != 1 {

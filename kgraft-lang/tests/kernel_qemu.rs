@@ -44,10 +44,8 @@ fn kernel_under_qemu() {
     let lines: Vec<&str> = console.lines().collect();
     let tail = lines[lines.len().saturating_sub(80)..].join("\n");
     for scenario in SCENARIOS {
-        let verdict = console
-            .lines()
-            .find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} ")))
-            .unwrap_or("no verdict");
+        let verdict =
+            console.lines().find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} "))).unwrap_or("no verdict");
         assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}\nconsole tail:\n{tail}");
     }
     assert!(status.success(), "kernel-tests/run.sh failed: {status}\nconsole tail:\n{tail}");

@@ -21,7 +21,9 @@ fn too_large_is_e0027() {
 
 #[test]
 fn not_utf8_is_e0026() {
-    let Err((source, diags)) = kgraft_lang::check_bytes("junk.kgp", b"patch x {\xff\xfe\x00") else { panic!("accepted") };
+    let Err((source, diags)) = kgraft_lang::check_bytes("junk.kgp", b"patch x {\xff\xfe\x00") else {
+        panic!("accepted")
+    };
     assert_eq!(diags.list[0].code, "E0026");
     assert_eq!(diags.list[0].primary_span().map(|s| s.start), Some(9));
     assert_eq!(source.line_col(9), (1, 10));

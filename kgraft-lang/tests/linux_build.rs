@@ -9,11 +9,8 @@ use std::process::{Command, Output};
 fn fake_kdir(tag: &str, release: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-kdir-{tag}"));
     std::fs::create_dir_all(dir.join("include/generated")).expect("a temporary directory");
-    std::fs::write(
-        dir.join("include/generated/utsrelease.h"),
-        format!("#define UTS_RELEASE \"{release}\"\n"),
-    )
-    .expect("a temporary file");
+    std::fs::write(dir.join("include/generated/utsrelease.h"), format!("#define UTS_RELEASE \"{release}\"\n"))
+        .expect("a temporary file");
     dir
 }
 
@@ -37,7 +34,9 @@ fn refuses_a_kernel_outside_the_glob() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("the patch is for kernels \"6.1.0-*-amd64\", but the kernel build directory is for 5.10.0-30-amd64"),
+        stderr.contains(
+            "the patch is for kernels \"6.1.0-*-amd64\", but the kernel build directory is for 5.10.0-30-amd64"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("compiling the patch crate"), "nothing is compiled: {stderr}");

@@ -13,16 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
 
 /// Returns a new, empty scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("reliability-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("reliability-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     dir
@@ -32,10 +28,7 @@ fn scratch(name: &str) -> PathBuf {
 fn kgraftc(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kgraftc"));
     cmd.current_dir(dir)
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace().join("target").join("kgraft-check"),
-        )
+        .env("CARGO_TARGET_DIR", workspace().join("target").join("kgraft-check"))
         .args(["--color", "never"]);
     cmd
 }
@@ -48,12 +41,7 @@ fn text(bytes: &[u8]) -> String {
 fn ended(output: &Output, code: i32) -> String {
     let stderr = text(&output.stderr);
     assert!(!stderr.contains("panicked"), "kgraftc panicked:\n{stderr}");
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
+    assert_eq!(output.status.code(), Some(code), "stdout:\n{}\nstderr:\n{stderr}", text(&output.stdout));
     stderr
 }
 
@@ -83,9 +71,7 @@ fn source(name: &str, mark: &str) -> String {
 
 /// Whether `haystack` holds `needle`.
 fn holds(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 fn is_root() -> bool {
@@ -97,10 +83,7 @@ fn is_root() -> bool {
 fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')),
     }
 }
 
@@ -108,17 +91,10 @@ fn gone(pid: i32) -> bool {
 fn read_pid(path: &Path) -> i32 {
     let start = Instant::now();
     loop {
-        if let Some(pid) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
+        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()) {
             return pid;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{} was written",
-            path.display()
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "{} was written", path.display());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -142,10 +118,7 @@ fn fake_cargo(dir: &Path) -> PathBuf {
 fn check_builds_never_use_a_predictable_temporary_directory_or_a_planted_build_script() {
     let dir = scratch("check-tmp");
     let marker = dir.join("planted-build-script-ran");
-    let build_rs = format!(
-        "fn main() {{ std::fs::write({:?}, \"ran\").unwrap(); }}\n",
-        marker.display().to_string()
-    );
+    let build_rs = format!("fn main() {{ std::fs::write({:?}, \"ran\").unwrap(); }}\n", marker.display().to_string());
     // Another user's directory at the path the check target used to write to.
     let squat = dir.join("kgraftc-check-cmdline_banner");
     std::fs::create_dir_all(&squat).unwrap();
@@ -158,10 +131,7 @@ fn check_builds_never_use_a_predictable_temporary_directory_or_a_planted_build_s
         .unwrap();
     ended(&output, 0);
     assert!(!marker.exists(), "the planted build script ran");
-    assert!(
-        !squat.join("Cargo.toml").exists(),
-        "kgraftc wrote into the planted directory"
-    );
+    assert!(!squat.join("Cargo.toml").exists(), "kgraftc wrote into the planted directory");
 
     // A build script slipped into a directory kgraftc made is not run either.
     let made = dir.join("made");
@@ -176,10 +146,7 @@ fn check_builds_never_use_a_predictable_temporary_directory_or_a_planted_build_s
     ended(&run(), 0);
     std::fs::write(made.join("build.rs"), &build_rs).unwrap();
     ended(&run(), 0);
-    assert!(
-        !marker.exists(),
-        "a build script in the crate directory ran"
-    );
+    assert!(!marker.exists(), "a build script in the crate directory ran");
 }
 
 #[test]
@@ -189,28 +156,12 @@ fn check_out_refuses_a_directory_kgraftc_did_not_make() {
     std::fs::create_dir_all(own.join("src")).unwrap();
     std::fs::write(own.join("Cargo.toml"), "[package]\nname = \"mine\"\n").unwrap();
     std::fs::write(own.join("src/lib.rs"), "// mine\n").unwrap();
-    std::fs::copy(
-        workspace().join("patches/cmdline_banner.kgp"),
-        own.join("x.kgp"),
-    )
-    .unwrap();
-    let output = kgraftc(&own)
-        .args(["build", "--target", "check", "-o", ".", "x.kgp"])
-        .output()
-        .unwrap();
+    std::fs::copy(workspace().join("patches/cmdline_banner.kgp"), own.join("x.kgp")).unwrap();
+    let output = kgraftc(&own).args(["build", "--target", "check", "-o", ".", "x.kgp"]).output().unwrap();
     let stderr = ended(&output, 2);
-    assert!(
-        stderr.contains("holds no crate written by kgraftc"),
-        "{stderr}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(own.join("Cargo.toml")).unwrap(),
-        "[package]\nname = \"mine\"\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(own.join("src/lib.rs")).unwrap(),
-        "// mine\n"
-    );
+    assert!(stderr.contains("holds no crate written by kgraftc"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(own.join("Cargo.toml")).unwrap(), "[package]\nname = \"mine\"\n");
+    assert_eq!(std::fs::read_to_string(own.join("src/lib.rs")).unwrap(), "// mine\n");
 }
 
 #[test]
@@ -220,16 +171,8 @@ fn an_output_never_replaces_its_source() {
     std::fs::copy(workspace().join("patches/cmdline_banner.kgp"), &kgp).unwrap();
     let before = std::fs::read(&kgp).unwrap();
     std::os::unix::fs::symlink(&kgp, dir.join("link.so")).unwrap();
-    for (target, out) in [
-        ("host", "x.kgp"),
-        ("host", "link.so"),
-        ("linux", "x.kgp"),
-        ("check", "x.kgp"),
-    ] {
-        let output = kgraftc(&dir)
-            .args(["build", "--target", target, "x.kgp", "-o", out])
-            .output()
-            .unwrap();
+    for (target, out) in [("host", "x.kgp"), ("host", "link.so"), ("linux", "x.kgp"), ("check", "x.kgp")] {
+        let output = kgraftc(&dir).args(["build", "--target", target, "x.kgp", "-o", out]).output().unwrap();
         let stderr = ended(&output, 2);
         assert!(
             stderr.contains("names the input")
@@ -237,11 +180,7 @@ fn an_output_never_replaces_its_source() {
                 || stderr.contains("not a directory"),
             "{target} -o {out}: {stderr}"
         );
-        assert_eq!(
-            std::fs::read(&kgp).unwrap(),
-            before,
-            "{target} -o {out} changed the source"
-        );
+        assert_eq!(std::fs::read(&kgp).unwrap(), before, "{target} -o {out} changed the source");
     }
 }
 
@@ -265,63 +204,27 @@ fn host_builds_of_one_name_at_once_keep_their_own_code_and_outputs_are_replaced_
         let (a, b) = (build("a"), build("b"));
         ended(&a.wait_with_output().unwrap(), 0);
         ended(&b.wait_with_output().unwrap(), 0);
-        let (a, b) = (
-            std::fs::read(dir.join("a.so")).unwrap(),
-            std::fs::read(dir.join("b.so")).unwrap(),
-        );
-        assert!(
-            holds(&a, "rel-mark-a") && !holds(&a, "rel-mark-b"),
-            "round {round}: a.so holds b's code"
-        );
-        assert!(
-            holds(&b, "rel-mark-b") && !holds(&b, "rel-mark-a"),
-            "round {round}: b.so holds a's code"
-        );
+        let (a, b) = (std::fs::read(dir.join("a.so")).unwrap(), std::fs::read(dir.join("b.so")).unwrap());
+        assert!(holds(&a, "rel-mark-a") && !holds(&a, "rel-mark-b"), "round {round}: a.so holds b's code");
+        assert!(holds(&b, "rel-mark-b") && !holds(&b, "rel-mark-a"), "round {round}: b.so holds a's code");
     }
 
     // A reader of the old output (a host that mapped it) keeps it whole across a rebuild.
     let old = std::fs::File::open(dir.join("a.so")).unwrap();
     let (ino, len) = (old.metadata().unwrap().ino(), old.metadata().unwrap().len());
     ended(&build("a").wait_with_output().unwrap(), 0);
-    assert_ne!(
-        std::fs::metadata(dir.join("a.so")).unwrap().ino(),
-        ino,
-        "the rebuild wrote into the old file"
-    );
+    assert_ne!(std::fs::metadata(dir.join("a.so")).unwrap().ino(), ino, "the rebuild wrote into the old file");
     let mut bytes = Vec::new();
     (&old).read_to_end(&mut bytes).unwrap();
     assert_eq!(bytes.len() as u64, len);
     // A link is followed to the file it names; a device is written into, never replaced.
     std::os::unix::fs::symlink(dir.join("a.so"), dir.join("link.so")).unwrap();
-    ended(
-        &kgraftc(&dir)
-            .args(["build", "--target", "host", "a.kgp", "-o", "link.so"])
-            .output()
-            .unwrap(),
-        0,
-    );
+    ended(&kgraftc(&dir).args(["build", "--target", "host", "a.kgp", "-o", "link.so"]).output().unwrap(), 0);
+    assert!(std::fs::symlink_metadata(dir.join("link.so")).unwrap().file_type().is_symlink());
+    ended(&kgraftc(&dir).args(["build", "--target", "host", "a.kgp", "-o", "/dev/null"]).output().unwrap(), 0);
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::metadata("/dev/null").unwrap().file_type()));
     assert!(
-        std::fs::symlink_metadata(dir.join("link.so"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
-    ended(
-        &kgraftc(&dir)
-            .args(["build", "--target", "host", "a.kgp", "-o", "/dev/null"])
-            .output()
-            .unwrap(),
-        0,
-    );
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
-        &std::fs::metadata("/dev/null").unwrap().file_type()
-    ));
-    assert!(
-        std::fs::read_dir(&dir).unwrap().all(|e| !e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .contains(".kgraftc-")),
+        std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".kgraftc-")),
         "no temporary file is left"
     );
 }
@@ -333,15 +236,9 @@ fn rustc_spans_that_end_inside_a_non_ascii_character_map_back() {
                   replace fn cmdline_proc_show(_m: *mut seq_file, _v: *mut c_void) -> c_int {\n    \
                   let été = 1;\n    0\n}\n";
     std::fs::write(dir.join("accent.kgp"), unused).unwrap();
-    let output = kgraftc(&dir)
-        .args(["build", "--target", "check", "-o", "accent", "accent.kgp"])
-        .output()
-        .unwrap();
+    let output = kgraftc(&dir).args(["build", "--target", "check", "-o", "accent", "accent.kgp"]).output().unwrap();
     let stderr = ended(&output, 0);
-    assert!(
-        stderr.contains("unused variable: `été`") && stderr.contains("accent.kgp:3:9"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unused variable: `été`") && stderr.contains("accent.kgp:3:9"), "{stderr}");
 
     // Trojan source: a right-to-left override inside a literal, which rustc refuses.
     let trojan = "patch rel_trojan { description: \"d\" }\n\
@@ -349,23 +246,11 @@ fn rustc_spans_that_end_inside_a_non_ascii_character_map_back() {
                   replace fn cmdline_proc_show(m: *mut seq_file, _v: *mut c_void) -> c_int {\n    \
                   seq_printf(m, c\"user\u{202E}nimda\u{202C}\".as_ptr());\n    0\n}\n";
     std::fs::write(dir.join("trojan.kgp"), trojan).unwrap();
-    let output = kgraftc(&dir)
-        .args(["build", "--target", "check", "-o", "trojan", "trojan.kgp"])
-        .output()
-        .unwrap();
+    let output = kgraftc(&dir).args(["build", "--target", "check", "-o", "trojan", "trojan.kgp"]).output().unwrap();
     let stderr = ended(&output, 1);
     assert!(stderr.contains("trojan.kgp:4:"), "{stderr}");
     let output = kgraftc(&dir)
-        .args([
-            "--message-format",
-            "json",
-            "build",
-            "--target",
-            "check",
-            "-o",
-            "trojan",
-            "trojan.kgp",
-        ])
+        .args(["--message-format", "json", "build", "--target", "check", "-o", "trojan", "trojan.kgp"])
         .output()
         .unwrap();
     ended(&output, 1);
@@ -381,58 +266,32 @@ fn a_closed_or_full_standard_output_is_not_a_panic() {
     // An expansion far larger than a pipe's buffer.
     let mut big = String::from("patch rel_big { description: \"d\" }\n");
     for i in 0..400 {
-        big += &format!(
-            "replace fn rel_big_{i}(a: u64, b: u64) -> u64 {{ a.wrapping_mul(b).rotate_left(7) ^ {i} }}\n"
-        );
+        big += &format!("replace fn rel_big_{i}(a: u64, b: u64) -> u64 {{ a.wrapping_mul(b).rotate_left(7) ^ {i} }}\n");
     }
     std::fs::write(dir.join("big.kgp"), &big).unwrap();
-    let mut child = kgraftc(&dir)
-        .args(["expand", "big.kgp"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        kgraftc(&dir).args(["expand", "big.kgp"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // `| head -1`: one line read, then the pipe closed.
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(!first.is_empty());
     let stderr = ended(&output, 0);
     assert!(stderr.is_empty(), "{stderr}");
 
-    let full = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full")
-    };
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
     let two_headers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/two_headers.kgp");
     let two_headers = two_headers.to_str().unwrap();
-    for args in [
-        &["expand", "big.kgp"][..],
-        &["explain", "E0001"],
-        &["--message-format", "json", "check", two_headers],
-    ] {
+    for args in [&["expand", "big.kgp"][..], &["explain", "E0001"], &["--message-format", "json", "check", two_headers]]
+    {
         let output = kgraftc(&dir).args(args).stdout(full()).output().unwrap();
         let stderr = text(&output.stderr);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains("cannot write to standard output"),
-            "{args:?}: {stderr}"
-        );
+        assert!(stderr.contains("cannot write to standard output"), "{args:?}: {stderr}");
     }
     // Standard error full: progress and diagnostics are dropped, the status is kept.
     let output = kgraftc(&dir)
-        .args([
-            "build",
-            "--target",
-            "linux",
-            "--kdir",
-            "/nonexistent",
-            "big.kgp",
-        ])
+        .args(["build", "--target", "linux", "--kdir", "/nonexistent", "big.kgp"])
         .stderr(full())
         .output()
         .unwrap();
@@ -444,11 +303,7 @@ fn a_kernel_glob_of_many_stars_is_matched_at_once() {
     let dir = scratch("glob");
     let kdir = dir.join("kdir");
     std::fs::create_dir_all(kdir.join("include/generated")).unwrap();
-    std::fs::write(
-        kdir.join("include/generated/utsrelease.h"),
-        "#define UTS_RELEASE \"6.1.0-48-amd64\"\n",
-    )
-    .unwrap();
+    std::fs::write(kdir.join("include/generated/utsrelease.h"), "#define UTS_RELEASE \"6.1.0-48-amd64\"\n").unwrap();
     std::fs::write(
         dir.join("stars.kgp"),
         format!(
@@ -479,10 +334,7 @@ fn a_module_named_with_a_dash_targets_the_kernels_spelling() {
         "patch rel_dash { description: \"d\" }\nmodule \"kgraft-testmod\" {\n    replace fn kgt_encode(x: u64) -> u64 { x }\n}\n",
     )
     .unwrap();
-    for args in [
-        &["expand", "dash.kgp"][..],
-        &["expand", "--for-build", "dash.kgp"],
-    ] {
+    for args in [&["expand", "dash.kgp"][..], &["expand", "--for-build", "dash.kgp"]] {
         let output = kgraftc(&dir).args(args).output().unwrap();
         ended(&output, 0);
         let out = text(&output.stdout);
@@ -531,10 +383,7 @@ fn a_host_request_that_gets_no_answer_times_out() {
             .output()
             .unwrap();
         let stderr = ended(&output, 2);
-        assert!(
-            stderr.contains("is not a number of seconds kgraftc can wait"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("is not a number of seconds kgraftc can wait"), "{stderr}");
     }
     drop(rx);
 }
@@ -552,17 +401,8 @@ fn a_control_character_in_a_host_request_is_refused() {
         let _ = tx.send(line);
         let _ = conn.write_all(b"ok\n");
     });
-    for args in [
-        &["load", "a\nb.so"][..],
-        &["unload", "x\nstop"],
-        &["read", "cmdline\r"],
-    ] {
-        let output = kgraftc(&dir)
-            .args(["host", "--socket"])
-            .arg(&socket)
-            .args(args)
-            .output()
-            .unwrap();
+    for args in [&["load", "a\nb.so"][..], &["unload", "x\nstop"], &["read", "cmdline\r"]] {
+        let output = kgraftc(&dir).args(["host", "--socket"]).arg(&socket).args(args).output().unwrap();
         let stderr = ended(&output, 2);
         assert!(stderr.contains("one-line protocol"), "{args:?}: {stderr}");
     }
@@ -586,14 +426,7 @@ fn the_client_talks_only_to_a_host_of_its_own_user() {
         for (d, s) in addr.sun_path.iter_mut().zip(path.as_bytes()) {
             *d = *s as libc::c_char;
         }
-        assert_eq!(
-            libc::bind(
-                fd,
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as u32
-            ),
-            0
-        );
+        assert_eq!(libc::bind(fd, (&raw const addr).cast(), std::mem::size_of::<libc::sockaddr_un>() as u32), 0);
         fd
     };
     // The squatter: another user listens there and answers "ok" to everything.
@@ -602,9 +435,7 @@ fn the_client_talks_only_to_a_host_of_its_own_user() {
     if pid == 0 {
         // SAFETY: as above.
         unsafe {
-            if other && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0)
-                || libc::listen(fd, 8) != 0
-            {
+            if other && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0) || libc::listen(fd, 8) != 0 {
                 libc::_exit(1);
             }
             loop {
@@ -622,12 +453,7 @@ fn the_client_talks_only_to_a_host_of_its_own_user() {
     // SAFETY: the parent's copy of the descriptor is closed once.
     unsafe { libc::close(fd) };
     std::thread::sleep(Duration::from_millis(200));
-    let output = kgraftc(&dir)
-        .args(["host", "--socket"])
-        .arg(&socket)
-        .args(["stop"])
-        .output()
-        .unwrap();
+    let output = kgraftc(&dir).args(["host", "--socket"]).arg(&socket).args(["stop"]).output().unwrap();
     // SAFETY: `pid` is the child forked above.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
@@ -635,10 +461,7 @@ fn the_client_talks_only_to_a_host_of_its_own_user() {
     }
     if other {
         let stderr = ended(&output, 2);
-        assert!(
-            stderr.contains("another user's process") && stderr.contains("uid 65534"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("another user's process") && stderr.contains("uid 65534"), "{stderr}");
     } else {
         ended(&output, 0);
     }
@@ -647,11 +470,7 @@ fn the_client_talks_only_to_a_host_of_its_own_user() {
 #[test]
 fn a_killed_build_leaves_no_tool_running_and_a_waiting_build_says_for_whom() {
     let dir = scratch("orphans");
-    std::fs::copy(
-        workspace().join("patches/cmdline_banner.kgp"),
-        dir.join("x.kgp"),
-    )
-    .unwrap();
+    std::fs::copy(workspace().join("patches/cmdline_banner.kgp"), dir.join("x.kgp")).unwrap();
     let cargo = fake_cargo(&dir);
     let start = |d: &str| {
         kgraftc(&dir)
@@ -666,10 +485,7 @@ fn a_killed_build_leaves_no_tool_running_and_a_waiting_build_says_for_whom() {
         let _ = std::fs::remove_file(dir.join("cargo.pid"));
         let _ = std::fs::remove_file(dir.join("child.pid"));
         let mut first = start("crate");
-        let (tool, grandchild) = (
-            read_pid(&dir.join("cargo.pid")),
-            read_pid(&dir.join("child.pid")),
-        );
+        let (tool, grandchild) = (read_pid(&dir.join("cargo.pid")), read_pid(&dir.join("child.pid")));
 
         if signal == libc::SIGTERM {
             // A second build of the same crate waits, and says for whom.
@@ -693,10 +509,7 @@ fn a_killed_build_leaves_no_tool_running_and_a_waiting_build_says_for_whom() {
             let _ = second.kill();
             let _ = second.wait();
             let said = said.expect("the second build says that it waits");
-            assert!(
-                said.contains(&format!("kgraftc (pid {})", first.id())),
-                "{said}"
-            );
+            assert!(said.contains(&format!("kgraftc (pid {})", first.id())), "{said}");
         }
 
         // SAFETY: `first` is a child of this test.
@@ -715,9 +528,6 @@ fn a_killed_build_leaves_no_tool_running_and_a_waiting_build_says_for_whom() {
             // SAFETY: these are the fake tool's processes, started by this test.
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
-        assert!(
-            watched.iter().all(|&p| gone(p)),
-            "after signal {signal}, the build's tools outlived kgraftc"
-        );
+        assert!(watched.iter().all(|&p| gone(p)), "after signal {signal}, the build's tools outlived kgraftc");
     }
 }

@@ -52,8 +52,7 @@ fn func_const(ident: &syn::Ident) -> syn::Ident {
 
 /// Returns a C string literal token for `text`.
 fn c_str(text: &str, span: proc_macro2::Span) -> syn::Result<proc_macro2::Literal> {
-    let owned = std::ffi::CString::new(text)
-        .map_err(|_| syn::Error::new(span, "a name may not contain a NUL byte"))?;
+    let owned = std::ffi::CString::new(text).map_err(|_| syn::Error::new(span, "a name may not contain a NUL byte"))?;
     let mut lit = proc_macro2::Literal::c_string(&owned);
     lit.set_span(span);
     Ok(lit)

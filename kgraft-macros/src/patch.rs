@@ -116,7 +116,10 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let spec: Spec = syn::parse2(input)?;
     let name = spec.name.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `name`"))?;
     let text = name.value();
-    if text.is_empty() || text.len() > 55 || !text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if text.is_empty()
+        || text.len() > 55
+        || !text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(syn::Error::new_spanned(
             &name,
             "a patch name is 1 to 55 characters of `a-z`, `0-9` and `_`: it becomes the module name",

@@ -28,10 +28,7 @@ fn parse_args(args: TokenStream) -> syn::Result<Target> {
             ("name" | "object", _) => return Err(syn::Error::new_spanned(lit, "expected a string")),
             ("sympos", _) => return Err(syn::Error::new_spanned(lit, "expected an integer")),
             _ => {
-                return Err(syn::Error::new_spanned(
-                    &pair.path,
-                    "unknown key: expected `name`, `object` or `sympos`",
-                ));
+                return Err(syn::Error::new_spanned(&pair.path, "unknown key: expected `name`, `object` or `sympos`"));
             }
         }
     }

@@ -85,9 +85,7 @@ impl Parse for Decl {
 
 /// Returns the FNV-1a hash of `text`: a shadow id that is the same in every build.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Returns the name of a block's items: the kernel type, then its first field.
@@ -118,10 +116,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         let seen = fields_of.entry(decl.ty.to_string()).or_default();
         for field in &decl.fields {
             if !seen.insert(field.name.to_string()) {
-                return Err(syn::Error::new_spanned(
-                    &field.name,
-                    "this shadow field is declared twice for this type",
-                ));
+                return Err(syn::Error::new_spanned(&field.name, "this shadow field is declared twice for this type"));
             }
         }
         let ty = &decl.ty;

@@ -166,12 +166,14 @@ pub struct Callbacks {
 
 impl Callbacks {
     /// No callbacks at all, usable in a `static`.
-    pub const NONE: Callbacks =
-        Callbacks { pre_patch: None, post_patch: None, pre_unpatch: None, post_unpatch: None };
+    pub const NONE: Callbacks = Callbacks { pre_patch: None, post_patch: None, pre_unpatch: None, post_unpatch: None };
 
     /// Returns whether there is at least one callback.
     pub fn any(&self) -> bool {
-        self.pre_patch.is_some() || self.post_patch.is_some() || self.pre_unpatch.is_some() || self.post_unpatch.is_some()
+        self.pre_patch.is_some()
+            || self.post_patch.is_some()
+            || self.pre_unpatch.is_some()
+            || self.post_unpatch.is_some()
     }
 }
 

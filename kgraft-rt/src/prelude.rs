@@ -3,8 +3,7 @@
 #![expect(non_camel_case_types, reason = "the aliases keep the kernel's C spelling")]
 
 pub use core::ffi::{
-    CStr, c_char, c_int, c_long, c_longlong, c_schar, c_short, c_uchar, c_uint, c_ulong,
-    c_ulonglong, c_ushort, c_void,
+    CStr, c_char, c_int, c_long, c_longlong, c_schar, c_short, c_uchar, c_uint, c_ulong, c_ulonglong, c_ushort, c_void,
 };
 
 pub use crate::{shadow, shadow_alloc, shadow_free, shadow_free_all, shadow_get, state, state_prev};

@@ -11,8 +11,7 @@
 use core::ffi::{c_int, c_ulong, c_void};
 
 /// A constructor as the `klp_shadow_*` interface calls it: fills `shadow_data` for `obj`.
-pub type Ctor =
-    unsafe extern "C" fn(obj: *mut c_void, shadow_data: *mut c_void, ctor_data: *mut c_void) -> c_int;
+pub type Ctor = unsafe extern "C" fn(obj: *mut c_void, shadow_data: *mut c_void, ctor_data: *mut c_void) -> c_int;
 
 /// A destructor as the `klp_shadow_*` interface calls it, before the data is freed.
 pub type Dtor = unsafe extern "C" fn(obj: *mut c_void, shadow_data: *mut c_void);
@@ -112,8 +111,7 @@ impl<T> ShadowPtr for *const T {
 }
 
 /// The fields of the block that holds the field `F` of `P`'s pointee.
-pub type FieldsOf<P, F> =
-    <<F as ShadowField<<P as ShadowPtr>::Target>>::Block as ShadowBlock>::Fields;
+pub type FieldsOf<P, F> = <<F as ShadowField<<P as ShadowPtr>::Target>>::Block as ShadowBlock>::Fields;
 
 /// Fills a new shadow allocation with `B::init()`, then runs the closure found at `ctor_data`
 /// on it, if any.
@@ -242,13 +240,7 @@ where
 /// No reference to the fields may be in use.
 pub unsafe fn free<P: ShadowPtr, F: ShadowField<P::Target>>(obj: P) {
     // SAFETY: the destructor matches the fields type of this id.
-    unsafe {
-        klp_shadow_free(
-            obj.addr(),
-            <F::Block as ShadowBlock>::ID as c_ulong,
-            Some(destruct::<F::Block>),
-        )
-    };
+    unsafe { klp_shadow_free(obj.addr(), <F::Block as ShadowBlock>::ID as c_ulong, Some(destruct::<F::Block>)) };
 }
 
 /// Frees the shadow fields of the block holding `F` on every object of type `T`, running the
@@ -298,15 +290,13 @@ macro_rules! shadow_get {
 #[macro_export]
 macro_rules! shadow_alloc {
     ($obj:ident . $field:ident) => {
-        $crate::shadow::alloc_with::<_, __kgraft_shadow_fields::$field, _>($obj, |_| {})
-            .map(|__s| &mut __s.$field)
+        $crate::shadow::alloc_with::<_, __kgraft_shadow_fields::$field, _>($obj, |_| {}).map(|__s| &mut __s.$field)
     };
     (($obj:expr) . $field:ident) => {
-        $crate::shadow::alloc_with::<_, __kgraft_shadow_fields::$field, _>($obj, |_| {})
-            .map(|__s| &mut __s.$field)
+        $crate::shadow::alloc_with::<_, __kgraft_shadow_fields::$field, _>($obj, |_| {}).map(|__s| &mut __s.$field)
     };
     ($obj:ident . $field:ident = $value:expr) => {
-        $crate::shadow_alloc!(($obj) . $field = $value)
+        $crate::shadow_alloc!(($obj).$field = $value)
     };
     (($obj:expr) . $field:ident = $value:expr) => {{
         let __value = $value;

@@ -46,10 +46,9 @@ impl fmt::Display for PokeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PokeError::Unexpected(e) => write!(f, "{e}; nothing was written"),
-            PokeError::Write { addr, code } => write!(
-                f,
-                "writing the text at {addr:#x} failed (error {code}); every site was restored"
-            ),
+            PokeError::Write { addr, code } => {
+                write!(f, "writing the text at {addr:#x} failed (error {code}); every site was restored")
+            }
         }
     }
 }
@@ -207,12 +206,7 @@ pub(crate) mod tests {
                 bytes.extend_from_slice(&NOP5);
                 bytes.extend_from_slice(&[0x55, 0x48, 0x89, 0xe5, 0xc3, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90]);
             }
-            FakeText {
-                bytes: RefCell::new(bytes),
-                syncs: Cell::new(0),
-                writes: Cell::new(0),
-                fail_at: Cell::new(None),
-            }
+            FakeText { bytes: RefCell::new(bytes), syncs: Cell::new(0), writes: Cell::new(0), fail_at: Cell::new(None) }
         }
 
         pub(crate) fn site(i: usize) -> usize {

@@ -106,15 +106,9 @@ mod tests {
         let without_middle = s3.removed(2).unwrap();
         assert_eq!(without_middle.targets().get("f"), Some(&0x30));
         assert_eq!(without_middle.targets().get("g"), None);
-        assert_eq!(
-            s3.changes(&without_middle),
-            vec![Change { key: "g", from: Some(0x21), to: None }]
-        );
+        assert_eq!(s3.changes(&without_middle), vec![Change { key: "g", from: Some(0x21), to: None }]);
         let without_top = s3.removed(3).unwrap();
-        assert_eq!(
-            s3.changes(&without_top),
-            vec![Change { key: "f", from: Some(0x30), to: Some(0x20) }]
-        );
+        assert_eq!(s3.changes(&without_top), vec![Change { key: "f", from: Some(0x30), to: Some(0x20) }]);
     }
 
     #[test]

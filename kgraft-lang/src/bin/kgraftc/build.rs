@@ -94,9 +94,10 @@ pub(crate) fn write_crate(dir: &Path, spec: &CrateSpec, lowered: &Lowered) -> Re
     write(dir.join("expanded.rs"), lowered.expanded.as_bytes())?;
     let lock = dir.join("Cargo.lock");
     if !lock.exists()
-        && let Ok(bytes) = std::fs::read(workspace_root().join("Cargo.lock")) {
-            write(lock, &bytes)?;
-        }
+        && let Ok(bytes) = std::fs::read(workspace_root().join("Cargo.lock"))
+    {
+        write(lock, &bytes)?;
+    }
     Ok(manifest_path)
 }
 
@@ -147,8 +148,7 @@ pub(crate) fn run_cargo(
     ui: &Ui,
 ) -> Result<Built, Failure> {
     cargo.arg("--message-format").arg("json").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let output =
-        crate::process::output(&mut cargo).map_err(|e| Failure::io("cannot run cargo", e))?;
+    let output = crate::process::output(&mut cargo).map_err(|e| Failure::io("cannot run cargo", e))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let own = crate_name(lowered);
     let mut built = Built::default();
@@ -239,9 +239,10 @@ pub(crate) fn map_message(message: &serde_json::Value, lowered: &Lowered) -> Opt
     d = d.primary(map(primary)?, primary["label"].as_str().unwrap_or(""));
     for s in spans.iter().filter(in_lib) {
         if s["is_primary"].as_bool() != Some(true)
-            && let Some(span) = map(s) {
-                d = d.secondary(span, s["label"].as_str().unwrap_or(""));
-            }
+            && let Some(span) = map(s)
+        {
+            d = d.secondary(span, s["label"].as_str().unwrap_or(""));
+        }
     }
     for child in message["children"].as_array().into_iter().flatten() {
         let text = child["message"].as_str().unwrap_or("");
@@ -270,15 +271,11 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     let dir = match &args.out {
         Some(dir) => dir.clone(),
-        None => workspace_root()
-            .join("target")
-            .join("kgraft")
-            .join("check")
-            .join(&lowered.name),
+        None => workspace_root().join("target").join("kgraft").join("check").join(&lowered.name),
     };
     crate::output::check_crate_dir(&dir).map_err(Failure::Fatal)?;
-    let _lock = crate::lock::take(&dir.join(crate::lock::FILE), &format!("`{}`", lowered.name))
-        .map_err(Failure::Fatal)?;
+    let _lock =
+        crate::lock::take(&dir.join(crate::lock::FILE), &format!("`{}`", lowered.name)).map_err(Failure::Fatal)?;
     let manifest = write_crate(&dir, &CHECK, &lowered)?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -289,7 +286,9 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     run_cargo(cargo, &dir, &checked, &lowered, ui)?;
     ui.progress(&format!("`{}` type-checks", lowered.name));
     if lowered.c_source.is_some() {
-        ui.progress("its C bodies were not compiled: they need the target's headers (build with --target host or linux)");
+        ui.progress(
+            "its C bodies were not compiled: they need the target's headers (build with --target host or linux)",
+        );
     }
     Ok(())
 }

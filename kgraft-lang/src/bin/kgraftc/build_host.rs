@@ -36,18 +36,12 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     }
     let kernel = crate::check_kernel(&checked, &target, ui)?;
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.so", lowered.name)));
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.so", lowered.name)));
     crate::output::refuse_input(&out, &[&args.file]).map_err(Failure::Fatal)?;
     let work = workspace_root().join("target").join("kgraft").join("host");
     let crate_dir = work.join(&lowered.name);
-    let _lock = crate::lock::take(
-        &crate_dir.join(crate::lock::FILE),
-        &format!("`{}`", lowered.name),
-    )
-    .map_err(Failure::Fatal)?;
+    let _lock = crate::lock::take(&crate_dir.join(crate::lock::FILE), &format!("`{}`", lowered.name))
+        .map_err(Failure::Fatal)?;
     let manifest = write_crate(&crate_dir, &HOST, &lowered)?;
     let c_object = crate::cbuild::compile_host(&crate_dir, &checked, &lowered, ui)?;
     crate::cbuild::link_script(&crate_dir, c_object.as_deref())?;

@@ -15,11 +15,8 @@ use crate::build::{workspace_root, write_if_changed};
 use crate::render::Ui;
 
 /// The flags that make gcc's positions map onto the `.kgp` file and its output parseable.
-pub(crate) const DIAGNOSTIC_FLAGS: &[&str] = &[
-    "-fdiagnostics-column-unit=byte",
-    "-fno-diagnostics-show-caret",
-    "-fdiagnostics-color=never",
-];
+pub(crate) const DIAGNOSTIC_FLAGS: &[&str] =
+    &["-fdiagnostics-column-unit=byte", "-fno-diagnostics-show-caret", "-fdiagnostics-color=never"];
 
 /// Returns the name of the patch's C file.
 pub(crate) fn file_name(lowered: &Lowered) -> String {
@@ -37,10 +34,7 @@ pub(crate) fn separator(lowered: &Lowered) -> String {
 
 /// The host's stand-ins for kernel headers, on C bodies' include path for the host.
 pub(crate) fn host_include_dir() -> PathBuf {
-    workspace_root()
-        .join("kgraft-host")
-        .join("csrc")
-        .join("include")
+    workspace_root().join("kgraft-host").join("csrc").join("include")
 }
 
 /// Compiles the C file of `lowered` for the user-mode host into an object in `dir`, reporting
@@ -58,29 +52,16 @@ pub(crate) fn compile_host(
     let source = dir.join(file_name(lowered));
     write_if_changed(&source, c.as_bytes()).map_err(|e| Failure::Fatal(e.to_string()))?;
     let include = host_include_dir();
-    let mut flags: Vec<String> = [
-        "-c",
-        "-std=gnu11",
-        "-O2",
-        "-fPIC",
-        "-fvisibility=hidden",
-        "-Wall",
-        "-fno-common",
-    ]
-    .iter()
-    .chain(DIAGNOSTIC_FLAGS)
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut flags: Vec<String> = ["-c", "-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-fno-common"]
+        .iter()
+        .chain(DIAGNOSTIC_FLAGS)
+        .map(|s| (*s).to_owned())
+        .collect();
     flags.push(format!("-I{}", include.display()));
     let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let hash =
-        fnv1a(format!("{c}\0{}\0{}", flags.join(" "), compiler.to_string_lossy()).as_bytes());
+    let hash = fnv1a(format!("{c}\0{}\0{}", flags.join(" "), compiler.to_string_lossy()).as_bytes());
     let object = dir.join(format!("{}_c-{hash:016x}.o", lowered.name));
-    ui.progress(&format!(
-        "compiling the C of `{}` with {}",
-        lowered.name,
-        compiler.to_string_lossy()
-    ));
+    ui.progress(&format!("compiling the C of `{}` with {}", lowered.name, compiler.to_string_lossy()));
     let output = Command::new(&compiler)
         .args(&flags)
         .arg("-o")
@@ -90,12 +71,7 @@ pub(crate) fn compile_host(
         .env("LC_ALL", "C")
         .env("LANG", "C")
         .output()
-        .map_err(|e| {
-            Failure::io(
-                format!("cannot run the C compiler `{}`", compiler.to_string_lossy()),
-                e,
-            )
-        })?;
+        .map_err(|e| Failure::io(format!("cannot run the C compiler `{}`", compiler.to_string_lossy()), e))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors = report(&stderr, checked, ui);
     if errors || !output.status.success() {
@@ -139,9 +115,7 @@ pub(crate) fn map_output(output: &str, checked: &Checked) -> (Vec<Diagnostic>, V
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     let mut other = Vec::new();
     for line in output.lines() {
-        let Some((span, level, message)) = line
-            .strip_prefix(name.as_str())
-            .and_then(|rest| parse_line(rest, checked))
+        let Some((span, level, message)) = line.strip_prefix(name.as_str()).and_then(|rest| parse_line(rest, checked))
         else {
             other.push(line.to_owned());
             continue;
@@ -149,17 +123,13 @@ pub(crate) fn map_output(output: &str, checked: &Checked) -> (Vec<Diagnostic>, V
         match level {
             "note" => match diagnostics.pop() {
                 // A note about the very place of the message is a note; elsewhere, a label.
-                Some(d) if d.primary_span() == Some(span) => {
-                    diagnostics.push(d.note(message.to_owned()))
-                }
+                Some(d) if d.primary_span() == Some(span) => diagnostics.push(d.note(message.to_owned())),
                 Some(d) => diagnostics.push(d.secondary(span, message)),
                 None => other.push(line.to_owned()),
             },
             "error" | "fatal error" | "warning" => {
                 let (message, flag) = match message.rsplit_once(" [") {
-                    Some((m, f)) if f.starts_with("-W") && f.ends_with(']') => {
-                        (m, Some(&f[..f.len() - 1]))
-                    }
+                    Some((m, f)) if f.starts_with("-W") && f.ends_with(']') => (m, Some(&f[..f.len() - 1])),
                     _ => (message, None),
                 };
                 let code = match flag {
@@ -190,25 +160,18 @@ fn parse_line<'a>(rest: &'a str, checked: &Checked) -> Option<(Span, &'a str, &'
     let (level, message) = rest.trim_start().split_once(": ")?;
     let source = &checked.source;
     let line_start = source.offset(line, 1);
-    let line_end = source.text[line_start..]
-        .find('\n')
-        .map_or(source.text.len(), |i| line_start + i);
+    let line_end = source.text[line_start..].find('\n').map_or(source.text.len(), |i| line_start + i);
     let mut at = (line_start + column.saturating_sub(1)).min(line_end);
     while !source.text.is_char_boundary(at) {
         at -= 1;
     }
-    let len = source.text[at..line_end]
-        .chars()
-        .next()
-        .map_or(0, char::len_utf8);
+    let len = source.text[at..line_end].chars().next().map_or(0, char::len_utf8);
     Some((Span::new(at, at + len), level, message))
 }
 
 /// A 64-bit FNV-1a hash, for file names that change when their inputs do.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Writes the lowered crate's build script, which links the C bodies' object into the shared
@@ -229,10 +192,9 @@ pub(crate) fn link_script(crate_dir: &Path, object: Option<&Path>) -> Result<(),
             write_if_changed(&path, script.as_bytes()).map_err(|e| Failure::Fatal(e.to_string()))
         }
         None => match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Failure::io(
-                format!("cannot remove `{}`", path.display()),
-                e,
-            )),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Failure::io(format!("cannot remove `{}`", path.display()), e))
+            }
             _ => Ok(()),
         },
     }

@@ -65,29 +65,17 @@ fn default_socket() -> PathBuf {
     if let Some(p) = std::env::var_os("KGRAFT_HOST_SOCKET") {
         return PathBuf::from(p);
     }
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
     std::env::temp_dir().join(format!("kgraft-host-{uid}.sock"))
 }
 
 /// Returns the credentials (pid, uid) of the process at the other end of `conn`.
 fn peer(conn: &UnixStream) -> std::io::Result<(libc::pid_t, libc::uid_t)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given; the descriptor is open.
     let r = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &mut len,
-        )
+        libc::getsockopt(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len)
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
@@ -115,12 +103,9 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
         HostCommand::Load { patch } => {
             let abs = std::fs::canonicalize(patch)
                 .map_err(|e| Failure::io(format!("cannot find `{}`", patch.display()), e))?;
-            let text = abs.to_str().ok_or_else(|| {
-                Failure::Fatal(format!(
-                    "the path `{}` is not UTF-8; rename it",
-                    abs.display()
-                ))
-            })?;
+            let text = abs
+                .to_str()
+                .ok_or_else(|| Failure::Fatal(format!("the path `{}` is not UTF-8; rename it", abs.display())))?;
             format!("load {}", one_line("path", text)?)
         }
         HostCommand::Unload { name } => format!("unload {}", one_line("patch name", name)?),
@@ -136,17 +121,11 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
         .filter(|t| !t.is_zero())
         .and_then(|t| Some((t, now.checked_add(t)?)))
         .ok_or_else(|| {
-            Failure::Fatal(format!(
-                "--timeout {} is not a number of seconds kgraftc can wait",
-                args.timeout
-            ))
+            Failure::Fatal(format!("--timeout {} is not a number of seconds kgraftc can wait", args.timeout))
         })?;
     let socket = args.socket.clone().unwrap_or_else(default_socket);
     let mut conn = UnixStream::connect(&socket).map_err(|e| {
-        Failure::Fatal(format!(
-            "cannot reach the host at `{}`: {e} (is `kgraft-host` running?)",
-            socket.display()
-        ))
+        Failure::Fatal(format!("cannot reach the host at `{}`: {e} (is `kgraft-host` running?)", socket.display()))
     })?;
     let (pid, uid) = peer(&conn).map_err(|e| Failure::io("cannot identify the host", e))?;
     // SAFETY: getuid cannot fail.
@@ -166,8 +145,7 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
             timeout.as_secs_f64()
         ))
     };
-    conn.set_write_timeout(Some(timeout))
-        .map_err(|e| Failure::io("cannot talk to the host", e))?;
+    conn.set_write_timeout(Some(timeout)).map_err(|e| Failure::io("cannot talk to the host", e))?;
     // A host that refuses the connection answers and closes at once: its answer is read even
     // when the request could not be sent.
     let sent = writeln!(conn, "{request}");
@@ -178,18 +156,12 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
         if left.is_zero() {
             return Err(late());
         }
-        conn.set_read_timeout(Some(left))
-            .map_err(|e| Failure::io("cannot talk to the host", e))?;
+        conn.set_read_timeout(Some(left)).map_err(|e| Failure::io("cannot talk to the host", e))?;
         line.clear();
         match reader.read_line(&mut line) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 return Err(late());
             }
             Err(e) => return Err(Failure::io("cannot read the host's answer", e)),
@@ -205,8 +177,6 @@ pub(crate) fn run(args: &HostArgs, ui: &Ui) -> Result<(), Failure> {
     }
     match sent {
         Err(e) => Err(Failure::io("cannot talk to the host", e)),
-        Ok(()) => Err(Failure::Fatal(
-            "the host closed the connection without an answer".to_owned(),
-        )),
+        Ok(()) => Err(Failure::Fatal("the host closed the connection without an answer".to_owned())),
     }
 }

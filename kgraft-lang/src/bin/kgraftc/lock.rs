@@ -24,8 +24,7 @@ pub(crate) struct Lock {
 /// The lock is the kernel's (`flock`): a holder that dies releases it.
 pub(crate) fn take(path: &Path, what: &str) -> Result<Lock, String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -43,21 +42,14 @@ pub(crate) fn take(path: &Path, what: &str) -> Result<Lock, String> {
                 Ok(pid) => format!("kgraftc (pid {pid})"),
                 Err(_) => "another kgraftc".to_owned(),
             };
-            eprintln!(
-                "      waiting for {who}, which is building {what} (lock `{}`)",
-                path.display()
-            );
-            file.lock()
-                .map_err(|e| format!("cannot lock `{}`: {e}", path.display()))?;
+            eprintln!("      waiting for {who}, which is building {what} (lock `{}`)", path.display());
+            file.lock().map_err(|e| format!("cannot lock `{}`: {e}", path.display()))?;
         }
         Err(TryLockError::Error(e)) => {
             return Err(format!("cannot lock `{}`: {e}", path.display()));
         }
     }
     // The lock is ours; saying so is only a courtesy to the next build.
-    let _ = file
-        .set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{}", std::process::id()));
     Ok(Lock { _file: file })
 }

@@ -165,7 +165,11 @@ pub(crate) fn load(path: &Path, ui: &Ui) -> Result<Checked, Failure> {
 
 /// Reads the target kernel named by `args` (if any) and checks the patch against it,
 /// reporting every finding; `Err(Failure::Reported)` when there are errors.
-pub(crate) fn check_kernel(checked: &Checked, args: &kernel_info::KernelArgs, ui: &Ui) -> Result<Option<Kernel>, Failure> {
+pub(crate) fn check_kernel(
+    checked: &Checked,
+    args: &kernel_info::KernelArgs,
+    ui: &Ui,
+) -> Result<Option<Kernel>, Failure> {
     if !args.given() {
         return Ok(None);
     }
@@ -237,10 +241,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             std::fs::write(&out, btf).map_err(|e| Failure::io(format!("cannot write `{}`", out.display()), e))
         }
         Command::Explain { code } => match kgraft_lang::explain(&code) {
-            Some(info) => output::stdout(&format!(
-                "{}: {}\n\n{}\n",
-                info.code, info.title, info.explanation
-            )),
+            Some(info) => output::stdout(&format!("{}: {}\n\n{}\n", info.code, info.title, info.explanation)),
             None => Err(Failure::Fatal(format!(
                 "`{code}` is not a kgraftc diagnostic code (the codes run from E0001 to {}, with gaps)",
                 kgraft_lang::CODES.last().map_or("E0001", |c| c.code)

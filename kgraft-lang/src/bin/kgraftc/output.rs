@@ -19,10 +19,7 @@ pub(crate) fn refuse_input(out: &Path, inputs: &[&Path]) -> Result<(), String> {
         return Ok(());
     };
     if meta.is_dir() {
-        return Err(format!(
-            "`{}` is a directory: `-o` names the file to write",
-            out.display()
-        ));
+        return Err(format!("`{}` is a directory: `-o` names the file to write", out.display()));
     }
     for input in inputs {
         if std::fs::metadata(input).is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino())) {
@@ -46,8 +43,7 @@ pub(crate) fn install(from: &Path, out: &Path, inputs: &[&Path]) -> Result<(), S
     let resolved = std::fs::canonicalize(out);
     let out = match (&resolved, std::fs::metadata(out)) {
         (_, Ok(meta)) if !meta.is_file() => {
-            let mut source = std::fs::File::open(from)
-                .map_err(|e| format!("cannot read `{}`: {e}", from.display()))?;
+            let mut source = std::fs::File::open(from).map_err(|e| format!("cannot read `{}`: {e}", from.display()))?;
             let mut sink = OpenOptions::new()
                 .write(true)
                 .open(out)
@@ -63,35 +59,18 @@ pub(crate) fn install(from: &Path, out: &Path, inputs: &[&Path]) -> Result<(), S
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cannot =
-        |what: &str, at: &Path, e: std::io::Error| format!("cannot {what} `{}`: {e}", at.display());
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let cannot = |what: &str, at: &Path, e: std::io::Error| format!("cannot {what} `{}`: {e}", at.display());
     let mut source = std::fs::File::open(from).map_err(|e| cannot("read", from, e))?;
     let (tmp, mut file) = (0..100)
         .find_map(|n| {
             let tmp = dir.join(format!(".{name}.kgraftc-{}-{n}", std::process::id()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o755)
-                .open(&tmp)
-            {
+            match OpenOptions::new().write(true).create_new(true).mode(0o755).open(&tmp) {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
-                r => Some(
-                    r.map(|f| (tmp.clone(), f))
-                        .map_err(|e| cannot("create", &tmp, e)),
-                ),
+                r => Some(r.map(|f| (tmp.clone(), f)).map_err(|e| cannot("create", &tmp, e))),
             }
         })
-        .unwrap_or_else(|| {
-            Err(format!(
-                "cannot create a temporary file in `{}`",
-                dir.display()
-            ))
-        })?;
+        .unwrap_or_else(|| Err(format!("cannot create a temporary file in `{}`", dir.display())))?;
     let written = std::io::copy(&mut source, &mut file)
         .and_then(|_| file.sync_all())
         .map_err(|e| cannot("write", &tmp, e))
@@ -115,10 +94,7 @@ pub(crate) fn check_crate_dir(dir: &Path) -> Result<(), String> {
         };
     };
     // A lock file alone is what a build stopped before writing anything left.
-    if entries
-        .into_iter()
-        .all(|e| e.is_ok_and(|e| e.file_name() == crate::lock::FILE))
-    {
+    if entries.into_iter().all(|e| e.is_ok_and(|e| e.file_name() == crate::lock::FILE)) {
         return Ok(());
     }
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();

@@ -53,22 +53,12 @@ pub(crate) fn output(cmd: &mut Command) -> std::io::Result<Output> {
     install_handlers();
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // async-signal-safe functions (prctl, getppid), allocating nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // kgraftc died before the signal was armed: do not run orphaned.
@@ -101,9 +91,5 @@ pub(crate) fn output(cmd: &mut Command) -> std::io::Result<Output> {
     GROUP.store(0, Ordering::SeqCst);
     let err = errors.join().unwrap_or_default();
     read?;
-    Ok(Output {
-        status: status?,
-        stdout: out,
-        stderr: err,
-    })
+    Ok(Output { status: status?, stdout: out, stderr: err })
 }

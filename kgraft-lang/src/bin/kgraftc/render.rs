@@ -62,10 +62,7 @@ impl Ui {
     pub(crate) fn emit(&self, source: &SourceFile, diagnostics: &[Diagnostic]) {
         match self.format {
             MessageFormat::Json => {
-                let text: String = diagnostics
-                    .iter()
-                    .map(|d| format!("{}\n", json(source, d)))
-                    .collect();
+                let text: String = diagnostics.iter().map(|d| format!("{}\n", json(source, d))).collect();
                 if let Err(crate::Failure::Fatal(message)) = crate::output::stdout(&text) {
                     eprintln!("error: {message}");
                 }
@@ -86,7 +83,10 @@ impl Ui {
                 }
                 if diagnostics.len() > MAX_SHOWN {
                     let more = diagnostics.len() - MAX_SHOWN;
-                    let _ = writeln!(lock, "note: {more} more diagnostics not shown (all of them are in `--message-format json`)");
+                    let _ = writeln!(
+                        lock,
+                        "note: {more} more diagnostics not shown (all of them are in `--message-format json`)"
+                    );
                 }
                 let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
                 if errors > 0 {

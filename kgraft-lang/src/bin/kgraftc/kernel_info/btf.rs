@@ -75,14 +75,11 @@ pub(crate) fn append(btf: &Btf, kernel: &mut Kernel, base_len: u32, origin: &str
                 values: e.members.iter().filter_map(|m| Some((name_of(m)?, m.val() as i64))).collect(),
             }),
             Type::Fwd(f) => Ty::Fwd { name: name_of(f).unwrap_or_default(), union: f.is_union() },
-            Type::Typedef(td) => Ty::Typedef {
-                name: name_of(td).unwrap_or_default(),
-                ty: remap(td.get_type_id().unwrap_or(0)),
-            },
-            Type::Const(q) => Ty::Const(remap(q.get_type_id().unwrap_or(0))),
-            Type::Volatile(q) | Type::Restrict(q) => {
-                Ty::Qualified(remap(q.get_type_id().unwrap_or(0)))
+            Type::Typedef(td) => {
+                Ty::Typedef { name: name_of(td).unwrap_or_default(), ty: remap(td.get_type_id().unwrap_or(0)) }
             }
+            Type::Const(q) => Ty::Const(remap(q.get_type_id().unwrap_or(0))),
+            Type::Volatile(q) | Type::Restrict(q) => Ty::Qualified(remap(q.get_type_id().unwrap_or(0))),
             Type::TypeTag(q) => Ty::Qualified(remap(q.get_type_id().unwrap_or(0))),
             Type::FuncProto(p) => {
                 let variadic = p.parameters.last().is_some_and(|q| q.is_variadic());

@@ -128,7 +128,9 @@ fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, 
         } else {
             for (_, r) in relocs {
                 let base = match r.target() {
-                    RelocationTarget::Symbol(i) => file.symbol_by_index(i).ok().map(|s| (s.section_index(), s.address())),
+                    RelocationTarget::Symbol(i) => {
+                        file.symbol_by_index(i).ok().map(|s| (s.section_index(), s.address()))
+                    }
                     RelocationTarget::Section(i) => Some((Some(i), 0)),
                     _ => None,
                 };
@@ -138,7 +140,8 @@ fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, 
             }
         }
     }
-    let is_text = |i: object::SectionIndex| file.section_by_index(i).map(|s| s.kind() == SectionKind::Text).unwrap_or(false);
+    let is_text =
+        |i: object::SectionIndex| file.section_by_index(i).map(|s| s.kind() == SectionKind::Text).unwrap_or(false);
     let mut by_start: HashMap<(Option<object::SectionIndex>, u64), u64> = HashMap::new();
     for (section, addr) in &sites {
         *by_start.entry((*section, *addr)).or_default() += 1;

@@ -53,9 +53,11 @@ pub(crate) fn callers(data: &[u8], wanted: &BTreeSet<String>) -> Result<BTreeMap
                     };
                     let caller = stack.iter().rev().find_map(|(_, n)| n.clone());
                     if let (Some(callee), Some(caller)) = (callee, caller)
-                        && wanted.contains(&callee) && callee != caller {
-                            out.entry(callee).or_default().insert(caller);
-                        }
+                        && wanted.contains(&callee)
+                        && callee != caller
+                    {
+                        out.entry(callee).or_default().insert(caller);
+                    }
                 }
                 _ => {}
             }
@@ -65,7 +67,12 @@ pub(crate) fn callers(data: &[u8], wanted: &BTreeSet<String>) -> Result<BTreeMap
 }
 
 /// The name of a DIE, following `DW_AT_abstract_origin` and `DW_AT_specification`.
-fn name_of(dwarf: &gimli::Dwarf<Reader<'_>>, unit: &gimli::Unit<Reader<'_>>, offset: UnitOffset, depth: u32) -> Option<String> {
+fn name_of(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    offset: UnitOffset,
+    depth: u32,
+) -> Option<String> {
     if depth > 8 {
         return None;
     }

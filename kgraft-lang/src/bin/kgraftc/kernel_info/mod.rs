@@ -135,7 +135,8 @@ pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Ke
         let data = std::fs::read(path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
         check_release(path, image::banner_release(&data).as_ref(), release.as_deref())?;
         eprintln!("   Reading the DWARF of {} for inlined copies", path.display());
-        let found = inlined::callers(&data, &wanted).map_err(|e| Failure::Fatal(format!("`{}`: {e}", path.display())))?;
+        let found =
+            inlined::callers(&data, &wanted).map_err(|e| Failure::Fatal(format!("`{}`: {e}", path.display())))?;
         if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
             vmlinux.inlined = found;
         }
@@ -196,7 +197,9 @@ impl RawBtf {
     fn bytes(self) -> Result<Vec<u8>, Failure> {
         match self {
             RawBtf::Bytes(b) => Ok(b),
-            RawBtf::File(path) => std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read the cached `{}`", path.display()), e)),
+            RawBtf::File(path) => {
+                std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read the cached `{}`", path.display()), e))
+            }
         }
     }
 }
@@ -217,7 +220,9 @@ fn running_release() -> Option<String> {
 fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, RawBtf), Failure> {
     let source = match (&args.vmlinux, release) {
         (Some(path), _) => Source::File(path.clone()),
-        (None, Some(r)) if running_release().as_deref() == Some(r) && Path::new("/sys/kernel/btf/vmlinux").is_file() => {
+        (None, Some(r))
+            if running_release().as_deref() == Some(r) && Path::new("/sys/kernel/btf/vmlinux").is_file() =>
+        {
             Source::Running
         }
         (None, Some(r)) => {
@@ -244,13 +249,19 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             Ok((kernel, RawBtf::Bytes(btf)))
         }
         Source::File(path) => {
-            let meta = std::fs::metadata(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
+            let meta =
+                std::fs::metadata(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
             let cache = cache_path(&path, &meta);
             // A description read without the probe's symbols is not used when probing is allowed.
-            let complete = |c: &Cached| args.no_probe || c.kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_some()) || c.probe_failed;
+            let complete = |c: &Cached| {
+                args.no_probe || c.kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_some()) || c.probe_failed
+            };
             if let Some(cached) = cache.as_deref().and_then(read_cache).filter(complete) {
                 check_release(&path, Some(&cached.kernel.release), release)?;
-                let btf = cache.as_deref().map(|c| RawBtf::File(c.with_extension("btf"))).unwrap_or(RawBtf::Bytes(Vec::new()));
+                let btf = cache
+                    .as_deref()
+                    .map(|c| RawBtf::File(c.with_extension("btf")))
+                    .unwrap_or(RawBtf::Bytes(Vec::new()));
                 return Ok((cached.kernel, btf));
             }
             let data = std::fs::read(&path).map_err(|e| Failure::io(format!("cannot read `{}`", path.display()), e))?;
@@ -300,13 +311,13 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             let mut kernel = from_btf(&btf, &path.display().to_string())?;
             // A kernel names its release in its banner; another image (the user-mode host) is
             // named by its file.
-            kernel.release = found_release.unwrap_or_else(|| {
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-            });
+            kernel.release = found_release
+                .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
                 vmlinux.symbols = symbols;
             }
-            let probe_failed = !no_symbols_expected && kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_none());
+            let probe_failed =
+                !no_symbols_expected && kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_none());
             let cached = Cached { kernel, btf, probe_failed };
             if let Some(cache) = &cache {
                 write_cache(cache, &cached);
@@ -352,9 +363,10 @@ fn kallsyms() -> Option<BTreeMap<String, Symbol>> {
     for line in traced.lines() {
         let mut it = line.split_whitespace();
         if let (Some(name), None) = (it.next(), it.next())
-            && let Some(s) = out.get_mut(name) {
-                s.traceable += 1;
-            }
+            && let Some(s) = out.get_mut(name)
+        {
+            s.traceable += 1;
+        }
     }
     Some(out)
 }

@@ -53,7 +53,13 @@ pub(crate) fn probe(image: &Path, release: &str) -> Result<BTreeMap<String, Symb
     result
 }
 
-fn boot(qemu: &Path, busybox: &Path, image: &Path, release: &str, dir: &Path) -> Result<BTreeMap<String, Symbol>, String> {
+fn boot(
+    qemu: &Path,
+    busybox: &Path,
+    image: &Path,
+    release: &str,
+    dir: &Path,
+) -> Result<BTreeMap<String, Symbol>, String> {
     let busybox_bytes = std::fs::read(busybox).map_err(|e| format!("cannot read {}: {e}", busybox.display()))?;
     let mut cpio = Cpio::default();
     for d in ["bin", "proc", "sys", "dev"] {
@@ -135,7 +141,8 @@ fn private_dir() -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::temp_dir();
     for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let dir = base.join(format!("kgraft-probe-{}-{nanos:x}-{attempt}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),

@@ -12,13 +12,7 @@ pub(crate) const KERNEL: CrateSpec = CrateSpec {
     purpose: "the Linux kernel",
     crate_type: Some("staticlib"),
     rt_feature: Some("kernel"),
-    release: &[
-        ("panic", "\"abort\""),
-        ("lto", "true"),
-        ("codegen-units", "1"),
-        ("opt-level", "2"),
-        ("debug", "0"),
-    ],
+    release: &[("panic", "\"abort\""), ("lto", "true"), ("codegen-units", "1"), ("opt-level", "2"), ("debug", "0")],
 };
 
 /// The built-in target the kernel target is derived from: freestanding x86_64, which already

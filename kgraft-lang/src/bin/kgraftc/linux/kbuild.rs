@@ -127,10 +127,7 @@ pub(crate) fn verify(ko: &Path, name: &str, release: &str) -> Result<(), Error> 
     ];
     for (what, got, want) in checks {
         if got != want {
-            return Err(Error::new(format!(
-                "modinfo of {} shows {what} `{got}`, expected `{want}`",
-                ko.display()
-            )));
+            return Err(Error::new(format!("modinfo of {} shows {what} `{got}`, expected `{want}`", ko.display())));
         }
     }
     let vermagic = field("vermagic")?;

@@ -35,8 +35,7 @@ pub(crate) fn find(given: Option<&Path>) -> Result<Kdir, Error> {
                     ));
                 }
                 _ => {
-                    let list: Vec<String> =
-                        found.iter().map(|p| format!("  {}", p.display())).collect();
+                    let list: Vec<String> = found.iter().map(|p| format!("  {}", p.display())).collect();
                     return Err(Error::new("several kernel build directories under /lib/modules")
                         .detail(list.join("\n"))
                         .help("choose one with --kdir DIR"));
@@ -115,8 +114,7 @@ pub(crate) fn symvers(kdir: &Path) -> Result<HashSet<String>, Error> {
 /// Returns the symbols of the kernel's `System.map`, when the kernel image package left one.
 pub(crate) fn system_map(release: &str) -> Option<HashSet<String>> {
     let text = std::fs::read_to_string(format!("/boot/System.map-{release}")).ok()?;
-    let map: HashSet<String> =
-        text.lines().filter_map(|l| l.split(' ').nth(2)).map(str::to_string).collect();
+    let map: HashSet<String> = text.lines().filter_map(|l| l.split(' ').nth(2)).map(str::to_string).collect();
     // Debian ships a one-line placeholder pointing to its debug package.
     (map.len() > 1000).then_some(map)
 }
@@ -165,11 +163,7 @@ mod tests {
         for _ in 0..20_000 {
             let glob: Vec<u8> = (0..next(8)).map(|_| b"ab*?"[next(4) as usize]).collect();
             let text: Vec<u8> = (0..next(8)).map(|_| b"ab"[next(2) as usize]).collect();
-            assert_eq!(
-                glob_match(&glob, &text),
-                reference(&glob, &text),
-                "{glob:?} {text:?}"
-            );
+            assert_eq!(glob_match(&glob, &text), reference(&glob, &text), "{glob:?} {text:?}");
         }
         let many = [b"*".repeat(40), b"x".to_vec()].concat();
         assert!(!glob_match(&many, b"6.1.0-48-amd64"));

@@ -24,11 +24,9 @@ const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
 /// Copies the module `ko` to `out`, turning references to the `unexported` symbols (all of
 /// vmlinux) into livepatch relocations.
 pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<(), Error> {
-    let data =
-        std::fs::read(ko).map_err(|e| Error::new(format!("cannot read {}: {e}", ko.display())))?;
+    let data = std::fs::read(ko).map_err(|e| Error::new(format!("cannot read {}: {e}", ko.display())))?;
     if unexported.is_empty() {
-        return std::fs::write(out, &data)
-            .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())));
+        return std::fs::write(out, &data).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())));
     }
     let bad = |e: object::build::Error| Error::new(format!("cannot rewrite {}: {e}", ko.display()));
     let mut b = Builder::read(&*data).map_err(bad)?;
@@ -36,10 +34,7 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
     let mut klp_syms = Vec::new();
     for sym in b.symbols.iter_mut() {
         let name = String::from_utf8_lossy(&sym.name).into_owned();
-        if sym.section.is_none()
-            && sym.st_shndx == elf::SHN_UNDEF
-            && unexported.contains(&name)
-        {
+        if sym.section.is_none() && sym.st_shndx == elf::SHN_UNDEF && unexported.contains(&name) {
             sym.name = format!(".klp.sym.vmlinux.{name},0").into_bytes().into();
             sym.st_shndx = SHN_LIVEPATCH;
             klp_syms.push(sym.id());
@@ -56,9 +51,8 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
     let mut moved = Vec::new();
     for section in b.sections.iter_mut() {
         let SectionData::Relocation(relocs) = &mut section.data else { continue };
-        let (klp, keep): (Vec<_>, Vec<_>) = relocs
-            .drain(..)
-            .partition(|r| r.symbol.is_some_and(|s| klp_syms.contains(&s)));
+        let (klp, keep): (Vec<_>, Vec<_>) =
+            relocs.drain(..).partition(|r| r.symbol.is_some_and(|s| klp_syms.contains(&s)));
         *relocs = keep;
         if !klp.is_empty() {
             let Some(target) = section.sh_info_section else {
@@ -75,8 +69,7 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
         let section = b.sections.add();
         section.name = format!(".klp.rela.vmlinux.{target_name}").into_bytes().into();
         section.sh_type = elf::SHT_RELA;
-        section.sh_flags =
-            u64::from(elf::SHF_ALLOC) | u64::from(elf::SHF_INFO_LINK) | SHF_RELA_LIVEPATCH;
+        section.sh_flags = u64::from(elf::SHF_ALLOC) | u64::from(elf::SHF_INFO_LINK) | SHF_RELA_LIVEPATCH;
         section.sh_link_section = Some(symtab);
         section.sh_info_section = Some(target);
         section.sh_addralign = 8;
@@ -110,8 +103,7 @@ mod tests {
         convert(&input, &output, &["saved_command_line".to_owned()]).expect("converts");
         let data = std::fs::read(&output).expect("written");
         let _ = std::fs::remove_dir_all(&dir);
-        let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data)
-            .expect("a valid object");
+        let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).expect("a valid object");
 
         let sym = file
             .symbols()
@@ -119,9 +111,7 @@ mod tests {
             .expect("the livepatch symbol");
         assert_eq!(sym.elf_symbol().st_shndx(file.endian()), SHN_LIVEPATCH);
 
-        let klp = file
-            .section_by_name(".klp.rela.vmlinux..text")
-            .expect("the livepatch relocation section");
+        let klp = file.section_by_name(".klp.rela.vmlinux..text").expect("the livepatch relocation section");
         let object::SectionFlags::Elf { sh_flags } = klp.flags() else { panic!("ELF flags") };
         assert_eq!(sh_flags & SHF_RELA_LIVEPATCH, SHF_RELA_LIVEPATCH);
 

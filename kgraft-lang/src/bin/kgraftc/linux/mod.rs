@@ -189,10 +189,7 @@ impl Prepared {
         }
         if let Some(map) = kdir::system_map(&kdir.release) {
             for sym in unexported.iter().filter(|s| !map.contains(*s)) {
-                eprintln!(
-                    "warning: `{sym}` is not a symbol of {}: the module will fail to load",
-                    kdir.release
-                );
+                eprintln!("warning: `{sym}` is not a symbol of {}: the module will fail to load", kdir.release);
             }
         }
 
@@ -231,8 +228,7 @@ fn cache_dir() -> Result<PathBuf, Error> {
         return Err(Error::new("no cache directory: set KGRAFT_CACHE_DIR or HOME"));
     };
     let dir = base.join("linux");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
 }
 
@@ -249,8 +245,7 @@ fn run(cmd: &mut std::process::Command, what: &str) -> Result<String, Error> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::new(format!("{what} failed ({})", out.status))
-            .detail(format!("{stdout}{stderr}")));
+        return Err(Error::new(format!("{what} failed ({})", out.status)).detail(format!("{stdout}{stderr}")));
     }
     Ok(stdout)
 }
@@ -260,8 +255,7 @@ fn run(cmd: &mut std::process::Command, what: &str) -> Result<String, Error> {
 pub(crate) mod testobj {
     use object::write::{Object, Relocation, Symbol, SymbolSection};
     use object::{
-        Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags,
-        SymbolKind, SymbolScope,
+        Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
     };
 
     /// Returns an object whose `.text` holds `text`, with one relocation `(offset, r_type,

@@ -14,29 +14,25 @@ use super::{Error, run, write_if_changed};
 /// included, plus `compiler_builtins`, which is left out: it is full of GOT relocations, and
 /// the kernel exports `memcpy` and `memset` itself.
 pub(crate) fn extract(archive: &Path, name: &str, dest: &Path) -> Result<(), Error> {
-    let data = std::fs::read(archive)
-        .map_err(|e| Error::new(format!("cannot read {}: {e}", archive.display())))?;
-    let file = ArchiveFile::parse(&*data)
-        .map_err(|e| Error::new(format!("{} is not an archive: {e}", archive.display())))?;
+    let data = std::fs::read(archive).map_err(|e| Error::new(format!("cannot read {}: {e}", archive.display())))?;
+    let file =
+        ArchiveFile::parse(&*data).map_err(|e| Error::new(format!("{} is not an archive: {e}", archive.display())))?;
     let prefix = format!("{name}-");
     let mut found = Vec::new();
     for member in file.members() {
         let member = member.map_err(|e| Error::new(format!("bad archive member: {e}")))?;
         let member_name = String::from_utf8_lossy(member.name()).into_owned();
         if member_name.starts_with(&prefix) && member_name.ends_with(".o") {
-            let bytes = member
-                .data(&*data)
-                .map_err(|e| Error::new(format!("bad archive member {member_name}: {e}")))?;
+            let bytes =
+                member.data(&*data).map_err(|e| Error::new(format!("bad archive member {member_name}: {e}")))?;
             found.push(bytes);
         }
     }
     match found.as_slice() {
         [one] => write_if_changed(dest, one),
-        _ => Err(Error::new(format!(
-            "expected one object of `{name}` in {}, found {}",
-            archive.display(),
-            found.len()
-        ))),
+        _ => {
+            Err(Error::new(format!("expected one object of `{name}` in {}, found {}", archive.display(), found.len())))
+        }
     }
 }
 
@@ -72,8 +68,7 @@ fn reloc_name(r_type: u32) -> String {
 /// The kernel does not save user-space SIMD state around kernel code, so an instruction
 /// touching `%xmm`, `%ymm`, `%zmm` or `%mm` registers would corrupt the interrupted task.
 pub(crate) fn check(path: &Path) -> Result<(), Error> {
-    let data = std::fs::read(path)
-        .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    let data = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
     let file = object::File::parse(&*data)
         .map_err(|e| Error::new(format!("{} is not an object file: {e}", path.display())))?;
     let mut bad = Vec::new();
@@ -84,11 +79,9 @@ pub(crate) fn check(path: &Path) -> Result<(), Error> {
                 continue;
             }
             let target = match reloc.target() {
-                object::RelocationTarget::Symbol(i) => file
-                    .symbol_by_index(i)
-                    .ok()
-                    .and_then(|s| s.name().ok().map(str::to_string))
-                    .unwrap_or_default(),
+                object::RelocationTarget::Symbol(i) => {
+                    file.symbol_by_index(i).ok().and_then(|s| s.name().ok().map(str::to_string)).unwrap_or_default()
+                }
                 _ => String::new(),
             };
             bad.push(format!(
@@ -101,14 +94,14 @@ pub(crate) fn check(path: &Path) -> Result<(), Error> {
     if !bad.is_empty() {
         return Err(Error::new("the patch's object has relocations the kernel's module loader rejects")
             .detail(bad.join("\n"))
-            .help("the crate must be built with -Crelocation-model=static and -Ccode-model=kernel, \
-                   and without crates that force position-independent code"));
+            .help(
+                "the crate must be built with -Crelocation-model=static and -Ccode-model=kernel, \
+                   and without crates that force position-independent code",
+            ));
     }
 
-    let listing = run(
-        Command::new("objdump").args(["-d", "--no-show-raw-insn", "-w"]).arg(path),
-        "objdump (from binutils)",
-    )?;
+    let listing =
+        run(Command::new("objdump").args(["-d", "--no-show-raw-insn", "-w"]).arg(path), "objdump (from binutils)")?;
     let mut function = String::from("?");
     let mut simd = Vec::new();
     for line in listing.lines() {
@@ -129,8 +122,7 @@ pub(crate) fn check(path: &Path) -> Result<(), Error> {
 
 /// Returns the global symbols the object uses but does not define.
 pub(crate) fn undefined_symbols(path: &Path) -> Result<Vec<String>, Error> {
-    let data = std::fs::read(path)
-        .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    let data = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
     let file = object::File::parse(&*data)
         .map_err(|e| Error::new(format!("{} is not an object file: {e}", path.display())))?;
     let mut names: Vec<String> = file
@@ -164,10 +156,8 @@ mod tests {
 
     #[test]
     fn accepts_static_relocations() {
-        let obj = testobj::build(
-            PLAIN,
-            &[(1, elf::R_X86_64_PLT32, "memcpy"), (8, elf::R_X86_64_PC32, "saved_command_line")],
-        );
+        let obj =
+            testobj::build(PLAIN, &[(1, elf::R_X86_64_PLT32, "memcpy"), (8, elf::R_X86_64_PC32, "saved_command_line")]);
         check_bytes("plain", &obj).expect("static relocations pass");
     }
 
@@ -190,10 +180,8 @@ mod tests {
 
     #[test]
     fn lists_undefined_symbols() {
-        let obj = testobj::build(
-            PLAIN,
-            &[(1, elf::R_X86_64_PLT32, "memcpy"), (8, elf::R_X86_64_PC32, "saved_command_line")],
-        );
+        let obj =
+            testobj::build(PLAIN, &[(1, elf::R_X86_64_PLT32, "memcpy"), (8, elf::R_X86_64_PC32, "saved_command_line")]);
         let path = std::env::temp_dir().join(format!("kgraftc-undef-{}.o", std::process::id()));
         std::fs::write(&path, obj).expect("a temporary file");
         let names = undefined_symbols(&path);

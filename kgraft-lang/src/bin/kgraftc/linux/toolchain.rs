@@ -16,9 +16,8 @@ pub(crate) struct Toolchain {
 /// Finds the compiler: `KGRAFT_KERNEL_RUSTC`, else `/usr/bin/rustc`; it must come with the
 /// source of its own library, from which `core` is built for the kernel.
 pub(crate) fn find() -> Result<Toolchain, Error> {
-    let rustc = std::env::var_os("KGRAFT_KERNEL_RUSTC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/rustc"));
+    let rustc =
+        std::env::var_os("KGRAFT_KERNEL_RUSTC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/rustc"));
     let install = "install Debian's Rust compiler with its library source \
                    (apt-get install rustc-web rust-web-src), or point KGRAFT_KERNEL_RUSTC at \
                    a rustc whose sysroot holds lib/rustlib/src/rust/library";
@@ -29,10 +28,7 @@ pub(crate) fn find() -> Result<Toolchain, Error> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .ok_or_else(|| {
-            Error::new(format!("no Rust compiler for kernel code at {}", rustc.display()))
-                .help(install)
-        })?;
+        .ok_or_else(|| Error::new(format!("no Rust compiler for kernel code at {}", rustc.display())).help(install))?;
     let core = sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml");
     if !core.is_file() {
         return Err(Error::new(format!(
