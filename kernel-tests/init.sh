@@ -377,6 +377,37 @@ s16() {
 }
 r="$(s16 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict package_scripts "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
+# 17. System states and a module parameter: v2 takes state 1 over, a lower version is refused.
+stlog() { dmesg | grep -oE 'console_state(_v2)?: .*' | tail -n "$1" | tr '\n' '|'; }
+s17() {
+    t0=$(kgt now)
+    insmod /m/console_state.ko prefix=hello || { echo "insmod console_state failed"; return; }
+    kgt wait console_state "$t0" || return
+    [ "$(cat /sys/module/console_state/parameters/prefix)" = hello ] || { echo "parameter: $(show /sys/module/console_state/parameters/prefix)"; return; }
+    [ "$(stlog 1)" = "console_state: saved loglevel 7, version 1|" ] || { echo "v1: $(stlog 1)"; return; }
+    load console_state_v2 || return
+    [ "$(stlog 1)" = "console_state_v2: took over loglevel 7 from version 1|" ] || { echo "v2: $(stlog 1)"; return; }
+    kgt gone console_state || { echo "console_state was not replaced"; return; }
+    unload console_state || return
+    insmod /m/console_state.ko 2>/dev/null && { echo "a lower state version was accepted"; return; }
+    unload console_state_v2 || return
+    [ "$(stlog 1)" = "console_state_v2: restored loglevel 7|" ] || { echo "v2 off: $(stlog 1)"; return; }
+    echo ok
+}
+r="$(s17 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict system_states "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# 18. replace syscall: getpriority's x86-64 entry (prio64) and its ia32 entry (prio32).
+s18() {
+    before="$(prio64)"
+    load getpriority_syscall || return
+    [ "$(prio64)" = "10 14" ] || { echo "x64 entry: $(prio64)"; return; }
+    [ "$(prio32)" = "10 14" ] || { echo "ia32 entry: $(prio32)"; return; }
+    unload getpriority_syscall || return
+    [ "$(prio64)" = "$before" ] || { echo "not restored: $(prio64), was $before"; return; }
+    echo ok
+}
+r="$(s18 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict syscall "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

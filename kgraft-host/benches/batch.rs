@@ -34,6 +34,7 @@ fn patch(name: String, range: std::ops::Range<usize>) -> &'static Patch {
         shadows: &[],
         callbacks: Callbacks::NONE,
         objects: &[],
+        states: &[],
     }))
 }
 

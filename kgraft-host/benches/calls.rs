@@ -78,6 +78,7 @@ fn bench_patch(name: &'static CStr, new_fn: *const ()) -> &'static Patch {
         shadows: &[],
         callbacks: Callbacks::NONE,
         objects: &[],
+        states: &[],
     }))
 }
 

@@ -33,6 +33,7 @@ static PAIR: Patch = Patch {
     shadows: &[],
     callbacks: Callbacks::NONE,
     objects: &[],
+    states: &[],
 };
 
 fn timed(f: impl FnOnce()) -> Duration {

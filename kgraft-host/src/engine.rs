@@ -331,6 +331,8 @@ impl Engine {
                 ));
             }
         }
+        crate::state::compatible(patch, self.applied.iter().map(|a| a.patch))?;
+        crate::state::register(patch);
         let objects = hooks(patch);
         for (i, (c, obj)) in objects.iter().enumerate() {
             let Some(pre) = c.pre_patch else { continue };
@@ -345,6 +347,7 @@ impl Engine {
                         unsafe { post(obj) };
                     }
                 }
+                crate::state::unregister(patch);
                 return Err(format!("patch `{name}`: pre_patch refused the patch (error {ret})"));
             }
         }
@@ -362,6 +365,7 @@ impl Engine {
                     unsafe { post(&obj) };
                 }
             }
+            crate::state::unregister(a.patch);
             if let Some(lib) = a.lib {
                 lib.close();
             }
@@ -387,13 +391,18 @@ impl Engine {
             .ok_or_else(|| format!("no patch named `{name}` is applied"))?;
         let (id, patch) = (a.id, a.patch);
         let next = self.stack.removed(id).expect("every applied patch has a layer");
+        crate::state::removing(patch);
         for (c, obj) in hooks(patch) {
             if let Some(pre) = c.pre_unpatch {
                 // SAFETY: as in `begin_apply`.
                 unsafe { pre(&obj) };
             }
         }
-        self.begin(id, Direction::Unpatch, next, Vec::new())
+        let begun = self.begin(id, Direction::Unpatch, next, Vec::new());
+        if begun.is_err() {
+            crate::state::settled();
+        }
+        begun
     }
 
     /// Points the changed sites at trampolines and moves the goal universe.
@@ -612,7 +621,9 @@ impl Engine {
             self.applied = keep;
             out
         };
+        crate::state::settled();
         for a in removed {
+            crate::state::unregister(a.patch);
             for decl in a.patch.shadows.iter().filter(|d| d.owned) {
                 let shared = self.applied.iter().any(|b| b.patch.shadows.iter().any(|d| d.id == decl.id));
                 if !shared {

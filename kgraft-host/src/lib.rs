@@ -15,6 +15,7 @@ pub mod ffi;
 pub mod loader;
 pub mod pool;
 pub mod shadow;
+pub mod state;
 pub mod text;
 pub mod threads;
 pub mod workload;

@@ -140,6 +140,27 @@ fn every_sample_builds_loads_and_unloads() {
     assert!(e.list().is_empty());
     checked.push("take_all_off");
 
+    // System states: v2 replaces console_state and takes its state's data over; console_state
+    // cannot come back over v2, which would lower the state's version. The parameter keeps its
+    // default in the host.
+    load(&mut e, &so("console_state"));
+    assert_eq!(log(), "kgraft: console_state: saved loglevel 7, version 1\n");
+    load(&mut e, &so("console_state_v2"));
+    assert_eq!(log(), "console_state_v2: took over loglevel 7 from version 1\n");
+    let names: Vec<String> = e.list().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["console_state_v2"]);
+    let (lib, patch) = Library::open(so("console_state").to_str().unwrap()).expect("the patch opens");
+    let refused = e.begin_apply(patch, Some(lib)).expect_err("a lower version is refused");
+    assert!(refused.contains("would lower it to 1"), "{refused}");
+    assert_eq!(log(), "", "a refused patch runs no callback");
+    remove(&mut e, "console_state_v2");
+    assert_eq!(log(), "console_state_v2: restored loglevel 7\n");
+    load(&mut e, &so("console_state_v2"));
+    assert_eq!(log(), "console_state_v2: saved loglevel 4\n", "no earlier state to take over");
+    remove(&mut e, "console_state_v2");
+    log();
+    checked.extend(["console_state", "console_state_v2"]);
+
     drop(e);
     let mismatches = load_threads.stats.mismatches.load(std::sync::atomic::Ordering::Relaxed);
     load_threads.stop();

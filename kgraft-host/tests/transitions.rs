@@ -182,6 +182,7 @@ static REFUSING: Patch = Patch {
         post_unpatch: Some(post),
     },
     objects: &[],
+    states: &[],
 };
 unsafe extern "C" fn bench_v2(x: u64) -> u64 {
     x
@@ -296,6 +297,7 @@ static SHADOWED: Patch = Patch {
     shadows: &SHADOW_DECLS,
     callbacks: Callbacks::NONE,
     objects: &[],
+    states: &[],
 };
 
 #[test]

@@ -64,6 +64,12 @@ pub enum Item {
     C(CItem),
     /// `fn NAME(params) -> T { ... }`: a helper function of the patch.
     Helper(Helper),
+    /// `replace syscall NAME(params) -> c_long { ... }`: every entry of a system call.
+    Syscall(Syscall),
+    /// `state NAME (id = N, version = V);`: a system state of the livepatch core.
+    State(State),
+    /// `param NAME: T = default;`: a module parameter.
+    Param(ModParam),
 }
 
 /// The header.
@@ -308,4 +314,41 @@ pub struct Helper {
     pub sig: Signature,
     /// The body, braces included.
     pub body: Fragment,
+}
+
+/// A `replace syscall NAME(params) -> T { ... }` item.
+#[derive(Clone, Debug)]
+pub struct Syscall {
+    /// The signature; its name is the system call's (`getpriority`, not `sys_getpriority`).
+    pub sig: Signature,
+    /// The body, braces included.
+    pub body: Fragment,
+    /// From `replace` to the end of the signature.
+    pub head: Span,
+}
+
+/// A `state NAME (id = N, version = V);` item.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// Doc comments before it.
+    pub docs: Vec<Doc>,
+    /// The name bodies use for it.
+    pub name: Ident,
+    /// The options between the parentheses (`id = N`, `version = V`).
+    pub options: Vec<ShadowOption>,
+    /// The whole item.
+    pub span: Span,
+}
+
+/// A `param NAME: T = default;` item.
+#[derive(Clone, Debug)]
+pub struct ModParam {
+    /// Doc comments before it (the parameter's description in `modinfo`).
+    pub docs: Vec<Doc>,
+    /// The parameter's name.
+    pub name: Ident,
+    /// Its Rust type.
+    pub ty: Fragment,
+    /// Its default value, a literal.
+    pub default: Fragment,
 }

@@ -152,6 +152,17 @@ impl Uses {
                 // C is compiled against the target's headers, not these definitions.
                 Item::C(_) => {}
                 Item::Callback(cb) => uses.block(&cb.body),
+                Item::Syscall(sc) => {
+                    uses.signature(&sc.sig);
+                    uses.block(&sc.body);
+                }
+                Item::State(st) => {
+                    uses.declared.insert(st.name.name.clone());
+                }
+                Item::Param(p) => {
+                    uses.declared.insert(p.name.name.clone());
+                    uses.ty(&p.ty);
+                }
                 Item::Global(g) => {
                     uses.declared.insert(g.name.name.clone());
                     uses.ty(&g.ty);

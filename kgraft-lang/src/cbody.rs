@@ -168,7 +168,8 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
     let targets: Vec<Target<'_>> = check::targets(file).into_iter().filter(|t| t.func.in_c.is_some()).collect();
     let items: Vec<&CItem> =
         file.items.iter().filter_map(|i| if let Item::C(c) = i { Some(c) } else { None }).collect();
-    if targets.is_empty() && items.is_empty() {
+    let params = crate::params::c_definitions(file);
+    if targets.is_empty() && items.is_empty() && params.is_empty() {
         return None;
     }
     let file_name: String = source.name.chars().flat_map(char::escape_default).collect();
@@ -225,6 +226,7 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         prototypes.push((head_line, proto, &t.func.body));
     }
     // Generated text comes first: after the first `#line`, every line is the `.kgp` file's.
+    out.push_str(&params);
     if !structs.is_empty() {
         out.push_str("// The kernel types the signatures name, declared in case no header does.\n");
         for s in &structs {

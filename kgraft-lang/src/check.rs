@@ -50,6 +50,9 @@ pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> He
     check_callbacks(file, &shadows, diags);
     crate::helpers::check(file, &externs, &shadows, diags);
     crate::cbody::check(file, diags);
+    crate::states::check(file, &externs, diags);
+    crate::syscalls::check(file, &shadows, diags);
+    crate::params::check(file, diags);
     relabel_too_complex(diags);
     header
 }
@@ -692,13 +695,14 @@ fn check_replacements(
     let all = targets(file);
     // Callbacks, a registered module or `replace_all` (which takes earlier patches off) are
     // work enough for a patch without replacements.
-    let does_something = file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_)))
-        || file.items.iter().any(|i| match i {
-            Item::Header(h) => {
-                h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _)))
-            }
-            _ => false,
-        });
+    let does_something =
+        file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_) | Item::Syscall(_) | Item::State(_)))
+            || file.items.iter().any(|i| match i {
+                Item::Header(h) => {
+                    h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _)))
+                }
+                _ => false,
+            });
     if all.is_empty() && syntax_ok && !does_something {
         let at = file
             .items
@@ -712,7 +716,7 @@ fn check_replacements(
             Diagnostic::error(codes::E0020, "this patch does nothing")
                 .primary(at, "nothing to patch")
                 .note("a live patch replaces functions, runs callbacks, registers modules or replaces earlier patches")
-                .help("add a `replace fn NAME(...) { ... }` item, a callback, or `replace_all: true`"),
+                .help("add a `replace fn NAME(...) { ... }` item, a `replace syscall`, a callback, or `replace_all: true`"),
         );
     }
     let mut seen: HashMap<(String, String, u32), Span> = HashMap::new();

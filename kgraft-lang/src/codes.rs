@@ -227,6 +227,41 @@ which takes the object (a pointer to the block's type) and then each field of th
 order. Declare the helper, or fix the name; its parameter count must be one more than the
 number of fields."
 
+    E0060 "malformed system state"
+"A `state NAME (id = N, version = V);` item declares a system state of the livepatch core: `id`
+is an integer from 1 up (decimal or `0x` hexadecimal), `version` an integer below 2^32 and 0 when
+it is left out. Each option is given once; there are no others."
+
+    E0061 "one state id declared twice"
+"A patch declares each system state once. Two `state` items with one id would be two entries
+of the patch's `klp_state` array that the livepatch core cannot tell apart."
+
+    E0062 "a state or parameter name already in use"
+"States and module parameters become names of the generated crate (a constant and a static),
+which they share with helpers, `extern` symbols and statics. Rename one of them."
+
+    E0063 "malformed system call replacement"
+"`replace syscall NAME(args) -> c_long { ... }` replaces every x86-64 entry of the system call
+`NAME`, which take at most six arguments, each in a register, and return a `long`. It cannot be
+variadic and must say its return type."
+
+    E0064 "no such system call in the target"
+"With the target known, kgraftc looks for the system call's entries, `__x64_sys_NAME` and
+`__ia32_sys_NAME`, among the kernel's functions, and replaces those that exist; here neither
+does. The name is the one `SYSCALL_DEFINE` gives (`getpriority`, not `sys_getpriority`). The
+user-mode host has no system call entries, so a `replace syscall` patch builds only for Linux."
+
+    E0065 "a module parameter of a type it cannot have"
+"A `param NAME: T = default;` becomes a `module_param` of the patch module, whose types are the
+kernel's: `bool`, `c_int` (`int`), `c_uint` (`uint`), `c_long` (`long`), `c_ulong` (`ulong`),
+`i16` (`short`), `u16` (`ushort`), `u8` (`byte`), with their aliases, and `*const c_char`
+(`charp`, a string)."
+
+    E0066 "a module parameter's default that is not a literal"
+"The default of a module parameter is compiled into the module as the C variable's initial
+value, so it is a literal of the parameter's type: an integer without a suffix (with `-` where
+the type is signed) in the type's range, `true` or `false`, or a string literal without NUL."
+
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc
 lists the modules under /lib/modules/RELEASE; module names are spelled as `lsmod` shows them,

@@ -30,8 +30,11 @@ mod diagnostic;
 mod helpers;
 pub mod kernel;
 mod lower;
+mod params;
 mod parse;
 mod prototype;
+mod states;
+mod syscalls;
 
 pub use codes::{CODES, CodeInfo, explain};
 pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
@@ -170,6 +173,7 @@ pub fn check_against(checked: &Checked, kernel: &kernel::Kernel) -> Diagnostics 
     with_stack(|| {
         let mut diags = Diagnostics::default();
         prototype::check(&checked.file, kernel, &mut diags);
+        syscalls::check_against(&checked.file, kernel, &mut diags);
         bindings::check_types(&checked.file, kernel, &mut diags);
         diags.sort();
         diags

@@ -411,6 +411,7 @@ impl Lowering<'_> {
         let mut functions: Vec<String> = Vec::new();
         let mut shadows: Vec<Ident> = Vec::new();
         let mut callbacks: Vec<String> = Vec::new();
+        let mut states: Vec<(u64, u32)> = Vec::new();
         // Per kernel module: its Rust name, its functions (both forms), its span, docs and slot.
         type Module = (String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize);
         let mut modules: Vec<Module> = Vec::new();
@@ -420,6 +421,43 @@ impl Lowering<'_> {
         for item in &file.items {
             match item {
                 Item::Header(_) | Item::C(_) | Item::StaticMut(_) => {}
+                Item::Syscall(sc) => {
+                    let items::SyscallItems { items: fns, replacements: names } = self.syscall(sc)?;
+                    for (full, sketch) in fns {
+                        self.push(full, sketch, sc.head);
+                    }
+                    functions.extend(names.iter().map(ToString::to_string));
+                }
+                Item::State(st) => {
+                    let mut ignored = Diagnostics::default();
+                    let Some(info) = crate::states::resolve(st, &mut ignored) else {
+                        return Err(internal(st.span, "a state the checks accepted did not resolve"));
+                    };
+                    let name = ident(&st.name)?;
+                    let docs = doc_attrs(&st.docs);
+                    let id = proc_macro2::Literal::u64_unsuffixed(info.id);
+                    let tokens = quote!(#docs pub const #name: u64 = #id;);
+                    self.push(tokens.clone(), tokens, st.name.span);
+                    states.push((info.id, info.version));
+                }
+                Item::Param(p) => {
+                    let name = ident(&p.name)?;
+                    let ty = self.ty(&p.ty)?;
+                    let docs = doc_attrs(&p.docs);
+                    let link = format!("__kgraft_param_{}", p.name.name);
+                    let note = format!(" The module parameter `{}`, defined in the patch's C file.", p.name.name);
+                    let sep = (!p.docs.is_empty()).then(|| quote!(#[doc = ""]));
+                    let tokens = quote! {
+                        unsafe extern "C" {
+                            #docs
+                            #sep
+                            #[doc = #note]
+                            #[link_name = #link]
+                            pub static mut #name: #ty;
+                        }
+                    };
+                    self.push(tokens.clone(), tokens, p.name.span);
+                }
                 Item::Helper(h) => {
                     let (full, sketch) = self.helper(h)?;
                     self.push(full, sketch, h.sig.name.span);
@@ -589,6 +627,10 @@ impl Lowering<'_> {
         }
         if !callbacks.is_empty() {
             text.push_str(&format!("    callbacks: {{ {} }},\n", join(&callbacks)));
+        }
+        if !states.is_empty() {
+            let list: Vec<String> = states.iter().map(|(id, version)| format!("({id}, {version})")).collect();
+            text.push_str(&format!("    states: [{}],\n", join(&list)));
         }
         let listed = |(name, list): &&(String, Vec<String>)| {
             !list.is_empty()

@@ -65,4 +65,79 @@ impl Lowering<'_> {
         };
         Ok((quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); })))
     }
+
+    /// Returns the items of a `replace syscall`: the body as one function, then one replacement
+    /// per entry of the system call, which unpacks the registers and calls it; with the Rust
+    /// names of the replacements.
+    pub(super) fn syscall(&mut self, sc: &Syscall) -> Result<SyscallItems, Box<Diagnostic>> {
+        let name = &sc.sig.name.name;
+        let body_ident = format_ident!("__kgraft_sys_{}", name);
+        let params = self.params(&sc.sig, false)?;
+        let ret = self.ret(&sc.sig)?;
+        let docs = doc_attrs(&sc.sig.docs);
+        let sep = (!sc.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
+        let marker = self.safety_marker(format!(
+            "the entries of the system call `{name}` call this body with the call's arguments, in the calling task's \
+             context; the body is the reviewed patch source."
+        ));
+        let (block, n) = self.body(&sc.body)?;
+        let head = quote! {
+            #docs
+            #sep
+            #[doc = " # Safety"]
+            #[doc = ""]
+            #[doc = " Called by the system call's entries below, with its arguments, in the calling task's context."]
+            unsafe fn #body_ident(#(#params),*) #ret
+        };
+        let mut out = vec![(quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); }))];
+        let mut names = Vec::new();
+        let ret_ty = match &sc.sig.ret {
+            Some(r) => {
+                let ty: syn::Type = super::parse(r)?;
+                quote!(-> #ty)
+            }
+            None => TokenStream::new(),
+        };
+        let count = sc.sig.params.iter().filter(|p| matches!(p, Param::Named { .. })).count();
+        for (abi, symbol, regs) in crate::syscalls::entries(name, self.kernel) {
+            let fn_ident = format_ident!("__kgraft_{}_sys_{}", abi, name);
+            let unpack = if abi == "ia32" { format_ident!("arg32") } else { format_ident!("arg") };
+            let args = regs.iter().take(count).map(|r| {
+                let r = format_ident!("{}", r);
+                quote!(kgraft_rt::syscall::#unpack(regs.#r))
+            });
+            let doc = format!(
+                " The `{abi}` entry of `{name}`: unpacks the arguments from the saved registers, as `SYSCALL_DEFINE` does."
+            );
+            let marker = self.safety_marker(format!(
+                "the kernel's system call entry passes the calling task's saved registers, valid for the whole call; \
+                 the arguments are unpacked as `SYSCALL_DEFINE` unpacks them for the `{abi}` ABI."
+            ));
+            let tokens = quote! {
+                #[doc = #doc]
+                #[doc = ""]
+                #[doc = " # Safety"]
+                #[doc = ""]
+                #[doc = " Called by the kernel in place of the system call's entry, with its `struct pt_regs`."]
+                #[kgraft_macros::replace(name = #symbol, object = "vmlinux", sympos = 0)]
+                pub unsafe extern "C" fn #fn_ident(regs: *const kgraft_rt::syscall::PtRegs) #ret_ty {
+                    #marker
+                    unsafe {
+                        let regs = &*regs;
+                        #body_ident(#(#args),*)
+                    }
+                }
+            };
+            out.push((tokens.clone(), tokens));
+            names.push(fn_ident);
+        }
+        Ok(SyscallItems { items: out, replacements: names })
+    }
+}
+
+/// The items of a `replace syscall` in both forms (the body, then one replacement per entry),
+/// and the Rust names of its replacements.
+pub(super) struct SyscallItems {
+    pub(super) items: Vec<(TokenStream, TokenStream)>,
+    pub(super) replacements: Vec<Ident>,
 }

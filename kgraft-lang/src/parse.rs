@@ -270,7 +270,9 @@ fn syntax_error(src: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnosti
 fn describe(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         Rule::EOI => "the end of the file",
-        Rule::item => "an item (`patch`, `extern`, `shadow`, `replace fn`, `module`, `on`, `static`, `fn` or `c`)",
+        Rule::item => {
+            "an item (`patch`, `extern`, `shadow`, `replace fn`, `replace syscall`, `module`, `on`, `static`, `fn`, `c`, `state` or `param`)"
+        }
         Rule::header | Rule::kw_patch => "`patch`",
         Rule::extern_block | Rule::kw_extern => "`extern`",
         Rule::shadow_block | Rule::kw_shadow => "`shadow`",
@@ -301,6 +303,9 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::in_c => "`in C`",
         Rule::kw_c | Rule::c_item => "`c`",
         Rule::helper_fn => "`fn`",
+        Rule::replace_sys | Rule::kw_syscall => "`syscall`",
+        Rule::state_item | Rule::kw_state => "`state`",
+        Rule::mod_param | Rule::kw_param => "`param`",
         Rule::static_mut => "`static`",
         Rule::ty => "a type",
         Rule::expr => "an expression",
@@ -340,6 +345,9 @@ fn item(pair: Pair<'_, Rule>, base: usize) -> Item {
         Rule::static_mut => Item::StaticMut(global(pair, base)),
         Rule::c_item => Item::C(c_item(pair, base)),
         Rule::helper_fn => Item::Helper(helper_fn(pair, base)),
+        Rule::replace_sys => Item::Syscall(replace_sys(pair, base)),
+        Rule::state_item => Item::State(state_item(pair, base)),
+        Rule::mod_param => Item::Param(mod_param(pair, base)),
         _ => Item::Replace(replace_fn(pair, base)),
     }
 }
@@ -623,4 +631,70 @@ fn helper_fn(pair: Pair<'_, Rule>, base: usize) -> Helper {
         }
     }
     Helper { sig: signature(&mut rest, docs, base), body }
+}
+
+fn replace_sys(pair: Pair<'_, Rule>, base: usize) -> Syscall {
+    let whole = span(&pair, base);
+    let mut docs = Vec::new();
+    let mut rest = Vec::new();
+    let mut body = Fragment { text: String::new(), span: Span::default() };
+    let mut head_start = whole.start;
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::outer_doc => docs.push(doc(p, base, 3)),
+            Rule::kw_replace => head_start = span(&p, base).start,
+            Rule::kw_syscall => {}
+            Rule::block => body = fragment(p, base),
+            _ => rest.push(p),
+        }
+    }
+    let sig = signature(&mut rest, docs, base);
+    let head_end = sig.ret.as_ref().map(|r| r.span.end).unwrap_or(body.span.start).max(head_start);
+    Syscall { sig, body, head: Span::new(head_start, head_end) }
+}
+
+fn state_item(pair: Pair<'_, Rule>, base: usize) -> State {
+    let mut st = State {
+        docs: Vec::new(),
+        name: Ident { name: String::new(), span: Span::default() },
+        options: Vec::new(),
+        span: span(&pair, base),
+    };
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::outer_doc => st.docs.push(doc(p, base, 3)),
+            Rule::ident => st.name = ident(p, base),
+            Rule::shadow_opts => {
+                for opt in p.into_inner() {
+                    let whole = span(&opt, base);
+                    let mut inner = opt.into_inner();
+                    let Some(key) = inner.next() else { continue };
+                    let key = ident(key, base);
+                    let value = inner.next().map(|v| ident(v, base));
+                    st.options.push(ShadowOption { key, value, span: whole });
+                }
+            }
+            _ => {}
+        }
+    }
+    st
+}
+
+fn mod_param(pair: Pair<'_, Rule>, base: usize) -> ModParam {
+    let mut m = ModParam {
+        docs: Vec::new(),
+        name: Ident { name: String::new(), span: Span::default() },
+        ty: Fragment { text: String::new(), span: Span::default() },
+        default: Fragment { text: String::new(), span: Span::default() },
+    };
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::outer_doc => m.docs.push(doc(p, base, 3)),
+            Rule::ident => m.name = ident(p, base),
+            Rule::ty => m.ty = fragment(p, base),
+            Rule::init => m.default = fragment(p, base),
+            _ => {}
+        }
+    }
+    m
 }

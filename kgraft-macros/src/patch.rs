@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{Ident, LitBool, LitStr, Path, Token, braced, bracketed};
+use syn::{Ident, LitBool, LitInt, LitStr, Path, Token, braced, bracketed, parenthesized};
 
 /// Everything `patch!` may be told.
 #[derive(Default)]
@@ -17,6 +17,7 @@ struct Spec {
     shadows: Vec<Path>,
     callbacks: Vec<(Ident, Path)>,
     objects: Vec<(LitStr, Vec<(Ident, Path)>)>,
+    states: Vec<(LitInt, LitInt)>,
 }
 
 /// Parses `{ kind: path, ... }`.
@@ -55,6 +56,24 @@ impl Parse for Spec {
                     list.extend(paths);
                 }
                 "callbacks" => spec.callbacks = parse_callbacks(input)?,
+                "states" => {
+                    // `[(id, version), ...]`.
+                    let content;
+                    bracketed!(content in input);
+                    while !content.is_empty() {
+                        let pair;
+                        parenthesized!(pair in content);
+                        let id: LitInt = pair.parse()?;
+                        pair.parse::<Token![,]>()?;
+                        let version: LitInt = pair.parse()?;
+                        id.base10_parse::<u64>()?;
+                        version.base10_parse::<u32>()?;
+                        spec.states.push((id, version));
+                        if !content.is_empty() {
+                            content.parse::<Token![,]>()?;
+                        }
+                    }
+                }
                 "objects" => {
                     let content;
                     braced!(content in input);
@@ -72,7 +91,7 @@ impl Parse for Spec {
                     return Err(syn::Error::new_spanned(
                         &key,
                         "unknown key: expected `name`, `description`, `kernel`, `replace_all`, \
-                         `functions`, `shadows`, `callbacks` or `objects`",
+                         `functions`, `shadows`, `callbacks`, `objects` or `states`",
                     ));
                 }
             }
@@ -133,6 +152,17 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         objects.push(quote!(::kgraft_rt::ObjectDecl { name: #lit, callbacks: #cbs }));
     }
 
+    let mut states = Vec::new();
+    for (i, (id, version)) in spec.states.iter().enumerate() {
+        let value = id.base10_parse::<u64>()?;
+        if spec.states[..i].iter().any(|(other, _)| other.base10_parse::<u64>().ok() == Some(value)) {
+            return Err(syn::Error::new_spanned(id, "this state id is listed twice"));
+        }
+        let id = proc_macro2::Literal::u64_unsuffixed(value);
+        let version = proc_macro2::Literal::u32_unsuffixed(version.base10_parse::<u32>()?);
+        states.push(quote!(::kgraft_rt::state::StateDecl { id: #id, version: #version }));
+    }
+
     Ok(quote! {
         #[doc(hidden)]
         pub static __KGRAFT_PATCH: ::kgraft_rt::Patch = ::kgraft_rt::Patch {
@@ -144,6 +174,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             shadows: &[#(#shadows),*],
             callbacks: #vmlinux_callbacks,
             objects: &[#(#objects),*],
+            states: &[#(#states),*],
         };
 
         ::kgraft_rt::__export_patch!(__KGRAFT_PATCH, #name);

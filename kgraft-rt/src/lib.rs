@@ -25,5 +25,7 @@ pub mod patch;
 pub mod prelude;
 pub mod rules;
 pub mod shadow;
+pub mod state;
+pub mod syscall;
 
 pub use patch::{Callbacks, Func, ModuleState, Object, ObjectDecl, Patch, ShadowDecl};

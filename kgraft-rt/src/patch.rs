@@ -26,6 +26,8 @@ pub struct Patch {
     /// The modules the patch registers besides those of its functions: each with its own
     /// callbacks, run when that module is patched or unpatched (also when it loads later).
     pub objects: &'static [ObjectDecl],
+    /// The system states the patch declares (`state NAME (id = N, version = V);`).
+    pub states: &'static [crate::state::StateDecl],
 }
 
 /// A loadable module the patch registers, with the callbacks of that object.
@@ -181,10 +183,10 @@ pub const ABI_STAMP_LEN: usize = 128;
 /// What a patch built with this kgraft-rt assumes of the engine that reads its descriptor.
 ///
 /// It is NUL-padded text: kgraft-rt's version, the size and alignment of [`Patch`], [`Func`],
-/// [`ShadowDecl`], [`Callbacks`] and [`ObjectDecl`], and the order of the two words of a slice or `CStr`
+/// [`ShadowDecl`], [`Callbacks`], [`ObjectDecl`] and [`StateDecl`](crate::state::StateDecl), and the order of the two words of a slice or `CStr`
 /// reference (which the language leaves unspecified), for example
-/// `kgraft-rt 0.1.0; Patch 128/8, Func 40/8, ShadowDecl 48/8, Callbacks 32/8, ObjectDecl 48/8;
-/// slices ptr,len`.
+/// `kgraft-rt 0.1.0; Patch 128/8, Func 40/8, ShadowDecl 48/8, Callbacks 32/8, ObjectDecl 48/8,
+/// StateDecl 16/8; slices ptr,len`.
 /// The host's loader refuses a patch whose stamp differs from its own. The stamp is a cheap
 /// check, not a proof: two builds of the same version whose field types changed but kept every
 /// size would compare equal.
@@ -202,6 +204,8 @@ pub const ABI_STAMP: [u8; ABI_STAMP_LEN] = {
     w.layout(size_of::<Callbacks>(), align_of::<Callbacks>());
     w.text(", ObjectDecl ");
     w.layout(size_of::<ObjectDecl>(), align_of::<ObjectDecl>());
+    w.text(", StateDecl ");
+    w.layout(size_of::<crate::state::StateDecl>(), align_of::<crate::state::StateDecl>());
     w.text("; slices ");
     w.text(slice_word_order());
     w.buf
@@ -275,7 +279,7 @@ mod tests {
         let end = ABI_STAMP.iter().position(|&b| b == 0).expect("the stamp is NUL-terminated");
         let text = core::str::from_utf8(&ABI_STAMP[..end]).expect("the stamp is text");
         let expected = alloc::format!(
-            "kgraft-rt {}; Patch {}/{}, Func {}/{}, ShadowDecl {}/{}, Callbacks {}/{}, ObjectDecl {}/{}; slices ptr,len",
+            "kgraft-rt {}; Patch {}/{}, Func {}/{}, ShadowDecl {}/{}, Callbacks {}/{}, ObjectDecl {}/{}, StateDecl {}/{}; slices ptr,len",
             env!("CARGO_PKG_VERSION"),
             size_of::<Patch>(),
             align_of::<Patch>(),
@@ -287,6 +291,8 @@ mod tests {
             align_of::<Callbacks>(),
             size_of::<ObjectDecl>(),
             align_of::<ObjectDecl>(),
+            size_of::<crate::state::StateDecl>(),
+            align_of::<crate::state::StateDecl>(),
         );
         assert_eq!(text, expected);
         assert!(ABI_STAMP[end..].iter().all(|&b| b == 0), "the rest is padding");

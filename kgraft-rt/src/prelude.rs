@@ -6,7 +6,7 @@ pub use core::ffi::{
     CStr, c_char, c_int, c_long, c_longlong, c_schar, c_short, c_uchar, c_uint, c_ulong, c_ulonglong, c_ushort, c_void,
 };
 
-pub use crate::{shadow, shadow_alloc, shadow_free, shadow_free_all, shadow_get};
+pub use crate::{shadow, shadow_alloc, shadow_free, shadow_free_all, shadow_get, state, state_prev};
 
 /// The kernel's `size_t`.
 pub type size_t = usize;

@@ -25,6 +25,8 @@ const SCENARIOS: &[&str] = &[
     "straggler_timeout",
     "kgraftc_force",
     "package_scripts",
+    "system_states",
+    "syscall",
 ];
 
 #[test]

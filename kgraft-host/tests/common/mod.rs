@@ -48,6 +48,7 @@ pub const fn patch(name: &'static CStr, funcs: &'static [Func], replace_all: boo
         shadows: &[],
         callbacks: Callbacks::NONE,
         objects: &[],
+        states: &[],
     }
 }
 

@@ -56,8 +56,8 @@ pub(crate) struct KlpPatch {
     pub(crate) module: *mut c_void,
     /// The objects, ended by an entry whose name and functions are null.
     pub(crate) objs: *mut KlpObject,
-    /// The system states the patch declares (none).
-    pub(crate) states: *mut c_void,
+    /// The system states the patch declares, ended by an entry whose id is zero (or null).
+    pub(crate) states: *mut crate::state::State,
     /// Whether the patch atomically replaces every earlier patch.
     pub(crate) replace: bool,
     _pad: [u8; 7],
@@ -70,6 +70,9 @@ const _: () = assert!(core::mem::size_of::<KlpCallbacks>() == 40);
 const _: () = assert!(core::mem::size_of::<KlpObject>() == 168);
 const _: () = assert!(core::mem::offset_of!(KlpObject, callbacks) == 16);
 const _: () = assert!(core::mem::size_of::<KlpPatch>() == 200);
+const _: () = assert!(core::mem::size_of::<crate::state::State>() == 24);
+const _: () = assert!(core::mem::offset_of!(crate::state::State, version) == 8);
+const _: () = assert!(core::mem::offset_of!(crate::state::State, data) == 16);
 
 /// The offset of `mod` (the `struct module *` of a loaded module, null for vmlinux or a module
 /// not loaded) in `struct klp_object`, among the fields the core owns.

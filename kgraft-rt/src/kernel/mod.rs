@@ -24,6 +24,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::patch::{Callbacks, ModuleState, Object, Patch};
+use crate::state::State;
 use klp::{KlpCallbacks, KlpFunc, KlpObject, KlpPatch};
 
 /// The kernel's `ENOMEM`.
@@ -51,18 +52,31 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
     let nobjs = modules(patch).count() + usize::from(wants_vmlinux);
 
     // SAFETY: plain allocations; a null result is handled below.
-    let (kpatch, objs, funcs) = unsafe {
+    let (kpatch, objs, funcs, states) = unsafe {
         (
             alloc::<KlpPatch>(1),
             alloc::<KlpObject>(nobjs + 1),
             // One terminator per object.
             alloc::<KlpFunc>(patch.funcs.len() + nobjs),
+            // The zeroed entry after the states ends the array.
+            alloc::<State>(patch.states.len() + 1),
         )
     };
-    if kpatch.is_null() || objs.is_null() || funcs.is_null() {
+    if kpatch.is_null() || objs.is_null() || funcs.is_null() || states.is_null() {
         // SAFETY: each pointer is null or came from `__kmalloc`.
-        unsafe { free3(kpatch, objs, funcs) };
+        unsafe {
+            free3(kpatch, objs, funcs);
+            klp::kfree(states.cast());
+        }
         return -ENOMEM;
+    }
+    for (i, decl) in patch.states.iter().enumerate() {
+        // SAFETY: the array holds one zeroed entry per declared state, and one more.
+        unsafe {
+            let st = &mut *states.add(i);
+            st.id = decl.id as c_ulong;
+            st.version = decl.version;
+        }
     }
 
     let mut func_i = 0;
@@ -93,15 +107,20 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
         (*kpatch).module = (&raw mut klp::__this_module).cast();
         (*kpatch).objs = objs;
         (*kpatch).replace = patch.replace_all;
+        (*kpatch).states = states;
     }
+    // Callbacks run inside `klp_enable_patch` and may ask for the patch's states.
+    REGISTERED.store(kpatch, Ordering::Release);
     // SAFETY: the arrays are complete and terminated, and they stay allocated until `exit`,
     // which the kernel calls only after the core released the patch.
     let ret = unsafe { klp::klp_enable_patch(kpatch) };
     if ret != 0 {
+        REGISTERED.store(ptr::null_mut(), Ordering::Release);
         // SAFETY: a failed `klp_enable_patch` keeps no reference to the arrays; the format
         // takes the NUL-terminated name and an int.
         unsafe {
             free3(kpatch, objs, funcs);
+            klp::kfree(states.cast());
             klp::_printk(
                 c"\x013kgraft: %s: the livepatch core refused the patch (error %d)\n".as_ptr(),
                 patch.name.as_ptr(),
@@ -111,8 +130,12 @@ pub unsafe fn init(patch: &'static Patch) -> c_int {
         PATCH.store(ptr::null_mut(), Ordering::Release);
         return ret;
     }
-    REGISTERED.store(kpatch, Ordering::Release);
     0
+}
+
+/// Returns the `klp_patch` registered by [`init`], or null.
+pub(crate) fn registered() -> *mut KlpPatch {
+    REGISTERED.load(Ordering::Acquire)
 }
 
 /// Frees what [`init`] handed to the livepatch core.
@@ -131,6 +154,7 @@ pub unsafe fn exit() {
     unsafe {
         let objs = (*kpatch).objs;
         let funcs = (*objs).funcs;
+        klp::kfree((*kpatch).states.cast());
         free3(kpatch, objs, funcs);
     }
 }
