@@ -407,249 +407,42 @@ impl Lowering<'_> {
             })
             .unwrap_or_default();
 
-        // Externs, shadows, replacements and callbacks, in source order.
-        let mut functions: Vec<String> = Vec::new();
-        let mut shadows: Vec<Ident> = Vec::new();
-        let mut callbacks: Vec<String> = Vec::new();
-        let mut states: Vec<(u64, u32)> = Vec::new();
-        // Per kernel module: its Rust name, its functions (both forms), its span, docs and slot.
-        type Module = (String, Vec<(TokenStream, TokenStream)>, Span, Vec<Doc>, usize);
-        let mut modules: Vec<Module> = Vec::new();
-        let mut shadow_slot: Option<usize> = None;
-        // Per module block's module: the callbacks, as `kind: path`.
-        let mut objects: Vec<(String, Vec<String>)> = Vec::new();
+        // Every item in source order, each kind by its own function; what they add to the
+        // patch's descriptor is gathered in `parts`.
+        let mut parts = PatchParts::default();
         for item in &file.items {
             match item {
                 Item::Header(_) | Item::C(_) | Item::StaticMut(_) => {}
-                Item::Syscall(sc) => {
-                    let items::SyscallItems { items: fns, replacements: names } = self.syscall(sc)?;
-                    for (full, sketch) in fns {
-                        self.push(full, sketch, sc.head);
-                    }
-                    functions.extend(names.iter().map(ToString::to_string));
-                }
-                Item::State(st) => {
-                    let mut ignored = Diagnostics::default();
-                    let Some(info) = crate::states::resolve(st, &mut ignored) else {
-                        return Err(internal(st.span, "a state the checks accepted did not resolve"));
-                    };
-                    let name = ident(&st.name)?;
-                    let docs = doc_attrs(&st.docs);
-                    let id = proc_macro2::Literal::u64_unsuffixed(info.id);
-                    let tokens = quote!(#docs pub const #name: u64 = #id;);
-                    self.push(tokens.clone(), tokens, st.name.span);
-                    states.push((info.id, info.version));
-                }
-                Item::Param(p) => {
-                    let name = ident(&p.name)?;
-                    let ty = self.ty(&p.ty)?;
-                    let docs = doc_attrs(&p.docs);
-                    let link = format!("__kgraft_param_{}", p.name.name);
-                    let note = format!(" The module parameter `{}`, defined in the patch's C file.", p.name.name);
-                    let sep = (!p.docs.is_empty()).then(|| quote!(#[doc = ""]));
-                    let tokens = quote! {
-                        unsafe extern "C" {
-                            #docs
-                            #sep
-                            #[doc = #note]
-                            #[link_name = #link]
-                            pub static mut #name: #ty;
-                        }
-                    };
-                    self.push(tokens.clone(), tokens, p.name.span);
-                }
+                Item::Syscall(sc) => self.item_syscall(sc, &mut parts)?,
+                Item::State(st) => self.item_state(st, &mut parts)?,
+                Item::Param(p) => self.item_param(p)?,
                 Item::Helper(h) => {
                     let (full, sketch) = self.helper(h)?;
                     self.push(full, sketch, h.sig.name.span);
                 }
-                Item::Global(g) => {
-                    let name = ident(&g.name)?;
-                    let ty = self.ty(&g.ty)?;
-                    let init: syn::Expr = parse(&g.init)?;
-                    let docs = doc_attrs(&g.docs);
-                    let tokens = quote!(#docs static #name: #ty = #init;);
-                    let ty_frag = self.frag(&g.ty.text, g.ty.span.start);
-                    let init_frag = self.frag(&g.init.text, g.init.span.start);
-                    let sketch = quote!(#docs static #name: #ty_frag = #init_frag;);
-                    self.push(tokens, sketch, g.name.span);
-                }
-                Item::Extern(block) => {
-                    let mut decls = Vec::new();
-                    for ext in &block.items {
-                        match ext {
-                            ExternItem::Fn(sig) => {
-                                let name = ident(&sig.name)?;
-                                let params = self.params(sig, true)?;
-                                let ret = self.ret(sig)?;
-                                let docs = doc_attrs(&sig.docs);
-                                decls.push(quote!(#docs pub fn #name(#(#params),*) #ret;));
-                            }
-                            ExternItem::Static(s) => {
-                                let name = ident(&s.name)?;
-                                let ty = self.ty(&s.ty)?;
-                                let docs = doc_attrs(&s.docs);
-                                let m = s.mutable.then(|| quote!(mut));
-                                decls.push(quote!(#docs pub static #m #name: #ty;));
-                            }
-                        }
-                    }
-                    let docs = doc_attrs(&block.docs);
-                    let tokens = quote!(#docs unsafe extern "C" { #(#decls)* });
-                    let origin = block.items.first().map(|i| i.name().span).unwrap_or(header_span);
-                    self.push(tokens.clone(), tokens, origin);
-                }
-                Item::Shadow(block) => {
-                    ident(&block.ty)?;
-                    self.opaque.insert(block.ty.name.clone());
-                    // Every block goes into one `shadow!` invocation, where the first block is.
-                    let slot = match shadow_slot {
-                        Some(slot) => slot,
-                        None => {
-                            self.items.push(ItemOut {
-                                text: Some(String::new()),
-                                full: TokenStream::new(),
-                                sketch: TokenStream::new(),
-                                origin: block.ty.span,
-                            });
-                            shadow_slot = Some(self.items.len() - 1);
-                            self.items.len() - 1
-                        }
-                    };
-                    let mut text = String::new();
-                    for d in &block.docs {
-                        text.push_str(&format!("    ///{}\n", d.text));
-                    }
-                    let options: Vec<String> = block
-                        .options
-                        .iter()
-                        .map(|o| match &o.value {
-                            Some(v) => format!("{} = {}", o.key.name, v.name),
-                            None => o.key.name.clone(),
-                        })
-                        .collect();
-                    let options = if options.is_empty() { String::new() } else { format!(" ({})", options.join(", ")) };
-                    text.push_str(&format!("    {}{options} {{\n", block.ty.name));
-                    for f in &block.fields {
-                        // Parsed for the type names only; the text is the source's.
-                        self.ty(&f.ty)?;
-                        let _: syn::Expr = parse(&f.init)?;
-                        for d in &f.docs {
-                            text.push_str(&format!("        ///{}\n", d.text));
-                        }
-                        text.push_str(&format!("        {}: {} = {},\n", f.name.name, f.ty.text, f.init.text));
-                    }
-                    text.push_str("    }\n");
-                    let name = match block.fields.first() {
-                        Some(f) => format!("{}_{}", block.ty.name, f.name.name),
-                        None => block.ty.name.clone(),
-                    };
-                    shadows.push(format_ident!("{}", name));
-                    if let Some(t) = &mut self.items[slot].text {
-                        t.push_str(&text);
-                    }
-                }
+                Item::Global(g) => self.item_global(g)?,
+                Item::Extern(block) => self.item_extern(block, header_span)?,
+                Item::Shadow(block) => self.item_shadow(block, &mut parts)?,
                 Item::Replace(r) => {
-                    let t = Target { object: "vmlinux", func: r };
-                    let (full, sketch, name) = self.replacement(&t)?;
-                    functions.push(name.to_string());
+                    let (full, sketch, name) = self.replacement(&Target { object: "vmlinux", func: r })?;
+                    parts.functions.push(name.to_string());
                     self.push(full, sketch, r.head);
                 }
-                Item::Module(m) => {
-                    let mut fns = Vec::new();
-                    let mod_ident = format_ident!("__kgraft_obj_{}", m.name.replace('-', "_"));
-                    for r in &m.fns {
-                        let t = Target { object: &m.name, func: r };
-                        let (full, sketch, name) = self.replacement(&t)?;
-                        functions.push(format!("{mod_ident}::{name}"));
-                        fns.push((full, sketch));
-                    }
-                    let listed = match objects.iter_mut().find(|(name, _)| *name == m.name) {
-                        Some((_, list)) => list,
-                        None => {
-                            objects.push((m.name.clone(), Vec::new()));
-                            &mut objects.last_mut().expect("pushed just above").1
-                        }
-                    };
-                    for cb in &m.callbacks {
-                        let (full, sketch, fn_ident) = self.callback(cb)?;
-                        listed.push(format!("{}: {mod_ident}::{fn_ident}", cb.kind.name));
-                        fns.push((full, sketch));
-                    }
-                    // Blocks for the same module share one Rust module.
-                    let key = m.name.replace('-', "_");
-                    match modules.iter_mut().find(|(k, ..)| *k == key) {
-                        Some((_, list, ..)) => list.extend(fns),
-                        None => {
-                            modules.push((key, fns, m.name_span, m.docs.clone(), self.items.len()));
-                            self.push(TokenStream::new(), TokenStream::new(), m.name_span);
-                        }
-                    }
-                }
+                Item::Module(m) => self.item_module(m, &mut parts)?,
                 Item::Callback(cb) => {
                     let (full, sketch, fn_ident) = self.callback(cb)?;
-                    callbacks.push(format!("{}: {fn_ident}", cb.kind.name));
+                    parts.callbacks.push(format!("{}: {fn_ident}", cb.kind.name));
                     self.push(full, sketch, cb.kind.span);
                 }
             }
         }
-        if let Some(slot) = shadow_slot
+        if let Some(slot) = parts.shadow_slot
             && let Some(text) = &mut self.items[slot].text
         {
             *text = format!("kgraft_macros::shadow! {{\n{text}}}\n");
         }
-        // One Rust module per kernel module, where its first block is.
-        for (key, fns, span, docs, index) in modules {
-            let mod_ident = format_ident!("__kgraft_obj_{}", key);
-            let docs = doc_attrs(&docs);
-            let (full, sketch): (Vec<_>, Vec<_>) = fns.into_iter().unzip();
-            let wrap = |inner: Vec<TokenStream>| {
-                quote! {
-                    #docs
-                    pub mod #mod_ident {
-                        use super::*;
-                        #(#inner)*
-                    }
-                }
-            };
-            self.items[index] = ItemOut { text: None, full: wrap(full), sketch: wrap(sketch), origin: span };
-        }
-
-        let mut text = String::from("kgraft_macros::patch! {\n");
-        text.push_str(&format!("    name: {:?},\n", header.name));
-        text.push_str(&format!("    description: {:?},\n", header.description));
-        if let Some(k) = &header.kernel {
-            text.push_str(&format!("    kernel: {k:?},\n"));
-        }
-        text.push_str(&format!("    replace_all: {},\n", header.replace_all));
-        text.push_str(&format!("    functions: [{}],\n", join(&functions)));
-        if !shadows.is_empty() {
-            text.push_str(&format!("    shadows: [{}],\n", join(&shadows)));
-        }
-        if !callbacks.is_empty() {
-            text.push_str(&format!("    callbacks: {{ {} }},\n", join(&callbacks)));
-        }
-        if !states.is_empty() {
-            let list: Vec<String> = states.iter().map(|(id, version)| format!("({id}, {version})")).collect();
-            text.push_str(&format!("    states: [{}],\n", join(&list)));
-        }
-        let listed = |(name, list): &&(String, Vec<String>)| {
-            !list.is_empty()
-                || !file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()))
-        };
-        if objects.iter().any(|o| listed(&o)) {
-            text.push_str("    objects: {\n");
-            // A module with functions is registered by them; list it only for its callbacks.
-            for (name, list) in &objects {
-                let has_functions =
-                    file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()));
-                if list.is_empty() && has_functions {
-                    continue;
-                }
-                text.push_str(&format!("        {name:?}: {{ {} }},\n", join(list)));
-            }
-            text.push_str("    },\n");
-        }
-        text.push_str("}\n");
+        self.close_modules(std::mem::take(&mut parts.modules));
+        let text = patch_macro(header, file, &parts);
         self.items.push(ItemOut {
             text: Some(text),
             full: TokenStream::new(),
@@ -680,6 +473,199 @@ impl Lowering<'_> {
             self.items.insert(1, ItemOut { text: None, full: bindings.clone(), sketch: bindings, origin: header_span });
         }
         Ok(())
+    }
+
+    fn item_syscall(&mut self, sc: &Syscall, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
+        let items::SyscallItems { items: fns, replacements: names } = self.syscall(sc)?;
+        for (full, sketch) in fns {
+            self.push(full, sketch, sc.head);
+        }
+        parts.functions.extend(names.iter().map(ToString::to_string));
+        Ok(())
+    }
+
+    fn item_state(&mut self, st: &State, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
+        let mut ignored = Diagnostics::default();
+        let Some(info) = crate::states::resolve(st, &mut ignored) else {
+            return Err(internal(st.span, "a state the checks accepted did not resolve"));
+        };
+        let name = ident(&st.name)?;
+        let docs = doc_attrs(&st.docs);
+        let id = proc_macro2::Literal::u64_unsuffixed(info.id);
+        let tokens = quote!(#docs pub const #name: u64 = #id;);
+        self.push(tokens.clone(), tokens, st.name.span);
+        parts.states.push((info.id, info.version));
+        Ok(())
+    }
+
+    fn item_param(&mut self, p: &ModParam) -> Result<(), Box<Diagnostic>> {
+        let name = ident(&p.name)?;
+        let ty = self.ty(&p.ty)?;
+        let docs = doc_attrs(&p.docs);
+        let link = format!("__kgraft_param_{}", p.name.name);
+        let note = format!(" The module parameter `{}`, defined in the patch's C file.", p.name.name);
+        let sep = (!p.docs.is_empty()).then(|| quote!(#[doc = ""]));
+        let tokens = quote! {
+            unsafe extern "C" {
+                #docs
+                #sep
+                #[doc = #note]
+                #[link_name = #link]
+                pub static mut #name: #ty;
+            }
+        };
+        self.push(tokens.clone(), tokens, p.name.span);
+        Ok(())
+    }
+
+    fn item_global(&mut self, g: &Global) -> Result<(), Box<Diagnostic>> {
+        let name = ident(&g.name)?;
+        let ty = self.ty(&g.ty)?;
+        let init: syn::Expr = parse(&g.init)?;
+        let docs = doc_attrs(&g.docs);
+        let tokens = quote!(#docs static #name: #ty = #init;);
+        let ty_frag = self.frag(&g.ty.text, g.ty.span.start);
+        let init_frag = self.frag(&g.init.text, g.init.span.start);
+        let sketch = quote!(#docs static #name: #ty_frag = #init_frag;);
+        self.push(tokens, sketch, g.name.span);
+        Ok(())
+    }
+
+    fn item_extern(&mut self, block: &ExternBlock, header_span: Span) -> Result<(), Box<Diagnostic>> {
+        let mut decls = Vec::new();
+        for ext in &block.items {
+            match ext {
+                ExternItem::Fn(sig) => {
+                    let name = ident(&sig.name)?;
+                    let params = self.params(sig, true)?;
+                    let ret = self.ret(sig)?;
+                    let docs = doc_attrs(&sig.docs);
+                    decls.push(quote!(#docs pub fn #name(#(#params),*) #ret;));
+                }
+                ExternItem::Static(s) => {
+                    let name = ident(&s.name)?;
+                    let ty = self.ty(&s.ty)?;
+                    let docs = doc_attrs(&s.docs);
+                    let m = s.mutable.then(|| quote!(mut));
+                    decls.push(quote!(#docs pub static #m #name: #ty;));
+                }
+            }
+        }
+        let docs = doc_attrs(&block.docs);
+        let tokens = quote!(#docs unsafe extern "C" { #(#decls)* });
+        let origin = block.items.first().map(|i| i.name().span).unwrap_or(header_span);
+        self.push(tokens.clone(), tokens, origin);
+        Ok(())
+    }
+
+    fn item_shadow(&mut self, block: &ShadowBlock, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
+        ident(&block.ty)?;
+        self.opaque.insert(block.ty.name.clone());
+        // Every block goes into one `shadow!` invocation, where the first block is.
+        let slot = match parts.shadow_slot {
+            Some(slot) => slot,
+            None => {
+                self.items.push(ItemOut {
+                    text: Some(String::new()),
+                    full: TokenStream::new(),
+                    sketch: TokenStream::new(),
+                    origin: block.ty.span,
+                });
+                parts.shadow_slot = Some(self.items.len() - 1);
+                self.items.len() - 1
+            }
+        };
+        let mut text = String::new();
+        for d in &block.docs {
+            text.push_str(&format!("    ///{}\n", d.text));
+        }
+        let options: Vec<String> = block
+            .options
+            .iter()
+            .map(|o| match &o.value {
+                Some(v) => format!("{} = {}", o.key.name, v.name),
+                None => o.key.name.clone(),
+            })
+            .collect();
+        let options = if options.is_empty() { String::new() } else { format!(" ({})", options.join(", ")) };
+        text.push_str(&format!("    {}{options} {{\n", block.ty.name));
+        for f in &block.fields {
+            // Parsed for the type names only; the text is the source's.
+            self.ty(&f.ty)?;
+            let _: syn::Expr = parse(&f.init)?;
+            for d in &f.docs {
+                text.push_str(&format!("        ///{}\n", d.text));
+            }
+            text.push_str(&format!("        {}: {} = {},\n", f.name.name, f.ty.text, f.init.text));
+        }
+        text.push_str("    }\n");
+        let name = match block.fields.first() {
+            Some(f) => format!("{}_{}", block.ty.name, f.name.name),
+            None => block.ty.name.clone(),
+        };
+        parts.shadows.push(format_ident!("{}", name));
+        if let Some(t) = &mut self.items[slot].text {
+            t.push_str(&text);
+        }
+        Ok(())
+    }
+
+    fn item_module(&mut self, m: &ModuleBlock, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
+        let mut fns = Vec::new();
+        let mod_ident = format_ident!("__kgraft_obj_{}", m.name.replace('-', "_"));
+        for r in &m.fns {
+            let t = Target { object: &m.name, func: r };
+            let (full, sketch, name) = self.replacement(&t)?;
+            parts.functions.push(format!("{mod_ident}::{name}"));
+            fns.push((full, sketch));
+        }
+        let listed = match parts.objects.iter_mut().find(|(name, _)| *name == m.name) {
+            Some((_, list)) => list,
+            None => {
+                parts.objects.push((m.name.clone(), Vec::new()));
+                &mut parts.objects.last_mut().expect("pushed just above").1
+            }
+        };
+        for cb in &m.callbacks {
+            let (full, sketch, fn_ident) = self.callback(cb)?;
+            listed.push(format!("{}: {mod_ident}::{fn_ident}", cb.kind.name));
+            fns.push((full, sketch));
+        }
+        // Blocks for the same module share one Rust module.
+        let key = m.name.replace('-', "_");
+        match parts.modules.iter_mut().find(|out| out.key == key) {
+            Some(out) => out.fns.extend(fns),
+            None => {
+                parts.modules.push(ModuleOut {
+                    key,
+                    fns,
+                    span: m.name_span,
+                    docs: m.docs.clone(),
+                    index: self.items.len(),
+                });
+                self.push(TokenStream::new(), TokenStream::new(), m.name_span);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts one Rust module per kernel module where its first block is.
+    fn close_modules(&mut self, modules: Vec<ModuleOut>) {
+        for ModuleOut { key, fns, span, docs, index } in modules {
+            let mod_ident = format_ident!("__kgraft_obj_{}", key);
+            let docs = doc_attrs(&docs);
+            let (full, sketch): (Vec<_>, Vec<_>) = fns.into_iter().unzip();
+            let wrap = |inner: Vec<TokenStream>| {
+                quote! {
+                    #docs
+                    pub mod #mod_ident {
+                        use super::*;
+                        #(#inner)*
+                    }
+                }
+            };
+            self.items[index] = ItemOut { text: None, full: wrap(full), sketch: wrap(sketch), origin: span };
+        }
     }
 
     fn render(&self) -> Result<Lowered, Box<Diagnostic>> {
@@ -809,6 +795,76 @@ impl Lowering<'_> {
         }
         out
     }
+}
+
+/// What the items add to the patch's descriptor, gathered in source order.
+#[derive(Default)]
+struct PatchParts {
+    /// The replacements' Rust paths.
+    functions: Vec<String>,
+    /// The shadow blocks' names.
+    shadows: Vec<Ident>,
+    /// vmlinux's callbacks, as `kind: path`.
+    callbacks: Vec<String>,
+    /// The system states, as `(id, version)`.
+    states: Vec<(u64, u32)>,
+    /// One Rust module per kernel module.
+    modules: Vec<ModuleOut>,
+    /// The slot of the one `shadow!` invocation, once a block is seen.
+    shadow_slot: Option<usize>,
+    /// Per module a block names: its callbacks, as `kind: path`.
+    objects: Vec<(String, Vec<String>)>,
+}
+
+/// A kernel module's Rust module: its key (the name with `_`), its functions in both forms,
+/// where its first block is written and its docs, and the item slot it takes.
+struct ModuleOut {
+    key: String,
+    fns: Vec<(TokenStream, TokenStream)>,
+    span: Span,
+    docs: Vec<Doc>,
+    index: usize,
+}
+
+/// The `patch!` invocation that builds the descriptor.
+fn patch_macro(header: &check::HeaderInfo, file: &File, parts: &PatchParts) -> String {
+    let mut text = String::from("kgraft_macros::patch! {\n");
+    text.push_str(&format!("    name: {:?},\n", header.name));
+    text.push_str(&format!("    description: {:?},\n", header.description));
+    if let Some(k) = &header.kernel {
+        text.push_str(&format!("    kernel: {k:?},\n"));
+    }
+    text.push_str(&format!("    replace_all: {},\n", header.replace_all));
+    text.push_str(&format!("    functions: [{}],\n", join(&parts.functions)));
+    if !parts.shadows.is_empty() {
+        text.push_str(&format!("    shadows: [{}],\n", join(&parts.shadows)));
+    }
+    if !parts.callbacks.is_empty() {
+        text.push_str(&format!("    callbacks: {{ {} }},\n", join(&parts.callbacks)));
+    }
+    if !parts.states.is_empty() {
+        let list: Vec<String> = parts.states.iter().map(|(id, version)| format!("({id}, {version})")).collect();
+        text.push_str(&format!("    states: [{}],\n", join(&list)));
+    }
+    let listed = |(name, list): &&(String, Vec<String>)| {
+        !list.is_empty()
+            || !file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()))
+    };
+    if parts.objects.iter().any(|o| listed(&o)) {
+        text.push_str("    objects: {\n");
+        // A module with functions is registered by them; list it only for its callbacks.
+        for (name, list) in &parts.objects {
+            let has_functions =
+                file.items.iter().any(|i| matches!(i, Item::Module(m) if m.name == *name && !m.fns.is_empty()));
+            if list.is_empty() && has_functions {
+                continue;
+            }
+            text.push_str(&format!("        {name:?}: {{ {} }},\n", join(list)));
+        }
+        text.push_str("    },\n");
+    }
+    text.push_str("}\n");
+    text
 }
 
 /// Splits a sentence into lines of at most `width` characters (a longer word gets its own line).
