@@ -140,26 +140,35 @@ fn check_header(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> Header
                 .help("merge the two headers, or split the source into two patches"),
         );
     }
-    let h = first;
-    info.docs = h.docs.clone();
-    info.name = h.name.name.clone();
-    if h.name.name.len() > MAX_NAME_LEN {
+    info.docs = first.docs.clone();
+    info.name = first.name.name.clone();
+    check_patch_name(&first.name, diags);
+    check_header_entries(first, &mut info, diags);
+    info
+}
+
+/// The patch name becomes the module's name: at most 55 bytes of `a-z`, `0-9` and `_`.
+fn check_patch_name(name: &Ident, diags: &mut Diagnostics) {
+    if name.name.len() > MAX_NAME_LEN {
         diags.push(
-            Diagnostic::error(codes::E0008, format!("the patch name is {} bytes long", h.name.name.len()))
-                .primary(h.name.span, format!("longer than {MAX_NAME_LEN} bytes"))
-                .note("the patch name becomes the kernel module's name, limited to 55 bytes")
+            Diagnostic::error(codes::E0008, format!("the patch name is {} bytes long", name.name.len()))
+                .primary(name.span, format!("longer than {MAX_NAME_LEN} bytes"))
+                .note(format!("the patch name becomes the kernel module's name, limited to {MAX_NAME_LEN} bytes"))
                 .help("choose a shorter name"),
         );
     }
-    if let Some(bad) = h.name.name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+    if let Some(bad) = name.name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
         diags.push(
-            Diagnostic::error(codes::E0007, format!("the patch name `{}` holds `{bad}`", h.name.name))
-                .primary(h.name.span, "not a valid module name")
+            Diagnostic::error(codes::E0007, format!("the patch name `{}` holds `{bad}`", name.name))
+                .primary(name.span, "not a valid module name")
                 .note("the patch name becomes the kernel module's name: `a-z`, `0-9` and `_` only")
-                .help(format!("try `{}`", h.name.name.to_ascii_lowercase())),
+                .help(format!("try `{}`", name.name.to_ascii_lowercase())),
         );
     }
+}
 
+/// The header's `key: value` entries: each known key once, with a value of its kind.
+fn check_header_entries(h: &Header, info: &mut HeaderInfo, diags: &mut Diagnostics) {
     let mut seen: HashMap<&str, Span> = HashMap::new();
     let mut description = None;
     for entry in &h.entries {
@@ -173,38 +182,11 @@ fn check_header(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> Header
             );
             continue;
         }
-        let want_string = |what: &str, diags: &mut Diagnostics| -> Option<String> {
-            match &entry.value {
-                Value::Str { raw, span } => unescape(raw, *span, diags),
-                other => {
-                    diags.push(
-                        Diagnostic::error(codes::E0006, format!("`{key}` takes a string"))
-                            .primary(other.span(), "expected a string in double quotes")
-                            .help(format!("write `{key}: \"{what}\"`")),
-                    );
-                    None
-                }
-            }
-        };
         match key {
-            "description" => description = want_string("what the patch fixes", diags),
+            "description" => description = header_string(entry, "what the patch fixes", diags),
             "kernel" => {
-                if let Some(glob) = want_string("6.1.0-*-amd64", diags) {
-                    let bad = glob.chars().find(|c| !(c.is_ascii_alphanumeric() || ".-_+~*?".contains(*c)));
-                    if glob.is_empty() || bad.is_some() {
-                        let what = match bad {
-                            Some(c) => format!("`{}` is not allowed in a release glob", c.escape_default()),
-                            None => "the release glob is empty".to_owned(),
-                        };
-                        diags.push(
-                            Diagnostic::error(codes::E0010, "bad kernel release glob")
-                                .primary(entry.value.span(), what)
-                                .note("a release glob holds letters, digits, `.-_+~` and the wildcards `*` and `?`")
-                                .help("for example `kernel: \"6.1.0-*-amd64\"`"),
-                        );
-                    } else {
-                        info.kernel = Some(glob);
-                    }
+                if let Some(glob) = header_string(entry, "6.1.0-*-amd64", diags) {
+                    info.kernel = check_release_glob(glob, entry.value.span(), diags);
                 }
             }
             "replace_all" => match &entry.value {
@@ -231,7 +213,41 @@ fn check_header(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> Header
         ),
         None => {}
     }
-    info
+}
+
+/// The string value of a header entry, unescaped; `example` shows the right form otherwise.
+fn header_string(entry: &Entry, example: &str, diags: &mut Diagnostics) -> Option<String> {
+    let key = &entry.key.name;
+    match &entry.value {
+        Value::Str { raw, span } => unescape(raw, *span, diags),
+        other => {
+            diags.push(
+                Diagnostic::error(codes::E0006, format!("`{key}` takes a string"))
+                    .primary(other.span(), "expected a string in double quotes")
+                    .help(format!("write `{key}: \"{example}\"`")),
+            );
+            None
+        }
+    }
+}
+
+/// A release glob holds letters, digits, `.-_+~` and the wildcards `*` and `?`.
+fn check_release_glob(glob: String, span: Span, diags: &mut Diagnostics) -> Option<String> {
+    let bad = glob.chars().find(|c| !(c.is_ascii_alphanumeric() || ".-_+~*?".contains(*c)));
+    if !glob.is_empty() && bad.is_none() {
+        return Some(glob);
+    }
+    let what = match bad {
+        Some(c) => format!("`{}` is not allowed in a release glob", c.escape_default()),
+        None => "the release glob is empty".to_owned(),
+    };
+    diags.push(
+        Diagnostic::error(codes::E0010, "bad kernel release glob")
+            .primary(span, what)
+            .note("a release glob holds letters, digits, `.-_+~` and the wildcards `*` and `?`")
+            .help("for example `kernel: \"6.1.0-*-amd64\"`"),
+    );
+    None
 }
 
 fn suggest(word: &str, choices: &[&str]) -> String {
