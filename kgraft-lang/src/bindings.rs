@@ -38,15 +38,19 @@ struct Collect<'a> {
     frag: &'a Fragment,
 }
 
+/// The kernel type a path names, if it is a bare name (`seq_file`) that is neither Rust's nor
+/// the prelude's.
+pub(crate) fn kernel_type_name(tp: &syn::TypePath) -> Option<&syn::Ident> {
+    let seg = tp.path.segments.first()?;
+    let bare = tp.qself.is_none() && tp.path.leading_colon.is_none() && tp.path.segments.len() == 1;
+    (bare && seg.arguments.is_none() && !is_known_type(&seg.ident.to_string())).then_some(&seg.ident)
+}
+
 impl<'ast> Visit<'ast> for Collect<'_> {
     fn visit_type_path(&mut self, tp: &'ast syn::TypePath) {
-        if tp.qself.is_none() && tp.path.leading_colon.is_none() && tp.path.segments.len() == 1 {
-            let seg = &tp.path.segments[0];
-            let name = seg.ident.to_string();
-            if seg.arguments.is_none() && !is_known_type(&name) {
-                let span = check::node_span(seg.ident.span(), self.frag);
-                self.uses.types.entry(name).or_insert(span);
-            }
+        if let Some(name) = kernel_type_name(tp) {
+            let span = check::node_span(name.span(), self.frag);
+            self.uses.types.entry(name.to_string()).or_insert(span);
         }
         syn::visit::visit_type_path(self, tp);
     }

@@ -189,12 +189,8 @@ struct TypeNames<'a>(&'a mut BTreeSet<String>);
 
 impl<'ast> Visit<'ast> for TypeNames<'_> {
     fn visit_type_path(&mut self, tp: &'ast syn::TypePath) {
-        if tp.qself.is_none() && tp.path.leading_colon.is_none() && tp.path.segments.len() == 1 {
-            let seg = &tp.path.segments[0];
-            let name = seg.ident.to_string();
-            if seg.arguments.is_none() && !is_known_type(&name) {
-                self.0.insert(name);
-            }
+        if let Some(name) = bindings::kernel_type_name(tp) {
+            self.0.insert(name.to_string());
         }
         syn::visit::visit_type_path(self, tp);
     }

@@ -680,21 +680,8 @@ fn state_item(pair: Pair<'_, Rule>, base: usize) -> State {
     st
 }
 
+/// A `param` item has the parts of a `static` item: docs, name, type and a value (its default).
 fn mod_param(pair: Pair<'_, Rule>, base: usize) -> ModParam {
-    let mut m = ModParam {
-        docs: Vec::new(),
-        name: Ident { name: String::new(), span: Span::default() },
-        ty: Fragment { text: String::new(), span: Span::default() },
-        default: Fragment { text: String::new(), span: Span::default() },
-    };
-    for p in pair.into_inner() {
-        match p.as_rule() {
-            Rule::outer_doc => m.docs.push(doc(p, base, 3)),
-            Rule::ident => m.name = ident(p, base),
-            Rule::ty => m.ty = fragment(p, base),
-            Rule::init => m.default = fragment(p, base),
-            _ => {}
-        }
-    }
-    m
+    let Global { docs, name, ty, init } = global(pair, base);
+    ModParam { docs, name, ty, default: init }
 }
