@@ -408,6 +408,17 @@ s18() {
 }
 r="$(s18 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict syscall "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
+# 19. A module's own unexported symbol, declared in the `module` block: resolved by the
+# livepatch core in that module.
+s19() {
+    load module_extern || return
+    [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v3 id=1 same=1" ] || { echo "patched: $(cat /proc/kgraft_testmod)"; return; }
+    unload module_extern || return
+    [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "not restored: $(cat /proc/kgraft_testmod)"; return; }
+    echo ok
+}
+r="$(s19 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict module_extern "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

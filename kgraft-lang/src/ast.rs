@@ -268,6 +268,8 @@ pub struct ModuleBlock {
     pub fns: Vec<Replace>,
     /// Its callbacks, run for this module.
     pub callbacks: Vec<Callback>,
+    /// Symbols of this module the bodies use (resolved in the module, not in vmlinux).
+    pub externs: Vec<ExternBlock>,
 }
 
 /// An `on KIND { ... }` callback.

@@ -109,6 +109,16 @@ impl Uses {
         }
     }
 
+    fn extern_block(&mut self, block: &crate::ast::ExternBlock) {
+        for ext in &block.items {
+            self.declared.insert(ext.name().name.clone());
+            match ext {
+                ExternItem::Fn(sig) => self.signature(sig),
+                ExternItem::Static(s) => self.ty(&s.ty),
+            }
+        }
+    }
+
     fn replacement(&mut self, r: &crate::ast::Replace) {
         self.declared.insert(r.sig.name.name.clone());
         self.signature(&r.sig);
@@ -123,15 +133,7 @@ impl Uses {
         for item in &file.items {
             match item {
                 Item::Header(_) => {}
-                Item::Extern(block) => {
-                    for ext in &block.items {
-                        uses.declared.insert(ext.name().name.clone());
-                        match ext {
-                            ExternItem::Fn(sig) => uses.signature(sig),
-                            ExternItem::Static(s) => uses.ty(&s.ty),
-                        }
-                    }
-                }
+                Item::Extern(block) => uses.extern_block(block),
                 Item::Shadow(block) => {
                     uses.types.entry(block.ty.name.clone()).or_insert(block.ty.span);
                     for f in &block.fields {
@@ -141,6 +143,7 @@ impl Uses {
                 }
                 Item::Replace(r) => uses.replacement(r),
                 Item::Module(m) => {
+                    m.externs.iter().for_each(|b| uses.extern_block(b));
                     m.fns.iter().for_each(|r| uses.replacement(r));
                     m.callbacks.iter().for_each(|cb| uses.block(&cb.body));
                 }

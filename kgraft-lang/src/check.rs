@@ -395,8 +395,13 @@ fn check_signature(sig: &Signature, diags: &mut Diagnostics) {
 
 fn check_externs(file: &File, diags: &mut Diagnostics) -> BTreeMap<String, Span> {
     let mut names: BTreeMap<String, Span> = BTreeMap::new();
-    for item in &file.items {
-        let Item::Extern(block) = item else { continue };
+    // Top-level blocks and those of `module` blocks: symbol names are one namespace.
+    let blocks = file.items.iter().flat_map(|item| match item {
+        Item::Extern(block) => std::slice::from_ref(block),
+        Item::Module(m) => m.externs.as_slice(),
+        _ => &[],
+    });
+    for block in blocks {
         for ext in &block.items {
             let name = ext.name();
             if let Some(prev) = names.get(&name.name) {

@@ -37,6 +37,23 @@ pub struct Lowered {
     /// file as [`Checked::source`]'s name, so gcc's positions are the source's own (columns in
     /// bytes).
     pub c_source: Option<String>,
+    /// The symbols the patch declares in `module` blocks, with their module: the Linux build
+    /// resolves those it must through livepatch relocations against that module, not vmlinux.
+    pub module_symbols: Vec<(String, String)>,
+}
+
+/// The symbols declared in `module` blocks' `extern` blocks, with the module (as the kernel
+/// spells it) they belong to.
+fn module_symbols(file: &File) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for item in &file.items {
+        if let Item::Module(m) = item {
+            for ext in m.externs.iter().flat_map(|b| &b.items) {
+                out.push((ext.name().name.clone(), kernel_object_name(&m.name)));
+            }
+        }
+    }
+    out
 }
 
 /// Maps byte ranges of `build_source` to spans of the `.kgp` source.
@@ -528,6 +545,14 @@ impl Lowering<'_> {
     }
 
     fn item_extern(&mut self, block: &ExternBlock, header_span: Span) -> Result<(), Box<Diagnostic>> {
+        let tokens = self.extern_tokens(block)?;
+        let origin = block.items.first().map(|i| i.name().span).unwrap_or(header_span);
+        self.push(tokens.clone(), tokens, origin);
+        Ok(())
+    }
+
+    /// An `extern { }` block as an `unsafe extern "C"` block.
+    fn extern_tokens(&mut self, block: &ExternBlock) -> Result<TokenStream, Box<Diagnostic>> {
         let mut decls = Vec::new();
         for ext in &block.items {
             match ext {
@@ -548,10 +573,7 @@ impl Lowering<'_> {
             }
         }
         let docs = doc_attrs(&block.docs);
-        let tokens = quote!(#docs unsafe extern "C" { #(#decls)* });
-        let origin = block.items.first().map(|i| i.name().span).unwrap_or(header_span);
-        self.push(tokens.clone(), tokens, origin);
-        Ok(())
+        Ok(quote!(#docs unsafe extern "C" { #(#decls)* }))
     }
 
     fn item_shadow(&mut self, block: &ShadowBlock, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
@@ -609,6 +631,10 @@ impl Lowering<'_> {
     fn item_module(&mut self, m: &ModuleBlock, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
         let mut fns = Vec::new();
         let mod_ident = format_ident!("__kgraft_obj_{}", m.name.replace('-', "_"));
+        for block in &m.externs {
+            let tokens = self.extern_tokens(block)?;
+            fns.push((tokens.clone(), tokens));
+        }
         for r in &m.fns {
             let t = Target { object: &m.name, func: r };
             let (full, sketch, name) = self.replacement(&t)?;
@@ -727,6 +753,7 @@ impl Lowering<'_> {
             build_source: build,
             line_map: LineMap { pieces, line_starts },
             c_source: crate::cbody::c_source(&self.checked.source, &self.checked.file),
+            module_symbols: module_symbols(&self.checked.file),
         })
     }
 

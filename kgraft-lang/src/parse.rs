@@ -548,6 +548,7 @@ fn module_block(pair: Pair<'_, Rule>, base: usize) -> ModuleBlock {
         name_span: Span::default(),
         fns: Vec::new(),
         callbacks: Vec::new(),
+        externs: Vec::new(),
     };
     for p in pair.into_inner() {
         match p.as_rule() {
@@ -558,6 +559,7 @@ fn module_block(pair: Pair<'_, Rule>, base: usize) -> ModuleBlock {
             }
             Rule::replace_fn => block.fns.push(replace_fn(p, base)),
             Rule::callback => block.callbacks.push(callback(p, base)),
+            Rule::extern_block => block.externs.push(extern_block(p, base)),
             _ => {}
         }
     }

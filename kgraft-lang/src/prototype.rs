@@ -130,14 +130,19 @@ pub(crate) fn check(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
             }
         }
     }
+    // Externs are checked against the object they belong to: vmlinux, or a `module` block's.
     for item in &file.items {
-        if let Item::Extern(block) = item {
-            for ext in &block.items {
-                if let ExternItem::Fn(sig) = ext
-                    && let Some(protos) = kernel.objects.get("vmlinux").and_then(|o| o.functions.get(&sig.name.name))
-                {
-                    check_signature(kernel, sig, protos, &format!("the extern `{}`", sig.name.name), diags);
-                }
+        let (object, blocks) = match item {
+            Item::Extern(block) => ("vmlinux".to_owned(), std::slice::from_ref(block)),
+            Item::Module(m) => (m.name.replace('-', "_"), m.externs.as_slice()),
+            _ => continue,
+        };
+        let Some(obj) = kernel.objects.get(&object) else { continue };
+        for ext in blocks.iter().flat_map(|b| &b.items) {
+            if let ExternItem::Fn(sig) = ext
+                && let Some(protos) = obj.functions.get(&sig.name.name)
+            {
+                check_signature(kernel, sig, protos, &format!("the extern `{}`", sig.name.name), diags);
             }
         }
     }

@@ -51,6 +51,7 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     target.kdir = Some(prepared.kdir_path().to_path_buf());
     let kernel = crate::check_kernel(&checked, &target, ui)?;
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
+    prepared.module_symbols = lowered.module_symbols.clone();
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
     crate::build::write_crate(&crate_dir, &linux::cargo::KERNEL, &lowered)?;

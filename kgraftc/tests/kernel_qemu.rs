@@ -27,6 +27,7 @@ const SCENARIOS: &[&str] = &[
     "package_scripts",
     "system_states",
     "syscall",
+    "module_extern",
 ];
 
 #[test]

@@ -21,9 +21,14 @@ const SHN_LIVEPATCH: u16 = 0xff20;
 /// The section flag of livepatch relocation sections.
 const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
 
-/// Copies the module `ko` to `out`, turning references to the `unexported` symbols (all of
-/// vmlinux) into livepatch relocations.
-pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<(), Error> {
+/// Copies the module `ko` to `out`, turning references to the `unexported` symbols into
+/// livepatch relocations: against the module `module_symbols` names for a symbol, else vmlinux.
+pub(crate) fn convert(
+    ko: &Path,
+    out: &Path,
+    unexported: &[String],
+    module_symbols: &[(String, String)],
+) -> Result<(), Error> {
     let data = std::fs::read(ko).map_err(|e| Error::new(format!("cannot read {}: {e}", ko.display())))?;
     if unexported.is_empty() {
         return std::fs::write(out, &data).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())));
@@ -31,13 +36,16 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
     let bad = |e: object::build::Error| Error::new(format!("cannot rewrite {}: {e}", ko.display()));
     let mut b = Builder::read(&*data).map_err(bad)?;
 
+    let object_of =
+        |name: &str| module_symbols.iter().find(|(s, _)| s == name).map_or("vmlinux".to_owned(), |(_, o)| o.clone());
     let mut klp_syms = Vec::new();
     for sym in b.symbols.iter_mut() {
         let name = String::from_utf8_lossy(&sym.name).into_owned();
         if sym.section.is_none() && sym.st_shndx == elf::SHN_UNDEF && unexported.contains(&name) {
-            sym.name = format!(".klp.sym.vmlinux.{name},0").into_bytes().into();
+            let object = object_of(&name);
+            sym.name = format!(".klp.sym.{object}.{name},0").into_bytes().into();
             sym.st_shndx = SHN_LIVEPATCH;
-            klp_syms.push(sym.id());
+            klp_syms.push((sym.id(), object));
         }
     }
     let symtab = b
@@ -47,12 +55,14 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
         .map(|s| s.id())
         .ok_or_else(|| Error::new(format!("{} has no symbol table", ko.display())))?;
 
-    // Split the relocations against those symbols off each relocation section.
+    // Split the relocations against those symbols off each relocation section, one livepatch
+    // relocation section per object the symbols belong to.
+    let object_of_symbol = |id| klp_syms.iter().find(|(s, _)| *s == id).map(|(_, o)| o.clone());
     let mut moved = Vec::new();
     for section in b.sections.iter_mut() {
         let SectionData::Relocation(relocs) = &mut section.data else { continue };
         let (klp, keep): (Vec<_>, Vec<_>) =
-            relocs.drain(..).partition(|r| r.symbol.is_some_and(|s| klp_syms.contains(&s)));
+            relocs.drain(..).partition(|r| r.symbol.is_some_and(|s| object_of_symbol(s).is_some()));
         *relocs = keep;
         if !klp.is_empty() {
             let Some(target) = section.sh_info_section else {
@@ -61,13 +71,21 @@ pub(crate) fn convert(ko: &Path, out: &Path, unexported: &[String]) -> Result<()
                     String::from_utf8_lossy(&section.name)
                 )));
             };
-            moved.push((target, klp));
+            let mut by_object: Vec<(String, Vec<_>)> = Vec::new();
+            for r in klp {
+                let object = r.symbol.and_then(object_of_symbol).unwrap_or_else(|| "vmlinux".to_owned());
+                match by_object.iter_mut().find(|(o, _)| *o == object) {
+                    Some((_, list)) => list.push(r),
+                    None => by_object.push((object, vec![r])),
+                }
+            }
+            moved.extend(by_object.into_iter().map(|(object, relocs)| (target, object, relocs)));
         }
     }
-    for (target, relocs) in moved {
+    for (target, object, relocs) in moved {
         let target_name = String::from_utf8_lossy(&b.sections.get(target).name).into_owned();
         let section = b.sections.add();
-        section.name = format!(".klp.rela.vmlinux.{target_name}").into_bytes().into();
+        section.name = format!(".klp.rela.{object}.{target_name}").into_bytes().into();
         section.sh_type = elf::SHT_RELA;
         section.sh_flags = u64::from(elf::SHF_ALLOC) | u64::from(elf::SHF_INFO_LINK) | SHF_RELA_LIVEPATCH;
         section.sh_link_section = Some(symtab);
@@ -91,16 +109,22 @@ mod tests {
 
     #[test]
     fn moves_unexported_references_to_livepatch_sections() {
-        let text = [0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3];
+        let text = [0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3];
         let obj = testobj::build(
             &text,
-            &[(1, elf::R_X86_64_PLT32, "seq_printf"), (8, elf::R_X86_64_PC32, "saved_command_line")],
+            &[
+                (1, elf::R_X86_64_PLT32, "seq_printf"),
+                (8, elf::R_X86_64_PC32, "saved_command_line"),
+                (15, elf::R_X86_64_PC32, "kgt_the_dev"),
+            ],
         );
         let dir = std::env::temp_dir().join(format!("kgraftc-klp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let (input, output) = (dir.join("in.ko"), dir.join("out.ko"));
         std::fs::write(&input, obj).expect("a temporary file");
-        convert(&input, &output, &["saved_command_line".to_owned()]).expect("converts");
+        let unexported = ["saved_command_line".to_owned(), "kgt_the_dev".to_owned()];
+        let module_symbols = [("kgt_the_dev".to_owned(), "kgraft_testmod".to_owned())];
+        convert(&input, &output, &unexported, &module_symbols).expect("converts");
         let data = std::fs::read(&output).expect("written");
         let _ = std::fs::remove_dir_all(&dir);
         let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).expect("a valid object");
@@ -115,11 +139,17 @@ mod tests {
         let object::SectionFlags::Elf { sh_flags } = klp.flags() else { panic!("ELF flags") };
         assert_eq!(sh_flags & SHF_RELA_LIVEPATCH, SHF_RELA_LIVEPATCH);
 
+        // A module's symbol is looked up in that module, in a relocation section of its own.
+        assert!(file.symbols().any(|s| s.name() == Ok(".klp.sym.kgraft_testmod.kgt_the_dev,0")));
+        let in_module =
+            file.section_by_name(".klp.rela.kgraft_testmod..text").expect("the module's livepatch relocations");
+        assert_eq!(in_module.size(), 24);
+
         // One relocation each: the one against the exported symbol stays where the module
-        // loader applies it, the other moved.
+        // loader applies it, the others moved.
         assert_eq!(klp.size(), 24);
         assert_eq!(file.section_by_name(".rela.text").expect("the loader's relocations").size(), 24);
-        let targets: Vec<String> = file
+        let mut targets: Vec<String> = file
             .section_by_name(".text")
             .expect("text")
             .relocations()
@@ -128,6 +158,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(targets, ["seq_printf", ".klp.sym.vmlinux.saved_command_line,0"]);
+        targets.sort();
+        assert_eq!(
+            targets,
+            [".klp.sym.kgraft_testmod.kgt_the_dev,0", ".klp.sym.vmlinux.saved_command_line,0", "seq_printf"]
+        );
     }
 }

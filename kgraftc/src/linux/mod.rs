@@ -97,6 +97,8 @@ pub(crate) struct Prepared {
     toolchain: toolchain::Toolchain,
     cache: PathBuf,
     progress: Progress,
+    /// The symbols the patch takes from modules (`extern` in a `module` block), with the module.
+    pub(crate) module_symbols: Vec<(String, String)>,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
     /// crate and kbuild directories.
     _cache_lock: crate::lock::Lock,
@@ -112,7 +114,7 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
     let toolchain = toolchain::find()?;
     let cache = cache_dir()?;
     let _cache_lock = lock_cache(&cache)?;
-    Ok(Prepared { kdir, toolchain, cache, progress, _cache_lock })
+    Ok(Prepared { kdir, toolchain, cache, progress, module_symbols: Vec::new(), _cache_lock })
 }
 
 /// Takes the cache's lock, waiting (and saying for whom) while another build holds it.
@@ -201,7 +203,7 @@ impl Prepared {
             format!("writing livepatch relocations, resolved by the livepatch core at load: {}", unexported.join(", "))
         });
         let ko = build_dir.join(format!("{name}.klp.ko"));
-        klp::convert(&linked, &ko, &unexported)?;
+        klp::convert(&linked, &ko, &unexported, &self.module_symbols)?;
 
         self.progress.step("verifying with modinfo");
         kbuild::verify(&ko, name, &kdir.release)?;
