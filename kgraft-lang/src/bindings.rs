@@ -31,6 +31,8 @@ pub(crate) struct Uses {
     pub(crate) calls: BTreeSet<String>,
     /// Names the patch itself declares (externs, statics, replacements, parameters, locals).
     pub(crate) declared: BTreeSet<String>,
+    /// Whether bodies and initial values are skipped (declarations only: no body is parsed).
+    skip_bodies: bool,
 }
 
 struct Collect<'a> {
@@ -86,12 +88,18 @@ impl Uses {
     }
 
     fn block(&mut self, frag: &Fragment) {
+        if self.skip_bodies {
+            return;
+        }
         if let Ok(b) = check::parse_fragment::<syn::Block>(frag) {
             Collect { uses: self, frag }.visit_block(&b);
         }
     }
 
     fn expr(&mut self, frag: &Fragment) {
+        if self.skip_bodies {
+            return;
+        }
         if let Ok(e) = check::parse_fragment::<syn::Expr>(frag) {
             Collect { uses: self, frag }.visit_expr(&e);
         }
@@ -129,7 +137,17 @@ impl Uses {
 
     /// Collects the names used anywhere in a source.
     pub(crate) fn of(file: &File) -> Uses {
-        let mut uses = Uses::default();
+        Uses::collect(file, false)
+    }
+
+    /// Collects the names the declarations use (signatures, statics, shadow blocks), without
+    /// parsing a single body: cheap enough for a note.
+    pub(crate) fn of_declarations(file: &File) -> Uses {
+        Uses::collect(file, true)
+    }
+
+    fn collect(file: &File, skip_bodies: bool) -> Uses {
+        let mut uses = Uses { skip_bodies, ..Uses::default() };
         for item in &file.items {
             match item {
                 Item::Header(_) => {}

@@ -73,10 +73,10 @@ impl Checked {
         self.header.replace_all
     }
 
-    /// The kernel type names the patch uses (in signatures, statics, shadow blocks and bodies),
-    /// sorted: without a target kernel, each of them is opaque.
+    /// The kernel type names the patch's declarations use (signatures, statics, shadow blocks;
+    /// bodies are not read), sorted: without a target kernel, each of them is opaque.
     pub fn kernel_types(&self) -> Vec<String> {
-        bindings::Uses::of(&self.file).types.into_keys().collect()
+        bindings::Uses::of_declarations(&self.file).types.into_keys().collect()
     }
 
     /// The kernel functions replaced, as `(object, name, sympos)`, in source order.
