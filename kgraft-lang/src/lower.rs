@@ -301,29 +301,22 @@ impl Lowering<'_> {
         ));
         let (block, n) = self.body(&r.body)?;
         let sep = (!r.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
-        let head = quote! {
-            #docs
-            #sep
-            #[doc = " # Safety"]
-            #[doc = ""]
-            #(#[doc = #safety_doc])*
-            #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
-            pub unsafe extern "C" fn #fn_ident(#(#params),*) #ret
+        let head = |params: &[TokenStream], ret: &TokenStream| {
+            quote! {
+                #docs
+                #sep
+                #[doc = " # Safety"]
+                #[doc = ""]
+                #(#[doc = #safety_doc])*
+                #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
+                pub unsafe extern "C" fn #fn_ident(#(#params),*) #ret
+            }
         };
-        let full = quote!(#head { #marker unsafe #block });
+        let full_head = head(&params, &ret);
+        let full = quote!(#full_head { #marker unsafe #block });
         // The build form takes each parameter and the return type verbatim from the source, so
         // that rustc's messages about them land on their own tokens.
-        let sketch_params = self.verbatim_params(&r.sig)?;
-        let sketch_ret = self.verbatim_ret(&r.sig);
-        let sketch_head = quote! {
-            #docs
-            #sep
-            #[doc = " # Safety"]
-            #[doc = ""]
-            #(#[doc = #safety_doc])*
-            #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
-            pub unsafe extern "C" fn #fn_ident(#(#sketch_params),*) #sketch_ret
-        };
+        let sketch_head = head(&self.verbatim_params(&r.sig)?, &self.verbatim_ret(&r.sig));
         let sketch = quote!(#sketch_head { #marker __kgraft_body!(#n); });
         Ok((full, sketch, fn_ident))
     }

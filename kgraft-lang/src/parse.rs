@@ -478,16 +478,7 @@ fn shadow_block(pair: Pair<'_, Rule>, base: usize) -> ShadowBlock {
         match p.as_rule() {
             Rule::outer_doc => block.docs.push(doc(p, base, 3)),
             Rule::ident => block.ty = ident(p, base),
-            Rule::shadow_opts => {
-                for opt in p.into_inner() {
-                    let whole = span(&opt, base);
-                    let mut inner = opt.into_inner();
-                    let Some(key) = inner.next() else { continue };
-                    let key = ident(key, base);
-                    let value = inner.next().map(|v| ident(v, base));
-                    block.options.push(ShadowOption { key, value, span: whole });
-                }
-            }
+            Rule::shadow_opts => block.options = options(p, base),
             Rule::field => {
                 let mut docs = Vec::new();
                 let mut name = None;
@@ -655,6 +646,20 @@ fn replace_sys(pair: Pair<'_, Rule>, base: usize) -> Syscall {
     Syscall { sig, body, head: Span::new(head_start, head_end) }
 }
 
+/// The `(key = value, key)` options of a shadow block or a state.
+fn options(pair: Pair<'_, Rule>, base: usize) -> Vec<ShadowOption> {
+    let mut out = Vec::new();
+    for opt in pair.into_inner() {
+        let whole = span(&opt, base);
+        let mut inner = opt.into_inner();
+        let Some(key) = inner.next() else { continue };
+        let key = ident(key, base);
+        let value = inner.next().map(|v| ident(v, base));
+        out.push(ShadowOption { key, value, span: whole });
+    }
+    out
+}
+
 fn state_item(pair: Pair<'_, Rule>, base: usize) -> State {
     let mut st = State {
         docs: Vec::new(),
@@ -666,16 +671,7 @@ fn state_item(pair: Pair<'_, Rule>, base: usize) -> State {
         match p.as_rule() {
             Rule::outer_doc => st.docs.push(doc(p, base, 3)),
             Rule::ident => st.name = ident(p, base),
-            Rule::shadow_opts => {
-                for opt in p.into_inner() {
-                    let whole = span(&opt, base);
-                    let mut inner = opt.into_inner();
-                    let Some(key) = inner.next() else { continue };
-                    let key = ident(key, base);
-                    let value = inner.next().map(|v| ident(v, base));
-                    st.options.push(ShadowOption { key, value, span: whole });
-                }
-            }
+            Rule::shadow_opts => st.options = options(p, base),
             _ => {}
         }
     }

@@ -32,6 +32,25 @@ pub(crate) fn release_of(kdir: &std::path::Path) -> Result<String, Failure> {
         .map_err(|e| Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned()))
 }
 
+/// Builds the patch of `args` as a kernel module at `out` and returns the module's description
+/// and the release its vermagic names (what `kgraftc test` boots and `kgraftc package` targets).
+pub(crate) fn build_module(
+    build: BuildArgs,
+    out: &std::path::Path,
+    ui: &Ui,
+) -> Result<(crate::kernel_ctl::ModuleFile, String), Failure> {
+    let build = BuildArgs { target: crate::Target::Linux, out: Some(out.to_path_buf()), ..build };
+    run(&build, ui)?;
+    let module = crate::kernel_ctl::module_file(out)?;
+    let release = module
+        .vermagic
+        .as_deref()
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or_else(|| Failure::Fatal(format!("the module {} has no vermagic", module.name)))?
+        .to_owned();
+    Ok((module, release))
+}
+
 /// Builds the patch as a Linux kernel module.
 pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let fatal = |e: linux::Error| {

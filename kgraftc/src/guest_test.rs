@@ -120,18 +120,11 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
         target: Target::Linux,
         kernel: args.kernel.clone(),
         ksrc: args.ksrc.clone(),
-        out: Some(ko.clone()),
+        out: None,
         sign_key: args.sign_key.clone(),
         sign_cert: args.sign_cert.clone(),
     };
-    crate::build_linux::run(&build, ui)?;
-    let module = crate::kernel_ctl::module_file(&ko)?;
-    let release = module
-        .vermagic
-        .as_deref()
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or_else(|| Failure::Fatal(format!("the module {} has no vermagic", module.name)))?
-        .to_owned();
+    let (module, release) = crate::build_linux::build_module(build, &ko, ui)?;
     let image = vm::kernel_image(&release).map_err(Failure::Fatal)?;
 
     let mut cpio = vm::Cpio::default();

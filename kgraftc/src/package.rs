@@ -400,18 +400,11 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         target: Target::Linux,
         kernel: args.kernel.clone(),
         ksrc: args.ksrc.clone(),
-        out: Some(ko_path.clone()),
+        out: None,
         sign_key: args.sign_key.clone(),
         sign_cert: args.sign_cert.clone(),
     };
-    crate::build_linux::run(&build, ui)?;
-    let module = crate::kernel_ctl::module_file(&ko_path)?;
-    let release = module
-        .vermagic
-        .as_deref()
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or_else(|| Failure::Fatal(format!("the module {} has no vermagic", module.name)))?
-        .to_owned();
+    let (module, release) = crate::build_linux::build_module(build, &ko_path, ui)?;
     let ko = std::fs::read(&ko_path).map_err(|e| Failure::io(format!("cannot read `{}`", ko_path.display()), e))?;
     let names = Names { patch: module.name.clone(), release, helper: format!("/usr/lib/kgraft/{pkg}"), pkg };
     // One line: both formats give continuation lines meanings of their own.
