@@ -207,7 +207,10 @@ pub(crate) fn check_types(file: &File, kernel: &Kernel, diags: &mut Diagnostics)
             let mut d = Diagnostic::warning(codes::E0045, format!("the target kernel has no type `{name}`"))
                 .primary(*span, "not in the kernel's BTF: it stays opaque, without fields")
                 .note("kernel types are named as in C, without `struct`: `seq_file` for `struct seq_file`");
-            if let Some(c) = crate::prototype::closest(name, kernel.type_names()) {
+            if name == "void" {
+                // C's spelling, the one a kernel engineer's fingers know.
+                d = d.help("C's `void` is `c_void` here: `*mut c_void` points to anything");
+            } else if let Some(c) = crate::prototype::closest(name, kernel.type_names()) {
                 d = d.help(format!("did you mean `{c}`?"));
             }
             diags.push(d);
