@@ -21,6 +21,7 @@ mod export;
 #[cfg(feature = "kernel")]
 #[doc(hidden)]
 pub mod kernel;
+pub mod layout;
 pub mod patch;
 pub mod prelude;
 pub mod rules;

@@ -2,6 +2,8 @@
 
 use core::ffi::{CStr, c_int};
 
+use crate::layout;
+
 /// A live patch as built by `kgraft_macros::patch!`.
 ///
 /// The descriptor is plain data in a `static`; the engine of the target (the user-mode host, or
@@ -44,13 +46,26 @@ pub struct ObjectDecl {
 #[repr(C)]
 pub enum ModuleState {
     /// `MODULE_STATE_LIVE`: the module runs normally.
-    Live = 0,
+    Live = layout::MODULE_STATE_LIVE as isize,
     /// `MODULE_STATE_COMING`: fully formed, running its `module_init`.
-    Coming = 1,
+    Coming = layout::MODULE_STATE_COMING as isize,
     /// `MODULE_STATE_GOING`: going away.
-    Going = 2,
+    Going = layout::MODULE_STATE_GOING as isize,
     /// `MODULE_STATE_UNFORMED`: still being set up.
-    Unformed = 3,
+    Unformed = layout::MODULE_STATE_UNFORMED as isize,
+}
+
+impl ModuleState {
+    /// Returns the state the kernel's `enum module_state` value `state` names (`Unformed` for
+    /// one this runtime does not know).
+    pub fn from_kernel(state: c_int) -> ModuleState {
+        match state {
+            layout::MODULE_STATE_LIVE => ModuleState::Live,
+            layout::MODULE_STATE_COMING => ModuleState::Coming,
+            layout::MODULE_STATE_GOING => ModuleState::Going,
+            _ => ModuleState::Unformed,
+        }
+    }
 }
 
 /// The object a callback runs for: vmlinux or a loaded module.

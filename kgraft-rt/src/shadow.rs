@@ -20,7 +20,7 @@ pub type Dtor = unsafe extern "C" fn(obj: *mut c_void, shadow_data: *mut c_void)
 ///
 /// A replacement may run in any context, interrupts included, so shadow data is allocated
 /// without sleeping. The user-mode host ignores the flags.
-pub const GFP_ATOMIC: u32 = 0x20 | 0x200 | 0x800;
+pub const GFP_ATOMIC: u32 = crate::layout::GFP_ATOMIC;
 
 unsafe extern "C" {
     /// Returns the shadow data of `obj` under `id`, or null.

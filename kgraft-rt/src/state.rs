@@ -23,6 +23,8 @@ pub struct State {
     pub data: *mut c_void,
 }
 
+crate::layout::assert_kernel_layout!(State = klp_state { id, version, data });
+
 /// A state as the descriptor declares it.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]

@@ -6,8 +6,9 @@
 //! 32 bits and widened to a `long` without sign. The value is then cast to the declared type,
 //! which truncates it (so an `int` argument takes the low 32 bits, with their sign).
 
-/// The kernel's `struct pt_regs` on x86-64 (168 bytes), the registers a system call entry
-/// receives; its layout is asserted against the target's headers when a module is built.
+/// The kernel's `struct pt_regs` on x86-64, the registers a system call entry receives; its
+/// layout is [`crate::layout::pt_regs`], asserted against the target's headers when a module is
+/// built.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 #[allow(missing_docs, reason = "the registers keep the kernel's names")]
@@ -35,9 +36,10 @@ pub struct PtRegs {
     pub ss: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<PtRegs>() == 168);
-const _: () = assert!(core::mem::offset_of!(PtRegs, di) == 112);
-const _: () = assert!(core::mem::offset_of!(PtRegs, ip) == 128);
+crate::layout::assert_kernel_layout!(
+    PtRegs =
+        pt_regs { r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss }
+);
 
 /// A type a system call argument may have: an integer, `bool` or a pointer.
 pub trait SyscallArg {

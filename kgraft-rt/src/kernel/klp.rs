@@ -1,12 +1,15 @@
 //! The livepatch core's structures of Linux 6.1 as the kernel lays them out on x86_64.
 //!
 //! Only the fields a patch module fills in ("external" in the kernel's header) are named; the
-//! fields the core owns are kept as opaque words so that the sizes match. The sizes are asserted
-//! here, and the build compiles a C file against the target kernel's own headers that asserts
-//! the same sizes and offsets (`kgraftc build --target linux`), so a kernel whose layout differs
-//! is refused at build time instead of being corrupted at load time.
+//! fields the core owns are kept as opaque words so that the sizes match. The sizes and offsets
+//! are those of [`crate::layout`]: asserted here at compile time, and against the target
+//! kernel's own headers by the C file `kgraftc build --target linux` writes from the same
+//! table, so a kernel whose layout differs is refused at build time instead of being corrupted
+//! at load time.
 
 use core::ffi::{c_char, c_int, c_ulong, c_void};
+
+use crate::layout::{self, assert_kernel_layout};
 
 /// The kernel's `struct klp_func`: one function to replace.
 #[repr(C)]
@@ -65,20 +68,19 @@ pub(crate) struct KlpPatch {
     _internal: [u64; 21],
 }
 
-const _: () = assert!(core::mem::size_of::<KlpFunc>() == 152);
-const _: () = assert!(core::mem::size_of::<KlpCallbacks>() == 40);
-const _: () = assert!(core::mem::size_of::<KlpObject>() == 168);
-const _: () = assert!(core::mem::offset_of!(KlpObject, callbacks) == 16);
-const _: () = assert!(core::mem::size_of::<KlpPatch>() == 200);
-const _: () = assert!(core::mem::size_of::<crate::state::State>() == 24);
-const _: () = assert!(core::mem::offset_of!(crate::state::State, version) == 8);
-const _: () = assert!(core::mem::offset_of!(crate::state::State, data) == 16);
+assert_kernel_layout!(KlpFunc = klp_func { old_name, new_func, old_sympos });
+assert_kernel_layout!(KlpCallbacks = klp_callbacks {
+    pre_patch,
+    post_patch,
+    pre_unpatch,
+    post_unpatch,
+    _post_unpatch_enabled as post_unpatch_enabled,
+});
+assert_kernel_layout!(KlpObject = klp_object { name, funcs, callbacks });
+assert_kernel_layout!(KlpPatch = klp_patch { module, objs, states, replace });
 
-/// The offset of `mod` (the `struct module *` of a loaded module, null for vmlinux or a module
-/// not loaded) in `struct klp_object`, among the fields the core owns.
-const KLP_OBJECT_MOD: usize = 152;
-
-/// Returns the core's `obj->mod`: the module of the object, or null.
+/// Returns the core's `obj->mod`: the module of the object (null for vmlinux or a module not
+/// loaded), among the fields the core owns.
 ///
 /// # Safety
 ///
@@ -86,12 +88,20 @@ const KLP_OBJECT_MOD: usize = 152;
 pub(crate) unsafe fn object_module(obj: *mut KlpObject) -> *mut c_void {
     // SAFETY: the offset is inside the object (asserted against the kernel's headers by the
     // layout file), where the core keeps an aligned pointer.
-    unsafe { obj.cast::<u8>().add(KLP_OBJECT_MOD).cast::<*mut c_void>().read() }
+    unsafe { obj.cast::<u8>().add(layout::klp_object::module.offset).cast::<*mut c_void>().read() }
 }
-const _: () = assert!(core::mem::offset_of!(KlpPatch, replace) == 24);
 
-/// The kernel's `GFP_KERNEL | __GFP_ZERO` on 6.1: a zeroed allocation that may sleep.
-pub(crate) const GFP_KERNEL_ZERO: u32 = 0xcc0 | 0x100;
+/// Returns the `enum module_state` of the loaded module `module`.
+///
+/// # Safety
+///
+/// `module` points to a live `struct module`.
+pub(crate) unsafe fn module_state(module: *mut c_void) -> c_int {
+    const { assert!(matches!(layout::module::state.size, Some(n) if n == core::mem::size_of::<c_int>())) };
+    // SAFETY: the caller's contract; the state is an `int` at this offset (asserted against the
+    // kernel's headers by the layout file).
+    unsafe { module.cast::<u8>().add(layout::module::state.offset).cast::<c_int>().read() }
+}
 
 unsafe extern "C" {
     /// Registers and enables a live patch; returns 0 or a negative errno.

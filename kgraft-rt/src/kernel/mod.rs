@@ -221,12 +221,7 @@ unsafe fn object(obj: *mut KlpObject) -> Object {
             return Object::VMLINUX;
         }
         let module = klp::object_module(obj);
-        let state = (!module.is_null()).then(|| match *module.cast::<c_int>() {
-            0 => ModuleState::Live,
-            1 => ModuleState::Coming,
-            2 => ModuleState::Going,
-            _ => ModuleState::Unformed,
-        });
+        let state = (!module.is_null()).then(|| ModuleState::from_kernel(klp::module_state(module)));
         // The name is one of the descriptor's `&'static CStr`s, kept by `init`.
         Object { name: Some(CStr::from_ptr(name)), state }
     }
@@ -316,7 +311,7 @@ unsafe extern "C" fn post_unpatch(obj: *mut KlpObject) {
 unsafe fn alloc<T>(n: usize) -> *mut T {
     let Some(size) = core::mem::size_of::<T>().checked_mul(n) else { return ptr::null_mut() };
     // SAFETY: any size is valid; `__kmalloc` returns null on failure.
-    unsafe { klp::__kmalloc(size, klp::GFP_KERNEL_ZERO).cast() }
+    unsafe { klp::__kmalloc(size, crate::layout::GFP_KERNEL_ZERO).cast() }
 }
 
 /// Frees three allocations from [`alloc`]; null pointers are skipped.

@@ -5,51 +5,31 @@ use std::process::Command;
 
 use super::{CFile, Error, run, write_if_changed};
 
-/// A C file compiled into every patch module: it asserts, against the target kernel's own
-/// headers, the layouts that `kgraft-rt`'s kernel host assumes. A kernel whose livepatch
-/// structures differ fails here, at build time.
-const LAYOUT_C: &str = r#"// SPDX-License-Identifier: GPL-2.0-only
-// Written by kgraftc: checks the livepatch layouts the Rust runtime assumes.
-#include <linux/livepatch.h>
-#include <linux/slab.h>
-#include <linux/build_bug.h>
+/// The C file compiled into every patch module: each fact of [`kgraft_rt::layout::FACTS`] (the
+/// layouts and constants `kgraft-rt`'s kernel glue assumes) as a `static_assert` against the
+/// target kernel's own headers. A kernel that disagrees fails here, at build time, and gcc's
+/// message names the fact.
+pub(crate) fn layout_c() -> String {
+    layout_c_for(kgraft_rt::layout::FACTS)
+}
 
-#define KGRAFT_LAYOUT(cond) static_assert(cond, "kgraft: livepatch layout differs: " #cond)
-
-KGRAFT_LAYOUT(sizeof(struct klp_func) == 152);
-KGRAFT_LAYOUT(offsetof(struct klp_func, old_name) == 0);
-KGRAFT_LAYOUT(offsetof(struct klp_func, new_func) == 8);
-KGRAFT_LAYOUT(offsetof(struct klp_func, old_sympos) == 16);
-KGRAFT_LAYOUT(sizeof(struct klp_callbacks) == 40);
-KGRAFT_LAYOUT(offsetof(struct klp_callbacks, pre_patch) == 0);
-KGRAFT_LAYOUT(offsetof(struct klp_callbacks, post_patch) == 8);
-KGRAFT_LAYOUT(offsetof(struct klp_callbacks, pre_unpatch) == 16);
-KGRAFT_LAYOUT(offsetof(struct klp_callbacks, post_unpatch) == 24);
-KGRAFT_LAYOUT(sizeof(struct klp_object) == 168);
-KGRAFT_LAYOUT(offsetof(struct klp_object, name) == 0);
-KGRAFT_LAYOUT(offsetof(struct klp_object, funcs) == 8);
-KGRAFT_LAYOUT(offsetof(struct klp_object, callbacks) == 16);
-KGRAFT_LAYOUT(offsetof(struct klp_object, mod) == 152);
-KGRAFT_LAYOUT(offsetof(struct module, state) == 0);
-KGRAFT_LAYOUT(sizeof(((struct module *)0)->state) == 4);
-KGRAFT_LAYOUT(MODULE_STATE_LIVE == 0 && MODULE_STATE_COMING == 1 && MODULE_STATE_GOING == 2 && MODULE_STATE_UNFORMED == 3);
-KGRAFT_LAYOUT(sizeof(struct klp_patch) == 200);
-KGRAFT_LAYOUT(offsetof(struct klp_patch, mod) == 0);
-KGRAFT_LAYOUT(offsetof(struct klp_patch, objs) == 8);
-KGRAFT_LAYOUT(offsetof(struct klp_patch, states) == 16);
-KGRAFT_LAYOUT(offsetof(struct klp_patch, replace) == 24);
-KGRAFT_LAYOUT(sizeof(struct klp_state) == 24);
-KGRAFT_LAYOUT(offsetof(struct klp_state, id) == 0 && sizeof(((struct klp_state *)0)->id) == 8);
-KGRAFT_LAYOUT(offsetof(struct klp_state, version) == 8 && sizeof(((struct klp_state *)0)->version) == 4);
-KGRAFT_LAYOUT(offsetof(struct klp_state, data) == 16);
-KGRAFT_LAYOUT(sizeof(struct pt_regs) == 168);
-KGRAFT_LAYOUT(offsetof(struct pt_regs, bp) == 32 && offsetof(struct pt_regs, bx) == 40);
-KGRAFT_LAYOUT(offsetof(struct pt_regs, r10) == 56 && offsetof(struct pt_regs, r9) == 64 && offsetof(struct pt_regs, r8) == 72);
-KGRAFT_LAYOUT(offsetof(struct pt_regs, cx) == 88 && offsetof(struct pt_regs, dx) == 96);
-KGRAFT_LAYOUT(offsetof(struct pt_regs, si) == 104 && offsetof(struct pt_regs, di) == 112);
-KGRAFT_LAYOUT((GFP_KERNEL | __GFP_ZERO) == 0xdc0);
-KGRAFT_LAYOUT(GFP_ATOMIC == 0xa20);
-"#;
+/// The layout file for `facts`.
+fn layout_c_for(facts: &[kgraft_rt::layout::Fact]) -> String {
+    let mut c = String::from(
+        "// SPDX-License-Identifier: GPL-2.0-only\n\
+         // Written by kgraftc from kgraft_rt::layout: the kernel layouts the Rust runtime assumes.\n\
+         #include <linux/livepatch.h>\n\
+         #include <linux/module.h>\n\
+         #include <linux/slab.h>\n\
+         #include <linux/build_bug.h>\n\n",
+    );
+    for fact in facts {
+        c += &format!(
+            "static_assert({fact}, \"kgraft: kgraft_rt::layout assumes {fact}, and these kernel headers disagree\");\n"
+        );
+    }
+    c
+}
 
 /// Links the module `name` from the object already written to `build_dir` (and the patch's
 /// C file, compiled here) and returns the `.ko` with kbuild's standard error (gcc's warnings);
@@ -82,7 +62,7 @@ pub(crate) fn link(
         }
     }
     write_if_changed(&build_dir.join("Makefile"), makefile.as_bytes())?;
-    write_if_changed(&build_dir.join("kgraft_layout.c"), LAYOUT_C.as_bytes())?;
+    write_if_changed(&build_dir.join("kgraft_layout.c"), layout_c().as_bytes())?;
     // kbuild links a prebuilt object from `<obj>_shipped`; modpost also wants its command file.
     write_if_changed(
         &build_dir.join(format!(".{name}_rust.o.cmd")),
@@ -138,4 +118,79 @@ pub(crate) fn verify(ko: &Path, name: &str, release: &str) -> Result<(), Error> 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use kgraft_rt::layout::{FACTS, Fact};
+
+    /// The build directory of the one kernel installed with its headers, if there is one.
+    fn installed_kdir() -> Option<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("build"))
+            .filter(|p| p.join("Makefile").is_file())
+            .collect();
+        if found.len() != 1 {
+            assert!(std::env::var_os("CI").is_none(), "CI has exactly one kernel installed, found {found:?}");
+            eprintln!("no single installed kernel with its headers: the layout file is not compiled");
+            return None;
+        }
+        found.pop()
+    }
+
+    /// Compiles `c` as a module's only file through the kernel's kbuild; returns kbuild's
+    /// output when it fails.
+    fn kbuild(kdir: &Path, tag: &str, c: &str) -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("kgraft-layout-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::write(dir.join("Makefile"), "obj-m := kgraft_layout.o\n").expect("a temporary file");
+        std::fs::write(dir.join("kgraft_layout.c"), c).expect("a temporary file");
+        let out = Command::new("make")
+            .arg("-C")
+            .arg(kdir)
+            .arg(format!("M={}", dir.display()))
+            .arg("kgraft_layout.o")
+            .env_remove("MAKEFLAGS")
+            .env("LC_ALL", "C")
+            .output()
+            .expect("make runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    #[test]
+    fn the_installed_kernel_agrees_with_the_layout_and_a_wrong_number_fails_with_its_fact() {
+        let Some(kdir) = installed_kdir() else { return };
+        kbuild(&kdir, "right", &super::layout_c()).expect("the installed kernel has kgraft_rt::layout's layouts");
+
+        // One number off: klp_object's `mod`, which callbacks read among the core's own fields.
+        let wrong: Vec<Fact> = FACTS
+            .iter()
+            .map(|f| match *f {
+                Fact::Offset { ty: "struct klp_object", member: "mod", value } => {
+                    Fact::Offset { ty: "struct klp_object", member: "mod", value: value + 8 }
+                }
+                other => other,
+            })
+            .collect();
+        assert_ne!(wrong, FACTS, "the test changed a fact");
+        let out = kbuild(&kdir, "wrong", &super::layout_c_for(&wrong)).expect_err("a wrong offset fails the build");
+        assert!(
+            out.contains(
+                "kgraft: kgraft_rt::layout assumes offsetof(struct klp_object, mod) == 160, and these kernel \
+                 headers disagree"
+            ),
+            "{out}"
+        );
+        assert_eq!(out.matches("error: static assertion failed").count(), 1, "only the wrong fact: {out}");
+    }
 }
