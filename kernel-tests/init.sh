@@ -1,8 +1,10 @@
 #!/bin/sh
-# The /init of the test initramfs: runs every scenario on the booted kernel and prints one
-# verdict line per scenario on the console ("KGRAFT-TEST <name> PASS" or "... FAIL: <why>"),
-# "KGRAFT-TIME <patch> <ms>" from insmod to the end of each transition, and "KGRAFT-DONE".
-# The harness (run.sh) reads these lines; the machine powers off at the end.
+# The /init of the test initramfs: runs the scenarios that /scenarios (kernel-tests/scenarios)
+# lists, in its order, on the booted kernel and prints one verdict line per scenario on the
+# console ("KGRAFT-TEST <name> PASS" or "... FAIL: <why>"), "KGRAFT-TIME <patch> <ms>" from
+# insmod to the end of each transition, and "KGRAFT-DONE". Scenario NAME is the function
+# scenario_NAME below, which ends with "ok" when everything held. The harness (run.sh) reads
+# these lines; the machine powers off at the end.
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -39,13 +41,27 @@ unload() {
 # Prints the value of the sysfs file $1, or "absent".
 show() { if [ -e "$1" ]; then cat "$1"; else echo absent; fi; }
 
+# Runs the scenario $1 (the function scenario_$1, given the rest of the line as arguments) and
+# prints its verdict: the last line of its output is "ok", or the reason it failed.
+run() {
+    name=$1
+    shift
+    type "scenario_$name" > /dev/null 2>&1 || { verdict "$name" "no function scenario_$name in init.sh"; return; }
+    r="$("scenario_$name" "$@" 2>&1 | tail -n 80)"
+    echo "$r" | grep -v '^ok$'
+    verdict "$name" "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+}
+
+K=/bin/kgraftc
+export TERM=dumb
+
 # The console may start with terminal escapes: begin on a fresh line.
 echo
 ORIG="$(cat /proc/cmdline)"
 insmod /m/kgraft_testmod.ko || echo "insmod kgraft_testmod failed"
 
-# 1. The command-line banner: vmlinux's cmdline_proc_show replaced, then restored.
-s1() {
+# The command-line banner: vmlinux's cmdline_proc_show replaced, then restored.
+scenario_cmdline_banner() {
     load cmdline_banner || return
     out="$(cat /proc/cmdline)"
     want="$(printf 'kgraft: cmdline_banner active\n%s' "$ORIG")"
@@ -60,10 +76,9 @@ s1() {
     grep -q '^cmdline_banner ' /proc/modules && { echo "module still loaded"; return; }
     echo ok
 }
-r="$(s1 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict cmdline_banner "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 2. Shadow data and callbacks: kgt_describe in the test module counts reads per device.
-s2() {
+# Shadow data and callbacks: kgt_describe in the test module counts reads per device.
+scenario_shadow_callbacks() {
     [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "before: $(cat /proc/kgraft_testmod)"; return; }
     load shadow_counter || return
     a="$(cat /proc/kgraft_testmod)"; b="$(cat /proc/kgraft_testmod)"
@@ -82,10 +97,9 @@ s2() {
     unload shadow_counter || return
     echo ok
 }
-r="$(s2 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict shadow_callbacks "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 3. Atomic replace: version 2 (replace_all) takes over from version 1, then goes.
-s3() {
+# Atomic replace: version 2 (replace_all) takes over from version 1, then goes.
+scenario_atomic_replace() {
     load cmdline_banner || return
     load cmdline_banner_v2 || return
     out="$(cat /proc/cmdline)"
@@ -99,10 +113,9 @@ s3() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     echo ok
 }
-r="$(s3 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict atomic_replace "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 4. A module target loaded after the patch: the core patches it as it comes.
-s4() {
+# A module target loaded after the patch: the core patches it as it comes.
+scenario_module_late() {
     rmmod kgraft_testmod || { echo "rmmod kgraft_testmod failed"; return; }
     load shadow_counter || return
     [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 0 ] || { echo "absent module shown patched"; return; }
@@ -114,9 +127,8 @@ s4() {
     [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "not restored: $(cat /proc/kgraft_testmod)"; return; }
     echo ok
 }
-r="$(s4 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict module_late "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 5. Consistency under load: one patch changing both functions of a pair gives no mismatched
+# Consistency under load: one patch changing both functions of a pair gives no mismatched
 # pair; two patches, one function each, do (so this test can fail).
 hammered() { # commands to run while the pair is hammered; prints the hammer's counts
     rm -f /tmp/stop
@@ -131,7 +143,7 @@ hammered() { # commands to run while the pair is hammered; prints the hammer's c
 }
 together() { load pair_v2 && sleep 1 && unload pair_v2; }
 apart() { load pair_encode_only && sleep 1 && load pair_decode_only && sleep 1 && unload pair_decode_only && unload pair_encode_only; }
-s5() {
+scenario_consistency() {
     one="$(hammered together)"; echo "$one" | grep -v '^calls='
     echo "KGRAFT-PAIR one patch (pair_v2): $(echo "$one" | grep '^calls=')"
     two="$(hammered apart)"; echo "$two" | grep -v '^calls='
@@ -142,10 +154,9 @@ s5() {
     echo "$one" | grep -q '^calls=' || { echo "one patch: hammer did not run"; return; }
     echo ok
 }
-r="$(s5 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict consistency "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 6. A patch naming a symbol the kernel lacks fails to load and changes nothing.
-s6() {
+# A patch naming a symbol the kernel lacks fails to load and changes nothing.
+scenario_broken_extern() {
     insmod /m/broken_extern.ko 2>/dev/null && { echo "insmod succeeded"; return; }
     dmesg | grep -q "symbol 'kgraft_no_such_symbol' not found" || { echo "no error in the kernel log"; return; }
     [ -e $LP/broken_extern ] && { echo "patch registered"; return; }
@@ -153,10 +164,9 @@ s6() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "/proc/cmdline changed"; return; }
     echo ok
 }
-r="$(s6 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict broken_extern "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 7. A C body: the banner from C, with a `c { }` helper and Rust callbacks calling a helper fn.
-s7() {
+# A C body: the banner from C, with a `c { }` helper and Rust callbacks calling a helper fn.
+scenario_c_banner() {
     load c_banner || return
     out="$(cat /proc/cmdline)"
     want="$(printf 'kgraft: c_banner active (C)\n%s' "$ORIG")"
@@ -167,11 +177,10 @@ s7() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     echo ok
 }
-r="$(s7 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict c_banner "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 8. kpatch's meminfo-string: the kernel's own meminfo_proc_show with one line changed, in C,
+# kpatch's meminfo-string: the kernel's own meminfo_proc_show with one line changed, in C,
 # using unexported symbols through livepatch relocations.
-s8() {
+scenario_meminfo_string() {
     grep -q '^MemTotal:' /proc/meminfo || { echo "before: no MemTotal"; return; }
     load meminfo_string || return
     grep -q '^MemTOTAL:' /proc/meminfo || { echo "patched: no MemTOTAL: $(head -n 1 /proc/meminfo)"; return; }
@@ -185,10 +194,9 @@ s8() {
     [ "$(wc -l < /proc/meminfo)" = "$n" ] || { echo "line count changed on restore"; return; }
     echo ok
 }
-r="$(s8 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict meminfo_string "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 9. Kernel structures read by field name, with types generated from the kernel's BTF.
-s9() {
+# Kernel structures read by field name, with types generated from the kernel's BTF.
+scenario_kernel_fields() {
     load kernel_fields || return
     first="$(head -n 1 /proc/cmdline)"
     want="kgraft-fields: release=$(uname -r) mem_unit=4096 ram=yes buf=yes"
@@ -198,9 +206,8 @@ s9() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     echo ok
 }
-r="$(s9 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kernel_fields "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 10. The kernel's shadow-variable samples: livepatch-shadow-fix1 and -fix2 as .kgp ports,
+# The kernel's shadow-variable samples: livepatch-shadow-fix1 and -fix2 as .kgp ports,
 # against upstream's livepatch-shadow-mod; the kernel log must say what the C originals say.
 shadow_demo() { # the directory of the fix modules; prints the log's distinct lines, normalised
     n=$(dmesg | wc -l)
@@ -221,7 +228,7 @@ shadow_demo() { # the directory of the fix modules; prints the log's distinct li
     dmesg | tail -n +$((n + 1)) | sed 's/^\[[^]]*\] //' | grep -E 'dummy|livepatch_shadow' \
         | sed -E 's/\(_+ptrval_+\)/P/g; s/[0-9a-f]{8,16}/P/g; s/counter = [0-9]+/counter = N/' | sort -u
 }
-s10() {
+scenario_shadow_samples() {
     c="$(shadow_demo /m/c)" || { echo "C originals: $c" | tail -n 1; return; }
     k="$(shadow_demo /m)" || { echo "ports: $k" | tail -n 1; return; }
     echo "$c" | sed 's/^/KGRAFT-SHADOW-C /'
@@ -233,12 +240,11 @@ s10() {
     [ "$c" = "$k" ] || { echo "the ports' log differs from the C originals' (see KGRAFT-SHADOW lines)"; return; }
     echo ok
 }
-r="$(s10 2>&1 | tail -n 80)"; echo "$r" | grep -v '^ok$'; verdict shadow_samples "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 11. Callbacks per object, nothing replaced: vmlinux's and the test module's, also when the
+# Callbacks per object, nothing replaced: vmlinux's and the test module's, also when the
 # module loads and goes while the patch is on.
 cblog() { dmesg | grep -o 'object_callbacks .*' | tail -n "$1" | tr '\n' '|'; }
-s11() {
+scenario_object_callbacks() {
     m="kgraft_testmod -> [MODULE_STATE_LIVE] Normal state"
     load object_callbacks || return
     want="object_callbacks pre_patch: vmlinux|object_callbacks pre_patch: $m|object_callbacks post_patch: $m|"
@@ -254,10 +260,9 @@ s11() {
     [ "$(cblog 3)" = "$want" ] || { echo "unpatching: $(cblog 3)"; return; }
     echo ok
 }
-r="$(s11 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict object_callbacks "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 12. An empty replace_all patch takes the loaded patches off.
-s12() {
+# An empty replace_all patch takes the loaded patches off.
+scenario_take_all_off() {
     load cmdline_banner || return
     load take_all_off || return
     kgt gone cmdline_banner || { echo "cmdline_banner was not replaced"; return; }
@@ -267,13 +272,10 @@ s12() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     echo ok
 }
-r="$(s12 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict take_all_off "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 13. `kgraftc kernel`: refused without root, load with its transition, list, status, a second
+# `kgraftc kernel`: refused without root, load with its transition, list, status, a second
 # load refused, unload, and the refusal to unload what is not there.
-K=/bin/kgraftc
-export TERM=dumb
-s13() {
+scenario_kgraftc_kernel() {
     mkdir -p /etc
     echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
     echo 'nogroup:x:65534:' >> /etc/group
@@ -296,7 +298,6 @@ s13() {
     rc=$?; [ $rc = 2 ] && grep -q 'no live patch or module named' /tmp/k.out || { echo "unload of nothing: exit $rc"; return; }
     echo ok
 }
-r="$(s13 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_kernel "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
 # Starts a reader of /proc/kgraft_nap and waits until it sleeps inside kgt_nap; sets NAPPER.
 nap() {
@@ -306,9 +307,9 @@ nap() {
     echo "the reader never slept in kgt_nap"; return 1
 }
 
-# 14. A task asleep in a replaced function holds the transition up: `kgraftc kernel load`
+# A task asleep in a replaced function holds the transition up: `kgraftc kernel load`
 # names it, and after --timeout reverses the transition and removes the module.
-s14() {
+scenario_straggler_timeout() {
     nap || return
     $K kernel load --timeout 3 /m/nap_short.ko > /tmp/k.out 2>&1
     rc=$?; cat /tmp/k.out
@@ -320,11 +321,10 @@ s14() {
     kill $NAPPER; wait $NAPPER
     echo ok
 }
-r="$(s14 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict straggler_timeout "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 15. The same transition seen by `kgraftc kernel status`, `signal` (6.1's core signals by
+# The same transition seen by `kgraftc kernel status`, `signal` (6.1's core signals by
 # itself) and finished by `force`; the patch then unloads.
-s15() {
+scenario_kgraftc_force() {
     nap || return
     $K kernel load --timeout 60 /m/nap_short.ko > /tmp/load.out 2>&1 &
     loader=$!
@@ -346,12 +346,11 @@ s15() {
     kill $NAPPER; wait $NAPPER
     echo ok
 }
-r="$(s15 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict kgraftc_force "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 16. A package of `kgraftc package`, its maintainer scripts run as dpkg runs them: version 1
+# A package of `kgraftc package`, its maintainer scripts run as dpkg runs them: version 1
 # (cmdline_banner) installed and reinstalled, upgraded to version 2 (cmdline_banner_v2, with
 # replace_all, which replaces it atomically), then removed. run.sh unpacked both versions.
-s16() {
+scenario_package_scripts() {
     P=kgraft-patch-banner
     cp -a /pkg/v1/lib /pkg/v1/usr /
     sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 postinst: $(cat /tmp/p.out)"; return; }
@@ -375,11 +374,10 @@ s16() {
     [ -e /var/lib/kgraft/$P ] && { echo "state left after removal"; return; }
     echo ok
 }
-r="$(s16 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict package_scripts "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 17. System states and a module parameter: v2 takes state 1 over, a lower version is refused.
+# System states and a module parameter: v2 takes state 1 over, a lower version is refused.
 stlog() { dmesg | grep -oE 'console_state(_v2)?: .*' | tail -n "$1" | tr '\n' '|'; }
-s17() {
+scenario_system_states() {
     t0=$(kgt now)
     insmod /m/console_state.ko prefix=hello || { echo "insmod console_state failed"; return; }
     kgt wait console_state "$t0" || return
@@ -394,10 +392,9 @@ s17() {
     [ "$(stlog 1)" = "console_state_v2: restored loglevel 7|" ] || { echo "v2 off: $(stlog 1)"; return; }
     echo ok
 }
-r="$(s17 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict system_states "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 18. replace syscall: getpriority's x86-64 entry (prio64) and its ia32 entry (prio32).
-s18() {
+# replace syscall: getpriority's x86-64 entry (prio64) and its ia32 entry (prio32).
+scenario_syscall() {
     before="$(prio64)"
     load getpriority_syscall || return
     [ "$(prio64)" = "10 14" ] || { echo "x64 entry: $(prio64)"; return; }
@@ -406,18 +403,23 @@ s18() {
     [ "$(prio64)" = "$before" ] || { echo "not restored: $(prio64), was $before"; return; }
     echo ok
 }
-r="$(s18 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict syscall "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 
-# 19. A module's own unexported symbol, declared in the `module` block: resolved by the
+# A module's own unexported symbol, declared in the `module` block: resolved by the
 # livepatch core in that module.
-s19() {
+scenario_module_extern() {
     load module_extern || return
     [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v3 id=1 same=1" ] || { echo "patched: $(cat /proc/kgraft_testmod)"; return; }
     unload module_extern || return
     [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "not restored: $(cat /proc/kgraft_testmod)"; return; }
     echo ok
 }
-r="$(s19 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'; verdict module_extern "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
+
+# One scenario per line, "NAME [ARGUMENT...]"; blank lines and "#" comments are skipped. The
+# list is read on descriptor 3, so that no scenario reads it as its input.
+while read -r name args <&3; do
+    case "$name" in ''|'#'*) continue ;; esac
+    run "$name" $args  # unquoted: the arguments are words
+done 3< /scenarios
 
 dmesg | grep -E 'livepatch|kgraft' | sed 's/^/KGRAFT-LOG /'
 echo "KGRAFT-DONE failed:${FAILED:- none}"

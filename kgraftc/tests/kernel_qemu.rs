@@ -7,28 +7,44 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The scenarios `kernel-tests/init.sh` runs, by the name of their verdict line.
-const SCENARIOS: &[&str] = &[
-    "cmdline_banner",
-    "shadow_callbacks",
-    "atomic_replace",
-    "module_late",
-    "consistency",
-    "broken_extern",
-    "c_banner",
-    "meminfo_string",
-    "kernel_fields",
-    "shadow_samples",
-    "object_callbacks",
-    "take_all_off",
-    "kgraftc_kernel",
-    "straggler_timeout",
-    "kgraftc_force",
-    "package_scripts",
-    "system_states",
-    "syscall",
-    "module_extern",
-];
+/// The scenarios the guest runs, by the name of their verdict line: the first word of each line
+/// of `kernel-tests/scenarios` that is neither blank nor a `#` comment (as `init.sh` reads it).
+fn scenarios() -> Vec<String> {
+    let list = include_str!("../../kernel-tests/scenarios");
+    list.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| !name.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs everywhere, without qemu: every listed scenario has its function in `init.sh`, and every
+/// scenario function there is listed, so a typo shows before a guest boots.
+#[test]
+fn the_scenario_list_and_init_sh_agree() {
+    let init = include_str!("../../kernel-tests/init.sh");
+    let defined: Vec<&str> =
+        init.lines().filter_map(|line| line.strip_prefix("scenario_")?.strip_suffix("() {")).collect();
+    let listed = scenarios();
+    assert!(!listed.is_empty(), "kernel-tests/scenarios lists no scenario");
+    for name in &listed {
+        assert!(
+            defined.contains(&name.as_str()),
+            "kernel-tests/scenarios lists {name}, init.sh has no scenario_{name}"
+        );
+        assert_eq!(
+            listed.iter().filter(|n| *n == name).count(),
+            1,
+            "{name} is listed twice: verdicts need one name each"
+        );
+    }
+    for name in defined {
+        assert!(
+            listed.iter().any(|n| n == name),
+            "init.sh defines scenario_{name}, kernel-tests/scenarios does not list it"
+        );
+    }
+}
 
 #[test]
 fn kernel_under_qemu() {
@@ -48,7 +64,7 @@ fn kernel_under_qemu() {
     // The end of the guest's console says what went wrong when a verdict is missing.
     let lines: Vec<&str> = console.lines().collect();
     let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-    for scenario in SCENARIOS {
+    for scenario in scenarios() {
         let verdict =
             console.lines().find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} "))).unwrap_or("no verdict");
         assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}\nconsole tail:\n{tail}");
