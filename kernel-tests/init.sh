@@ -52,8 +52,24 @@ run() {
     verdict "$name" "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 }
 
+# Runs the commands of the book's transcript /book/$1 (book/src/transcripts/$1: its "# " and
+# "$ " lines) and prints what each printed, on standard output and on the console as
+# "KGRAFT-BOOK-CMD $1 <command line>" and "KGRAFT-BOOK $1 <line>", which
+# kgraftc/tests/kernel_qemu.rs compares with the file.
+book() {
+    grep -E '^[#$] ' "/book/$1" > /tmp/book.cmds
+    while IFS= read -r line <&5; do
+        echo "KGRAFT-BOOK-CMD $1 $line" >&4
+        sh -c "${line#??}" < /dev/null > /tmp/book.out 2>&1
+        cat /tmp/book.out
+        sed "s|^|KGRAFT-BOOK $1 |" /tmp/book.out >&4
+    done 5< /tmp/book.cmds
+}
+
 K=/bin/kgraftc
 export TERM=dumb
+# The console, for the lines a scenario prints there itself (its standard output is captured).
+exec 4>&1
 
 # The console may start with terminal escapes: begin on a fresh line.
 echo
@@ -290,7 +306,11 @@ scenario_kgraftc_kernel() {
     grep -q '^  vmlinux: patched$' /tmp/k.out || { echo "status: $(cat /tmp/k.out)"; return; }
     $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1
     rc=$?; [ $rc = 2 ] && grep -q 'already loaded' /tmp/k.out || { echo "second load: exit $rc: $(cat /tmp/k.out)"; return; }
-    $K kernel unload cmdline_banner > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
+    # The book's "Load" and "Remove" (Patching a real kernel), typed here.
+    book real-kernel-status.txt > /tmp/k.out
+    grep -q '^cmdline_banner: enabled$' /tmp/k.out || { echo "the book's status: $(cat /tmp/k.out)"; return; }
+    book real-kernel-unload.txt > /tmp/k.out
+    grep -q '^cmdline_banner is unloaded' /tmp/k.out || { echo "the book's unload: $(cat /tmp/k.out)"; return; }
     [ -d $LP/cmdline_banner ] && { echo "sysfs directory left"; return; }
     grep -q '^cmdline_banner ' /proc/modules && { echo "module left"; return; }
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
@@ -329,7 +349,7 @@ scenario_kgraftc_force() {
     $K kernel load --timeout 60 /m/nap_short.ko > /tmp/load.out 2>&1 &
     loader=$!
     for i in $(seq 50); do [ "$(cat $LP/nap_short/transition 2>/dev/null)" = 1 ] && break; sleep 0.1; done
-    $K kernel status nap_short > /tmp/k.out 2>&1
+    book shipping-transition.txt > /tmp/k.out  # kgraftc kernel status nap_short
     grep -q '^  transition to patched: 1 tasks left$' /tmp/k.out && grep -q "cat (pid $NAPPER)" /tmp/k.out \
         || { echo "status: $(cat /tmp/k.out)"; return; }
     $K kernel signal nap_short > /tmp/k.out 2>&1

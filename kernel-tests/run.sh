@@ -143,6 +143,9 @@ done
 cp "$here/init.sh" "$rootfs/init"
 chmod +x "$rootfs/init"
 cp "$here/scenarios" "$rootfs/scenarios"
+# The book's transcripts, some of whose commands the guest runs (init.sh, `book`).
+mkdir -p "$rootfs/book"
+cp "$root"/book/src/transcripts/*.txt "$rootfs/book/"
 (cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
 
 say "booting $release under qemu"

@@ -211,8 +211,9 @@ fn note_opaque(checked: &Checked, ui: &Ui) {
     }
     let shown: Vec<String> = types.iter().take(4).map(|t| format!("`{t}`")).collect();
     let more = if types.len() > 4 { format!(" and {} more", types.len() - 4) } else { String::new() };
+    let stay = if types.len() == 1 { "stays" } else { "stay" };
     eprintln!(
-        "note: no target kernel: {}{more} stay opaque and the targets are not checked against a kernel\n\
+        "note: no target kernel: {}{more} {stay} opaque and the targets are not checked against a kernel\n\
          help: give --kdir DIR (or --vmlinux FILE) to check against that kernel and use its types",
         shown.join(", ")
     );

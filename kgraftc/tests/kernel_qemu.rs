@@ -2,7 +2,11 @@
 //!
 //! Opt-in: it runs only with `KGRAFT_QEMU=1`, on a machine with the packages listed in
 //! `kernel-tests/setup-notes.md` (CI sets it). It drives `kernel-tests/run.sh` with this build's
-//! `kgraftc` and checks each scenario's verdict line from the guest's console.
+//! `kgraftc` and checks each scenario's verdict line from the guest's console, and the book's
+//! transcripts that the guest typed ([`transcript::HARNESS`]) against what it printed
+//! (`KGRAFT_BLESS=1` rewrites them).
+
+mod transcript;
 
 use std::path::Path;
 use std::process::Command;
@@ -69,5 +73,30 @@ fn kernel_under_qemu() {
             console.lines().find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} "))).unwrap_or("no verdict");
         assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}\nconsole tail:\n{tail}");
     }
+    let errors: Vec<String> = transcript::HARNESS.iter().flat_map(|name| book_transcript(&console, name)).collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
     assert!(status.success(), "kernel-tests/run.sh failed: {status}\nconsole tail:\n{tail}");
+}
+
+/// Compares the book's transcript `name` with what the guest printed running its commands
+/// (`KGRAFT-BOOK-CMD NAME COMMAND` and `KGRAFT-BOOK NAME LINE`); returns the differences.
+fn book_transcript(console: &str, name: &str) -> Vec<String> {
+    let t = transcript::Transcript::read(name);
+    let (cmd, out) = (format!("KGRAFT-BOOK-CMD {name} "), format!("KGRAFT-BOOK {name}"));
+    let mut outputs: Vec<Vec<String>> = Vec::new();
+    for line in console.lines() {
+        if line.starts_with(&cmd) {
+            outputs.push(Vec::new());
+        } else if let (Some(rest), Some(current)) = (line.strip_prefix(&out), outputs.last_mut()) {
+            let text = rest.strip_prefix(' ').unwrap_or(rest);
+            current.extend(transcript::lines(text, &[]));
+            if text.is_empty() {
+                current.push(String::new());
+            }
+        }
+    }
+    if outputs.len() != t.steps.len() {
+        return vec![format!("{name}: the guest ran {} of its {} commands", outputs.len(), t.steps.len())];
+    }
+    transcript::check(&t, &outputs)
 }
