@@ -16,9 +16,10 @@
 //!   kicks, traps, threads migrated so far), but not the mismatches, which must stay 0;
 //! - the user id in the host's socket name (`kgraft-host-0.sock`), the ABI number of the
 //!   installed Debian kernel (`6.1.0-56-amd64`) and the key id of a throwaway signing key;
-//! - the `progress:` lines of a host transition: how many there are and which threads they name
-//!   depend on scheduling (a fast transition prints none), so each must have one of the two
-//!   shapes the host prints, and they are then left out of the comparison.
+//! - the progress lines of a transition, the host's (`progress: ...`) and `kgraftc kernel`'s
+//!   (`transition to patched: 3 tasks left (0.6 s)`): how many there are and what they count
+//!   depend on scheduling (a fast transition prints none), so each must have one of the shapes
+//!   the tools print, and they are then left out of the comparison.
 //!
 //! Paths are not normalised but written as a reader would see them: the caller names its
 //! scratch directories and what to show instead (`/tmp`, `~/kgraft`).
@@ -133,8 +134,9 @@ impl Transcript {
     }
 
     /// The text of the transcript with `outputs` in place of what it shows, keeping its
-    /// elisions: the lines before a step's first `...` and after its last are taken from the
-    /// start and the end of the new output.
+    /// elisions: the lines before a step's first `...` are taken from the start of the new
+    /// output, and those after its last from the first new line that matches the line the book
+    /// shows after it (or, when none does, as many lines from the end).
     pub fn blessed(&self, outputs: &[Vec<String>]) -> String {
         let mut text = String::new();
         for (step, new) in self.steps.iter().zip(outputs) {
@@ -147,9 +149,13 @@ impl Transcript {
                     if first + tail > new.len() {
                         new.clone()
                     } else {
+                        let anchor = step.output.get(last + 1).map(|l| normal(l));
+                        let from = (first..new.len())
+                            .find(|&i| anchor.as_ref().is_some_and(|a| normal(&new[i]) == *a))
+                            .unwrap_or(new.len() - tail);
                         let mut lines = new[..first].to_vec();
                         lines.extend(step.output[first..=last].iter().cloned());
-                        lines.extend(new[new.len() - tail..].iter().cloned());
+                        lines.extend(new[from..].iter().cloned());
                         lines
                     }
                 }
@@ -168,11 +174,15 @@ pub fn blessing() -> bool {
     std::env::var_os("KGRAFT_BLESS").is_some_and(|v| v == "1")
 }
 
-/// Removes what a terminal would not show: carriage returns and escape sequences.
+/// The text as a terminal leaves it: escape sequences removed, and a line rewritten in place
+/// (`\r`, as `kgraftc kernel load` updates its progress on a terminal) shown as its last
+/// version.
 pub fn plain(text: &str) -> String {
     static ESCAPES: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-Za-z]|[=>c78])").expect("a pattern"));
-    ESCAPES.replace_all(&text.replace('\r', ""), "").into_owned()
+    let text = ESCAPES.replace_all(text, "").replace("\r\n", "\n");
+    let lines: Vec<&str> = text.split('\n').map(|line| line.rsplit('\r').next().unwrap_or(line)).collect();
+    lines.join("\n")
 }
 
 /// The normalisations of the module's documentation, in order.
@@ -192,16 +202,17 @@ static NORMAL: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"\b\d+/(\d+) threads migrated\b", "N/$1 threads migrated"),
         (r"kgraft-host-\d+\.sock", "kgraft-host-UID.sock"),
         (r"\b6\.1\.0-\d+-amd64\b", "6.1.0-N-amd64"),
-        (r"^(sig_key: +)[0-9A-F:]+$", "${1}KEY"),
+        (r"^((sig_key|signature): +)[0-9A-F:]+$", "${1}KEY"),
     ]
     .into_iter()
     .map(|(re, to)| (Regex::new(re).expect("a pattern"), to))
     .collect()
 });
 
-/// The shapes of the host's `progress:` lines.
+/// The shapes of the progress lines of a transition.
 static PROGRESS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
+        r"^(    \| )?    transition to (patched|unpatched): (every task moved, the core is finishing|\d+ tasks left) \(\d+\.\d s\)$",
         r"^progress: (patching|unpatching) \S+: \d+/\d+ threads migrated after \d+\.\d+ ms$",
         r"^progress:   straggler \S+ \(tid \d+\)(, asleep, kicked)?: no safe point for \d+\.\d+ ms$",
     ]
@@ -219,18 +230,18 @@ pub fn normal(line: &str) -> String {
     line
 }
 
-/// The lines compared: normalised, without `progress:` lines (each of which must have a known
-/// shape; the error names one that has not).
+/// The lines compared: normalised, without progress lines (a host's `progress:` line must have
+/// a known shape; the error names one that has not).
 pub fn compared(lines: &[String]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for line in lines {
-        if line.starts_with("progress:") {
-            if !PROGRESS.iter().any(|re| re.is_match(line.trim_end())) {
-                return Err(format!("a progress line of no known shape: {line}"));
-            }
-        } else {
-            out.push(normal(line));
+        if PROGRESS.iter().any(|re| re.is_match(line.trim_end())) {
+            continue;
         }
+        if line.starts_with("progress:") {
+            return Err(format!("a progress line of no known shape: {line}"));
+        }
+        out.push(normal(line));
     }
     Ok(out)
 }
