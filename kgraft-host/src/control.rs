@@ -136,15 +136,15 @@ fn bind_private(path: &str) -> Result<(UnixListener, (u64, u64)), String> {
     bound.map_err(|e| format!("binding {path}: {e}"))
 }
 
-/// Returns the default socket path: `$KGRAFT_HOST_SOCKET`, else one per user in the temporary
-/// directory.
+/// Returns the default socket path, by [`kgraft_rt::rules::HOST_SOCKET_VAR`]'s rule, which
+/// `kgraftc host` follows too.
 pub fn default_socket() -> String {
-    if let Ok(p) = std::env::var("KGRAFT_HOST_SOCKET") {
+    if let Ok(p) = std::env::var(kgraft_rt::rules::HOST_SOCKET_VAR) {
         return p;
     }
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    format!("{}/kgraft-host-{uid}.sock", std::env::temp_dir().display())
+    format!("{}/{}", std::env::temp_dir().display(), kgraft_rt::rules::host_socket_name(uid))
 }
 
 /// Serves requests until a `stop` request.

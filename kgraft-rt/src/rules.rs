@@ -46,6 +46,22 @@ pub const RUST_TYPES: [&str; 20] = [
     "char", "str", "Self", "Option", "Result",
 ];
 
+/// The environment variable that names the user-mode host's control socket. Without it the
+/// socket is [`host_socket_name`] in the temporary directory (`$TMPDIR`, or `/tmp`): the host
+/// binds there and `kgraftc host` connects there.
+pub const HOST_SOCKET_VAR: &str = "KGRAFT_HOST_SOCKET";
+
+/// The file name of the host's control socket for the user `uid`: `kgraft-host-UID.sock`.
+pub fn host_socket_name(uid: u32) -> impl core::fmt::Display {
+    struct Name(u32);
+    impl core::fmt::Display for Name {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(f, "kgraft-host-{}.sock", self.0)
+        }
+    }
+    Name(uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +71,12 @@ mod tests {
         assert_eq!(callback("pre_patch"), Some((0, true)));
         assert_eq!(callback("post_unpatch"), Some((3, false)));
         assert_eq!(callback("on_patch"), None);
+    }
+
+    #[test]
+    fn host_socket_is_per_user() {
+        extern crate alloc;
+        use alloc::string::ToString;
+        assert_eq!(host_socket_name(1000).to_string(), "kgraft-host-1000.sock");
     }
 }

@@ -1,6 +1,6 @@
 //! `kgraftc build --target linux`: a lowered patch crate becomes a livepatch kernel module.
 //!
-//! The steps, each in its own module under `linux/`:
+//! The steps, each in its own module of [`crate::linux`]:
 //!
 //! 1. `kdir`: find the kernel build directory and its release, and check the patch's `kernel`
 //!    glob against it before anything is compiled; `toolchain`: find a Rust compiler whose
@@ -19,9 +19,7 @@
 //!    which the livepatch core resolves when the module loads;
 //! 6. check the result with `modinfo` and copy it out.
 
-#[path = "linux/mod.rs"]
-mod linux;
-
+use crate::linux;
 use crate::render::Ui;
 use crate::{BuildArgs, Failure};
 

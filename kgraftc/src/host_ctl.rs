@@ -60,13 +60,14 @@ pub(crate) enum HostCommand {
     Stop,
 }
 
-/// Returns the default socket path, the same rule as the host's.
+/// Returns the default socket path, by [`kgraft_rt::rules::HOST_SOCKET_VAR`]'s rule, which the
+/// host follows too.
 fn default_socket() -> PathBuf {
-    if let Some(p) = std::env::var_os("KGRAFT_HOST_SOCKET") {
+    if let Some(p) = std::env::var_os(kgraft_rt::rules::HOST_SOCKET_VAR) {
         return PathBuf::from(p);
     }
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
-    std::env::temp_dir().join(format!("kgraft-host-{uid}.sock"))
+    std::env::temp_dir().join(kgraft_rt::rules::host_socket_name(uid).to_string())
 }
 
 /// Returns the credentials (pid, uid) of the process at the other end of `conn`.

@@ -34,6 +34,7 @@ mod guest_test;
 mod host_ctl;
 mod kernel_ctl;
 mod kernel_info;
+mod linux;
 mod lock;
 mod output;
 mod package;

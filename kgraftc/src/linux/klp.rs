@@ -103,7 +103,7 @@ pub(crate) fn convert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build_linux::linux::testobj;
+    use crate::linux::testobj;
     use object::read::elf::Sym;
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 

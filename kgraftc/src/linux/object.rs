@@ -139,7 +139,7 @@ pub(crate) fn undefined_symbols(path: &Path) -> Result<Vec<String>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build_linux::linux::testobj;
+    use crate::linux::testobj;
 
     fn check_bytes(name: &str, bytes: &[u8]) -> Result<(), Error> {
         let dir = std::env::temp_dir().join(format!("kgraftc-object-{}-{name}", std::process::id()));
