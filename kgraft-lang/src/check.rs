@@ -315,15 +315,12 @@ pub(crate) fn parse_fragment<T: syn::parse::Parse>(frag: &Fragment) -> Result<T,
     if let Some(at) = too_complex(frag) {
         return Err((at, TOO_COMPLEX.to_owned()));
     }
-    syn::parse_str::<T>(&frag.text).map_err(|e| {
-        let message = e.to_string();
-        let message = if message == "cannot parse string into token stream" {
-            "not a Rust token: a stray character, or an unterminated literal or comment".to_owned()
-        } else {
-            message
-        };
-        (error_span(&e, frag), message)
-    })
+    // Lexed first, so that text that is no Rust token is told apart by its error's type.
+    let stream: proc_macro2::TokenStream = frag.text.parse().map_err(|e: proc_macro2::LexError| {
+        let message = "not a Rust token: a stray character, or an unterminated literal or comment".to_owned();
+        (span_in(e.span().byte_range(), frag), message)
+    })?;
+    syn::parse2::<T>(stream).map_err(|e| (error_span(&e, frag), e.to_string()))
 }
 
 /// Gives the diagnostics of fragments refused by [`too_complex`] their own code and words.
@@ -342,13 +339,18 @@ fn relabel_too_complex(diags: &mut Diagnostics) {
 
 /// Moves a syn error's span into the `.kgp` file.
 pub(crate) fn error_span(e: &syn::Error, frag: &Fragment) -> Span {
-    let message = e.to_string();
-    if message.starts_with("unexpected end of input") {
+    span_in(e.span().byte_range(), frag)
+}
+
+/// Moves a byte range of a fragment's text into the `.kgp` file. The empty range at 0 is where
+/// syn puts what it found missing at the end of the input (the call site of its parse), so it
+/// becomes the fragment's last character; any other empty range, the character there.
+fn span_in(range: std::ops::Range<usize>, frag: &Fragment) -> Span {
+    if range == (0..0) && !frag.text.is_empty() {
         let end = frag.span.end;
         let last = frag.text.chars().last().map(char::len_utf8).unwrap_or(0);
         return Span::new(end - last, end);
     }
-    let range = e.span().byte_range();
     let within = |o: usize| o.min(frag.text.len());
     let (start, mut end) = (within(range.start), within(range.end));
     if start == end {
