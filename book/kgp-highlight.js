@@ -10,7 +10,7 @@
             name: "kgp",
             keywords: {
                 keyword:
-                    "patch extern shadow replace module on in fn static mut const let if else match " +
+                    "patch extern shadow replace module on in fn static mut const let if else match state param syscall " +
                     "return while loop for break continue unsafe as use pub struct enum impl where c",
                 literal: "true false",
                 built_in:

@@ -2,8 +2,9 @@
 //!
 //! The crate is produced twice from the same items. `expanded` is formatted by prettyplease
 //! throughout, bodies included, for review. `build_source` is the same text except that every
-//! body is copied verbatim from the `.kgp` file, so rustc's line and column inside a body map back
-//! to the source exactly; the [`LineMap`] records where each piece came from.
+//! Rust fragment of the source (bodies, parameters, types, initial values) is copied verbatim
+//! from the `.kgp` file, so rustc's line and column inside one map back to the source exactly;
+//! the [`LineMap`] records where each piece came from.
 
 use std::collections::BTreeSet;
 
@@ -316,7 +317,7 @@ impl Lowering<'_> {
         let full = quote!(#full_head { #marker unsafe #block });
         // The build form takes each parameter and the return type verbatim from the source, so
         // that rustc's messages about them land on their own tokens.
-        let sketch_head = head(&self.verbatim_params(&r.sig)?, &self.verbatim_ret(&r.sig));
+        let sketch_head = head(&self.verbatim_params(&r.sig, false)?, &self.verbatim_ret(&r.sig));
         let sketch = quote!(#sketch_head { #marker __kgraft_body!(#n); });
         Ok((full, sketch, fn_ident))
     }
@@ -327,9 +328,10 @@ impl Lowering<'_> {
         format_ident!("__kgraft_frag_{}", self.frags.len() - 1)
     }
 
-    /// The parameters of a replacement for the build form: `__kgraft_frag_N: __kgraft_frag`
-    /// placeholders for `name: Type` as the source writes them (a `mut` binding is generated).
-    fn verbatim_params(&mut self, sig: &Signature) -> Result<Vec<TokenStream>, Box<Diagnostic>> {
+    /// The parameters of a function for the build form: `__kgraft_frag_N: __kgraft_frag`
+    /// placeholders for `name: Type` as the source writes them (a `mut` binding, `_` and `...`
+    /// are generated; `foreign` as for [`Self::params`]).
+    fn verbatim_params(&mut self, sig: &Signature, foreign: bool) -> Result<Vec<TokenStream>, Box<Diagnostic>> {
         let source = &self.checked.source.text;
         let mut out = Vec::new();
         for p in &sig.params {
@@ -339,13 +341,13 @@ impl Lowering<'_> {
                     let placeholder = self.frag(&text, name.span.start);
                     out.push(quote!(#placeholder: __kgraft_frag));
                 }
-                _ => out.extend(self.params(&Signature { params: vec![p.clone()], ..sig.clone() }, false)?),
+                _ => out.extend(self.params(&Signature { params: vec![p.clone()], ..sig.clone() }, foreign)?),
             }
         }
         Ok(out)
     }
 
-    /// The return type of a replacement for the build form, as a placeholder.
+    /// The return type of a function for the build form, as a placeholder.
     fn verbatim_ret(&mut self, sig: &Signature) -> TokenStream {
         match &sig.ret {
             Some(r) => {
@@ -538,15 +540,16 @@ impl Lowering<'_> {
     }
 
     fn item_extern(&mut self, block: &ExternBlock, header_span: Span) -> Result<(), Box<Diagnostic>> {
-        let tokens = self.extern_tokens(block)?;
+        let (full, sketch) = self.extern_tokens(block)?;
         let origin = block.items.first().map(|i| i.name().span).unwrap_or(header_span);
-        self.push(tokens.clone(), tokens, origin);
+        self.push(full, sketch, origin);
         Ok(())
     }
 
-    /// An `extern { }` block as an `unsafe extern "C"` block.
-    fn extern_tokens(&mut self, block: &ExternBlock) -> Result<TokenStream, Box<Diagnostic>> {
-        let mut decls = Vec::new();
+    /// An `extern { }` block as an `unsafe extern "C"` block, in both forms (the build form with
+    /// the parameters and types verbatim).
+    fn extern_tokens(&mut self, block: &ExternBlock) -> Result<(TokenStream, TokenStream), Box<Diagnostic>> {
+        let (mut full, mut sketch) = (Vec::new(), Vec::new());
         for ext in &block.items {
             match ext {
                 ExternItem::Fn(sig) => {
@@ -554,19 +557,23 @@ impl Lowering<'_> {
                     let params = self.params(sig, true)?;
                     let ret = self.ret(sig)?;
                     let docs = doc_attrs(&sig.docs);
-                    decls.push(quote!(#docs pub fn #name(#(#params),*) #ret;));
+                    full.push(quote!(#docs pub fn #name(#(#params),*) #ret;));
+                    let (params, ret) = (self.verbatim_params(sig, true)?, self.verbatim_ret(sig));
+                    sketch.push(quote!(#docs pub fn #name(#(#params),*) #ret;));
                 }
                 ExternItem::Static(s) => {
                     let name = ident(&s.name)?;
                     let ty = self.ty(&s.ty)?;
                     let docs = doc_attrs(&s.docs);
                     let m = s.mutable.then(|| quote!(mut));
-                    decls.push(quote!(#docs pub static #m #name: #ty;));
+                    full.push(quote!(#docs pub static #m #name: #ty;));
+                    let ty = self.frag(&s.ty.text, s.ty.span.start);
+                    sketch.push(quote!(#docs pub static #m #name: #ty;));
                 }
             }
         }
         let docs = doc_attrs(&block.docs);
-        Ok(quote!(#docs unsafe extern "C" { #(#decls)* }))
+        Ok((quote!(#docs unsafe extern "C" { #(#full)* }), quote!(#docs unsafe extern "C" { #(#sketch)* })))
     }
 
     fn item_shadow(&mut self, block: &ShadowBlock, parts: &mut PatchParts) -> Result<(), Box<Diagnostic>> {
@@ -601,13 +608,15 @@ impl Lowering<'_> {
         let options = if options.is_empty() { String::new() } else { format!(" ({})", options.join(", ")) };
         text.push_str(&format!("    {}{options} {{\n", block.ty.name));
         for f in &block.fields {
-            // Parsed for the type names only; the text is the source's.
+            // Parsed for the type names only; the type and the initial value are the source's,
+            // copied verbatim into the build form.
             self.ty(&f.ty)?;
             let _: syn::Expr = parse(&f.init)?;
             for d in &f.docs {
                 text.push_str(&format!("        ///{}\n", d.text));
             }
-            text.push_str(&format!("        {}: {} = {},\n", f.name.name, f.ty.text, f.init.text));
+            let (ty, init) = (self.frag(&f.ty.text, f.ty.span.start), self.frag(&f.init.text, f.init.span.start));
+            text.push_str(&format!("        {}: {ty} = {init},\n", f.name.name));
         }
         text.push_str("    }\n");
         let name = match block.fields.first() {
@@ -625,8 +634,7 @@ impl Lowering<'_> {
         let mut fns = Vec::new();
         let mod_ident = format_ident!("__kgraft_obj_{}", m.name.replace('-', "_"));
         for block in &m.externs {
-            let tokens = self.extern_tokens(block)?;
-            fns.push((tokens.clone(), tokens));
+            fns.push(self.extern_tokens(block)?);
         }
         for r in &m.fns {
             let t = Target { object: &m.name, func: r };
@@ -693,13 +701,18 @@ impl Lowering<'_> {
                 build.push('\n');
             }
             if let Some(text) = &item.text {
-                expanded.push_str(text);
-                pieces.push(Piece {
-                    start: build.len(),
-                    end: build.len() + text.len(),
-                    origin: Origin::Generated(item.origin),
-                });
-                build.push_str(text);
+                expanded.push_str(&self.unfrag(text));
+                let mut generated_start = build.len();
+                for line in text.split_inclusive('\n') {
+                    self.push_line(line, &mut build, &mut pieces, &mut generated_start, item.origin);
+                }
+                if build.len() > generated_start {
+                    pieces.push(Piece {
+                        start: generated_start,
+                        end: build.len(),
+                        origin: Origin::Generated(item.origin),
+                    });
+                }
                 continue;
             }
             let full = format(&item.full).map_err(|m| internal(item.origin, &m))?;
@@ -784,6 +797,14 @@ impl Lowering<'_> {
             rest = rest.strip_prefix(": __kgraft_frag").filter(|r| !r.starts_with('_')).unwrap_or(rest);
         }
         build.push_str(rest);
+    }
+
+    /// The text of a generated item with the fragments its placeholders stand for, for the
+    /// review form.
+    fn unfrag(&self, text: &str) -> String {
+        let (mut build, mut pieces, mut start) = (String::new(), Vec::new(), 0);
+        self.push_line(text, &mut build, &mut pieces, &mut start, Span::default());
+        build
     }
 
     /// Replaces each `__kgraft_safety!(N);` line with its `// SAFETY:` comment.

@@ -12,7 +12,8 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 
 impl Lowering<'_> {
     /// Returns the Rust side of a C-bodied replacement: the C function declared `extern "C"`,
-    /// under the `#[replace]` that puts its address in the descriptor. Both forms are the same.
+    /// under the `#[replace]` that puts its address in the descriptor (the build form with the
+    /// parameters and return type verbatim).
     pub(super) fn c_replacement(
         &mut self,
         t: &Target<'_>,
@@ -29,16 +30,20 @@ impl Lowering<'_> {
         let docs = doc_attrs(&r.sig.docs);
         let note = format!(" The body is C, in the patch's C file; it replaces `{target}` (object `{object}`).");
         let sep = (!r.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
-        let tokens = quote! {
-            #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
-            unsafe extern "C" {
-                #docs
-                #sep
-                #[doc = #note]
-                pub fn #symbol(#(#params),*) #ret;
+        let item = |params: &[TokenStream], ret: &TokenStream| {
+            quote! {
+                #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
+                unsafe extern "C" {
+                    #docs
+                    #sep
+                    #[doc = #note]
+                    pub fn #symbol(#(#params),*) #ret;
+                }
             }
         };
-        Ok((tokens.clone(), tokens, symbol))
+        let full = item(&params, &ret);
+        let sketch = item(&self.verbatim_params(&r.sig, true)?, &self.verbatim_ret(&r.sig));
+        Ok((full, sketch, symbol))
     }
 
     /// Returns a helper function in both forms: an `unsafe fn` whose body runs inside `unsafe`,
@@ -55,15 +60,19 @@ impl Lowering<'_> {
             h.sig.name.name
         ));
         let (block, n) = self.body(&h.body)?;
-        let head = quote! {
-            #docs
-            #sep
-            #[doc = " # Safety"]
-            #[doc = ""]
-            #[doc = " Called in the kernel's context, under the contracts of the bodies that call it."]
-            unsafe fn #name(#(#params),*) #ret
+        let head = |params: &[TokenStream], ret: &TokenStream| {
+            quote! {
+                #docs
+                #sep
+                #[doc = " # Safety"]
+                #[doc = ""]
+                #[doc = " Called in the kernel's context, under the contracts of the bodies that call it."]
+                unsafe fn #name(#(#params),*) #ret
+            }
         };
-        Ok((quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); })))
+        let full = head(&params, &ret);
+        let sketch = head(&self.verbatim_params(&h.sig, false)?, &self.verbatim_ret(&h.sig));
+        Ok((quote!(#full { #marker unsafe #block }), quote!(#sketch { #marker __kgraft_body!(#n); })))
     }
 
     /// Returns the items of a `replace syscall`: the body as one function, then one replacement
@@ -81,15 +90,19 @@ impl Lowering<'_> {
              context; the body is the reviewed patch source."
         ));
         let (block, n) = self.body(&sc.body)?;
-        let head = quote! {
-            #docs
-            #sep
-            #[doc = " # Safety"]
-            #[doc = ""]
-            #[doc = " Called by the system call's entries below, with its arguments, in the calling task's context."]
-            unsafe fn #body_ident(#(#params),*) #ret
+        let head = |params: &[TokenStream], ret: &TokenStream| {
+            quote! {
+                #docs
+                #sep
+                #[doc = " # Safety"]
+                #[doc = ""]
+                #[doc = " Called by the system call's entries below, with its arguments, in the calling task's context."]
+                unsafe fn #body_ident(#(#params),*) #ret
+            }
         };
-        let mut out = vec![(quote!(#head { #marker unsafe #block }), quote!(#head { #marker __kgraft_body!(#n); }))];
+        let full = head(&params, &ret);
+        let sketch = head(&self.verbatim_params(&sc.sig, false)?, &self.verbatim_ret(&sc.sig));
+        let mut out = vec![(quote!(#full { #marker unsafe #block }), quote!(#sketch { #marker __kgraft_body!(#n); }))];
         let mut names = Vec::new();
         let ret_ty = match &sc.sig.ret {
             Some(r) => {

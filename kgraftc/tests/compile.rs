@@ -157,7 +157,11 @@ fn rustc_messages_about_signatures_and_statics_land_on_their_own_tokens() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("warning[rustc unused_variables]: unused variable: `v`"), "{stderr}");
-    assert!(stderr.contains("own_tokens.kgp:7:30"), "the parameter's own line and column: {stderr}");
+    assert!(stderr.contains("own_tokens.kgp:8:30"), "the parameter's own line and column: {stderr}");
     assert!(stderr.contains("error[rustc E0080]"), "{stderr}");
-    assert!(stderr.contains("own_tokens.kgp:5:21"), "the initializer's own column: {stderr}");
+    assert!(stderr.contains("own_tokens.kgp:6:21"), "the initializer's own column: {stderr}");
+    assert!(stderr.contains("warning[rustc unused_variables]: unused variable: `unused`"), "{stderr}");
+    assert!(stderr.contains("own_tokens.kgp:14:18"), "a helper's parameter: {stderr}");
+    assert!(stderr.contains("own_tokens.kgp:16:17"), "a shadow field's initial value: {stderr}");
+    assert!(stderr.contains("own_tokens.kgp:19:24"), "an extern static's type: {stderr}");
 }
