@@ -12,7 +12,8 @@
 //! - The Linux target's ([`transcript::LINUX`]) run with `KGRAFT_QEMU=1`: builds against the
 //!   installed kernel (after one build that warms the caches, as the book's timings assume),
 //!   `kgraftc test` guests (`--shell` gets `poweroff -f` at its first prompt), signing with a
-//!   fresh key, packages. A file a transcript shows with `cat FILE` is written from it first.
+//!   fresh key, packages, a C body's gcc error (with `~/ksrc` holding the kernel source's
+//!   `fs/proc` headers). A file a transcript shows with `cat FILE` is written from it first.
 //! - Those typed in a guest are run by the qemu harness (`kernel_qemu.rs`); the ones no test can
 //!   run are listed with the reason in [`transcript::UNVERIFIED`].
 
@@ -53,9 +54,11 @@ fn place(from: &Path, to: &Path) {
     }
 }
 
-/// A reader's terminal: a working directory like the workspace's, a temporary directory, and
-/// what runs in the background.
+/// A reader's terminal: a home directory, a working directory like the workspace's in it, a
+/// temporary directory, and what runs in the background.
 struct Session {
+    /// `HOME` (shown as `~`).
+    home: PathBuf,
     /// Where commands run (shown as `~/kgraft`).
     cwd: PathBuf,
     /// `TMPDIR` (shown as `/tmp`).
@@ -70,7 +73,8 @@ impl Session {
     fn new(name: &str) -> Session {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("book").join(name);
         let _ = std::fs::remove_dir_all(&root);
-        let cwd = root.join("kgraft");
+        let home = root.join("home");
+        let cwd = home.join("kgraft");
         let tmp = root.join("tmp");
         std::fs::create_dir_all(cwd.join("target/release")).expect("a scratch directory");
         std::fs::create_dir_all(&tmp).expect("a scratch directory");
@@ -78,24 +82,52 @@ impl Session {
             std::os::unix::fs::symlink(workspace().join(dir), cwd.join(dir)).expect("a link to the workspace");
         }
         place(Path::new(env!("CARGO_BIN_EXE_kgraftc")), &cwd.join("target/release/kgraftc"));
-        let subs =
-            vec![(tmp.display().to_string(), "/tmp".to_string()), (cwd.display().to_string(), "~/kgraft".to_string())];
-        Session { cwd, tmp, subs, host: None }
+        let subs = vec![(tmp.display().to_string(), "/tmp".to_string()), (home.display().to_string(), "~".to_string())];
+        Session { home, cwd, tmp, subs, host: None }
     }
 
     /// A command run by `sh` as the reader's shell would, its standard output and error in one
-    /// pipe, so they interleave as on a terminal.
+    /// pipe, so they interleave as on a terminal. The Rust toolchain and kgraftc's caches stay
+    /// where the test's own are: only `~` in a command is the session's.
     fn shell(&self, command: &str) -> Command {
         let path =
             format!("{}:{}", self.cwd.join("target/release").display(), std::env::var("PATH").unwrap_or_default());
+        let real_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+        let kept = |var: &str, default: &str| std::env::var_os(var).unwrap_or_else(|| real_home.join(default).into());
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(command)
             .current_dir(&self.cwd)
+            .env("HOME", &self.home)
+            .env("CARGO_HOME", kept("CARGO_HOME", ".cargo"))
+            .env("RUSTUP_HOME", kept("RUSTUP_HOME", ".rustup"))
+            .env("KGRAFT_CACHE_DIR", kept("KGRAFT_CACHE_DIR", ".cache/kgraft"))
             .env("TMPDIR", &self.tmp)
             .env("PATH", path)
             .env_remove("KGRAFT_HOST_SOCKET");
         cmd
+    }
+
+    /// Unpacks the headers of `fs/proc` from Debian's kernel source into `~/ksrc`, where "Fixing
+    /// a real bug" unpacks the whole tree (as for the qemu harness, the test needs no more).
+    fn unpack_kernel_source(&self) {
+        let tarball = std::fs::read_dir("/usr/src")
+            .expect("/usr/src")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("linux-source-6.1.tar")))
+            .expect("/usr/src/linux-source-6.1.tar.* (apt-get install linux-source-6.1)");
+        let ksrc = self.home.join("ksrc");
+        std::fs::create_dir_all(&ksrc).expect("a directory");
+        let status = Command::new("tar")
+            .arg("xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&ksrc)
+            .args(["--wildcards", "linux-source-6.1/fs/proc/*.h"])
+            .status()
+            .expect("tar runs");
+        assert!(status.success(), "the headers unpack from {}", tarball.display());
     }
 
     /// Starts `cmd` with one pipe for its output; returns the child and a channel of chunks.
@@ -248,6 +280,7 @@ fn the_linux_transcripts_are_what_the_commands_print() {
     // The book's timings and messages are those of a build whose caches are warm.
     let warm = session.shell("kgraftc build --target linux patches/cmdline_banner.kgp -o warm.ko").output();
     assert!(warm.is_ok_and(|o| o.status.success()), "a first build for the installed kernel");
+    session.unpack_kernel_source();
     let errors = session.run_all(transcript::LINUX);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }

@@ -57,6 +57,7 @@ pub const LINUX: &[&str] = &[
     "shipping-sign.txt",
     "shipping-package.txt",
     "shipping-package-v2.txt",
+    "real-fix-typo.txt",
 ];
 
 /// The transcripts typed in a guest: the qemu harness's guest runs their commands
