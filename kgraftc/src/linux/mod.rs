@@ -116,7 +116,15 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
     let toolchain = toolchain::find()?;
     let cache = cache_dir()?;
     let _cache_lock = lock_cache(&cache)?;
-    Ok(Prepared { kdir, toolchain, cache, progress, module_symbols: Vec::new(), engine: crate::Engine::Klp, _cache_lock })
+    Ok(Prepared {
+        kdir,
+        toolchain,
+        cache,
+        progress,
+        module_symbols: Vec::new(),
+        engine: crate::Engine::Klp,
+        _cache_lock,
+    })
 }
 
 /// Takes the cache's lock, waiting (and saying for whom) while another build holds it.
