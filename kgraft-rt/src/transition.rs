@@ -9,16 +9,27 @@
 //! same rules:
 //!
 //! - a transition starts from a stable universe and ends in the other one;
-//! - stragglers are first kicked [`KICK_AFTER_MS`] after the start, then every
-//!   [`KICK_EVERY_MS`];
+//! - stragglers are kicked on a schedule ([`Kicks`]): a first time some time after the start
+//!   (or the reversal), then at a fixed interval;
 //! - a transition reversed midway goes back to where it started, and completes like any other;
-//! - the backend settles (drops its reality check) only once no task is left behind.
+//! - the backend settles (drops its reality check) only once no task is left behind, and a
+//!   transition whose settling failed stays in progress, consistent, to be polled again.
+//!
+//! The user-mode host (`kgraft-host`'s engine) and the kernel engine (`kernel::kgraft`) both run
+//! their transitions through [`Transition`].
 
-/// Milliseconds from the start of a transition to the first kick of its stragglers.
-pub const KICK_AFTER_MS: u64 = 1_000;
+/// When stragglers are kicked, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kicks {
+    /// From the start (or the reversal) of a transition to the first kick.
+    pub first_after: u64,
+    /// Between two kicks.
+    pub every: u64,
+}
 
-/// Milliseconds between two kicks.
-pub const KICK_EVERY_MS: u64 = 1_000;
+/// The kernel's schedule: a task gets a second to pass a kernel exit by itself before a fake
+/// signal wakes it, as the livepatch core waits a second between its checks.
+pub const KERNEL_KICKS: Kicks = Kicks { first_after: 1_000, every: 1_000 };
 
 /// Milliseconds between two polls of a transition.
 pub const POLL_EVERY_MS: u32 = 100;
@@ -45,7 +56,8 @@ pub trait Backend {
     fn reverse(&mut self);
 
     /// Every task is in the goal: the changed functions run the goal's code without deciding.
-    fn settle(&mut self, goal: Universe);
+    /// On error the transition stays in progress, every function still deciding.
+    fn settle(&mut self, goal: Universe) -> Result<(), Self::Error>;
 }
 
 /// Where the patch stands.
@@ -96,22 +108,28 @@ pub enum Refused<E> {
     Backend(E),
 }
 
-/// The state machine of one patch.
+/// The state machine of one patch (the kernel engine) or of a patch stack (the user-mode host).
 #[derive(Debug)]
 pub struct Transition {
     phase: Phase,
+    kicks: Kicks,
 }
 
 impl Default for Transition {
     fn default() -> Self {
-        Transition::new()
+        Transition::new(KERNEL_KICKS)
     }
 }
 
 impl Transition {
-    /// A patch not applied: every task runs the original code.
-    pub const fn new() -> Transition {
-        Transition { phase: Phase::Stable(false) }
+    /// Nothing applied: every task runs the original code. Stragglers are kicked on `kicks`.
+    pub const fn new(kicks: Kicks) -> Transition {
+        Transition { phase: Phase::Stable(false), kicks }
+    }
+
+    /// Changes the kick schedule, from the next kick on.
+    pub fn set_kicks(&mut self, kicks: Kicks) {
+        self.kicks = kicks;
     }
 
     /// Returns where the patch stands.
@@ -142,23 +160,27 @@ impl Transition {
 
     /// Moves what can move at time `now`, kicks stragglers when it is time, and settles once no
     /// task is left behind.
-    pub fn poll<B: Backend>(&mut self, backend: &mut B, now: u64) -> Poll {
-        let Phase::Moving { goal, started, kicked, reversed } = self.phase else { return Poll::Idle };
+    ///
+    /// # Errors
+    ///
+    /// The backend's error when settling failed; the transition stays in progress.
+    pub fn poll<B: Backend>(&mut self, backend: &mut B, now: u64) -> Result<Poll, B::Error> {
+        let Phase::Moving { goal, started, kicked, reversed } = self.phase else { return Ok(Poll::Idle) };
         let left = backend.migrate();
         if left == 0 {
-            backend.settle(goal);
+            backend.settle(goal)?;
             self.phase = Phase::Stable(goal);
-            return Poll::Done { goal, reversed };
+            return Ok(Poll::Done { goal, reversed });
         }
         let due = match kicked {
-            None => now.saturating_sub(started) >= KICK_AFTER_MS,
-            Some(at) => now.saturating_sub(at) >= KICK_EVERY_MS,
+            None => now.saturating_sub(started) >= self.kicks.first_after,
+            Some(at) => now.saturating_sub(at) >= self.kicks.every,
         };
         if due {
             backend.kick();
             self.phase = Phase::Moving { goal, started, kicked: Some(now), reversed };
         }
-        Poll::Pending { left }
+        Ok(Poll::Pending { left })
     }
 }
 
@@ -175,6 +197,7 @@ mod tests {
         goal: Option<Universe>,
         log: Vec<&'static str>,
         fail_begin: bool,
+        fail_settle: bool,
     }
 
     impl Backend for Fake {
@@ -208,10 +231,14 @@ mod tests {
             self.log.push("reverse");
         }
 
-        fn settle(&mut self, goal: Universe) {
+        fn settle(&mut self, goal: Universe) -> Result<(), i32> {
             assert!(self.tasks.iter().all(|t| t.0 == goal), "settled with a task behind");
+            if self.fail_settle {
+                return Err(-5);
+            }
             self.goal = None;
             self.log.push("settle");
+            Ok(())
         }
     }
 
@@ -222,9 +249,9 @@ mod tests {
     #[test]
     fn free_tasks_complete_at_the_first_poll() {
         let mut b = fake(&[false, false]);
-        let mut t = Transition::new();
+        let mut t = Transition::default();
         t.start(&mut b, true, 0).unwrap();
-        assert_eq!(t.poll(&mut b, 10), Poll::Done { goal: true, reversed: false });
+        assert_eq!(t.poll(&mut b, 10), Ok(Poll::Done { goal: true, reversed: false }));
         assert_eq!(t.phase(), Phase::Stable(true));
         assert_eq!(b.log, ["begin", "settle"]);
     }
@@ -232,27 +259,27 @@ mod tests {
     #[test]
     fn stragglers_are_kicked_after_a_second_then_every_second() {
         let mut b = fake(&[false, true]);
-        let mut t = Transition::new();
+        let mut t = Transition::default();
         t.start(&mut b, true, 0).unwrap();
-        assert_eq!(t.poll(&mut b, 500), Poll::Pending { left: 1 });
+        assert_eq!(t.poll(&mut b, 500), Ok(Poll::Pending { left: 1 }));
         assert_eq!(b.log, ["begin"]);
-        t.poll(&mut b, 1_000);
-        t.poll(&mut b, 1_500);
-        t.poll(&mut b, 2_000);
+        t.poll(&mut b, 1_000).unwrap();
+        t.poll(&mut b, 1_500).unwrap();
+        t.poll(&mut b, 2_000).unwrap();
         assert_eq!(b.log, ["begin", "kick", "kick"]);
         b.tasks[1].1 = false;
-        assert_eq!(t.poll(&mut b, 2_100), Poll::Done { goal: true, reversed: false });
+        assert_eq!(t.poll(&mut b, 2_100), Ok(Poll::Done { goal: true, reversed: false }));
     }
 
     #[test]
     fn a_reversed_transition_goes_back_and_says_so() {
         let mut b = fake(&[false, true]);
-        let mut t = Transition::new();
+        let mut t = Transition::default();
         t.start(&mut b, true, 0).unwrap();
-        t.poll(&mut b, 100);
+        t.poll(&mut b, 100).unwrap();
         t.reverse(&mut b, 200).unwrap();
         // The stuck task never left universe 0, the other one comes back.
-        assert_eq!(t.poll(&mut b, 300), Poll::Done { goal: false, reversed: true });
+        assert_eq!(t.poll(&mut b, 300), Ok(Poll::Done { goal: false, reversed: true }));
         assert_eq!(t.phase(), Phase::Stable(false));
         assert_eq!(b.log, ["begin", "reverse", "settle"]);
     }
@@ -260,21 +287,44 @@ mod tests {
     #[test]
     fn requests_out_of_turn_are_refused_and_change_nothing() {
         let mut b = fake(&[true]);
-        let mut t = Transition::new();
+        let mut t = Transition::default();
         assert_eq!(t.start(&mut b, false, 0), Err(Refused::AlreadyThere));
         assert_eq!(t.reverse(&mut b, 0), Err(Refused::AlreadyThere));
         t.start(&mut b, true, 0).unwrap();
         assert_eq!(t.start(&mut b, false, 0), Err(Refused::Busy));
-        assert_eq!(t.poll(&mut b, 1), Poll::Pending { left: 1 });
+        assert_eq!(t.poll(&mut b, 1), Ok(Poll::Pending { left: 1 }));
         assert_eq!(b.log, ["begin"]);
+    }
+
+    #[test]
+    fn a_failed_settle_keeps_the_transition_in_progress_for_the_next_poll() {
+        let mut b = Fake { fail_settle: true, ..fake(&[false]) };
+        let mut t = Transition::default();
+        t.start(&mut b, true, 0).unwrap();
+        assert_eq!(t.poll(&mut b, 10), Err(-5));
+        assert!(matches!(t.phase(), Phase::Moving { goal: true, .. }));
+        b.fail_settle = false;
+        assert_eq!(t.poll(&mut b, 20), Ok(Poll::Done { goal: true, reversed: false }));
+    }
+
+    #[test]
+    fn the_kick_schedule_is_the_hosts_choice() {
+        let mut b = fake(&[true]);
+        let mut t = Transition::new(Kicks { first_after: 20, every: 20 });
+        t.start(&mut b, true, 0).unwrap();
+        t.poll(&mut b, 19).unwrap();
+        t.poll(&mut b, 20).unwrap();
+        t.poll(&mut b, 39).unwrap();
+        t.poll(&mut b, 40).unwrap();
+        assert_eq!(b.log, ["begin", "kick", "kick"]);
     }
 
     #[test]
     fn a_backend_that_cannot_begin_leaves_the_patch_where_it_was() {
         let mut b = Fake { fail_begin: true, ..fake(&[false]) };
-        let mut t = Transition::new();
+        let mut t = Transition::default();
         assert_eq!(t.start(&mut b, true, 0), Err(Refused::Backend(-16)));
         assert_eq!(t.phase(), Phase::Stable(false));
-        assert_eq!(t.poll(&mut b, 0), Poll::Idle);
+        assert_eq!(t.poll(&mut b, 0), Ok(Poll::Idle));
     }
 }

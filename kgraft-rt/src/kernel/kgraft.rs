@@ -76,9 +76,10 @@ impl Backend for Kernel {
         unsafe { kg_reverse() }
     }
 
-    fn settle(&mut self, _goal: bool) {
+    fn settle(&mut self, _goal: bool) -> Result<(), c_int> {
         // SAFETY: called under the engine's lock once `kg_migrate` found no task behind.
-        unsafe { kg_settle() }
+        unsafe { kg_settle() };
+        Ok(())
     }
 }
 
@@ -94,7 +95,8 @@ struct Locked(UnsafeCell<Engine>);
 // SAFETY: every access goes through `with_engine`, which holds the engine's mutex.
 unsafe impl Sync for Locked {}
 
-static ENGINE: Locked = Locked(UnsafeCell::new(Engine { patch: None, transition: Transition::new() }));
+static ENGINE: Locked =
+    Locked(UnsafeCell::new(Engine { patch: None, transition: Transition::new(crate::transition::KERNEL_KICKS) }));
 
 /// Runs `f` on the engine's state.
 ///
@@ -240,7 +242,9 @@ pub unsafe extern "C" fn kgraft_engine_poll() {
     let (patch, poll) = unsafe {
         with_engine(|e| {
             let now = kg_now_ms();
-            (e.patch, e.transition.poll(&mut Kernel, now))
+            // Settling in the kernel cannot fail: a function without its direct call keeps its
+            // reality check, which then sends every task to the patch.
+            (e.patch, e.transition.poll(&mut Kernel, now).unwrap_or(Poll::Idle))
         })
     };
     let Some(patch) = patch else { return };
