@@ -216,6 +216,21 @@ e8() {
 }
 run engine_syscall e8
 
+# 9. `kgraftc kernel` with the kgraft engine's files: load waits for the transition, list and
+# status show the patch with its engine, unload disables it and removes the module.
+e9() {
+    kgraftc kernel load /m/kgraft/cmdline_banner.ko 2> /tmp/load || { cat /tmp/load; echo "kgraftc kernel load failed"; return; }
+    grep -q '^cmdline_banner is enabled' /tmp/load || { cat /tmp/load; echo "load did not say it is enabled"; return; }
+    kgraftc kernel list > /tmp/list || { echo "kgraftc kernel list failed"; return; }
+    grep -q '^cmdline_banner  *enabled  *kgraft  *vmlinux:cmdline_proc_show$' /tmp/list || { cat /tmp/list; echo "list does not show the patch"; return; }
+    kgraftc kernel status cmdline_banner | grep -q '^cmdline_banner: enabled (kgraft engine)$' || { echo "status does not show the patch"; return; }
+    kgraftc kernel unload cmdline_banner 2> /tmp/unload || { cat /tmp/unload; echo "kgraftc kernel unload failed"; return; }
+    [ -d /sys/module/cmdline_banner ] && { echo "the module stayed"; return; }
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    echo ok
+}
+run engine_kgraftc_kernel e9
+
 dmesg | grep -E 'BUG|WARNING|Oops|Call Trace' | head -n 20
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

@@ -63,6 +63,12 @@ for bits in 32 64; do
     gcc -m$bits -Os -nostdlib -static -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector -Wall \
         -o "$rootfs/bin/prio$bits" "$here/tool/prio32.c"
 done
+# kgraftc itself, for `kgraftc kernel`: stripped, with its shared libraries at their paths.
+strip -o "$rootfs/bin/kgraftc" "$KGRAFTC"
+for lib in $(ldd "$KGRAFTC" | grep -o '/[^ ]*'); do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+done
 cp "$busybox" "$rootfs/bin/busybox"
 for cmd in $("$busybox" --list); do
     [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"

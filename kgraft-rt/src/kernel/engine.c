@@ -44,6 +44,9 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
+/* What `kgraftc kernel` looks for: this module applies itself. */
+MODULE_INFO(kgraft, "engine");
+
 #ifdef KGRAFT_LIVEPATCH_INFO
 /*
  * The patch refers to symbols vmlinux does not export: the module loader resolves them itself,
@@ -66,6 +69,7 @@ struct kg_site {
 	struct ftrace_ops check; /* the reality check, during transitions */
 	struct ftrace_ops direct; /* the direct call, between transitions */
 	const char *name;
+	const char *object; /* NULL: vmlinux */
 	unsigned long ip; /* the fentry site */
 	unsigned long old_addr, old_size;
 	unsigned long new_addr, new_size;
@@ -120,6 +124,7 @@ static struct kobject *kg_kobj;
 /* Implemented by kgraft-rt (`kernel::kgraft`), called with kg_mutex held. */
 extern void kgraft_engine_poll(void);
 extern int kgraft_engine_disable(void);
+extern int kgraft_engine_enable(void);
 
 #define KG_STACK_MAX 64
 static unsigned long kg_stack[KG_STACK_MAX];
@@ -594,7 +599,7 @@ static ssize_t enabled_store(struct kobject *kobj, struct kobj_attribute *attr, 
 		return ret;
 	mutex_lock(&kg_mutex);
 	if (on)
-		ret = kg_enabled ? 0 : -EINVAL;
+		ret = kg_enabled ? 0 : kgraft_engine_enable();
 	else
 		ret = kg_enabled ? kgraft_engine_disable() : 0;
 	mutex_unlock(&kg_mutex);
@@ -638,13 +643,25 @@ out:
 	return len;
 }
 
+static ssize_t functions_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	int len = 0, i;
+
+	for (i = 0; i < kg_nsites && len < PAGE_SIZE - 2 * KSYM_NAME_LEN; i++)
+		len += sysfs_emit_at(buf, len, "%s:%s\n", kg_sites[i].object ? kg_sites[i].object : "vmlinux",
+				     kg_sites[i].name);
+	return len;
+}
+
 static struct kobj_attribute kg_attr_enabled = __ATTR_RW(enabled);
+static struct kobj_attribute kg_attr_functions = __ATTR_RO(functions);
 static struct kobj_attribute kg_attr_transition = __ATTR_RO(transition);
 static struct kobj_attribute kg_attr_stragglers = __ATTR_RO(stragglers);
 static struct attribute *kg_attrs[] = {
 	&kg_attr_enabled.attr,
 	&kg_attr_transition.attr,
 	&kg_attr_stragglers.attr,
+	&kg_attr_functions.attr,
 	NULL,
 };
 static const struct attribute_group kg_group = { .attrs = kg_attrs };
@@ -716,6 +733,7 @@ static int kg_resolve(struct kg_site *s, const struct kg_func *f)
 	unsigned long off;
 
 	s->name = f->name;
+	s->object = f->object;
 	if (f->sympos > 1) {
 		pr_err("kgraft: %s: %s: the kgraft engine takes the first symbol of a name only (sympos %lu)\n",
 		       kg_patch_name, f->name, f->sympos);

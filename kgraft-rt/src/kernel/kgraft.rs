@@ -252,8 +252,15 @@ pub unsafe extern "C" fn kgraft_engine_poll() {
         Poll::Idle => {}
         // SAFETY: the worker is set up by `kg_prepare`.
         Poll::Pending { .. } => unsafe { kg_schedule(POLL_EVERY_MS) },
-        Poll::Done { goal: true, .. } => {
-            log(patch, c"\x016kgraft: %s: patching complete\n");
+        Poll::Done { goal: true, reversed } => {
+            log(
+                patch,
+                if reversed {
+                    c"\x016kgraft: %s: unpatching reversed: the patch stays\n"
+                } else {
+                    c"\x016kgraft: %s: patching complete\n"
+                },
+            );
             for (c, o) in objects(patch) {
                 if let Some(f) = c.post_patch {
                     // SAFETY: every task runs the patch, as the callback expects.
@@ -279,6 +286,31 @@ pub unsafe extern "C" fn kgraft_engine_poll() {
                 kg_release_hold();
             }
         }
+    }
+}
+
+/// `enabled` was set to 1 while the patch was not enabled: turn an unpatching transition
+/// around (a patch that was taken off stays off: its module is to be removed).
+///
+/// # Safety
+///
+/// Called by `engine.c` only, with the lock held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kgraft_engine_enable() -> c_int {
+    // SAFETY: the caller holds the lock.
+    unsafe {
+        with_engine(|e| match e.transition.phase() {
+            crate::transition::Phase::Moving { goal: false, .. } => {
+                match e.transition.reverse(&mut Kernel, kg_now_ms()) {
+                    Ok(()) => {
+                        kg_schedule(0);
+                        0
+                    }
+                    Err(_) => -22,
+                }
+            }
+            _ => -22,
+        })
     }
 }
 
