@@ -231,6 +231,40 @@ e9() {
 }
 run engine_kgraftc_kernel e9
 
+# 10. Modules that come and go while a patch is on: the callbacks of the module's object run
+# with its state as the livepatch core runs them, and a module loaded after the patch gets its
+# functions patched as it loads (and unhooked as it goes).
+cblog() { dmesg | grep -o 'object_callbacks .*' | tail -n "$1" | tr '\n' '|'; }
+e10() {
+    m="kgraft_testmod -> [MODULE_STATE_LIVE] Normal state"
+    load kgraft/object_callbacks || return
+    want="object_callbacks pre_patch: vmlinux|object_callbacks pre_patch: $m|object_callbacks post_patch: $m|"
+    [ "$(cblog 3)" = "$want" ] || { echo "patching: $(cblog 3)"; return; }
+    rmmod kgraft_testmod || { echo "rmmod kgraft_testmod failed"; return; }
+    g="kgraft_testmod -> [MODULE_STATE_GOING] Going away"
+    [ "$(cblog 2)" = "object_callbacks pre_unpatch: $g|object_callbacks post_unpatch: $g|" ] || { echo "module going: $(cblog 2)"; return; }
+    insmod /m/kgraft_testmod.ko || { echo "insmod kgraft_testmod failed"; return; }
+    c="kgraft_testmod -> [MODULE_STATE_COMING] Full formed, running module_init"
+    [ "$(cblog 2)" = "object_callbacks pre_patch: $c|object_callbacks post_patch: $c|" ] || { echo "module coming: $(cblog 2)"; return; }
+    unload object_callbacks || return
+    want="object_callbacks pre_unpatch: $m|object_callbacks post_unpatch: vmlinux|object_callbacks post_unpatch: $m|"
+    [ "$(cblog 3)" = "$want" ] || { echo "unpatching: $(cblog 3)"; return; }
+
+    rmmod kgraft_testmod || { echo "rmmod kgraft_testmod failed"; return; }
+    load kgraft/shadow_counter || return
+    dmesg | grep -q 'kgraft: shadow_counter: module kgraft_testmod is not loaded: kgt_describe is patched when it loads' || { echo "no word of the late module"; return; }
+    insmod /m/kgraft_testmod.ko || { echo "insmod kgraft_testmod failed"; return; }
+    [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v2 reads=1" ] || { echo "late module not patched: $(cat /proc/kgraft_testmod)"; return; }
+    rmmod kgraft_testmod || { echo "rmmod of a patched module failed"; return; }
+    insmod /m/kgraft_testmod.ko spin=1 || { echo "insmod kgraft_testmod failed"; return; }
+    # Its device may come back at the same address, with the shadow counter it had: any count.
+    case "$(cat /proc/kgraft_testmod)" in "kgt alpha v2 reads="*) ;; *) echo "reloaded module not patched: $(cat /proc/kgraft_testmod)"; return ;; esac
+    unload shadow_counter || return
+    [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "not restored: $(cat /proc/kgraft_testmod)"; return; }
+    echo ok
+}
+run engine_module_objects e10
+
 dmesg | grep -E 'BUG|WARNING|Oops|Call Trace' | head -n 20
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

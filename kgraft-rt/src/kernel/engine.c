@@ -74,7 +74,7 @@ struct kg_site {
 	unsigned long old_addr, old_size;
 	unsigned long new_addr, new_size;
 	unsigned long direct_addr;
-	struct module *owner; /* the target's module, held while the patch lives; NULL: vmlinux */
+	bool live; /* located: vmlinux, or a module that is loaded */
 	bool check_on, direct_on;
 };
 
@@ -113,7 +113,7 @@ static void (*kg_signal_wake_up_state)(struct task_struct *t, unsigned int state
 static int (*kg_wake_up_state)(struct task_struct *p, unsigned int state);
 static struct sighand_struct *(*kg_lock_sighand)(struct task_struct *t, unsigned long *flags);
 static unsigned long (*kg_ftrace_location)(unsigned long ip);
-static struct module *(*kg_module_address)(unsigned long addr);
+static struct kset **kg_module_kset;
 
 static struct tracepoint *kg_tp_enter, *kg_tp_exit, *kg_tp_fork;
 static bool kg_tps_on;
@@ -125,6 +125,11 @@ static struct kobject *kg_kobj;
 extern void kgraft_engine_poll(void);
 extern int kgraft_engine_disable(void);
 extern int kgraft_engine_enable(void);
+extern bool kgraft_engine_has_object(const char *module);
+extern int kgraft_engine_object_event(const char *module, int kind, int state);
+
+/* The callback kinds of kgraft_engine_object_event, as kgraft-rt's `rules::CALLBACKS` orders them. */
+enum { KG_PRE_PATCH, KG_POST_PATCH, KG_PRE_UNPATCH, KG_POST_UNPATCH };
 
 #define KG_STACK_MAX 64
 static unsigned long kg_stack[KG_STACK_MAX];
@@ -254,7 +259,7 @@ static bool kg_in_change(unsigned long addr, u8 from)
 	for (i = 0; i < kg_nsites; i++) {
 		struct kg_site *s = &kg_sites[i];
 		unsigned long start = from ? s->new_addr : s->old_addr;
-		unsigned long size = from ? s->new_size : s->old_size;
+		unsigned long size = from ? s->new_size : (s->live ? s->old_size : 0);
 
 		if (addr >= start && addr < start + size)
 			return true;
@@ -477,6 +482,8 @@ int kg_begin(u8 goal)
 	}
 	WRITE_ONCE(kg_sharing, true);
 	for (i = 0; i < kg_nsites; i++) {
+		if (!kg_sites[i].live)
+			continue;
 		ret = kg_check_on(&kg_sites[i]);
 		if (ret) {
 			pr_err("kgraft: %s: cannot redirect %s: another live patch or tracer holds it (error %d)\n",
@@ -534,6 +541,8 @@ void kg_settle(void)
 	if (kg_goal) {
 		WRITE_ONCE(kg_sharing, true);
 		for (i = 0; i < kg_nsites; i++) {
+			if (!kg_sites[i].live)
+				continue;
 			ret = kg_direct_on(&kg_sites[i]);
 			if (ret) {
 				/* The check stays: it sends every task to the patch, as the call would. */
@@ -716,7 +725,7 @@ static int kg_kernel_functions(void)
 	KG_RESOLVE(kg_wake_up_state, "wake_up_state");
 	KG_RESOLVE(kg_lock_sighand, "__lock_task_sighand");
 	KG_RESOLVE(kg_ftrace_location, "ftrace_location");
-	KG_RESOLVE(kg_module_address, "__module_address");
+	KG_RESOLVE(kg_module_kset, "module_kset");
 	for_each_kernel_tracepoint(kg_find_tracepoint, NULL);
 	if (!kg_tp_enter || !kg_tp_exit || !kg_tp_fork) {
 		pr_err("kgraft: %s: the kernel lacks the sys_enter, sys_exit or sched_process_fork tracepoint\n",
@@ -726,10 +735,51 @@ static int kg_kernel_functions(void)
 	return 0;
 }
 
+/* Whether the module `name` is loaded (it has its directory under /sys/module). */
+static bool kg_module_present(const char *name)
+{
+	struct kobject *kobj = kset_find_obj(*kg_module_kset, name);
+
+	if (!kobj)
+		return false;
+	kobject_put(kobj);
+	return true;
+}
+
 /* Finds a function's code and fentry site; logs the function's name on failure. */
-static int kg_resolve(struct kg_site *s, const struct kg_func *f)
+static int kg_locate(struct kg_site *s)
 {
 	char full[MODULE_NAME_LEN + KSYM_NAME_LEN + 2];
+	unsigned long off;
+
+	if (s->object)
+		snprintf(full, sizeof(full), "%s:%s", s->object, s->name);
+	else
+		strscpy(full, s->name, sizeof(full));
+	s->old_addr = kg_lookup_name(full);
+	if (!s->old_addr) {
+		if (s->object)
+			pr_err("kgraft: %s: module %s has no function %s\n", kg_patch_name, s->object, s->name);
+		else
+			pr_err("kgraft: %s: %s not found in the kernel's symbol table\n", kg_patch_name, s->name);
+		return -ENOENT;
+	}
+	if (!kg_size_offset(s->old_addr, &s->old_size, &off) || off) {
+		pr_err("kgraft: %s: %s: no symbol size\n", kg_patch_name, s->name);
+		return -EINVAL;
+	}
+	s->ip = kg_ftrace_location(s->old_addr);
+	if (!s->ip) {
+		pr_err("kgraft: %s: %s has no fentry site ftrace knows\n", kg_patch_name, s->name);
+		return -EINVAL;
+	}
+	s->live = true;
+	return 0;
+}
+
+/* Fills a site from its description; locates it unless its module is not loaded yet. */
+static int kg_resolve(struct kg_site *s, const struct kg_func *f)
+{
 	unsigned long off;
 
 	s->name = f->name;
@@ -739,45 +789,94 @@ static int kg_resolve(struct kg_site *s, const struct kg_func *f)
 		       kg_patch_name, f->name, f->sympos);
 		return -EINVAL;
 	}
-	if (f->object)
-		snprintf(full, sizeof(full), "%s:%s", f->object, f->name);
-	else
-		strscpy(full, f->name, sizeof(full));
-	s->old_addr = kg_lookup_name(full);
-	if (!s->old_addr) {
-		if (f->object)
-			pr_err("kgraft: %s: %s not found: is module %s loaded? (the kgraft engine patches loaded modules only)\n",
-			       kg_patch_name, f->name, f->object);
-		else
-			pr_err("kgraft: %s: %s not found in the kernel's symbol table\n", kg_patch_name, f->name);
-		return -ENOENT;
-	}
-	if (!kg_size_offset(s->old_addr, &s->old_size, &off) || off) {
-		pr_err("kgraft: %s: %s: no symbol size\n", kg_patch_name, f->name);
-		return -EINVAL;
-	}
-	if (f->object) {
-		/* The module stays while the patch may send its calls elsewhere. */
-		preempt_disable();
-		s->owner = kg_module_address(s->old_addr);
-		if (s->owner && !try_module_get(s->owner))
-			s->owner = NULL;
-		preempt_enable();
-		if (!s->owner) {
-			pr_err("kgraft: %s: %s: module %s is going away\n", kg_patch_name, f->name, f->object);
-			return -ENOENT;
-		}
-	}
-	s->ip = kg_ftrace_location(s->old_addr);
-	if (!s->ip) {
-		pr_err("kgraft: %s: %s has no fentry site ftrace knows\n", kg_patch_name, f->name);
-		return -EINVAL;
-	}
 	s->new_addr = f->new_fn;
 	if (!kg_size_offset(s->new_addr, &s->new_size, &off))
 		s->new_size = 1;
 	s->direct_addr = f->direct;
-	return 0;
+	if (f->object && !kg_module_present(f->object)) {
+		pr_info("kgraft: %s: module %s is not loaded: %s is patched when it loads\n", kg_patch_name, f->object,
+			f->name);
+		return 0;
+	}
+	return kg_locate(s);
+}
+
+/* Takes a module's functions off the engine, as it goes away. */
+static void kg_unhook_module(const char *name)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++) {
+		struct kg_site *s = &kg_sites[i];
+
+		if (!s->object || strcmp(s->object, name) || !s->live)
+			continue;
+		kg_check_off(s);
+		kg_direct_off(s);
+		s->live = false;
+	}
+}
+
+/*
+ * A module loads or goes while the patch is on: its functions are patched as it comes (a direct
+ * call at once, or the reality check during a transition), unhooked as it goes, with the
+ * callbacks of that object, as the livepatch core does it.
+ */
+static int kg_module_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+	int i, ret = 0;
+
+	if (action != MODULE_STATE_COMING && action != MODULE_STATE_GOING)
+		return NOTIFY_DONE;
+	mutex_lock(&kg_mutex);
+	if (!kg_enabled || !kgraft_engine_has_object(mod->name))
+		goto out;
+	if (action == MODULE_STATE_GOING) {
+		if (!kg_moving)
+			kgraft_engine_object_event(mod->name, KG_PRE_UNPATCH, MODULE_STATE_GOING);
+		kg_unhook_module(mod->name);
+		kgraft_engine_object_event(mod->name, KG_POST_UNPATCH, MODULE_STATE_GOING);
+		goto out;
+	}
+	ret = kgraft_engine_object_event(mod->name, KG_PRE_PATCH, MODULE_STATE_COMING);
+	if (ret)
+		goto out;
+	for (i = 0; i < kg_nsites && !ret; i++) {
+		struct kg_site *s = &kg_sites[i];
+
+		if (!s->object || strcmp(s->object, mod->name) || s->live)
+			continue;
+		ret = kg_locate(s);
+		if (!ret)
+			/* None of the module's code has run: in a transition it decides like the rest. */
+			ret = kg_moving ? kg_check_on(s) : kg_direct_on(s);
+		if (ret) {
+			s->live = false;
+			pr_err("kgraft: %s: cannot patch %s in module %s as it loads (error %d)\n", kg_patch_name,
+			       s->name, mod->name, ret);
+		}
+	}
+	if (ret) {
+		kg_unhook_module(mod->name);
+		kgraft_engine_object_event(mod->name, KG_POST_UNPATCH, MODULE_STATE_COMING);
+	} else if (!kg_moving) {
+		kgraft_engine_object_event(mod->name, KG_POST_PATCH, MODULE_STATE_COMING);
+	}
+out:
+	mutex_unlock(&kg_mutex);
+	return notifier_from_errno(ret);
+}
+
+/* The module loader enables a coming module's ftrace records before it calls the notifiers. */
+static struct notifier_block kg_module_nb = {
+	.notifier_call = kg_module_notify,
+};
+
+/* Whether the module `name` is loaded, for kgraft-rt's callbacks at (un)patch time. */
+bool kg_object_present(const char *name)
+{
+	return kg_module_present(name);
 }
 
 /*
@@ -804,22 +903,24 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
 		if (ret)
 			goto fail;
 	}
+	ret = register_module_notifier(&kg_module_nb);
+	if (ret)
+		goto fail;
 	kg_kobj = kobject_create_and_add("kgraft", &THIS_MODULE->mkobj.kobj);
 	if (!kg_kobj) {
 		ret = -ENOMEM;
-		goto fail;
+		goto fail_notifier;
 	}
 	ret = sysfs_create_group(kg_kobj, &kg_group);
 	if (ret) {
 		kobject_put(kg_kobj);
 		kg_kobj = NULL;
-		goto fail;
+		goto fail_notifier;
 	}
 	return 0;
+fail_notifier:
+	unregister_module_notifier(&kg_module_nb);
 fail:
-	for (i = 0; i < n; i++)
-		if (kg_sites[i].owner)
-			module_put(kg_sites[i].owner);
 	kfree(kg_sites);
 	kg_sites = NULL;
 	kg_nsites = 0;
@@ -829,16 +930,12 @@ fail:
 /* Undoes kg_prepare; every transition has ended and no site is changed. */
 void kg_unprepare(void)
 {
-	int i;
-
 	if (kg_kobj) {
 		kobject_put(kg_kobj);
 		kg_kobj = NULL;
 	}
+	unregister_module_notifier(&kg_module_nb);
 	cancel_delayed_work_sync(&kg_poll_work);
-	for (i = 0; i < kg_nsites; i++)
-		if (kg_sites[i].owner)
-			module_put(kg_sites[i].owner);
 	kfree(kg_sites);
 	kg_sites = NULL;
 	kg_nsites = 0;

@@ -45,6 +45,7 @@ unsafe extern "C" {
     fn kg_release_hold();
     fn kg_lock();
     fn kg_unlock();
+    fn kg_object_present(name: *const c_char) -> bool;
 }
 
 /// The engine's primitives, in `engine.c`.
@@ -117,16 +118,28 @@ fn log(patch: &'static Patch, fmt: &CStr) {
     }
 }
 
-/// The objects the patch changes, each with its callbacks: vmlinux (always: it carries the
-/// patch-wide callbacks), then each module of its functions, loaded since their targets
-/// resolved.
+/// The callbacks of the module `name` in `patch`, if the patch declares any.
+fn module_callbacks(patch: &'static Patch, name: &CStr) -> Option<&'static Callbacks> {
+    super::callbacks_of(patch, Some(name))
+}
+
+/// The modules the patch names, each once: those of its functions, then those it declares.
+fn modules(patch: &'static Patch) -> impl Iterator<Item = &'static CStr> {
+    super::modules(patch)
+}
+
+/// The objects of the patch that are here now, each with its callbacks: vmlinux (always: it
+/// carries the patch-wide callbacks), then each loaded module the patch names.
 fn objects(patch: &'static Patch) -> impl Iterator<Item = (&'static Callbacks, Object)> {
     let vmlinux = core::iter::once((&patch.callbacks, Object::VMLINUX));
-    let modules = patch.objects().flatten().filter_map(move |name| {
-        let callbacks = patch.objects.iter().find(|o| o.name == name).map(|o| &o.callbacks)?;
-        Some((callbacks, Object { name: Some(name), state: Some(ModuleState::Live) }))
+    let loaded = modules(patch).filter_map(move |name| {
+        // SAFETY: a NUL-terminated name; the C side only looks it up.
+        if !unsafe { kg_object_present(name.as_ptr()) } {
+            return None;
+        }
+        Some((module_callbacks(patch, name)?, Object { name: Some(name), state: Some(ModuleState::Live) }))
     });
-    vmlinux.chain(modules)
+    vmlinux.chain(loaded)
 }
 
 /// Runs the `post_unpatch` callbacks, then frees the shadow data the patch owns.
@@ -347,5 +360,60 @@ pub unsafe extern "C" fn kgraft_engine_disable() -> c_int {
                 Err(Refused::Busy | Refused::AlreadyThere) => -22,
             }
         })
+    }
+}
+
+/// Whether the module `name` is one of the patch's objects (its functions', or declared).
+///
+/// # Safety
+///
+/// Called by `engine.c` only, with the lock held, `name` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kgraft_engine_has_object(name: *const c_char) -> bool {
+    // SAFETY: the caller's contract.
+    let name = unsafe { CStr::from_ptr(name) };
+    // SAFETY: the caller holds the lock.
+    unsafe { with_engine(|e| e.patch.is_some_and(|p| modules(p).any(|m| m == name))) }
+}
+
+/// Runs the callback `kind` (0 `pre_patch`, 1 `post_patch`, 2 `pre_unpatch`, 3 `post_unpatch`)
+/// of the module `name`, which is coming (`state` 1) or going (2) while the patch is on.
+/// Returns what `pre_patch` returns (a negative errno refuses the module), otherwise 0.
+///
+/// # Safety
+///
+/// Called by `engine.c`'s module notifier only, with the lock held, `name` a NUL-terminated
+/// string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kgraft_engine_object_event(name: *const c_char, kind: c_int, state: c_int) -> c_int {
+    // SAFETY: the caller holds the lock.
+    let Some(patch) = (unsafe { with_engine(|e| e.patch) }) else { return 0 };
+    // The descriptor's own name, which lives as long as the module: the object passed to the
+    // callback may keep it.
+    // SAFETY: the caller's contract.
+    let wanted = unsafe { CStr::from_ptr(name) };
+    let Some(name) = modules(patch).find(|m| *m == wanted) else { return 0 };
+    let Some(c) = module_callbacks(patch, name) else { return 0 };
+    let state = if state == 1 { ModuleState::Coming } else { ModuleState::Going };
+    let o = Object { name: Some(name), state: Some(state) };
+    // SAFETY: the module is coming or going at the point of its life the callback's kind names,
+    // as the livepatch core calls them.
+    unsafe {
+        match (kind, c) {
+            (0, Callbacks { pre_patch: Some(f), .. }) => f(&o),
+            (1, Callbacks { post_patch: Some(f), .. }) => {
+                f(&o);
+                0
+            }
+            (2, Callbacks { pre_unpatch: Some(f), .. }) => {
+                f(&o);
+                0
+            }
+            (3, Callbacks { post_unpatch: Some(f), .. }) => {
+                f(&o);
+                0
+            }
+            _ => 0,
+        }
     }
 }
