@@ -8,12 +8,20 @@
  *                         system call and prints "1" when the round trip gives x back, else "0";
  *   /proc/kgraft_nap      a read sleeps in kgt_nap for 30 s (less when signalled) and prints its
  *                         result: a task that holds a transition up, for `kgraftc kernel`.
+ *   /proc/kgraft_bench    a read calls kgt_bench_target 1,000,000 times and prints
+ *                         "calls=N ns=T": the cost of a call, patched or not, for the engines'
+ *                         benchmark.
+ *   /proc/kgraft_spin     with the parameter spin=1, a kernel thread checks the encode/decode
+ *                         pair in a loop, resting 50-100 us every 100 rounds; the file shows
+ *                         "calls=N mismatches=M": a busy kernel thread, which never passes
+ *                         through user space, for the transition to move.
  *
  * The patched functions are noinline and noipa: every call goes through their fentry NOP, and
  * gcc makes no clones or assumptions about them that a patch could not follow.
  */
 #include <linux/atomic.h>
 #include <linux/delay.h>
+#include <linux/kthread.h>
 #include <linux/module.h>
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
@@ -29,6 +37,7 @@ void kgt_describe(struct kgt_dev *dev, struct seq_file *m);
 u64 kgt_encode(u64 x);
 u64 kgt_decode(u64 y);
 int kgt_nap(unsigned int ms);
+u64 kgt_bench_target(u64 x);
 
 static struct kgt_dev kgt_the_dev = { .id = 1, .name = "alpha" };
 static atomic64_t kgt_pair_next;
@@ -54,6 +63,27 @@ KGT_PATCHABLE int kgt_nap(unsigned int ms)
 	return msleep_interruptible(ms) ? 1 : 0;
 }
 
+/* The function the benchmark calls: as small as a function gets. */
+KGT_PATCHABLE u64 kgt_bench_target(u64 x)
+{
+	return x + 1;
+}
+
+#define KGT_BENCH_CALLS 1000000
+
+static int kgt_bench_show(struct seq_file *m, void *v)
+{
+	u64 t0, t1, acc = 0;
+	int i;
+
+	t0 = ktime_get_ns();
+	for (i = 0; i < KGT_BENCH_CALLS; i++)
+		acc = kgt_bench_target(acc);
+	t1 = ktime_get_ns();
+	seq_printf(m, "calls=%llu ns=%llu\n", acc, t1 - t0);
+	return 0;
+}
+
 static int kgt_describe_show(struct seq_file *m, void *v)
 {
 	kgt_describe(&kgt_the_dev, m);
@@ -75,6 +105,38 @@ static int kgt_nap_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+static bool spin;
+module_param(spin, bool, 0444);
+MODULE_PARM_DESC(spin, "Run the pair-checking kernel thread (/proc/kgraft_spin)");
+
+static struct task_struct *kgt_spinner;
+static atomic64_t kgt_spin_calls, kgt_spin_mismatches;
+
+static int kgt_spin_fn(void *unused)
+{
+	u64 x = 1;
+
+	while (!kthread_should_stop()) {
+		int i;
+
+		for (i = 0; i < 100; i++) {
+			x = x * 0x9e3779b97f4a7c15ULL + 1;
+			if (kgt_decode(kgt_encode(x)) != x)
+				atomic64_inc(&kgt_spin_mismatches);
+			atomic64_inc(&kgt_spin_calls);
+		}
+		usleep_range(50, 100);
+	}
+	return 0;
+}
+
+static int kgt_spin_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "calls=%lld mismatches=%lld\n", (long long)atomic64_read(&kgt_spin_calls),
+		   (long long)atomic64_read(&kgt_spin_mismatches));
+	return 0;
+}
+
 static int __init kgt_init(void)
 {
 	if (!proc_create_single("kgraft_testmod", 0444, NULL, kgt_describe_show))
@@ -88,11 +150,34 @@ static int __init kgt_init(void)
 		remove_proc_entry("kgraft_testmod", NULL);
 		return -ENOMEM;
 	}
+	if (!proc_create_single("kgraft_bench", 0444, NULL, kgt_bench_show)) {
+		remove_proc_entry("kgraft_nap", NULL);
+		remove_proc_entry("kgraft_pair", NULL);
+		remove_proc_entry("kgraft_testmod", NULL);
+		return -ENOMEM;
+	}
+	if (spin) {
+		kgt_spinner = kthread_run(kgt_spin_fn, NULL, "kgt_spin");
+		if (IS_ERR(kgt_spinner) || !proc_create_single("kgraft_spin", 0444, NULL, kgt_spin_show)) {
+			if (!IS_ERR(kgt_spinner))
+				kthread_stop(kgt_spinner);
+			remove_proc_entry("kgraft_bench", NULL);
+			remove_proc_entry("kgraft_nap", NULL);
+			remove_proc_entry("kgraft_pair", NULL);
+			remove_proc_entry("kgraft_testmod", NULL);
+			return -ENOMEM;
+		}
+	}
 	return 0;
 }
 
 static void __exit kgt_exit(void)
 {
+	if (spin) {
+		remove_proc_entry("kgraft_spin", NULL);
+		kthread_stop(kgt_spinner);
+	}
+	remove_proc_entry("kgraft_bench", NULL);
 	remove_proc_entry("kgraft_nap", NULL);
 	remove_proc_entry("kgraft_pair", NULL);
 	remove_proc_entry("kgraft_testmod", NULL);

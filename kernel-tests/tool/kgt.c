@@ -3,9 +3,14 @@
  * kgt: the user-space helper of the kernel test run (built static, runs in the initramfs).
  *
  *   kgt now                 prints CLOCK_MONOTONIC in nanoseconds
- *   kgt wait NAME T0        waits until /sys/kernel/livepatch/NAME/transition reads 0 and
- *                           prints "KGRAFT-TIME NAME <ms since T0>"; exit 1 after 120 s
- *   kgt gone NAME           waits until /sys/kernel/livepatch/NAME is gone; exit 1 after 60 s
+ *   kgt wait NAME T0        waits until NAME's `transition` file reads 0 and prints
+ *                           "KGRAFT-TIME NAME <ms since T0>"; exit 1 after 120 s
+ *   kgt gone NAME           waits until the patch NAME is off: its livepatch directory gone,
+ *                           or (kgraft engine) `enabled` and `transition` read 0; exit 1
+ *                           after 60 s
+ *
+ * A patch's files are in /sys/kernel/livepatch/NAME (the livepatch core) or
+ * /sys/module/NAME/kgraft (kgraft's own engine).
  *   kgt hammer FILE STOP    reads FILE (one open/read/close per call) until the file STOP
  *                           exists, then prints "calls=N mismatches=M" (a read starting '0')
  */
@@ -31,12 +36,38 @@ static void nap(void)
 	nanosleep(&ts, NULL);
 }
 
+/* Whether NAME is applied by kgraft's own engine. */
+static int kgraft_engine(const char *name)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "/sys/module/%s/kgraft", name);
+	return access(path, F_OK) == 0;
+}
+
+/* The first byte of a sysfs file, or 0 when it cannot be read. */
+static char first_byte(const char *path)
+{
+	char buf[8];
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? buf[0] : 0;
+}
+
 static int wait_transition(const char *name, long long t0)
 {
 	char path[256], buf[8];
 	long long deadline = now_ns() + 120LL * 1000000000LL;
 
-	snprintf(path, sizeof(path), "/sys/kernel/livepatch/%s/transition", name);
+	if (kgraft_engine(name))
+		snprintf(path, sizeof(path), "/sys/module/%s/kgraft/transition", name);
+	else
+		snprintf(path, sizeof(path), "/sys/kernel/livepatch/%s/transition", name);
 	while (now_ns() < deadline) {
 		int fd = open(path, O_RDONLY);
 
@@ -60,6 +91,19 @@ static int wait_gone(const char *name)
 	char path[256];
 	long long deadline = now_ns() + 60LL * 1000000000LL;
 
+	if (kgraft_engine(name)) {
+		char enabled[256], transition[256];
+
+		snprintf(enabled, sizeof(enabled), "/sys/module/%s/kgraft/enabled", name);
+		snprintf(transition, sizeof(transition), "/sys/module/%s/kgraft/transition", name);
+		while (now_ns() < deadline) {
+			if (first_byte(enabled) != '1' && first_byte(transition) != '1')
+				return 0;
+			nap();
+		}
+		printf("kgt: %s: still enabled after 60 s\n", name);
+		return 1;
+	}
 	snprintf(path, sizeof(path), "/sys/kernel/livepatch/%s", name);
 	while (now_ns() < deadline) {
 		if (access(path, F_OK) != 0)

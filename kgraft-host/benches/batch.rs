@@ -23,6 +23,7 @@ fn patch(name: String, range: std::ops::Range<usize>) -> &'static Patch {
             object: None,
             sympos: 0,
             new_fn,
+            direct: std::ptr::null(),
         })
         .collect();
     Box::leak(Box::new(Patch {

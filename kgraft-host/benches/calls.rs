@@ -67,8 +67,13 @@ unsafe extern "C" fn ftrace_caller() {
 
 /// A patch of `kgt_bench_target` whose replacement is `new_fn`.
 fn bench_patch(name: &'static CStr, new_fn: *const ()) -> &'static Patch {
-    let funcs: &'static [Func] =
-        Box::leak(Box::new([Func { name: c"kgt_bench_target", object: None, sympos: 0, new_fn }]));
+    let funcs: &'static [Func] = Box::leak(Box::new([Func {
+        name: c"kgt_bench_target",
+        object: None,
+        sympos: 0,
+        new_fn,
+        direct: std::ptr::null(),
+    }]));
     Box::leak(Box::new(Patch {
         name,
         description: c"benchmark",

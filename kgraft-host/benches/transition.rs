@@ -21,8 +21,20 @@ unsafe extern "C" fn dec(x: u64) -> u64 {
     x ^ 0x0123_4567_89ab_cdef
 }
 static FUNCS: [Func; 2] = [
-    Func { name: c"kgt_encode", object: Some(c"kgraft_testmod"), sympos: 0, new_fn: enc as *const () },
-    Func { name: c"kgt_decode", object: Some(c"kgraft_testmod"), sympos: 0, new_fn: dec as *const () },
+    Func {
+        name: c"kgt_encode",
+        object: Some(c"kgraft_testmod"),
+        sympos: 0,
+        new_fn: enc as *const (),
+        direct: std::ptr::null(),
+    },
+    Func {
+        name: c"kgt_decode",
+        object: Some(c"kgraft_testmod"),
+        sympos: 0,
+        new_fn: dec as *const (),
+        direct: std::ptr::null(),
+    },
 ];
 static PAIR: Patch = Patch {
     name: c"pair_v2",

@@ -5,6 +5,10 @@
 //! at their safe points. [`Engine::poll`] reports the threads still in the old universe and
 //! finishes the transition once there are none: the sites then jump straight to the goal's
 //! code (a second batch) and, after a grace period, the trampolines are freed.
+//!
+//! The order of those steps (start, kick, reverse, settle) is `kgraft_rt::transition`'s state
+//! machine, which the kernel engine runs too; this file is its [`Backend`] for the host: a
+//! universe is the value of the goal flag `GOAL`, which each transition flips.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -16,6 +20,7 @@ use kgraft_rt::engine::poke::{self, Poke};
 use kgraft_rt::engine::site::{NOP5, SITE_LEN, encode_jmp};
 use kgraft_rt::engine::stack::{Change, Layer, Stack};
 use kgraft_rt::engine::universe::{encode_thunk, encode_trampoline};
+use kgraft_rt::transition::{self as machine, Backend, Kicks};
 use kgraft_rt::{Callbacks, ModuleState, Object, Patch};
 
 use crate::elf::Symbols;
@@ -64,7 +69,7 @@ pub enum Direction {
     Unpatch,
 }
 
-/// A transition in progress.
+/// The data of the transition in progress (its phase is the engine's `machine`).
 struct Transition {
     /// The patch being applied or removed.
     id: u64,
@@ -78,7 +83,14 @@ struct Transition {
     /// The patches `replace_all` removes when the transition completes.
     replaced: Vec<u64>,
     started: Instant,
-    kicked: Instant,
+}
+
+/// What [`Engine::begin`] hands to the backend's `begin`.
+struct Pending {
+    id: u64,
+    direction: Direction,
+    next: Stack<FuncKey>,
+    replaced: Vec<u64>,
 }
 
 /// A thread that has not reached the goal universe yet.
@@ -142,6 +154,12 @@ pub struct Engine {
     sites: BTreeMap<FuncKey, SiteState>,
     applied: Vec<Applied>,
     transition: Option<Transition>,
+    /// Where the transitions stand, and when stragglers are kicked.
+    machine: machine::Transition,
+    /// The transition [`Backend::begin`] is to start.
+    pending: Option<Pending>,
+    /// What the last settled transition was, for [`Engine::poll`]'s report.
+    finished: Option<(Direction, Duration)>,
     graveyard: Vec<usize>,
     libs_to_close: Vec<Library>,
     next_id: u64,
@@ -221,6 +239,9 @@ impl Engine {
             sites: BTreeMap::new(),
             applied: Vec::new(),
             transition: None,
+            machine: machine::Transition::default(),
+            pending: None,
+            finished: None,
             graveyard: Vec::new(),
             libs_to_close: Vec::new(),
             next_id: 1,
@@ -405,13 +426,40 @@ impl Engine {
         begun
     }
 
-    /// Points the changed sites at trampolines and moves the goal universe.
+    /// Starts the change to `next`: in [`Mode::Direct`] at once, otherwise as a transition of
+    /// the state machine, whose backend calls [`Engine::redirect`].
     fn begin(&mut self, id: u64, direction: Direction, next: Stack<FuncKey>, replaced: Vec<u64>) -> Result<(), String> {
-        let changes = self.stack.changes(&next);
         if self.mode == Mode::Direct {
+            let changes = self.stack.changes(&next);
             let pokes = self.final_pokes(&changes)?;
             return self.commit_direct(id, direction, next, replaced, &changes, pokes);
         }
+        self.pending = Some(Pending { id, direction, next, replaced });
+        let goal = GOAL.get() == 0;
+        let started = self.drive(|m, e| m.start(e, goal, now_ms()));
+        self.pending = None;
+        started.map_err(|r| match r {
+            machine::Refused::Backend(e) => e,
+            machine::Refused::Busy => "another transition is in progress; wait for it or reverse it".into(),
+            machine::Refused::AlreadyThere => "the engine's universes are out of step".into(),
+        })
+    }
+
+    /// Runs `f` on the state machine with the engine as its backend.
+    fn drive<R>(&mut self, f: impl FnOnce(&mut machine::Transition, &mut Engine) -> R) -> R {
+        let ki = u64::try_from(self.kick_interval.as_millis()).unwrap_or(u64::MAX);
+        let mut m = std::mem::take(&mut self.machine);
+        m.set_kicks(Kicks { first_after: ki, every: ki });
+        let out = f(&mut m, self);
+        self.machine = m;
+        out
+    }
+
+    /// Points the changed sites of the pending change at trampolines and moves the goal
+    /// universe.
+    fn redirect(&mut self, pending: Pending) -> Result<(), String> {
+        let Pending { id, direction, next, replaced } = pending;
+        let changes = self.stack.changes(&next);
         let from = GOAL.get();
         let to = from ^ 1;
         let mut tramps = Vec::new();
@@ -446,8 +494,7 @@ impl Engine {
         stacks[from as usize] = self.stack.clone();
         stacks[to as usize] = next;
         GOAL.set(to);
-        let now = Instant::now();
-        self.transition = Some(Transition { id, direction, stacks, from, tramps, replaced, started: now, kicked: now });
+        self.transition = Some(Transition { id, direction, stacks, from, tramps, replaced, started: Instant::now() });
         self.kick();
         Ok(())
     }
@@ -525,42 +572,35 @@ impl Engine {
     /// (the sites still hold their trampolines, which keep every thread consistent).
     pub fn poll(&mut self) -> Result<Progress, String> {
         let Some(t) = &self.transition else { return Ok(Progress::Idle) };
+        let name = self.name_of(t.id);
+        match self.drive(|m, e| m.poll(e, now_ms()))? {
+            machine::Poll::Done { .. } => {
+                let (direction, elapsed) = self.finished.take().expect("a settled transition says how it went");
+                return Ok(Progress::Done { patch: name, direction, elapsed });
+            }
+            machine::Poll::Pending { .. } | machine::Poll::Idle => {}
+        }
+        let Some(t) = &self.transition else { return Ok(Progress::Idle) };
         let goal = GOAL.get();
         let now_ns = threads::now_ns();
-        let (stragglers, total) = {
-            let reg = threads::registry().lock().unwrap_or_else(|e| e.into_inner());
-            let s: Vec<Straggler> = reg
-                .iter()
-                .filter(|r| r.pending(goal))
-                .map(|r| Straggler {
-                    name: r.name.clone(),
-                    tid: r.tid,
-                    since_safe_point: Duration::from_nanos(
-                        now_ns.saturating_sub(r.last_safe_ns.load(Ordering::Relaxed)),
-                    ),
-                    asleep: r.asleep.load(Ordering::Acquire),
-                })
-                .collect();
-            (s, reg.len())
-        };
-        let name = self.name_of(t.id);
-        if !stragglers.is_empty() {
-            if t.kicked.elapsed() >= self.kick_interval {
-                self.kick();
-                if let Some(t) = &mut self.transition {
-                    t.kicked = Instant::now();
-                }
-            }
-            let t = self.transition.as_ref().expect("checked above");
-            return Ok(Progress::Waiting {
-                patch: name,
-                direction: t.direction,
-                elapsed: t.started.elapsed(),
-                threads: total,
-                stragglers,
-            });
-        }
-        self.complete().map(|(direction, elapsed)| Progress::Done { patch: name, direction, elapsed })
+        let reg = threads::registry().lock().unwrap_or_else(|e| e.into_inner());
+        let stragglers: Vec<Straggler> = reg
+            .iter()
+            .filter(|r| r.pending(goal))
+            .map(|r| Straggler {
+                name: r.name.clone(),
+                tid: r.tid,
+                since_safe_point: Duration::from_nanos(now_ns.saturating_sub(r.last_safe_ns.load(Ordering::Relaxed))),
+                asleep: r.asleep.load(Ordering::Acquire),
+            })
+            .collect();
+        Ok(Progress::Waiting {
+            patch: name,
+            direction: t.direction,
+            elapsed: t.started.elapsed(),
+            threads: reg.len(),
+            stragglers,
+        })
     }
 
     /// Returns the name of the applied patch `id`.
@@ -686,12 +726,7 @@ impl Engine {
         if self.transition.is_none() {
             return Err("no transition is in progress".into());
         }
-        GOAL.set(GOAL.get() ^ 1);
-        if let Some(t) = &mut self.transition {
-            t.kicked = Instant::now();
-        }
-        self.kick();
-        Ok(())
+        self.drive(|m, e| m.reverse(e, now_ms())).map_err(|_| "no transition is in progress".to_string())
     }
 
     /// Polls until the transition ends or `timeout` passes, calling `report` on each wait.
@@ -725,5 +760,42 @@ impl Engine {
     /// Gives direct access to the text, for tests that need to damage a site.
     pub fn text(&self) -> &HostText {
         &self.text
+    }
+}
+
+/// The host's clock for the state machine, in milliseconds.
+fn now_ms() -> u64 {
+    threads::now_ns() / 1_000_000
+}
+
+/// The host as the shared state machine sees it: a universe is the value of `GOAL`.
+impl Backend for Engine {
+    type Error = String;
+
+    fn begin(&mut self, goal: bool) -> Result<(), String> {
+        debug_assert_eq!(GOAL.get() ^ 1, u8::from(goal), "a transition flips the goal flag");
+        let pending = self.pending.take().ok_or("no change is pending")?;
+        self.redirect(pending)
+    }
+
+    fn migrate(&mut self) -> usize {
+        // Threads move themselves, at their safe points: count those still behind.
+        let goal = GOAL.get();
+        let reg = threads::registry().lock().unwrap_or_else(|e| e.into_inner());
+        reg.iter().filter(|r| r.pending(goal)).count()
+    }
+
+    fn kick(&mut self) {
+        Engine::kick(self);
+    }
+
+    fn reverse(&mut self) {
+        GOAL.set(GOAL.get() ^ 1);
+        Engine::kick(self);
+    }
+
+    fn settle(&mut self, _goal: bool) -> Result<(), String> {
+        self.finished = Some(self.complete()?);
+        Ok(())
     }
 }

@@ -189,11 +189,22 @@ unsafe extern "C" fn bench_v2(x: u64) -> u64 {
 }
 static DAMAGED_FUNCS: [Func; 2] = [
     func(c"kgt_encode", encode_v2 as *const ()),
-    Func { name: c"kgt_bench_target", object: None, sympos: 0, new_fn: bench_v2 as *const () },
+    Func {
+        name: c"kgt_bench_target",
+        object: None,
+        sympos: 0,
+        new_fn: bench_v2 as *const (),
+        direct: std::ptr::null(),
+    },
 ];
 static DAMAGED: Patch = patch(c"damaged", &DAMAGED_FUNCS, false);
-static FOREIGN_FUNCS: [Func; 1] =
-    [Func { name: c"kgt_encode", object: Some(c"ext4"), sympos: 0, new_fn: encode_v2 as *const () }];
+static FOREIGN_FUNCS: [Func; 1] = [Func {
+    name: c"kgt_encode",
+    object: Some(c"ext4"),
+    sympos: 0,
+    new_fn: encode_v2 as *const (),
+    direct: std::ptr::null(),
+}];
 static FOREIGN: Patch = patch(c"foreign", &FOREIGN_FUNCS, false);
 
 #[test]
@@ -335,8 +346,10 @@ unsafe extern "C" fn local_v2(x: u64) -> u64 {
     x + 300
 }
 static LOCAL_ANY: [Func; 1] = [func(c"kgt_local", local_v2 as *const ())];
-static LOCAL_2: [Func; 1] = [Func { name: c"kgt_local", object: None, sympos: 2, new_fn: local_v2 as *const () }];
-static LOCAL_9: [Func; 1] = [Func { name: c"kgt_local", object: None, sympos: 9, new_fn: local_v2 as *const () }];
+static LOCAL_2: [Func; 1] =
+    [Func { name: c"kgt_local", object: None, sympos: 2, new_fn: local_v2 as *const (), direct: std::ptr::null() }];
+static LOCAL_9: [Func; 1] =
+    [Func { name: c"kgt_local", object: None, sympos: 9, new_fn: local_v2 as *const (), direct: std::ptr::null() }];
 static PATCH_LOCAL_ANY: Patch = patch(c"local_any", &LOCAL_ANY, false);
 static PATCH_LOCAL_2: Patch = patch(c"local_2", &LOCAL_2, false);
 static PATCH_LOCAL_9: Patch = patch(c"local_9", &LOCAL_9, false);

@@ -110,6 +110,7 @@ fn descriptor(target: &Target, ident: &syn::Ident, vis: &syn::Visibility) -> syn
             object: #object,
             sympos: #sympos,
             new_fn: #ident as *const (),
+            direct: ::kgraft_rt::__direct_entry!(#ident),
         };
     })
 }

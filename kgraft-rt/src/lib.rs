@@ -28,5 +28,13 @@ pub mod rules;
 pub mod shadow;
 pub mod state;
 pub mod syscall;
+pub mod transition;
+
+/// C sources a patch module compiles with kbuild, by the option that asks for them.
+pub mod csrc {
+    /// The kernel-facing half of kgraft's own engine (`--engine kgraft`), see
+    /// `kernel::kgraft`.
+    pub const KERNEL_ENGINE: &str = include_str!("kernel/engine.c");
+}
 
 pub use patch::{Callbacks, Func, ModuleState, Object, ObjectDecl, Patch, ShadowDecl};

@@ -133,10 +133,14 @@ pub struct Func {
     pub sympos: u32,
     /// The replacement's code, an `unsafe extern "C" fn` with the target's signature.
     pub new_fn: *const (),
+    /// Where a direct call from the target's fentry site enters the replacement (the kernel's
+    /// kgraft engine, between transitions): code that drops the call's return address and jumps
+    /// to `new_fn`. Null where the engine has no use for it.
+    pub direct: *const (),
 }
 
-// SAFETY: `new_fn` is the address of code, never written through; the other fields are shared
-// references to immutable data.
+// SAFETY: `new_fn` and `direct` are addresses of code, never written through; the other fields
+// are shared references to immutable data.
 unsafe impl Sync for Func {}
 
 /// Shadow data attached by a patch to objects of one kernel type.
@@ -200,7 +204,7 @@ pub const ABI_STAMP_LEN: usize = 128;
 /// It is NUL-padded text: kgraft-rt's version, the size and alignment of [`Patch`], [`Func`],
 /// [`ShadowDecl`], [`Callbacks`], [`ObjectDecl`] and [`StateDecl`](crate::state::StateDecl), and the order of the two words of a slice or `CStr`
 /// reference (which the language leaves unspecified), for example
-/// `kgraft-rt 0.1.0; Patch 128/8, Func 40/8, ShadowDecl 48/8, Callbacks 32/8, ObjectDecl 48/8,
+/// `kgraft-rt 0.1.0; Patch 128/8, Func 48/8, ShadowDecl 48/8, Callbacks 32/8, ObjectDecl 48/8,
 /// StateDecl 16/8; slices ptr,len`.
 /// The host's loader refuses a patch whose stamp differs from its own. The stamp is a cheap
 /// check, not a proof: two builds of the same version whose field types changed but kept every

@@ -62,7 +62,11 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     if let Some(out) = &args.out {
         crate::output::refuse_input(out, &[&args.file]).map_err(Failure::Fatal)?;
     }
+    if args.engine == crate::Engine::Kgraft {
+        kgraft_engine_supports(&checked)?;
+    }
     let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
+    prepared.engine = args.engine;
     // The kernel checks always run for this target, against the build directory found.
     let mut target = args.kernel.clone();
     target.kdir = Some(prepared.kdir_path().to_path_buf());
@@ -71,7 +75,11 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     prepared.module_symbols = lowered.module_symbols.clone();
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
-    crate::build::write_crate(&crate_dir, &linux::cargo::KERNEL, &lowered)?;
+    let spec = match args.engine {
+        crate::Engine::Klp => &linux::cargo::KERNEL,
+        crate::Engine::Kgraft => &linux::cargo::KERNEL_KGRAFT,
+    };
+    crate::build::write_crate(&crate_dir, spec, &lowered)?;
     let cargo = prepared.cargo_command(&crate_dir).map_err(fatal)?;
     ui.progress(&format!("building `{}` with cargo", lowered.name));
     let built = crate::build::run_cargo(cargo, &crate_dir, &checked, &lowered, ui)?;
@@ -90,6 +98,25 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
             let _ = std::fs::remove_file(&out);
             return Err(e);
         }
+    }
+    Ok(())
+}
+
+/// Refuses what kgraft's own engine does not do (yet): what only the livepatch core provides.
+fn kgraft_engine_supports(checked: &kgraft_lang::Checked) -> Result<(), Failure> {
+    let refuse = |what: &str| {
+        Failure::Fatal(format!(
+            "the kgraft engine does not support {what}; build with `--engine klp` (the livepatch core)"
+        ))
+    };
+    if checked.replace_all() {
+        return Err(refuse("`replace_all` patches"));
+    }
+    if checked.has_states() {
+        return Err(refuse("system states (`state` items)"));
+    }
+    if let Some((_, name, sympos)) = checked.targets().into_iter().find(|t| t.2 > 1) {
+        return Err(refuse(&format!("a target chosen by its symbol position (`{name}`, sympos {sympos})")));
     }
     Ok(())
 }

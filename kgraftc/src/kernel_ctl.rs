@@ -1,10 +1,13 @@
-//! `kgraftc kernel ...`: live patches on the running Linux kernel, through its livepatch core.
+//! `kgraftc kernel ...`: live patches on the running Linux kernel, applied by its livepatch core
+//! or by kgraft's own engine (`--engine kgraft`).
 //!
-//! Everything is read from and written to the kernel's own interfaces, as kpatch's command does:
-//! `/sys/kernel/livepatch/NAME/` (`enabled`, `transition`, `force`, one directory per object
-//! with `patched`, one per function), `/proc/PID/task/TID/patch_state` (each task's universe
-//! during a transition: 0 old, 1 new, -1 none in progress) and `stack` or `wchan` (where a task
-//! that holds a transition up sleeps). Modules are inserted with `finit_module(2)` and removed
+//! Everything is read from and written to the kernel's own interfaces, as kpatch's command does.
+//! The livepatch core's patches: `/sys/kernel/livepatch/NAME/` (`enabled`, `transition`,
+//! `force`, one directory per object with `patched`, one per function),
+//! `/proc/PID/task/TID/patch_state` (each task's universe during a transition: 0 old, 1 new, -1
+//! none in progress) and `stack` or `wchan` (where a task that holds a transition up sleeps).
+//! The kgraft engine's: `/sys/module/NAME/kgraft/` (`enabled`, `transition`, `functions`, and
+//! `stragglers`, which names the tasks behind with their stacks). Modules are inserted with `finit_module(2)` and removed
 //! with `delete_module(2)`, so the kernel's refusals come back as error numbers kgraftc can
 //! explain, with the kernel log's new lines.
 //!
@@ -66,6 +69,15 @@ pub(crate) enum KernelCommand {
     },
 }
 
+/// What applies a patch, and so where its files are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    /// The kernel's livepatch core: `/sys/kernel/livepatch/NAME`.
+    Klp,
+    /// kgraft's own engine, in the patch's module: `/sys/module/NAME/kgraft`.
+    Kgraft,
+}
+
 /// Where the kernel's files are (`/`, or `KGRAFT_SYSROOT` for tests).
 struct Sys {
     root: PathBuf,
@@ -84,6 +96,34 @@ impl Sys {
         self.livepatch().join(name)
     }
 
+    fn kgraft(&self, name: &str) -> PathBuf {
+        self.module(name).join("kgraft")
+    }
+
+    /// The directory of the patch `name`, and its engine.
+    fn find(&self, name: &str) -> Option<(Engine, PathBuf)> {
+        if self.patch(name).is_dir() {
+            Some((Engine::Klp, self.patch(name)))
+        } else if self.kgraft(name).is_dir() {
+            Some((Engine::Kgraft, self.kgraft(name)))
+        } else {
+            None
+        }
+    }
+
+    /// The directory of `name`'s patch for `engine` (which may not exist).
+    fn dir(&self, engine: Engine, name: &str) -> PathBuf {
+        match engine {
+            Engine::Klp => self.patch(name),
+            Engine::Kgraft => self.kgraft(name),
+        }
+    }
+
+    /// The patches the kgraft engine applies: the modules with a `kgraft` directory.
+    fn kgraft_patches(&self) -> Vec<String> {
+        dir_names(&self.root.join("sys/module")).into_iter().filter(|m| self.kgraft(m).is_dir()).collect()
+    }
+
     fn module(&self, name: &str) -> PathBuf {
         self.root.join("sys/module").join(name)
     }
@@ -92,9 +132,9 @@ impl Sys {
         self.root.join("proc")
     }
 
-    /// Fails unless the kernel has a livepatch core.
+    /// Fails unless the kernel has a livepatch core, or patches of the kgraft engine.
     fn require_livepatch(&self) -> Result<(), Failure> {
-        if self.livepatch().is_dir() {
+        if self.livepatch().is_dir() || !self.kgraft_patches().is_empty() {
             return Ok(());
         }
         Err(Failure::Fatal(format!(
@@ -131,6 +171,7 @@ fn require_root(what: &str) -> Result<(), Failure> {
 /// One live patch as sysfs shows it.
 struct PatchInfo {
     name: String,
+    engine: Engine,
     enabled: bool,
     transition: bool,
     objects: Vec<ObjectInfo>,
@@ -158,10 +199,25 @@ fn dir_names(path: &Path) -> Vec<String> {
 }
 
 fn patch_info(sys: &Sys, name: &str) -> Option<PatchInfo> {
-    let dir = sys.patch(name);
+    let (engine, dir) = sys.find(name)?;
     let enabled = read(&dir.join("enabled"))? == "1";
     let transition = read(&dir.join("transition")).is_some_and(|t| t == "1");
     let mut objects = Vec::new();
+    if engine == Engine::Kgraft {
+        // `functions`: one `OBJECT:NAME` a line; the module holds each object while it lives.
+        for line in read(&dir.join("functions")).unwrap_or_default().lines() {
+            let Some((object, function)) = line.split_once(':') else { continue };
+            match objects.iter_mut().find(|o: &&mut ObjectInfo| o.name == object) {
+                Some(o) => o.functions.push(function.to_owned()),
+                None => objects.push(ObjectInfo {
+                    name: object.to_owned(),
+                    patched: enabled,
+                    functions: vec![function.to_owned()],
+                }),
+            }
+        }
+        return Some(PatchInfo { name: name.to_owned(), engine, enabled, transition, objects });
+    }
     for object in dir_names(&dir) {
         let odir = dir.join(&object);
         let patched = read(&odir.join("patched")).is_some_and(|p| p == "1");
@@ -176,11 +232,20 @@ fn patch_info(sys: &Sys, name: &str) -> Option<PatchInfo> {
             .collect();
         objects.push(ObjectInfo { name: object, patched, functions });
     }
-    Some(PatchInfo { name: name.to_owned(), enabled, transition, objects })
+    Some(PatchInfo { name: name.to_owned(), engine, enabled, transition, objects })
 }
 
 fn patches(sys: &Sys) -> Vec<PatchInfo> {
-    dir_names(&sys.livepatch()).iter().filter_map(|n| patch_info(sys, n)).collect()
+    let mut names = dir_names(&sys.livepatch());
+    names.extend(sys.kgraft_patches());
+    names.iter().filter_map(|n| patch_info(sys, n)).collect()
+}
+
+fn engine_word(e: Engine) -> &'static str {
+    match e {
+        Engine::Klp => "klp",
+        Engine::Kgraft => "kgraft",
+    }
 }
 
 fn state_word(p: &PatchInfo) -> &'static str {
@@ -258,12 +323,63 @@ fn stack_frames(stack: &str, n: usize) -> String {
     frames.join(" <- ")
 }
 
-fn print_stragglers(sys: &Sys, list: &[(u32, u32)]) {
+/// The tasks a transition waits for.
+enum Behind {
+    /// The livepatch core's: `(pid, tid)` of each task, described on demand.
+    Klp(Vec<(u32, u32)>),
+    /// The kgraft engine's `stragglers` file: one described task (or CPU) a line.
+    Kgraft(Vec<String>),
+}
+
+impl Behind {
+    fn len(&self) -> usize {
+        match self {
+            Behind::Klp(l) => l.len(),
+            Behind::Kgraft(l) => l.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n`, one line each: `comm (pid N): where`.
+    fn lines(&self, sys: &Sys, n: usize) -> Vec<String> {
+        match self {
+            Behind::Klp(l) => l
+                .iter()
+                .take(n)
+                .map(|&(pid, tid)| {
+                    let s = describe(sys, pid, tid);
+                    let id =
+                        if s.pid == s.tid { format!("pid {}", s.pid) } else { format!("pid {} tid {}", s.pid, s.tid) };
+                    format!("{} ({id}): {}", s.comm, s.place)
+                })
+                .collect(),
+            Behind::Kgraft(l) => l.iter().take(n).cloned().collect(),
+        }
+    }
+}
+
+/// The tasks of the patch `name` not yet in the universe `target` (true: patched).
+fn behind(sys: &Sys, engine: Engine, name: &str, target: bool) -> Behind {
+    match engine {
+        Engine::Klp => Behind::Klp(stragglers(sys, i32::from(target))),
+        Engine::Kgraft => Behind::Kgraft(
+            read(&sys.kgraft(name).join("stragglers"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    }
+}
+
+fn print_stragglers(sys: &Sys, list: &Behind) {
     const SHOWN: usize = 10;
-    for &(pid, tid) in list.iter().take(SHOWN) {
-        let s = describe(sys, pid, tid);
-        let id = if s.pid == s.tid { format!("pid {}", s.pid) } else { format!("pid {} tid {}", s.pid, s.tid) };
-        eprintln!("    {} ({id}): {}", s.comm, s.place);
+    for line in list.lines(sys, SHOWN) {
+        eprintln!("    {line}");
     }
     if list.len() > SHOWN {
         eprintln!("    … and {} more", list.len() - SHOWN);
@@ -283,7 +399,7 @@ enum Waited {
 
 /// Waits for the transition of `name` towards `target` (true: patched), showing how many tasks
 /// are left and, when it takes long, which ones.
-fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Waited {
+fn wait_transition(sys: &Sys, engine: Engine, name: &str, target: bool, timeout: Duration) -> Waited {
     let start = Instant::now();
     // A terminal gets one line updated in place; a log (or `TERM=dumb`) a line now and then.
     let tty = std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
@@ -298,7 +414,7 @@ fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Wa
         }
     };
     loop {
-        let dir = sys.patch(name);
+        let dir = sys.dir(engine, name);
         match read(&dir.join("transition")) {
             None => {
                 finish_line(shown);
@@ -310,10 +426,10 @@ fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Wa
             }
             Some(_) => {}
         }
-        let left = stragglers(sys, i32::from(target));
+        let left = behind(sys, engine, name, target);
         let secs = start.elapsed().as_secs_f64();
         let line = if left.is_empty() {
-            format!("transition to {word}: every task moved, the core is finishing ({secs:.1} s)")
+            format!("transition to {word}: every task moved, the engine is finishing ({secs:.1} s)")
         } else {
             format!("transition to {word}: {} tasks left ({secs:.1} s)", left.len())
         };
@@ -348,10 +464,23 @@ fn wait_transition(sys: &Sys, name: &str, target: bool, timeout: Duration) -> Wa
     }
 }
 
-/// Waits until the patch's directory is gone (the core frees a disabled patch asynchronously).
-fn wait_gone(sys: &Sys, name: &str, timeout: Duration) -> bool {
+/// Whether the patch `name` is off: the livepatch core's directory gone (it frees a disabled
+/// patch asynchronously), or the kgraft engine's reading disabled with no transition.
+fn is_off(sys: &Sys, engine: Engine, name: &str) -> bool {
+    match engine {
+        Engine::Klp => !sys.patch(name).exists(),
+        Engine::Kgraft => {
+            let dir = sys.kgraft(name);
+            read(&dir.join("enabled")).is_none_or(|e| e == "0")
+                && read(&dir.join("transition")).is_none_or(|t| t == "0")
+        }
+    }
+}
+
+/// Waits until the patch is off.
+fn wait_gone(sys: &Sys, engine: Engine, name: &str, timeout: Duration) -> bool {
     let start = Instant::now();
-    while sys.patch(name).exists() {
+    while !is_off(sys, engine, name) {
         if start.elapsed() >= timeout {
             return false;
         }
@@ -364,6 +493,8 @@ fn wait_gone(sys: &Sys, name: &str, timeout: Duration) -> bool {
 pub(crate) struct ModuleFile {
     pub(crate) name: String,
     livepatch: bool,
+    /// Whether the module applies itself with the kgraft engine (`kgraft=engine`).
+    kgraft: bool,
     pub(crate) vermagic: Option<String>,
     pub(crate) signed: bool,
 }
@@ -384,6 +515,7 @@ pub(crate) fn module_file(path: &Path) -> Result<ModuleFile, Failure> {
     Ok(ModuleFile {
         name,
         livepatch: field("livepatch").is_some_and(|v| v == "Y"),
+        kgraft: field("kgraft").is_some_and(|v| v == "engine"),
         vermagic: field("vermagic"),
         signed: data.ends_with(crate::sign::SIGNATURE_MARKER),
     })
@@ -492,15 +624,18 @@ fn explain_refusal(err: &std::io::Error, file: &ModuleFile, sys: &Sys) -> String
 /// `kgraftc kernel load`.
 fn load(sys: &Sys, path: &Path, timeout: Duration) -> Result<(), Failure> {
     let file = module_file(path)?;
-    if !file.livepatch {
+    if !file.livepatch && !file.kgraft {
         return Err(Failure::Fatal(format!(
-            "`{}` is not a live patch module (its modinfo has no `livepatch: Y`)\n\
+            "`{}` is not a live patch module (its modinfo has no `livepatch: Y` or `kgraft: engine`)\n\
              help: insert other modules with insmod or modprobe",
             path.display()
         )));
     }
+    let engine = if file.kgraft { Engine::Kgraft } else { Engine::Klp };
     require_root("load")?;
-    sys.require_livepatch()?;
+    if engine == Engine::Klp {
+        sys.require_livepatch()?;
+    }
     if sys.patch(&file.name).exists() || sys.module(&file.name).exists() {
         return Err(Failure::Fatal(format!(
             "a module named {} is already loaded\nhelp: `kgraftc kernel unload {}` first, or give \
@@ -532,7 +667,7 @@ fn load(sys: &Sys, path: &Path, timeout: Duration) -> Result<(), Failure> {
         }
         return Err(Failure::Reported);
     }
-    match wait_transition(sys, &file.name, true, timeout) {
+    match wait_transition(sys, engine, &file.name, true, timeout) {
         Waited::Done => {
             eprintln!("{} is enabled ({:.1} s)", file.name, start.elapsed().as_secs_f64());
             Ok(())
@@ -544,11 +679,12 @@ fn load(sys: &Sys, path: &Path, timeout: Duration) -> Result<(), Failure> {
         }
         Waited::TimedOut => {
             eprintln!("reversing the transition of {}", file.name);
-            reverse_and_remove(sys, &file.name, timeout)?;
+            reverse_and_remove(sys, engine, &file.name, timeout)?;
             eprintln!(
                 "error: {} did not take effect within {} s; the transition was reversed and the module removed\n\
                  help: the tasks above sleep inside functions the patch replaces; try again when they are idle, \
-                 or with a longer --timeout (the core wakes them with a fake signal every 15 s)",
+                 or with a longer --timeout (the engine wakes them with a fake signal: the livepatch core every 15 s, \
+                 the kgraft engine every second)",
                 file.name,
                 timeout.as_secs()
             );
@@ -558,10 +694,10 @@ fn load(sys: &Sys, path: &Path, timeout: Duration) -> Result<(), Failure> {
 }
 
 /// Reverses a patching transition of `name`, waits for it and removes the module.
-fn reverse_and_remove(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Failure> {
-    write(&sys.patch(name).join("enabled"), "0")
+fn reverse_and_remove(sys: &Sys, engine: Engine, name: &str, timeout: Duration) -> Result<(), Failure> {
+    write(&sys.dir(engine, name).join("enabled"), "0")
         .map_err(|e| Failure::Fatal(format!("cannot reverse the transition of {name}: {e}")))?;
-    match wait_transition(sys, name, false, timeout) {
+    match wait_transition(sys, engine, name, false, timeout) {
         Waited::TimedOut => {
             return Err(Failure::Fatal(format!(
                 "the reversal of {name} did not finish within {} s either; it goes on in the kernel \
@@ -571,8 +707,8 @@ fn reverse_and_remove(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Fa
         }
         Waited::Done | Waited::Gone => {}
     }
-    if !wait_gone(sys, name, Duration::from_secs(10)) {
-        return Err(Failure::Fatal(format!("the livepatch core still holds {name} after its reversal")));
+    if !wait_gone(sys, engine, name, Duration::from_secs(10)) {
+        return Err(Failure::Fatal(format!("the engine still holds {name} after its reversal")));
     }
     remove_module(sys, name).map_err(Failure::Fatal)
 }
@@ -582,19 +718,18 @@ fn unload(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Failure> {
     require_root("unload")?;
     sys.require_livepatch()?;
     let start = Instant::now();
-    let dir = sys.patch(name);
-    if dir.exists() {
+    if let Some((engine, dir)) = sys.find(name) {
         let enabled = read(&dir.join("enabled")).is_some_and(|e| e == "1");
         if enabled {
             eprintln!("disabling {name}");
             write(&dir.join("enabled"), "0").map_err(|e| Failure::Fatal(format!("cannot disable {name}: {e}")))?;
         }
-        if wait_transition(sys, name, false, timeout) == Waited::TimedOut {
+        if wait_transition(sys, engine, name, false, timeout) == Waited::TimedOut {
             eprintln!("reversing: {name} stays applied");
             // Writing 1 during the transition reverses it; the patch is then fully applied again.
             write(&dir.join("enabled"), "1")
                 .map_err(|e| Failure::Fatal(format!("cannot reverse the transition of {name}: {e}")))?;
-            if wait_transition(sys, name, true, timeout) == Waited::TimedOut {
+            if wait_transition(sys, engine, name, true, timeout) == Waited::TimedOut {
                 return Err(Failure::Fatal(format!(
                     "the reversal of {name} did not finish within {} s either",
                     timeout.as_secs()
@@ -603,8 +738,8 @@ fn unload(sys: &Sys, name: &str, timeout: Duration) -> Result<(), Failure> {
             eprintln!("error: {name} could not be disabled within {} s; it is applied again", timeout.as_secs());
             return Err(Failure::Reported);
         }
-        if !wait_gone(sys, name, Duration::from_secs(10)) {
-            return Err(Failure::Fatal(format!("the livepatch core still holds {name} after disabling it")));
+        if !wait_gone(sys, engine, name, Duration::from_secs(10)) {
+            return Err(Failure::Fatal(format!("the engine still holds {name} after disabling it")));
         }
     } else if !sys.module(name).exists() {
         return Err(Failure::Fatal(format!(
@@ -634,6 +769,12 @@ fn in_transition(sys: &Sys, name: &str, verb: &str) -> Result<PatchInfo, Failure
 fn signal(sys: &Sys, name: &str) -> Result<(), Failure> {
     require_root("signal")?;
     let info = in_transition(sys, name, "signal")?;
+    if info.engine == Engine::Kgraft {
+        return Err(Failure::Fatal(format!(
+            "the kgraft engine signals the tasks that hold {name} up itself, every second\n\
+             help: `kgraftc kernel status {name}` names them"
+        )));
+    }
     let file = sys.patch(name).join("signal");
     if !file.exists() {
         return Err(Failure::Fatal(format!(
@@ -643,7 +784,7 @@ fn signal(sys: &Sys, name: &str) -> Result<(), Failure> {
         )));
     }
     write(&file, "1").map_err(|e| Failure::Fatal(format!("cannot write {}: {e}", file.display())))?;
-    let left = stragglers(sys, i32::from(info.enabled));
+    let left = behind(sys, info.engine, name, info.enabled);
     eprintln!("signalled the {} tasks that hold {name} up", left.len());
     Ok(())
 }
@@ -652,7 +793,15 @@ fn signal(sys: &Sys, name: &str) -> Result<(), Failure> {
 fn force(sys: &Sys, name: &str) -> Result<(), Failure> {
     require_root("force")?;
     let info = in_transition(sys, name, "force")?;
-    let left = stragglers(sys, i32::from(info.enabled));
+    if info.engine == Engine::Kgraft {
+        return Err(Failure::Fatal(format!(
+            "the kgraft engine does not force a transition: it never moves a task whose stack holds a \
+             function the patch changes\n\
+             help: `kgraftc kernel unload {name}` reverses a patching transition; `kgraftc kernel status {name}` \
+             names the tasks that hold it up"
+        )));
+    }
+    let left = behind(sys, info.engine, name, info.enabled);
     // The kernel drops its reference to the module of a patch whose removal was forced, and
     // to the modules of the patches a forced `replace_all` patch replaces: they stay loaded.
     let kept = if info.enabled {
@@ -671,7 +820,7 @@ fn force(sys: &Sys, name: &str) -> Result<(), Failure> {
     );
     print_stragglers(sys, &left);
     write(&sys.patch(name).join("force"), "1").map_err(|e| Failure::Fatal(format!("cannot force {name}: {e}")))?;
-    let done = wait_transition(sys, name, info.enabled, Duration::from_secs(10));
+    let done = wait_transition(sys, info.engine, name, info.enabled, Duration::from_secs(10));
     eprintln!(
         "forced: {name} is {}",
         match done {
@@ -697,11 +846,11 @@ fn list(sys: &Sys) -> Result<(), Failure> {
         return Ok(());
     }
     let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0).max(5);
-    println!("{:width$}  {:10}  FUNCTIONS", "PATCH", "STATE");
+    println!("{:width$}  {:10}  {:6}  FUNCTIONS", "PATCH", "STATE", "ENGINE");
     for p in &all {
         let functions: Vec<String> =
             p.objects.iter().flat_map(|o| o.functions.iter().map(move |f| format!("{}:{f}", o.name))).collect();
-        println!("{:width$}  {:10}  {}", p.name, state_word(p), functions.join(", "));
+        println!("{:width$}  {:10}  {:6}  {}", p.name, state_word(p), engine_word(p.engine), functions.join(", "));
     }
     Ok(())
 }
@@ -720,7 +869,10 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
         println!("no live patches");
     }
     for p in &all {
-        println!("{}: {}", p.name, state_word(p));
+        match p.engine {
+            Engine::Klp => println!("{}: {}", p.name, state_word(p)),
+            Engine::Kgraft => println!("{}: {} (kgraft engine)", p.name, state_word(p)),
+        }
         let module = if sys.module(&p.name).exists() { "loaded" } else { "not loaded" };
         println!("  module {}: {module}", p.name);
         for o in &p.objects {
@@ -737,17 +889,10 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
             }
         }
         if p.transition {
-            let left = stragglers(sys, i32::from(p.enabled));
+            let left = behind(sys, p.engine, &p.name, p.enabled);
             println!("  transition to {}: {} tasks left", if p.enabled { "patched" } else { "unpatched" }, left.len());
-            for &(pid, tid) in left.iter().take(20) {
-                let s = describe(sys, pid, tid);
-                println!(
-                    "    {} (pid {}{}): {}",
-                    s.comm,
-                    s.pid,
-                    if s.pid == s.tid { String::new() } else { format!(" tid {}", s.tid) },
-                    s.place
-                );
+            for line in left.lines(sys, 20) {
+                println!("    {line}");
             }
         }
     }

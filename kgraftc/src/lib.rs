@@ -123,6 +123,17 @@ pub(crate) enum Target {
     Check,
 }
 
+/// What applies a kernel patch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Engine {
+    /// The kernel's livepatch core (`klp_enable_patch`): `/sys/kernel/livepatch/<patch>/`.
+    #[default]
+    Klp,
+    /// kgraft's own engine, in the module: universes, kicks and direct calls;
+    /// `/sys/module/<patch>/kgraft/`.
+    Kgraft,
+}
+
 /// The arguments of `kgraftc build`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BuildArgs {
@@ -141,6 +152,10 @@ pub(crate) struct BuildArgs {
     /// Where to put the result (default: next to the source, or in the current directory).
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
+    /// What applies the patch in the kernel (Linux only): the kernel's livepatch core, or
+    /// kgraft's own engine built into the module.
+    #[arg(long, value_enum, default_value_t = Engine::Klp)]
+    pub(crate) engine: Engine,
     /// Signs the module (Linux only) with this private key, through the kernel's `sign-file`.
     #[arg(long, requires = "sign_cert", value_name = "KEY")]
     pub(crate) sign_key: Option<PathBuf>,

@@ -401,6 +401,7 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         kernel: args.kernel.clone(),
         ksrc: args.ksrc.clone(),
         out: None,
+        engine: crate::Engine::Klp,
         sign_key: args.sign_key.clone(),
         sign_cert: args.sign_cert.clone(),
     };

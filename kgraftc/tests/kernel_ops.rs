@@ -35,7 +35,8 @@ fn put(path: &Path, contents: &str) {
     std::fs::write(path, contents).expect("a file");
 }
 
-/// A kernel with two patches, one of them patching with a task left in the old universe.
+/// A kernel with three patches: one applied, one patching with a task left in the old universe,
+/// and one of the kgraft engine patching with one task left.
 fn made_up_kernel() -> PathBuf {
     let root = tmp("sysroot");
     let lp = root.join("sys/kernel/livepatch");
@@ -62,6 +63,11 @@ fn made_up_kernel() -> PathBuf {
     put(&root.join("proc/7/task/8/patch_state"), "0\n");
     put(&root.join("proc/7/task/8/comm"), "worker\n");
     put(&root.join("proc/7/task/8/wchan"), "futex_wait_queue\n");
+    let kg = root.join("sys/module/pair_v2/kgraft");
+    put(&kg.join("enabled"), "1\n");
+    put(&kg.join("transition"), "1\n");
+    put(&kg.join("functions"), "kgraft_testmod:kgt_encode\nkgraft_testmod:kgt_decode\n");
+    put(&kg.join("stragglers"), "hammer (pid 51): kgt_encode [kgraft_testmod] <- kgt_pair_show [kgraft_testmod]\n");
     root
 }
 
@@ -72,15 +78,44 @@ fn list_shows_patches_states_and_functions() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PATCH", "STATE", "FUNCTIONS"]);
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PATCH", "STATE", "ENGINE", "FUNCTIONS"]);
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["cmdline_banner", "enabled", "vmlinux:cmdline_proc_show"]
+        ["cmdline_banner", "enabled", "klp", "vmlinux:cmdline_proc_show"]
     );
     assert_eq!(
         lines[2].split_whitespace().collect::<Vec<_>>(),
-        ["nap_short", "patching", "kgraft_testmod:kgt_helper", "(sympos", "2),", "kgraft_testmod:kgt_nap"]
+        ["nap_short", "patching", "klp", "kgraft_testmod:kgt_helper", "(sympos", "2),", "kgraft_testmod:kgt_nap"]
     );
+    assert_eq!(
+        lines[3].split_whitespace().collect::<Vec<_>>(),
+        ["pair_v2", "patching", "kgraft", "kgraft_testmod:kgt_encode,", "kgraft_testmod:kgt_decode"]
+    );
+}
+
+#[test]
+fn status_reads_the_kgraft_engine_s_own_files() {
+    let root = made_up_kernel();
+    let out =
+        kgraftc().args(["kernel", "status", "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("pair_v2: patching (kgraft engine)\n  module pair_v2: loaded\n"), "{stdout}");
+    assert!(stdout.contains("  kgraft_testmod: patched\n    kgt_encode\n    kgt_decode\n"), "{stdout}");
+    assert!(stdout.contains("  transition to patched: 1 tasks left\n"), "{stdout}");
+    assert!(
+        stdout.contains("    hammer (pid 51): kgt_encode [kgraft_testmod] <- kgt_pair_show [kgraft_testmod]\n"),
+        "{stdout}"
+    );
+    // The livepatch core's per-task files do not count for it.
+    assert!(!stdout.contains("cat (pid 42)"), "{stdout}");
+    for (verb, says) in [("signal", "signals the tasks that hold pair_v2 up itself"), ("force", "does not force")] {
+        let out =
+            kgraftc().args(["kernel", verb, "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
+        assert_eq!(out.status.code(), Some(2), "{verb}");
+        let t = text(&out);
+        assert!(t.contains(says) || t.contains("needs root"), "{verb}: {t}");
+    }
 }
 
 #[test]

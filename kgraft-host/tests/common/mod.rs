@@ -34,7 +34,7 @@ pub unsafe extern "C" fn decode_v2(y: u64) -> u64 {
 
 /// A target in the built-in module.
 pub const fn func(name: &'static CStr, new_fn: *const ()) -> Func {
-    Func { name, object: Some(c"kgraft_testmod"), sympos: 0, new_fn }
+    Func { name, object: Some(c"kgraft_testmod"), sympos: 0, new_fn, direct: std::ptr::null() }
 }
 
 /// A patch with no shadows and no callbacks.

@@ -42,7 +42,7 @@ macro_rules! __export_patch {
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".modinfo")]
             #[doc(hidden)]
-            pub static __kgraft_modinfo: [u8; 24] = *b"license=GPL\0livepatch=Y\0";
+            pub static __kgraft_modinfo: [u8; $crate::kernel::MODINFO.len()] = $crate::kernel::MODINFO;
         }
     };
 }

@@ -14,6 +14,8 @@
 //! callbacks or shadow data, or no other object. Each module the patch names, by its functions
 //! or by an [`ObjectDecl`](crate::patch::ObjectDecl), is one more object with its callbacks.
 
+#[cfg(feature = "kgraft-engine")]
+mod kgraft;
 mod klp;
 mod macros;
 #[cfg(target_os = "none")]
@@ -26,6 +28,18 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use crate::patch::{Callbacks, ModuleState, Object, Patch};
 use crate::state::State;
 use klp::{KlpCallbacks, KlpFunc, KlpObject, KlpPatch};
+
+/// The module's `.modinfo` entries besides those modpost adds: the GPL license (the kernel
+/// exports ftrace's and the livepatch core's functions to GPL modules only) and, for the
+/// livepatch core, `livepatch=Y`, which makes the module loader keep the ELF data the core needs.
+#[cfg(not(feature = "kgraft-engine"))]
+pub const MODINFO: [u8; 24] = *b"license=GPL\0livepatch=Y\0";
+
+/// The module's `.modinfo` entries besides those modpost adds: the GPL license. A module that
+/// applies itself is no livepatch module for the loader, so it also loads where the kernel was
+/// built without the livepatch core.
+#[cfg(feature = "kgraft-engine")]
+pub const MODINFO: [u8; 12] = *b"license=GPL\0";
 
 /// The kernel's `ENOMEM`.
 const ENOMEM: c_int = 12;
@@ -44,6 +58,21 @@ static REGISTERED: AtomicPtr<KlpPatch> = AtomicPtr::new(ptr::null_mut());
 ///
 /// Call once, from the module's `init_module`, with the module's only patch descriptor.
 pub unsafe fn init(patch: &'static Patch) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    #[cfg(feature = "kgraft-engine")]
+    return unsafe { kgraft::init(patch) };
+    // SAFETY: the caller's contract, passed on.
+    #[cfg(not(feature = "kgraft-engine"))]
+    return unsafe { klp_init(patch) };
+}
+
+/// [`init`] with the livepatch core.
+///
+/// # Safety
+///
+/// As for [`init`].
+#[cfg_attr(feature = "kgraft-engine", allow(dead_code))]
+unsafe fn klp_init(patch: &'static Patch) -> c_int {
     PATCH.store(ptr::from_ref(patch).cast_mut(), Ordering::Release);
     let wants_vmlinux = patch.funcs_in(None).next().is_some()
         || patch.callbacks.any()
@@ -145,6 +174,25 @@ pub(crate) fn registered() -> *mut KlpPatch {
 /// Call once, from the module's `cleanup_module`: the kernel runs it only after the core
 /// released the patch (the patch was disabled, or replaced, and its kobjects are gone).
 pub unsafe fn exit() {
+    // SAFETY: the caller's contract, passed on.
+    #[cfg(feature = "kgraft-engine")]
+    unsafe {
+        kgraft::exit()
+    };
+    // SAFETY: the caller's contract, passed on.
+    #[cfg(not(feature = "kgraft-engine"))]
+    unsafe {
+        klp_exit()
+    };
+}
+
+/// [`exit`] with the livepatch core.
+///
+/// # Safety
+///
+/// As for [`exit`].
+#[cfg_attr(feature = "kgraft-engine", allow(dead_code))]
+unsafe fn klp_exit() {
     let kpatch = REGISTERED.swap(ptr::null_mut(), Ordering::AcqRel);
     if kpatch.is_null() {
         return;

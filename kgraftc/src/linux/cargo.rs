@@ -15,6 +15,9 @@ pub(crate) const KERNEL: CrateSpec = CrateSpec {
     release: &[("panic", "\"abort\""), ("lto", "true"), ("codegen-units", "1"), ("opt-level", "2"), ("debug", "0")],
 };
 
+/// The lowered crate for the kernel, applied by kgraft's own engine (`--engine kgraft`).
+pub(crate) const KERNEL_KGRAFT: CrateSpec = CrateSpec { rt_feature: Some("kgraft-engine"), ..KERNEL };
+
 /// The built-in target the kernel target is derived from: freestanding x86_64, which already
 /// excludes SSE, uses soft floats, the kernel code model and no red zone.
 const BASE_TARGET: &str = "x86_64-unknown-none";

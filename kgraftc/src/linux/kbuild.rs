@@ -31,6 +31,14 @@ fn layout_c_for(facts: &[kgraft_rt::layout::Fact]) -> String {
     c
 }
 
+/// How the kgraft engine's C half is compiled into a module.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KgraftEngine {
+    /// Whether the module is marked `livepatch=Y`, so that the loader applies its vmlinux
+    /// livepatch relocations (the patch uses symbols vmlinux does not export).
+    pub(crate) livepatch_info: bool,
+}
+
 /// Links the module `name` from the object already written to `build_dir` (and the patch's
 /// C file, compiled here) and returns the `.ko` with kbuild's standard error (gcc's warnings);
 /// `unresolved` lets modpost pass symbols that become livepatch relocations.
@@ -40,10 +48,22 @@ pub(crate) fn link(
     kdir: &Path,
     unresolved: bool,
     c: Option<&CFile<'_>>,
+    kgraft: Option<KgraftEngine>,
 ) -> Result<(PathBuf, String), Error> {
     let mut makefile = format!(
         "# Written by kgraftc: the patch module `{name}`.\nobj-m := {name}.o\n{name}-y := {name}_rust.o kgraft_layout.o\n"
     );
+    let engine_path = build_dir.join("kgraft_engine.c");
+    if let Some(engine) = kgraft {
+        // The engine's own functions must not be traced: its reality check runs inside ftrace.
+        makefile += &format!("{name}-y += kgraft_engine.o\nCFLAGS_REMOVE_kgraft_engine.o = $(CC_FLAGS_FTRACE)\n");
+        if engine.livepatch_info {
+            makefile += "CFLAGS_kgraft_engine.o := -DKGRAFT_LIVEPATCH_INFO\n";
+        }
+        write_if_changed(&engine_path, kgraft_rt::csrc::KERNEL_ENGINE.as_bytes())?;
+    } else {
+        let _ = std::fs::remove_file(&engine_path);
+    }
     let c_path = build_dir.join(format!("{name}_c.c"));
     match c {
         Some(c) => {
@@ -94,15 +114,21 @@ pub(crate) fn link(
     Ok((build_dir.join(format!("{name}.ko")), stderr))
 }
 
-/// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y`, GPL, the release.
-pub(crate) fn verify(ko: &Path, name: &str, release: &str) -> Result<(), Error> {
+/// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y` (with the kgraft engine,
+/// only when it has livepatch relocations), GPL, the release.
+pub(crate) fn verify(ko: &Path, name: &str, release: &str, kgraft: Option<KgraftEngine>) -> Result<(), Error> {
     let field = |f: &str| -> Result<String, Error> {
         let out = run(Command::new("modinfo").arg("-F").arg(f).arg(ko), "modinfo (from kmod)")?;
         Ok(out.trim().to_string())
     };
     let checks = [
         ("name", field("name")?, name.to_string()),
-        ("livepatch", field("livepatch")?, "Y".to_string()),
+        // A module that applies itself with the kgraft engine is no livepatch module.
+        (
+            "livepatch",
+            field("livepatch")?,
+            if kgraft.is_some_and(|k| !k.livepatch_info) { "" } else { "Y" }.to_string(),
+        ),
         ("license", field("license")?, "GPL".to_string()),
     ];
     for (what, got, want) in checks {

@@ -99,6 +99,8 @@ pub(crate) struct Prepared {
     progress: Progress,
     /// The symbols the patch takes from modules (`extern` in a `module` block), with the module.
     pub(crate) module_symbols: Vec<(String, String)>,
+    /// What applies the patch in the kernel.
+    pub(crate) engine: crate::Engine,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
     /// crate and kbuild directories.
     _cache_lock: crate::lock::Lock,
@@ -114,7 +116,15 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
     let toolchain = toolchain::find()?;
     let cache = cache_dir()?;
     let _cache_lock = lock_cache(&cache)?;
-    Ok(Prepared { kdir, toolchain, cache, progress, module_symbols: Vec::new(), _cache_lock })
+    Ok(Prepared {
+        kdir,
+        toolchain,
+        cache,
+        progress,
+        module_symbols: Vec::new(),
+        engine: crate::Engine::Klp,
+        _cache_lock,
+    })
 }
 
 /// Takes the cache's lock, waiting (and saying for whom) while another build holds it.
@@ -156,6 +166,7 @@ impl Prepared {
         c: Option<CFile<'_>>,
     ) -> Result<PathBuf, Error> {
         let kdir = &self.kdir;
+        let kgraft = self.engine == crate::Engine::Kgraft;
         self.progress.step("checking the object");
         let build_dir = self.cache.join("kbuild").join(&kdir.release).join(name);
         let obj = build_dir.join(format!("{name}_rust.o_shipped"));
@@ -166,11 +177,16 @@ impl Prepared {
             .into_iter()
             // The C bodies are defined by the C file, linked into the same module.
             .filter(|s| s != "__this_module" && !symvers.contains(s) && !s.starts_with("__kgraft_c_"))
+            // The kgraft engine's C half, linked into the same module.
+            .filter(|s| !(kgraft && s.starts_with("kg_")))
             .collect();
 
         self.progress.step("linking through kbuild");
         let unresolved = !unexported.is_empty() || c.is_some();
-        let linked = match kbuild::link(name, &build_dir, &kdir.path, unresolved, c.as_ref()) {
+        // With the kgraft engine, the loader itself applies the relocations against vmlinux;
+        // a C body may need them too, which only the link tells.
+        let engine = kgraft.then_some(kbuild::KgraftEngine { livepatch_info: unresolved });
+        let linked = match kbuild::link(name, &build_dir, &kdir.path, unresolved, c.as_ref(), engine) {
             Ok((linked, output)) => {
                 if let Some(c) = &c {
                     (c.report)(&output);
@@ -195,6 +211,18 @@ impl Prepared {
             }
         }
 
+        let of_modules: Vec<&str> = unexported
+            .iter()
+            .filter(|s| self.module_symbols.iter().any(|(sym, _)| sym == *s))
+            .map(String::as_str)
+            .collect();
+        if kgraft && !of_modules.is_empty() {
+            return Err(Error::new(format!(
+                "the kgraft engine cannot reach symbols a module does not export: {}",
+                of_modules.join(", ")
+            ))
+            .help("only the livepatch core resolves those, when it patches the module: build with `--engine klp`"));
+        }
         self.progress.step(&if unexported.is_empty() {
             "no unexported symbols to resolve".to_owned()
         } else {
@@ -206,7 +234,7 @@ impl Prepared {
         klp::convert(&linked, &ko, &unexported, &self.module_symbols)?;
 
         self.progress.step("verifying with modinfo");
-        kbuild::verify(&ko, name, &kdir.release)?;
+        kbuild::verify(&ko, name, &kdir.release, engine)?;
 
         let out = match out {
             Some(out) => out.to_path_buf(),

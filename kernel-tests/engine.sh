@@ -1,0 +1,89 @@
+#!/bin/sh
+# Runs the engine tests: kgraft's own engine in the kernel (`kgraftc build --engine kgraft`),
+# with the livepatch core next to it for the refusals and the benchmark. Builds the test module,
+# the samples with both engines, packs an initramfs with engine-init.sh as /init, boots the
+# installed Debian kernel under qemu and reads the verdicts. Installs nothing.
+#
+# Usage: kernel-tests/engine.sh [WORK_DIR]   (default: target/kernel-tests-engine)
+# Environment: KDIR, KGRAFTC, QEMU_TIMEOUT (s), as for run.sh.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+work=${1:-$root/target/kernel-tests-engine}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+say() { echo "kernel-tests (engine): $*" >&2; }
+
+if [ -z "${KDIR:-}" ]; then
+    set -- /lib/modules/*/build
+    [ $# -eq 1 ] && [ -e "$1" ] || { say "need exactly one kernel under /lib/modules, or KDIR"; exit 2; }
+    KDIR=$1
+fi
+release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
+kernel=/boot/vmlinuz-$release
+[ -r "$kernel" ] || { say "no kernel image $kernel"; exit 2; }
+busybox=$(command -v busybox || echo /bin/busybox)
+if [ -z "${KGRAFTC:-}" ]; then
+    (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)
+    KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
+fi
+
+rootfs=$work/rootfs
+rm -rf "$rootfs"
+mkdir -p "$rootfs/bin" "$rootfs/m/kgraft" "$rootfs/m/klp" "$rootfs/proc" "$rootfs/sys" "$rootfs/tmp" "$rootfs/dev"
+
+say "building the test module"
+rm -rf "$work/testmod"
+cp -r "$here/testmod" "$work/testmod"
+make -s -C "$KDIR" M="$work/testmod" modules > "$work/testmod.log" 2>&1 || { cat "$work/testmod.log" >&2; exit 1; }
+testmod=$work/testmod/kgraft_testmod.ko
+"$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
+pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
+cp "$testmod" "$rootfs/m/"
+
+build() { # engine, sample
+    src=$root/patches/$2.kgp
+    [ -e "$src" ] || src=$here/patches/$2.kgp
+    say "building $2 ($1)"
+    "$KGRAFTC" build --target linux --engine "$1" --kdir "$KDIR" --module "$testmod" \
+        -o "$rootfs/m/$1/$2.ko" "$src" > "$work/$2.$1.build.log" 2>&1 \
+        || { cat "$work/$2.$1.build.log" >&2; say "building $2 ($1) failed"; exit 1; }
+}
+for p in cmdline_banner shadow_counter pair_v2 pair_encode_only pair_decode_only bench_target nap_short c_banner \
+    refuse_pre_patch getpriority_syscall object_callbacks; do
+    build kgraft $p
+done
+for p in cmdline_banner bench_target; do
+    build klp $p
+done
+
+gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
+for bits in 32 64; do
+    gcc -m$bits -Os -nostdlib -static -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector -Wall \
+        -o "$rootfs/bin/prio$bits" "$here/tool/prio32.c"
+done
+# kgraftc itself, for `kgraftc kernel`: stripped, with its shared libraries at their paths.
+strip -o "$rootfs/bin/kgraftc" "$KGRAFTC"
+for lib in $(ldd "$KGRAFTC" | grep -o '/[^ ]*'); do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+done
+cp "$busybox" "$rootfs/bin/busybox"
+for cmd in $("$busybox" --list); do
+    [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"
+done
+cp "$here/engine-init.sh" "$rootfs/init"
+chmod +x "$rootfs/init"
+(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+
+say "booting $release under qemu"
+# As run.sh boots it: one TCG thread, and an oops or a soft lockup ends the run at once.
+timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 2 -accel tcg,thread=single -nic none \
+    -kernel "$kernel" -initrd "$work/initramfs.gz" \
+    -append "console=ttyS0 quiet panic=-1 oops=panic softlockup_panic=1" < /dev/null > "$work/console.log" 2>&1 || true
+
+tr -d '\r' < "$work/console.log" > "$work/console.txt"
+grep -E '^(KGRAFT-|stragglers|insmod|rmmod|kgt:)' "$work/console.txt" || true
+grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
+say "all engine scenarios passed"

@@ -1,0 +1,953 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kgraft's own engine in the kernel: the kernel-facing half.
+ *
+ * Compiled by kbuild into a patch module built with `--engine kgraft`. The transition itself
+ * (when to start, poll, kick, reverse and settle) is kgraft-rt's `transition` state machine, in
+ * Rust; this file gives it the kernel's primitives:
+ *
+ *  - every changed function gets a reality check during a transition: an IPMODIFY ftrace_ops
+ *    whose handler picks the old or the new code by the universe of the current task (of the
+ *    CPU, in interrupt context and in the idle task);
+ *  - tasks change universe at kernel entry and exit (the sys_enter and sys_exit tracepoints,
+ *    registered only for the transition), or when a reliable stack trace of a task that is not
+ *    running shows no function of the change; each CPU's interrupt universe moves when that CPU
+ *    runs process context; a fork inherits the parent's universe;
+ *  - stragglers are kicked with a fake signal (kernel threads: an interruptible wake-up);
+ *  - once every task and CPU is in the new universe, each function is entered by a direct call
+ *    (register_ftrace_direct_multi) to a two-instruction entry that jumps to the new code, and
+ *    the reality check goes: a patched call runs no ftrace handler. Unpatching puts the check
+ *    back over the direct call first, so no call ever sees a gap.
+ *
+ * State and control: /sys/module/<patch>/kgraft/{enabled,transition,stragglers}.
+ *
+ * Kernel functions this needs that 6.1 does not export are found through kallsyms, whose
+ * lookup is itself found with a kprobe.
+ */
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/ftrace.h>
+#include <linux/hash.h>
+#include <linux/kprobes.h>
+#include <linux/kobject.h>
+#include <linux/mm.h>
+#include <linux/mutex.h>
+#include <linux/percpu.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
+#include <linux/tracepoint.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+/* What `kgraftc kernel` looks for: this module applies itself. */
+MODULE_INFO(kgraft, "engine");
+
+#ifdef KGRAFT_LIVEPATCH_INFO
+/*
+ * The patch refers to symbols vmlinux does not export: the module loader resolves them itself,
+ * from the module's livepatch relocations, but only in a module marked as a livepatch.
+ */
+MODULE_INFO(livepatch, "Y");
+#endif
+
+/* One replacement, as kgraft-rt describes it (`kernel::kgraft::KgFunc`). */
+struct kg_func {
+	const char *name;
+	const char *object; /* NULL: vmlinux */
+	unsigned long sympos;
+	unsigned long new_fn;
+	unsigned long direct; /* the entry a direct call reaches: it jumps to new_fn */
+};
+
+/* What the engine keeps for one changed function. */
+struct kg_site {
+	struct ftrace_ops check; /* the reality check, during transitions */
+	struct ftrace_ops direct; /* the direct call, between transitions */
+	const char *name;
+	const char *object; /* NULL: vmlinux */
+	unsigned long ip; /* the fentry site */
+	unsigned long old_addr, old_size;
+	unsigned long new_addr, new_size;
+	unsigned long direct_addr;
+	bool live; /* located: vmlinux, or a module that is loaded */
+	bool check_on, direct_on;
+};
+
+static const char *kg_patch_name;
+static struct kg_site *kg_sites;
+static int kg_nsites;
+static DEFINE_MUTEX(kg_mutex);
+
+/* Universes: 0 runs the original code, 1 the patch's. */
+static u8 kg_goal;
+static u8 kg_default_u; /* tasks the table does not list */
+static bool kg_moving; /* a transition is in progress: the hooks move tasks */
+static bool kg_busy; /* what `transition` shows: until the post callbacks have run */
+static bool kg_enabled; /* patched, or on the way to it */
+static bool kg_sharing; /* our own check and direct call may share a site */
+static DEFINE_PER_CPU(u8, kg_cpu_u);
+static DEFINE_PER_CPU(struct work_struct, kg_cpu_work);
+
+/* The universe of each task the engine moved, or that forked during a transition. */
+struct kg_slot {
+	struct task_struct *task;
+	u8 u;
+};
+static struct kg_slot *kg_slots;
+static unsigned int kg_slot_bits;
+static DEFINE_RAW_SPINLOCK(kg_slots_lock);
+
+/* Kernel functions found through kallsyms. */
+static unsigned long (*kg_lookup_name)(const char *name);
+static int (*kg_size_offset)(unsigned long addr, unsigned long *size, unsigned long *offset);
+static int (*kg_stack_reliable)(struct task_struct *t, unsigned long *store, unsigned int size);
+static unsigned int (*kg_stack_save)(struct task_struct *t, unsigned long *store, unsigned int size,
+				     unsigned int skip);
+static int (*kg_task_call)(struct task_struct *p, task_call_f func, void *arg);
+static void (*kg_signal_wake_up_state)(struct task_struct *t, unsigned int state);
+static int (*kg_wake_up_state)(struct task_struct *p, unsigned int state);
+static struct sighand_struct *(*kg_lock_sighand)(struct task_struct *t, unsigned long *flags);
+static unsigned long (*kg_ftrace_location)(unsigned long ip);
+static struct kset **kg_module_kset;
+
+static struct tracepoint *kg_tp_enter, *kg_tp_exit, *kg_tp_fork;
+static bool kg_tps_on;
+
+static struct delayed_work kg_poll_work;
+static struct kobject *kg_kobj;
+
+/* Implemented by kgraft-rt (`kernel::kgraft`), called with kg_mutex held. */
+extern void kgraft_engine_poll(void);
+extern int kgraft_engine_disable(void);
+extern int kgraft_engine_enable(void);
+extern bool kgraft_engine_has_object(const char *module);
+extern int kgraft_engine_object_event(const char *module, int kind, int state);
+
+/* The callback kinds of kgraft_engine_object_event, as kgraft-rt's `rules::CALLBACKS` orders them. */
+enum { KG_PRE_PATCH, KG_POST_PATCH, KG_PRE_UNPATCH, KG_POST_UNPATCH };
+
+#define KG_STACK_MAX 64
+static unsigned long kg_stack[KG_STACK_MAX];
+
+/* ---- the task table -------------------------------------------------------------------- */
+
+static struct kg_slot *kg_find_slot(struct task_struct *t)
+{
+	unsigned long mask = (1UL << kg_slot_bits) - 1;
+	unsigned long i = hash_ptr(t, kg_slot_bits);
+	unsigned long n;
+
+	for (n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		struct task_struct *k = smp_load_acquire(&kg_slots[i].task);
+
+		if (k == t || !k)
+			return &kg_slots[i];
+	}
+	return NULL;
+}
+
+static u8 notrace kg_universe_of(struct task_struct *t)
+{
+	struct kg_slot *s;
+
+	if (!kg_slots)
+		return kg_default_u;
+	s = kg_find_slot(t);
+	if (!s || s->task != t)
+		return kg_default_u;
+	return READ_ONCE(s->u);
+}
+
+/* Sets the universe of `t`; false when the table is full. */
+static bool kg_set_universe(struct task_struct *t, u8 u)
+{
+	unsigned long flags;
+	struct kg_slot *s;
+	bool ok = false;
+
+	raw_spin_lock_irqsave(&kg_slots_lock, flags);
+	if (kg_slots) {
+		s = kg_find_slot(t);
+		if (s) {
+			WRITE_ONCE(s->u, u);
+			if (!s->task)
+				smp_store_release(&s->task, t);
+			ok = true;
+		}
+	}
+	raw_spin_unlock_irqrestore(&kg_slots_lock, flags);
+	return ok;
+}
+
+/* ---- the reality check ----------------------------------------------------------------- */
+
+static void notrace kg_check(unsigned long ip, unsigned long parent_ip, struct ftrace_ops *ops,
+			     struct ftrace_regs *fregs)
+{
+	struct kg_site *site = container_of(ops, struct kg_site, check);
+	u8 u;
+
+	preempt_disable_notrace();
+	if (in_task() && !(current->flags & PF_IDLE))
+		u = kg_universe_of(current);
+	else
+		u = __this_cpu_read(kg_cpu_u);
+	if (u)
+		ftrace_instruction_pointer_set(fregs, site->new_addr);
+	preempt_enable_notrace();
+}
+
+/* Our own check and direct call share a site only while the engine hands one to the other. */
+static int kg_share(struct ftrace_ops *ops, enum ftrace_ops_cmd cmd)
+{
+	switch (cmd) {
+	case FTRACE_OPS_CMD_ENABLE_SHARE_IPMODIFY_SELF:
+	case FTRACE_OPS_CMD_ENABLE_SHARE_IPMODIFY_PEER:
+		return READ_ONCE(kg_sharing) ? 0 : -EBUSY;
+	default:
+		return 0;
+	}
+}
+
+/* ---- migration ------------------------------------------------------------------------- */
+
+static void kg_migrate_current(void)
+{
+	u8 goal = READ_ONCE(kg_goal);
+
+	if (!READ_ONCE(kg_moving))
+		return;
+	if (kg_universe_of(current) != goal)
+		kg_set_universe(current, goal);
+	/* Process context at a system call boundary: no interrupt is in progress on this CPU. */
+	this_cpu_write(kg_cpu_u, goal);
+}
+
+static void kg_sys_enter(void *data, struct pt_regs *regs, long id)
+{
+	kg_migrate_current();
+}
+
+static void kg_sys_exit(void *data, struct pt_regs *regs, long ret)
+{
+	kg_migrate_current();
+}
+
+static void kg_fork(void *data, struct task_struct *parent, struct task_struct *child)
+{
+	if (READ_ONCE(kg_moving))
+		kg_set_universe(child, kg_universe_of(parent));
+}
+
+static void kg_cpu_work_fn(struct work_struct *work)
+{
+	/* A worker runs in process context: no interrupt is in progress on this CPU. */
+	if (READ_ONCE(kg_moving))
+		this_cpu_write(kg_cpu_u, READ_ONCE(kg_goal));
+}
+
+/* Whether `addr` lies in code a task leaving universe `from` may not be inside. */
+static bool kg_in_change(unsigned long addr, u8 from)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++) {
+		struct kg_site *s = &kg_sites[i];
+		unsigned long start = from ? s->new_addr : s->old_addr;
+		unsigned long size = from ? s->new_size : (s->live ? s->old_size : 0);
+
+		if (addr >= start && addr < start + size)
+			return true;
+	}
+	return false;
+}
+
+/* Called by task_call_func with the task pinned off the CPU (or returning -EBUSY). */
+static int kg_try_task(struct task_struct *t, void *arg)
+{
+	u8 from = kg_universe_of(t);
+	int n, i;
+
+	if (READ_ONCE(t->on_cpu))
+		return -EBUSY;
+	n = kg_stack_reliable(t, kg_stack, KG_STACK_MAX);
+	if (n < 0)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if (kg_in_change(kg_stack[i], from))
+			return -EADDRINUSE;
+	return kg_set_universe(t, kg_goal) ? 0 : -ENOSPC;
+}
+
+/* One pass over every task and CPU; returns how many are still outside the goal. */
+int kg_migrate(void)
+{
+	struct task_struct *g, *t;
+	int left = 0, cpu;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		if (kg_universe_of(t) == kg_goal)
+			continue;
+		if (t == current) {
+			/* The engine's worker runs none of the changed code. */
+			if (!kg_set_universe(t, kg_goal))
+				left++;
+			continue;
+		}
+		if (kg_task_call(t, kg_try_task, NULL))
+			left++;
+	}
+	rcu_read_unlock();
+	for_each_possible_cpu(cpu) {
+		if (!cpu_online(cpu))
+			/* An offline CPU starts afresh, with nothing of the old code on its stacks. */
+			per_cpu(kg_cpu_u, cpu) = kg_goal;
+		else if (per_cpu(kg_cpu_u, cpu) != kg_goal)
+			left++;
+	}
+	return left;
+}
+
+/* Wakes the stragglers: a fake signal sends a user task through the kernel's exit. */
+void kg_kick(void)
+{
+	struct task_struct *g, *t;
+	unsigned long flags;
+	int cpu;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		if (kg_universe_of(t) == kg_goal || t == current)
+			continue;
+		if (t->flags & PF_KTHREAD) {
+			kg_wake_up_state(t, TASK_INTERRUPTIBLE);
+		} else if (kg_lock_sighand(t, &flags)) {
+			kg_signal_wake_up_state(t, 0);
+			spin_unlock_irqrestore(&t->sighand->siglock, flags);
+		}
+	}
+	rcu_read_unlock();
+	for_each_online_cpu(cpu)
+		if (per_cpu(kg_cpu_u, cpu) != kg_goal)
+			queue_work_on(cpu, system_wq, per_cpu_ptr(&kg_cpu_work, cpu));
+}
+
+/* ---- transitions ----------------------------------------------------------------------- */
+
+static void kg_tracepoints_off(void)
+{
+	if (!kg_tps_on)
+		return;
+	tracepoint_probe_unregister(kg_tp_enter, (void *)kg_sys_enter, NULL);
+	tracepoint_probe_unregister(kg_tp_exit, (void *)kg_sys_exit, NULL);
+	tracepoint_probe_unregister(kg_tp_fork, (void *)kg_fork, NULL);
+	tracepoint_synchronize_unregister();
+	kg_tps_on = false;
+}
+
+static int kg_tracepoints_on(void)
+{
+	int ret;
+
+	ret = tracepoint_probe_register(kg_tp_fork, (void *)kg_fork, NULL);
+	if (ret)
+		return ret;
+	ret = tracepoint_probe_register(kg_tp_enter, (void *)kg_sys_enter, NULL);
+	if (ret) {
+		tracepoint_probe_unregister(kg_tp_fork, (void *)kg_fork, NULL);
+		return ret;
+	}
+	ret = tracepoint_probe_register(kg_tp_exit, (void *)kg_sys_exit, NULL);
+	if (ret) {
+		tracepoint_probe_unregister(kg_tp_enter, (void *)kg_sys_enter, NULL);
+		tracepoint_probe_unregister(kg_tp_fork, (void *)kg_fork, NULL);
+		return ret;
+	}
+	kg_tps_on = true;
+	return 0;
+}
+
+static void kg_check_off(struct kg_site *s)
+{
+	if (s->check_on) {
+		unregister_ftrace_function(&s->check);
+		ftrace_set_filter_ip(&s->check, s->ip, 1, 0);
+		s->check_on = false;
+	}
+}
+
+static int kg_check_on(struct kg_site *s)
+{
+	int ret;
+
+	s->check.func = kg_check;
+	s->check.flags |= FTRACE_OPS_FL_SAVE_REGS | FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_RECURSION;
+	ret = ftrace_set_filter_ip(&s->check, s->ip, 0, 0);
+	if (ret)
+		return ret;
+	ret = register_ftrace_function(&s->check);
+	if (ret) {
+		ftrace_set_filter_ip(&s->check, s->ip, 1, 0);
+		return ret;
+	}
+	s->check_on = true;
+	return 0;
+}
+
+static void kg_direct_off(struct kg_site *s)
+{
+	if (s->direct_on) {
+		unregister_ftrace_direct_multi(&s->direct, s->direct_addr);
+		s->direct_on = false;
+	}
+}
+
+static int kg_direct_on(struct kg_site *s)
+{
+	int ret;
+
+	memset(&s->direct, 0, sizeof(s->direct));
+	s->direct.ops_func = kg_share;
+	ret = ftrace_set_filter_ip(&s->direct, s->ip, 0, 0);
+	if (ret)
+		return ret;
+	ret = register_ftrace_direct_multi(&s->direct, s->direct_addr);
+	if (ret) {
+		ftrace_set_filter_ip(&s->direct, s->ip, 1, 0);
+		return ret;
+	}
+	s->direct_on = true;
+	return 0;
+}
+
+static void kg_table_free(void)
+{
+	struct kg_slot *slots = kg_slots;
+	unsigned long flags;
+
+	raw_spin_lock_irqsave(&kg_slots_lock, flags);
+	kg_slots = NULL;
+	raw_spin_unlock_irqrestore(&kg_slots_lock, flags);
+	kvfree(slots);
+}
+
+/* Every check is off, no tracepoint runs: the table and the per-CPU works can go. */
+static void kg_transition_end(void)
+{
+	int cpu;
+
+	WRITE_ONCE(kg_moving, false);
+	kg_tracepoints_off();
+	for_each_possible_cpu(cpu)
+		cancel_work_sync(per_cpu_ptr(&kg_cpu_work, cpu));
+	kg_table_free();
+}
+
+/*
+ * Starts a transition to `goal`: every task and CPU is in the other universe, and each changed
+ * function gets its reality check (over the direct call when unpatching). Returns 0 or a
+ * negative errno; on failure nothing is left changed.
+ */
+int kg_begin(u8 goal)
+{
+	struct task_struct *g, *t;
+	unsigned long count = 0;
+	int i, ret, cpu;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		count++;
+	rcu_read_unlock();
+	/* Room for four times the tasks there are now, and forks. */
+	kg_slot_bits = order_base_2(4 * count + 4096);
+	kg_default_u = !goal;
+	kg_goal = goal;
+	for_each_possible_cpu(cpu)
+		per_cpu(kg_cpu_u, cpu) = !goal;
+	kg_slots = kvcalloc(1UL << kg_slot_bits, sizeof(*kg_slots), GFP_KERNEL);
+	if (!kg_slots)
+		return -ENOMEM;
+	/* The hooks are in place before anything changes, and move no task yet. */
+	ret = kg_tracepoints_on();
+	if (ret) {
+		pr_err("kgraft: %s: cannot register the system call tracepoints (error %d)\n", kg_patch_name, ret);
+		kg_transition_end();
+		return ret;
+	}
+	WRITE_ONCE(kg_sharing, true);
+	for (i = 0; i < kg_nsites; i++) {
+		if (!kg_sites[i].live)
+			continue;
+		ret = kg_check_on(&kg_sites[i]);
+		if (ret) {
+			pr_err("kgraft: %s: cannot redirect %s: another live patch or tracer holds it (error %d)\n",
+			       kg_patch_name, kg_sites[i].name, ret);
+			break;
+		}
+	}
+	if (ret) {
+		while (i-- > 0)
+			kg_check_off(&kg_sites[i]);
+		WRITE_ONCE(kg_sharing, false);
+		kg_transition_end();
+		return ret;
+	}
+	/* Unpatching: the check now decides, and it sends every task to the patch until moved. */
+	for (i = 0; i < kg_nsites; i++)
+		kg_direct_off(&kg_sites[i]);
+	WRITE_ONCE(kg_sharing, false);
+	/*
+	 * Only now may a task move: every changed function decides by the universe, so a moved
+	 * task runs the goal's code in all of them, never the goal's in one and the start's in
+	 * another.
+	 */
+	WRITE_ONCE(kg_moving, true);
+	kg_enabled = goal;
+	WRITE_ONCE(kg_busy, true);
+	return 0;
+}
+
+/* The transition is over, its callbacks included. */
+void kg_done(void)
+{
+	WRITE_ONCE(kg_busy, false);
+}
+
+/* Turns the transition around: tasks already moved go back, the others are there already. */
+void kg_reverse(void)
+{
+	/*
+	 * Tasks the table does not list never left the start, which is the new goal; a slot that
+	 * names the old goal now means "not back yet", and the walk and the hooks treat it so.
+	 */
+	WRITE_ONCE(kg_goal, !kg_goal);
+	kg_enabled = kg_goal;
+}
+
+/*
+ * Every task and CPU is in the goal: patched functions get their direct call, then the checks
+ * go; unpatched ones lose their check and run the original code.
+ */
+void kg_settle(void)
+{
+	int i, ret;
+
+	if (kg_goal) {
+		WRITE_ONCE(kg_sharing, true);
+		for (i = 0; i < kg_nsites; i++) {
+			if (!kg_sites[i].live)
+				continue;
+			ret = kg_direct_on(&kg_sites[i]);
+			if (ret) {
+				/* The check stays: it sends every task to the patch, as the call would. */
+				pr_warn("kgraft: %s: %s keeps its ftrace handler: no direct call (error %d)\n",
+					kg_patch_name, kg_sites[i].name, ret);
+				continue;
+			}
+			kg_check_off(&kg_sites[i]);
+		}
+		WRITE_ONCE(kg_sharing, false);
+	} else {
+		for (i = 0; i < kg_nsites; i++)
+			kg_check_off(&kg_sites[i]);
+	}
+	kg_transition_end();
+}
+
+/* Polls again in `ms` milliseconds. */
+void kg_schedule(unsigned int ms)
+{
+	schedule_delayed_work(&kg_poll_work, msecs_to_jiffies(ms));
+}
+
+/* The current time in milliseconds, for the state machine. */
+u64 kg_now_ms(void)
+{
+	return jiffies_to_msecs(get_jiffies_64());
+}
+
+/* Holds and releases this module: it stays loaded while the patch is enabled. */
+void kg_hold(void)
+{
+	__module_get(THIS_MODULE);
+}
+
+void kg_release_hold(void)
+{
+	module_put(THIS_MODULE);
+}
+
+static void kg_poll_fn(struct work_struct *work)
+{
+	mutex_lock(&kg_mutex);
+	kgraft_engine_poll();
+	mutex_unlock(&kg_mutex);
+}
+
+/* ---- sysfs ----------------------------------------------------------------------------- */
+
+static ssize_t enabled_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(kg_enabled));
+}
+
+static ssize_t enabled_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf,
+			     size_t count)
+{
+	bool on;
+	int ret;
+
+	ret = kstrtobool(buf, &on);
+	if (ret)
+		return ret;
+	mutex_lock(&kg_mutex);
+	if (on)
+		ret = kg_enabled ? 0 : kgraft_engine_enable();
+	else
+		ret = kg_enabled ? kgraft_engine_disable() : 0;
+	mutex_unlock(&kg_mutex);
+	return ret ? ret : count;
+}
+
+static ssize_t transition_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(kg_busy));
+}
+
+static ssize_t stragglers_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	static unsigned long frames[8];
+	struct task_struct *g, *t;
+	int len = 0, cpu;
+
+	mutex_lock(&kg_mutex);
+	if (!kg_moving)
+		goto out;
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		unsigned int n, i;
+
+		if (kg_universe_of(t) == kg_goal)
+			continue;
+		if (len > PAGE_SIZE - 256)
+			break;
+		len += sysfs_emit_at(buf, len, "%s (pid %d)", t->comm, t->pid);
+		n = kg_stack_save(t, frames, ARRAY_SIZE(frames), 0);
+		for (i = 0; i < n && len < PAGE_SIZE - 64; i++)
+			len += sysfs_emit_at(buf, len, "%s%ps", i ? " <- " : ": ", (void *)frames[i]);
+		len += sysfs_emit_at(buf, len, "\n");
+	}
+	rcu_read_unlock();
+	for_each_online_cpu(cpu)
+		if (per_cpu(kg_cpu_u, cpu) != kg_goal && len < PAGE_SIZE - 64)
+			len += sysfs_emit_at(buf, len, "cpu %d (interrupts)\n", cpu);
+out:
+	mutex_unlock(&kg_mutex);
+	return len;
+}
+
+static ssize_t functions_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	int len = 0, i;
+
+	for (i = 0; i < kg_nsites && len < PAGE_SIZE - 2 * KSYM_NAME_LEN; i++)
+		len += sysfs_emit_at(buf, len, "%s:%s\n", kg_sites[i].object ? kg_sites[i].object : "vmlinux",
+				     kg_sites[i].name);
+	return len;
+}
+
+static struct kobj_attribute kg_attr_enabled = __ATTR_RW(enabled);
+static struct kobj_attribute kg_attr_functions = __ATTR_RO(functions);
+static struct kobj_attribute kg_attr_transition = __ATTR_RO(transition);
+static struct kobj_attribute kg_attr_stragglers = __ATTR_RO(stragglers);
+static struct attribute *kg_attrs[] = {
+	&kg_attr_enabled.attr,
+	&kg_attr_transition.attr,
+	&kg_attr_stragglers.attr,
+	&kg_attr_functions.attr,
+	NULL,
+};
+static const struct attribute_group kg_group = { .attrs = kg_attrs };
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+static int kg_find_lookup(void)
+{
+	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
+	int ret = register_kprobe(&kp);
+
+	if (ret < 0)
+		return ret;
+	kg_lookup_name = (void *)kp.addr;
+	unregister_kprobe(&kp);
+	return 0;
+}
+
+static void kg_find_tracepoint(struct tracepoint *tp, void *priv)
+{
+	if (!strcmp(tp->name, "sys_enter"))
+		kg_tp_enter = tp;
+	else if (!strcmp(tp->name, "sys_exit"))
+		kg_tp_exit = tp;
+	else if (!strcmp(tp->name, "sched_process_fork"))
+		kg_tp_fork = tp;
+}
+
+#define KG_RESOLVE(var, sym)                                                                        \
+	do {                                                                                        \
+		var = (void *)kg_lookup_name(sym);                                                  \
+		if (!var) {                                                                         \
+			pr_err("kgraft: %s: the kernel has no %s\n", kg_patch_name, sym);            \
+			return -ENOENT;                                                             \
+		}                                                                                   \
+	} while (0)
+
+static int kg_kernel_functions(void)
+{
+	int ret = kg_find_lookup();
+
+	if (ret) {
+		pr_err("kgraft: %s: cannot find kallsyms_lookup_name with a kprobe (error %d)\n", kg_patch_name,
+		       ret);
+		return ret;
+	}
+	KG_RESOLVE(kg_size_offset, "kallsyms_lookup_size_offset");
+	KG_RESOLVE(kg_stack_reliable, "stack_trace_save_tsk_reliable");
+	KG_RESOLVE(kg_stack_save, "stack_trace_save_tsk");
+	KG_RESOLVE(kg_task_call, "task_call_func");
+	KG_RESOLVE(kg_signal_wake_up_state, "signal_wake_up_state");
+	KG_RESOLVE(kg_wake_up_state, "wake_up_state");
+	KG_RESOLVE(kg_lock_sighand, "__lock_task_sighand");
+	KG_RESOLVE(kg_ftrace_location, "ftrace_location");
+	KG_RESOLVE(kg_module_kset, "module_kset");
+	for_each_kernel_tracepoint(kg_find_tracepoint, NULL);
+	if (!kg_tp_enter || !kg_tp_exit || !kg_tp_fork) {
+		pr_err("kgraft: %s: the kernel lacks the sys_enter, sys_exit or sched_process_fork tracepoint\n",
+		       kg_patch_name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* Whether the module `name` is loaded (it has its directory under /sys/module). */
+static bool kg_module_present(const char *name)
+{
+	struct kobject *kobj = kset_find_obj(*kg_module_kset, name);
+
+	if (!kobj)
+		return false;
+	kobject_put(kobj);
+	return true;
+}
+
+/* Finds a function's code and fentry site; logs the function's name on failure. */
+static int kg_locate(struct kg_site *s)
+{
+	char full[MODULE_NAME_LEN + KSYM_NAME_LEN + 2];
+	unsigned long off;
+
+	if (s->object)
+		snprintf(full, sizeof(full), "%s:%s", s->object, s->name);
+	else
+		strscpy(full, s->name, sizeof(full));
+	s->old_addr = kg_lookup_name(full);
+	if (!s->old_addr) {
+		if (s->object)
+			pr_err("kgraft: %s: module %s has no function %s\n", kg_patch_name, s->object, s->name);
+		else
+			pr_err("kgraft: %s: %s not found in the kernel's symbol table\n", kg_patch_name, s->name);
+		return -ENOENT;
+	}
+	if (!kg_size_offset(s->old_addr, &s->old_size, &off) || off) {
+		pr_err("kgraft: %s: %s: no symbol size\n", kg_patch_name, s->name);
+		return -EINVAL;
+	}
+	s->ip = kg_ftrace_location(s->old_addr);
+	if (!s->ip) {
+		pr_err("kgraft: %s: %s has no fentry site ftrace knows\n", kg_patch_name, s->name);
+		return -EINVAL;
+	}
+	s->live = true;
+	return 0;
+}
+
+/* Fills a site from its description; locates it unless its module is not loaded yet. */
+static int kg_resolve(struct kg_site *s, const struct kg_func *f)
+{
+	unsigned long off;
+
+	s->name = f->name;
+	s->object = f->object;
+	if (f->sympos > 1) {
+		pr_err("kgraft: %s: %s: the kgraft engine takes the first symbol of a name only (sympos %lu)\n",
+		       kg_patch_name, f->name, f->sympos);
+		return -EINVAL;
+	}
+	s->new_addr = f->new_fn;
+	if (!kg_size_offset(s->new_addr, &s->new_size, &off))
+		s->new_size = 1;
+	s->direct_addr = f->direct;
+	if (f->object && !kg_module_present(f->object)) {
+		pr_info("kgraft: %s: module %s is not loaded: %s is patched when it loads\n", kg_patch_name, f->object,
+			f->name);
+		return 0;
+	}
+	return kg_locate(s);
+}
+
+/* Takes a module's functions off the engine, as it goes away. */
+static void kg_unhook_module(const char *name)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++) {
+		struct kg_site *s = &kg_sites[i];
+
+		if (!s->object || strcmp(s->object, name) || !s->live)
+			continue;
+		kg_check_off(s);
+		kg_direct_off(s);
+		s->live = false;
+	}
+}
+
+/*
+ * A module loads or goes while the patch is on: its functions are patched as it comes (a direct
+ * call at once, or the reality check during a transition), unhooked as it goes, with the
+ * callbacks of that object, as the livepatch core does it.
+ */
+static int kg_module_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+	int i, ret = 0;
+
+	if (action != MODULE_STATE_COMING && action != MODULE_STATE_GOING)
+		return NOTIFY_DONE;
+	mutex_lock(&kg_mutex);
+	if (!kg_enabled || !kgraft_engine_has_object(mod->name))
+		goto out;
+	if (action == MODULE_STATE_GOING) {
+		if (!kg_moving)
+			kgraft_engine_object_event(mod->name, KG_PRE_UNPATCH, MODULE_STATE_GOING);
+		kg_unhook_module(mod->name);
+		kgraft_engine_object_event(mod->name, KG_POST_UNPATCH, MODULE_STATE_GOING);
+		goto out;
+	}
+	ret = kgraft_engine_object_event(mod->name, KG_PRE_PATCH, MODULE_STATE_COMING);
+	if (ret)
+		goto out;
+	for (i = 0; i < kg_nsites && !ret; i++) {
+		struct kg_site *s = &kg_sites[i];
+
+		if (!s->object || strcmp(s->object, mod->name) || s->live)
+			continue;
+		ret = kg_locate(s);
+		if (!ret)
+			/* None of the module's code has run: in a transition it decides like the rest. */
+			ret = kg_moving ? kg_check_on(s) : kg_direct_on(s);
+		if (ret) {
+			s->live = false;
+			pr_err("kgraft: %s: cannot patch %s in module %s as it loads (error %d)\n", kg_patch_name,
+			       s->name, mod->name, ret);
+		}
+	}
+	if (ret) {
+		kg_unhook_module(mod->name);
+		kgraft_engine_object_event(mod->name, KG_POST_UNPATCH, MODULE_STATE_COMING);
+	} else if (!kg_moving) {
+		kgraft_engine_object_event(mod->name, KG_POST_PATCH, MODULE_STATE_COMING);
+	}
+out:
+	mutex_unlock(&kg_mutex);
+	return notifier_from_errno(ret);
+}
+
+/* The module loader enables a coming module's ftrace records before it calls the notifiers. */
+static struct notifier_block kg_module_nb = {
+	.notifier_call = kg_module_notify,
+};
+
+/* Whether the module `name` is loaded, for kgraft-rt's callbacks at (un)patch time. */
+bool kg_object_present(const char *name)
+{
+	return kg_module_present(name);
+}
+
+/*
+ * Gets the engine ready for `funcs`: the kernel's functions, each target, the sysfs directory.
+ * Nothing changes in the kernel yet. Returns 0 or a negative errno (and then holds nothing).
+ */
+int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
+{
+	int i, ret, cpu;
+
+	kg_patch_name = patch;
+	INIT_DELAYED_WORK(&kg_poll_work, kg_poll_fn);
+	for_each_possible_cpu(cpu)
+		INIT_WORK(per_cpu_ptr(&kg_cpu_work, cpu), kg_cpu_work_fn);
+	ret = kg_kernel_functions();
+	if (ret)
+		return ret;
+	kg_sites = kcalloc(n ? n : 1, sizeof(*kg_sites), GFP_KERNEL);
+	if (!kg_sites)
+		return -ENOMEM;
+	kg_nsites = n;
+	for (i = 0; i < n; i++) {
+		ret = kg_resolve(&kg_sites[i], &funcs[i]);
+		if (ret)
+			goto fail;
+	}
+	ret = register_module_notifier(&kg_module_nb);
+	if (ret)
+		goto fail;
+	kg_kobj = kobject_create_and_add("kgraft", &THIS_MODULE->mkobj.kobj);
+	if (!kg_kobj) {
+		ret = -ENOMEM;
+		goto fail_notifier;
+	}
+	ret = sysfs_create_group(kg_kobj, &kg_group);
+	if (ret) {
+		kobject_put(kg_kobj);
+		kg_kobj = NULL;
+		goto fail_notifier;
+	}
+	return 0;
+fail_notifier:
+	unregister_module_notifier(&kg_module_nb);
+fail:
+	kfree(kg_sites);
+	kg_sites = NULL;
+	kg_nsites = 0;
+	return ret;
+}
+
+/* Undoes kg_prepare; every transition has ended and no site is changed. */
+void kg_unprepare(void)
+{
+	if (kg_kobj) {
+		kobject_put(kg_kobj);
+		kg_kobj = NULL;
+	}
+	unregister_module_notifier(&kg_module_nb);
+	cancel_delayed_work_sync(&kg_poll_work);
+	kfree(kg_sites);
+	kg_sites = NULL;
+	kg_nsites = 0;
+}
+
+/* The engine's lock, which the poll and the sysfs writes take too. */
+void kg_lock(void)
+{
+	mutex_lock(&kg_mutex);
+}
+
+void kg_unlock(void)
+{
+	mutex_unlock(&kg_mutex);
+}
