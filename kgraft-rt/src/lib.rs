@@ -23,6 +23,7 @@ mod export;
 pub mod kernel;
 pub mod patch;
 pub mod prelude;
+pub mod printk;
 pub mod rules;
 pub mod shadow;
 pub mod state;
