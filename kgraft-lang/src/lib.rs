@@ -68,7 +68,8 @@ impl Checked {
         self.header.kernel.as_deref()
     }
 
-    /// Whether the patch atomically replaces the patches loaded before it.
+    /// Whether the header says `replace_all: true`: the patch atomically replaces the patches
+    /// loaded before it. (With `replace_all: NAME`, a module parameter decides that at load.)
     pub fn replace_all(&self) -> bool {
         self.header.replace_all
     }
