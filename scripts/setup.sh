@@ -15,9 +15,10 @@ if [ "$what" = all ]; then
     # initramfs for the harness, and the Rust compiler with library source that builds `core`
     # for the kernel (see the book's "Patching a real kernel"); the kernel's source, for the
     # C-body patch that includes fs/proc/internal.h; openssl for the throwaway key the signing
-    # test makes, rpm for `kgraftc package --format rpm` (rpmbuild).
+    # test makes, rpm for `kgraftc package --format rpm` (rpmbuild); procps's sysctl, which
+    # upstream's livepatch selftests use in the guest (kernel-tests/selftests.sh).
     need+=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod
-           rustc-web rust-web-src linux-source-6.1 openssl rpm)
+           rustc-web rust-web-src linux-source-6.1 openssl rpm procps)
 fi
 
 missing=()

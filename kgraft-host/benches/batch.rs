@@ -31,6 +31,7 @@ fn patch(name: String, range: std::ops::Range<usize>) -> &'static Patch {
         description: c"benchmark",
         kernel: None,
         replace_all: false,
+        replace_all_param: None,
         funcs: Box::leak(funcs.into_boxed_slice()),
         shadows: &[],
         callbacks: Callbacks::NONE,

@@ -79,6 +79,7 @@ fn bench_patch(name: &'static CStr, new_fn: *const ()) -> &'static Patch {
         description: c"benchmark",
         kernel: None,
         replace_all: false,
+        replace_all_param: None,
         funcs,
         shadows: &[],
         callbacks: Callbacks::NONE,

@@ -41,6 +41,7 @@ static PAIR: Patch = Patch {
     description: c"benchmark",
     kernel: None,
     replace_all: false,
+    replace_all_param: None,
     funcs: &FUNCS,
     shadows: &[],
     callbacks: Callbacks::NONE,

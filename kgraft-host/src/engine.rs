@@ -372,10 +372,10 @@ impl Engine {
                 return Err(format!("patch `{name}`: pre_patch refused the patch (error {ret})"));
             }
         }
+        let replace_all = patch.replaces_all();
         let id = self.next_id;
-        let replaced: Vec<u64> =
-            if patch.replace_all { self.applied.iter().map(|a| a.id).collect() } else { Vec::new() };
-        let next = self.stack.pushed(Layer { id, funcs }, patch.replace_all);
+        let replaced: Vec<u64> = if replace_all { self.applied.iter().map(|a| a.id).collect() } else { Vec::new() };
+        let next = self.stack.pushed(Layer { id, funcs }, replace_all);
         self.applied.push(Applied { id, patch, lib });
         if let Err(e) = self.begin(id, Direction::Patch, next, replaced) {
             let a = self.applied.pop().expect("pushed just above");

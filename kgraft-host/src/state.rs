@@ -49,7 +49,7 @@ pub fn compatible<'a>(patch: &Patch, applied: impl IntoIterator<Item = &'a Patch
     for old in applied {
         for old_state in old.states {
             match patch.states.iter().find(|s| s.id == old_state.id) {
-                None if patch.replace_all => {
+                None if patch.replaces_all() => {
                     return Err(format!(
                         "patch `{name}` is not compatible with the applied patches: it replaces them all but does not \
                          declare state {} of `{}`",

@@ -173,6 +173,7 @@ static REFUSING: Patch = Patch {
     description: c"pre_patch says no",
     kernel: None,
     replace_all: false,
+    replace_all_param: None,
     funcs: &PAIR_FUNCS,
     shadows: &[],
     callbacks: Callbacks {
@@ -304,6 +305,7 @@ static SHADOWED: Patch = Patch {
     description: c"counts reads in shadow data",
     kernel: None,
     replace_all: false,
+    replace_all_param: None,
     funcs: &SHADOW_FUNCS,
     shadows: &SHADOW_DECLS,
     callbacks: Callbacks::NONE,

@@ -37,6 +37,8 @@ pub(crate) struct HeaderInfo {
     pub(crate) description: String,
     pub(crate) kernel: Option<String>,
     pub(crate) replace_all: bool,
+    /// `replace_all: NAME`: the module parameter that decides it when the module loads.
+    pub(crate) replace_param: Option<Ident>,
     pub(crate) docs: Vec<Doc>,
 }
 
@@ -53,6 +55,7 @@ pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> He
     crate::states::check(file, &externs, diags);
     crate::syscalls::check(file, &shadows, diags);
     crate::params::check(file, diags);
+    crate::params::check_replace_all(file, &header, diags);
     relabel_too_complex(diags);
     header
 }
@@ -191,9 +194,11 @@ fn check_header_entries(h: &Header, info: &mut HeaderInfo, diags: &mut Diagnosti
             }
             "replace_all" => match &entry.value {
                 Value::Bool(b, _) => info.replace_all = *b,
+                // Checked against the `param` items with them (E0070).
+                Value::Ident(param) => info.replace_param = Some(param.clone()),
                 other => diags.push(
-                    Diagnostic::error(codes::E0006, "`replace_all` takes `true` or `false`")
-                        .primary(other.span(), "expected `true` or `false`"),
+                    Diagnostic::error(codes::E0006, "`replace_all` takes `true`, `false` or a module parameter")
+                        .primary(other.span(), "expected `true`, `false` or a parameter's name"),
                 ),
             },
             _ => diags.push(
@@ -716,14 +721,15 @@ fn check_replacements(
         }
     }
     let all = targets(file);
-    // Callbacks, a registered module or `replace_all` (which takes earlier patches off) are
-    // work enough for a patch without replacements.
+    // Callbacks, a registered module or `replace_all` (which takes earlier patches off; a
+    // parameter may ask for it) are work enough for a patch without replacements.
     let does_something =
         file.items.iter().any(|i| matches!(i, Item::Callback(_) | Item::Module(_) | Item::Syscall(_) | Item::State(_)))
             || file.items.iter().any(|i| match i {
-                Item::Header(h) => {
-                    h.entries.iter().any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _)))
-                }
+                Item::Header(h) => h
+                    .entries
+                    .iter()
+                    .any(|e| e.key.name == "replace_all" && matches!(e.value, Value::Bool(true, _) | Value::Ident(_))),
                 _ => false,
             });
     if all.is_empty() && syntax_ok && !does_something {

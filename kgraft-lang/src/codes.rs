@@ -43,14 +43,15 @@ the headers, or split the source into two patches."
 
     E0004 "unknown header key"
 "The header accepts the keys `description` (a string, required), `kernel` (a release glob such
-as \"6.1.0-*-amd64\", optional) and `replace_all` (a boolean, optional)."
+as \"6.1.0-*-amd64\", optional) and `replace_all` (a boolean, or a module parameter's name,
+optional)."
 
     E0005 "header key given twice"
 "Each header key may appear once. Remove one of the two entries."
 
     E0006 "header value of the wrong kind"
-"`description` and `kernel` take strings in double quotes; `replace_all` takes `true` or
-`false`."
+"`description` and `kernel` take strings in double quotes; `replace_all` takes `true`,
+`false`, or the name of a module parameter that decides it at load (see E0070)."
 
     E0007 "patch name with characters other than `a-z`, `0-9` and `_`"
 "The patch name becomes the kernel module's name and the directory name under
@@ -261,6 +262,18 @@ kernel's: `bool`, `c_int` (`int`), `c_uint` (`uint`), `c_long` (`long`), `c_ulon
 "The default of a module parameter is compiled into the module as the C variable's initial
 value, so it is a literal of the parameter's type: an integer without a suffix (with `-` where
 the type is signed) in the type's range, `true` or `false`, or a string literal without NUL."
+
+    E0070 "`replace_all` names something that is not a flag parameter"
+"`replace_all: NAME` in the header lets a module parameter decide, when the patch module loads,
+whether the patch replaces every patch loaded before it (upstream's test modules do this with
+`replace=1`). `NAME` must be a `param` item of the patch whose type is `bool` or an integer:
+
+    param replace: c_int = 0;
+
+    patch fix {
+        description: \"...\",
+        replace_all: replace,
+    }"
 
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc

@@ -68,9 +68,15 @@ impl Checked {
         self.header.kernel.as_deref()
     }
 
-    /// Whether the patch atomically replaces the patches loaded before it.
+    /// Whether the header says `replace_all: true`: the patch atomically replaces the patches
+    /// loaded before it. (With `replace_all: NAME`, a module parameter decides that at load.)
     pub fn replace_all(&self) -> bool {
         self.header.replace_all
+    }
+
+    /// Whether `replace_all` is left to a module parameter (`replace_all: NAME`).
+    pub fn replace_all_from_param(&self) -> bool {
+        self.header.replace_param.is_some()
     }
 
     /// Whether the patch declares system states (`state` items).

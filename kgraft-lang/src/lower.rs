@@ -871,7 +871,10 @@ fn patch_macro(header: &check::HeaderInfo, file: &File, parts: &PatchParts) -> S
     if let Some(k) = &header.kernel {
         text.push_str(&format!("    kernel: {k:?},\n"));
     }
-    text.push_str(&format!("    replace_all: {},\n", header.replace_all));
+    match &header.replace_param {
+        Some(param) => text.push_str(&format!("    replace_all: {},\n", param.name)),
+        None => text.push_str(&format!("    replace_all: {},\n", header.replace_all)),
+    }
     text.push_str(&format!("    functions: [{}],\n", join(&parts.functions)));
     if !parts.shadows.is_empty() {
         text.push_str(&format!("    shadows: [{}],\n", join(&parts.shadows)));

@@ -146,3 +146,29 @@ pub(crate) fn c_definitions(file: &File) -> String {
     }
     out
 }
+
+/// Checks `replace_all: NAME`: `NAME` is a parameter of the patch, of type `bool` or an integer.
+pub(crate) fn check_replace_all(file: &File, header: &crate::check::HeaderInfo, diags: &mut Diagnostics) {
+    let Some(name) = &header.replace_param else { return };
+    let param = file.items.iter().find_map(|i| match i {
+        Item::Param(p) if p.name.name == name.name => Some(p),
+        _ => None,
+    });
+    let why = match param.map(|p| kind(&p.ty.text)) {
+        None => format!("the patch has no parameter `{}`", name.name),
+        Some(Some((_, "charp"))) => format!("`{}` is a string", name.name),
+        // A parameter of a type E0065 refuses is reported there.
+        Some(_) => return,
+    };
+    let mut d = Diagnostic::error(
+        codes::E0070,
+        format!("`replace_all: {}` needs a `bool` or integer parameter, and {why}", name.name),
+    )
+    .primary(name.span, "not a `bool` or integer parameter of this patch")
+    .note("`replace_all: NAME` replaces every loaded patch when the parameter `NAME` is true or not zero at load")
+    .help(format!("declare it, as `param {}: c_int = 0;`, or write `true` or `false`", name.name));
+    if let Some(p) = param {
+        d = d.secondary(p.ty.span, "declared as a string here");
+    }
+    diags.push(d);
+}

@@ -12,12 +12,24 @@ struct Spec {
     name: Option<LitStr>,
     description: Option<LitStr>,
     kernel: Option<LitStr>,
-    replace_all: Option<LitBool>,
+    replace_all: Option<ReplaceAll>,
     functions: Vec<Path>,
     shadows: Vec<Path>,
     callbacks: Vec<(Ident, Path)>,
     objects: Vec<(LitStr, Vec<(Ident, Path)>)>,
     states: Vec<(LitInt, LitInt)>,
+}
+
+/// `replace_all: true`, or `replace_all: NAME`: the module parameter that decides it at load.
+enum ReplaceAll {
+    Fixed(LitBool),
+    Param(Ident),
+}
+
+impl Parse for ReplaceAll {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(LitBool) { Ok(ReplaceAll::Fixed(input.parse()?)) } else { Ok(ReplaceAll::Param(input.parse()?)) }
+    }
 }
 
 /// Parses `{ kind: path, ... }`.
@@ -137,7 +149,24 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         }
         None => quote!(::core::option::Option::None),
     };
-    let replace_all = spec.replace_all.is_some_and(|b| b.value);
+    let (replace_all, replace_param) = match &spec.replace_all {
+        None => (false, quote!(::core::option::Option::None)),
+        Some(ReplaceAll::Fixed(b)) => (b.value, quote!(::core::option::Option::None)),
+        // A function of the crate reads the parameter when the patch is applied.
+        Some(ReplaceAll::Param(_)) => (false, quote!(::core::option::Option::Some(__kgraft_replace_all))),
+    };
+    let replace_fn = match &spec.replace_all {
+        Some(ReplaceAll::Param(param)) => quote! {
+            /// Whether the module parameter that decides `replace_all` is set.
+            #[doc(hidden)]
+            fn __kgraft_replace_all() -> bool {
+                // SAFETY: the parameter is a variable of the module that the kernel writes when
+                // the module loads (and sysfs later); a plain read of an integer or a bool.
+                ::kgraft_rt::patch::Flag::is_set(unsafe { ::core::ptr::read_volatile(::core::ptr::addr_of!(#param)) })
+            }
+        },
+        _ => TokenStream::new(),
+    };
     let funcs = spec.functions.iter().map(|p| sibling(p, crate::func_const));
     let shadows = spec.shadows.iter().map(|p| sibling(p, |i| format_ident!("__kgraft_shadow_decl_{}", i)));
 
@@ -170,12 +199,15 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             description: #description,
             kernel: #kernel,
             replace_all: #replace_all,
+            replace_all_param: #replace_param,
             funcs: &[#(#funcs),*],
             shadows: &[#(#shadows),*],
             callbacks: #vmlinux_callbacks,
             objects: &[#(#objects),*],
             states: &[#(#states),*],
         };
+
+        #replace_fn
 
         ::kgraft_rt::__export_patch!(__KGRAFT_PATCH, #name);
     })

@@ -24,6 +24,7 @@ pub mod kernel;
 pub mod layout;
 pub mod patch;
 pub mod prelude;
+pub mod printk;
 pub mod rules;
 pub mod shadow;
 pub mod state;

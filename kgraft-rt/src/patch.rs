@@ -19,6 +19,9 @@ pub struct Patch {
     pub kernel: Option<&'static CStr>,
     /// Whether the patch atomically replaces every patch applied before it.
     pub replace_all: bool,
+    /// Decides `replace_all` when the patch is applied instead, from a module parameter
+    /// (`replace_all: NAME` in the source): whether the parameter is set.
+    pub replace_all_param: Option<fn() -> bool>,
     /// The replacement functions, in source order.
     pub funcs: &'static [Func],
     /// The shadow data the patch attaches to existing objects.
@@ -105,6 +108,12 @@ impl Object {
 }
 
 impl Patch {
+    /// Returns whether the patch replaces every patch applied before it: `replace_all`, or the
+    /// module parameter that decides it, read now.
+    pub fn replaces_all(&self) -> bool {
+        self.replace_all || self.replace_all_param.is_some_and(|set| set())
+    }
+
     /// Returns the distinct objects the patch's functions live in, `None` standing for vmlinux.
     ///
     /// The objects come in order of first appearance, which keeps what the engines register
@@ -121,6 +130,30 @@ impl Patch {
         self.funcs.iter().filter(move |f| f.object == object)
     }
 }
+
+/// A module parameter that can decide `replace_all`: set when true or non-zero.
+pub trait Flag: Copy {
+    /// Returns whether the parameter is set.
+    fn is_set(self) -> bool;
+}
+
+impl Flag for bool {
+    fn is_set(self) -> bool {
+        self
+    }
+}
+
+macro_rules! int_flags {
+    ($($t:ty),*) => {$(
+        impl Flag for $t {
+            fn is_set(self) -> bool {
+                self != 0
+            }
+        }
+    )*};
+}
+
+int_flags!(i8, u8, i16, u16, i32, u32, i64, u64, isize, usize);
 
 /// One replacement: the function `name` of `object` is redirected to `new_fn`.
 #[repr(C)]

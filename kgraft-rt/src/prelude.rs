@@ -1,4 +1,5 @@
-//! The names every patch body sees: the C types, the kernel's fixed-width aliases, the shadow macros.
+//! The names every patch body sees: the C types, the kernel's fixed-width aliases, the shadow,
+//! state and log macros.
 
 #![expect(non_camel_case_types, reason = "the aliases keep the kernel's C spelling")]
 
@@ -6,7 +7,10 @@ pub use core::ffi::{
     CStr, c_char, c_int, c_long, c_longlong, c_schar, c_short, c_uchar, c_uint, c_ulong, c_ulonglong, c_ushort, c_void,
 };
 
-pub use crate::{shadow, shadow_alloc, shadow_free, shadow_free_all, shadow_get, state, state_prev};
+pub use crate::{
+    pr_err, pr_info, pr_notice, pr_warn, shadow, shadow_alloc, shadow_free, shadow_free_all, shadow_get, state,
+    state_prev,
+};
 
 /// The kernel's `size_t`.
 pub type size_t = usize;

@@ -44,6 +44,7 @@ pub const fn patch(name: &'static CStr, funcs: &'static [Func], replace_all: boo
         description: c"a test patch",
         kernel: None,
         replace_all,
+        replace_all_param: None,
         funcs,
         shadows: &[],
         callbacks: Callbacks::NONE,

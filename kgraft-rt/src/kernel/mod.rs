@@ -135,7 +135,7 @@ unsafe fn klp_init(patch: &'static Patch) -> c_int {
     unsafe {
         (*kpatch).module = (&raw mut klp::__this_module).cast();
         (*kpatch).objs = objs;
-        (*kpatch).replace = patch.replace_all;
+        (*kpatch).replace = patch.replaces_all();
         (*kpatch).states = states;
     }
     // Callbacks run inside `klp_enable_patch` and may ask for the patch's states.
@@ -145,16 +145,13 @@ unsafe fn klp_init(patch: &'static Patch) -> c_int {
     let ret = unsafe { klp::klp_enable_patch(kpatch) };
     if ret != 0 {
         REGISTERED.store(ptr::null_mut(), Ordering::Release);
-        // SAFETY: a failed `klp_enable_patch` keeps no reference to the arrays; the format
-        // takes the NUL-terminated name and an int.
+        // Nothing is logged here: the core logs why it refused and the loader reports the
+        // errno, and a line of the module's own would differ from what the same patch written
+        // in C logs (upstream's livepatch selftests compare the kernel log line by line).
+        // SAFETY: a failed `klp_enable_patch` keeps no reference to the arrays.
         unsafe {
             free3(kpatch, objs, funcs);
             klp::kfree(states.cast());
-            klp::_printk(
-                c"\x013kgraft: %s: the livepatch core refused the patch (error %d)\n".as_ptr(),
-                patch.name.as_ptr(),
-                ret,
-            );
         }
         PATCH.store(ptr::null_mut(), Ordering::Release);
         return ret;
@@ -207,20 +204,22 @@ unsafe fn klp_exit() {
     }
 }
 
-/// Returns the modules the patch registers, each once: those of its functions, then those it
-/// declares for their callbacks.
+/// Returns the modules the patch registers, each once: those it declares (with callbacks, or
+/// without functions) in the order of the source, then the other modules of its functions.
+///
+/// The core runs each kind of callback over the objects in this order, so a patch's modules
+/// log their callbacks in the order the source declares them, as a C patch's `klp_object`
+/// array does.
 fn modules(patch: &'static Patch) -> impl Iterator<Item = &'static CStr> {
-    let of_funcs = patch.objects().flatten();
     let declared = patch
         .objects
         .iter()
         .map(|o| o.name)
         .enumerate()
-        .filter(move |&(i, name)| {
-            patch.objects().flatten().all(|m| m != name) && patch.objects[..i].iter().all(|o| o.name != name)
-        })
+        .filter(move |&(i, name)| patch.objects[..i].iter().all(|o| o.name != name))
         .map(|(_, name)| name);
-    of_funcs.chain(declared)
+    let of_funcs = patch.objects().flatten().filter(move |&m| patch.objects.iter().all(|o| o.name != m));
+    declared.chain(of_funcs)
 }
 
 /// Returns the callbacks of `object` (`None`: vmlinux) in `patch`.
