@@ -301,7 +301,7 @@ scenario_kgraftc_kernel() {
     grep -q '^cmdline_banner is enabled' /tmp/k.out || { echo "load said: $(cat /tmp/k.out)"; return; }
     grep -q 'kgraft: cmdline_banner active' /proc/cmdline || { echo "not patched: $(cat /proc/cmdline)"; return; }
     $K kernel list > /tmp/k.out 2>&1
-    grep -q '^cmdline_banner  *enabled  *vmlinux:cmdline_proc_show$' /tmp/k.out || { echo "list: $(cat /tmp/k.out)"; return; }
+    grep -q '^cmdline_banner  *enabled  *klp  *vmlinux:cmdline_proc_show$' /tmp/k.out || { echo "list: $(cat /tmp/k.out)"; return; }
     $K kernel status cmdline_banner > /tmp/k.out 2>&1
     grep -q '^  vmlinux: patched$' /tmp/k.out || { echo "status: $(cat /tmp/k.out)"; return; }
     $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1
