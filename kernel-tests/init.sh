@@ -11,6 +11,13 @@ mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /tmp
 export PATH=/bin
 LP=/sys/kernel/livepatch
+# The engine the samples were built for (run.sh's ENGINE): klp, the livepatch core, or kgraft.
+ENGINE=$(cat /engine 2>/dev/null || echo klp)
+# Whether the livepatch core applies the samples: its sysfs files say more than the kgraft
+# engine's, and the scenarios check them then.
+klp() { [ "$ENGINE" = klp ]; }
+# The sysfs directory of the patch $1 (enabled, transition, ...), for either engine.
+pd() { if klp; then echo "$LP/$1"; else echo "/sys/module/$1/kgraft"; fi; }
 
 FAILED=""
 verdict() { # name, reason ("" = pass)
@@ -22,13 +29,13 @@ load() {
     t0=$(kgt now)
     insmod "/m/$1.ko" || { echo "insmod $1 failed"; return 1; }
     kgt wait "$1" "$t0" || return 1
-    [ "$(cat $LP/$1/enabled)" = 1 ] || { echo "$1 is not enabled"; return 1; }
+    [ "$(cat "$(pd "$1")/enabled")" = 1 ] || { echo "$1 is not enabled"; return 1; }
 }
 
 # Disables the patch $1, waits until the core let go of it, and removes its module.
 unload() {
-    if [ -d "$LP/$1" ]; then
-        echo 0 > "$LP/$1/enabled" || return 1
+    if [ -d "$(pd "$1")" ]; then
+        echo 0 > "$(pd "$1")/enabled" || return 1
         kgt gone "$1" || return 1
     fi
     for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -82,9 +89,10 @@ scenario_cmdline_banner() {
     out="$(cat /proc/cmdline)"
     want="$(printf 'kgraft: cmdline_banner active\n%s' "$ORIG")"
     [ "$out" = "$want" ] || { echo "patched /proc/cmdline: $out"; return; }
-    [ "$(show $LP/cmdline_banner/transition)" = 0 ] || { echo "transition not 0"; return; }
-    [ "$(show $LP/cmdline_banner/vmlinux/patched)" = 1 ] || { echo "vmlinux/patched: $(show $LP/cmdline_banner/vmlinux/patched)"; return; }
-    [ -d "$LP/cmdline_banner/vmlinux/cmdline_proc_show,1" ] || { echo "no sysfs entry for cmdline_proc_show"; return; }
+    [ "$(show "$(pd cmdline_banner)/transition")" = 0 ] || { echo "transition not 0"; return; }
+    ! klp || [ "$(show $LP/cmdline_banner/vmlinux/patched)" = 1 ] || { echo "vmlinux/patched: $(show $LP/cmdline_banner/vmlinux/patched)"; return; }
+    ! klp || [ -d "$LP/cmdline_banner/vmlinux/cmdline_proc_show,1" ] || { echo "no sysfs entry for cmdline_proc_show"; return; }
+    klp || grep -qx 'vmlinux:cmdline_proc_show' "$(pd cmdline_banner)/functions" || { echo "functions: $(show "$(pd cmdline_banner)/functions")"; return; }
     # Kernels that show the replace flag (newer than some 6.1 builds) must show it right.
     case "$(show $LP/cmdline_banner/replace)" in 0|absent) ;; *) echo "replace flag set"; return ;; esac
     unload cmdline_banner || return
@@ -99,7 +107,7 @@ scenario_shadow_callbacks() {
     load shadow_counter || return
     a="$(cat /proc/kgraft_testmod)"; b="$(cat /proc/kgraft_testmod)"
     [ "$a" = "kgt alpha v2 reads=1" ] && [ "$b" = "kgt alpha v2 reads=2" ] || { echo "patched: '$a' '$b'"; return; }
-    [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 1 ] || { echo "kgraft_testmod/patched not 1"; return; }
+    ! klp || [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 1 ] || { echo "kgraft_testmod/patched not 1"; return; }
     dmesg | grep -q 'shadow_counter pre_patch' || { echo "no pre_patch in the log"; return; }
     dmesg | grep -q 'shadow_counter post_patch' || { echo "no post_patch in the log"; return; }
     unload shadow_counter || return
@@ -134,11 +142,11 @@ scenario_atomic_replace() {
 scenario_module_late() {
     rmmod kgraft_testmod || { echo "rmmod kgraft_testmod failed"; return; }
     load shadow_counter || return
-    [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 0 ] || { echo "absent module shown patched"; return; }
+    ! klp || [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 0 ] || { echo "absent module shown patched"; return; }
     insmod /m/kgraft_testmod.ko || { echo "insmod kgraft_testmod failed"; return; }
     a="$(cat /proc/kgraft_testmod)"
     [ "$a" = "kgt alpha v2 reads=1" ] || { echo "late module not patched: '$a'"; return; }
-    [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 1 ] || { echo "kgraft_testmod/patched not 1"; return; }
+    ! klp || [ "$(show $LP/shadow_counter/kgraft_testmod/patched)" = 1 ] || { echo "kgraft_testmod/patched not 1"; return; }
     unload shadow_counter || return
     [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "not restored: $(cat /proc/kgraft_testmod)"; return; }
     echo ok
@@ -175,7 +183,7 @@ scenario_consistency() {
 scenario_broken_extern() {
     insmod /m/broken_extern.ko 2>/dev/null && { echo "insmod succeeded"; return; }
     dmesg | grep -q "symbol 'kgraft_no_such_symbol' not found" || { echo "no error in the kernel log"; return; }
-    [ -e $LP/broken_extern ] && { echo "patch registered"; return; }
+    [ -e "$(pd broken_extern)" ] && { echo "patch registered"; return; }
     grep -q '^broken_extern ' /proc/modules && { echo "module loaded"; return; }
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "/proc/cmdline changed"; return; }
     echo ok
@@ -301,17 +309,17 @@ scenario_kgraftc_kernel() {
     grep -q '^cmdline_banner is enabled' /tmp/k.out || { echo "load said: $(cat /tmp/k.out)"; return; }
     grep -q 'kgraft: cmdline_banner active' /proc/cmdline || { echo "not patched: $(cat /proc/cmdline)"; return; }
     $K kernel list > /tmp/k.out 2>&1
-    grep -q '^cmdline_banner  *enabled  *klp  *vmlinux:cmdline_proc_show$' /tmp/k.out || { echo "list: $(cat /tmp/k.out)"; return; }
+    grep -q "^cmdline_banner  *enabled  *$ENGINE  *vmlinux:cmdline_proc_show\$" /tmp/k.out || { echo "list: $(cat /tmp/k.out)"; return; }
     $K kernel status cmdline_banner > /tmp/k.out 2>&1
     grep -q '^  vmlinux: patched$' /tmp/k.out || { echo "status: $(cat /tmp/k.out)"; return; }
     $K kernel load /m/cmdline_banner.ko > /tmp/k.out 2>&1
     rc=$?; [ $rc = 2 ] && grep -q 'already loaded' /tmp/k.out || { echo "second load: exit $rc: $(cat /tmp/k.out)"; return; }
     # The book's "Load" and "Remove" (Patching a real kernel), typed here.
     book real-kernel-status.txt > /tmp/k.out
-    grep -q '^cmdline_banner: enabled$' /tmp/k.out || { echo "the book's status: $(cat /tmp/k.out)"; return; }
+    grep -q '^cmdline_banner: enabled' /tmp/k.out || { echo "the book's status: $(cat /tmp/k.out)"; return; }
     book real-kernel-unload.txt > /tmp/k.out
     grep -q '^cmdline_banner is unloaded' /tmp/k.out || { echo "the book's unload: $(cat /tmp/k.out)"; return; }
-    [ -d $LP/cmdline_banner ] && { echo "sysfs directory left"; return; }
+    [ -d "$(pd cmdline_banner)" ] && { echo "sysfs directory left"; return; }
     grep -q '^cmdline_banner ' /proc/modules && { echo "module left"; return; }
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     $K kernel unload cmdline_banner > /tmp/k.out 2>&1
@@ -438,6 +446,8 @@ scenario_module_extern() {
 # list is read on descriptor 3, so that no scenario reads it as its input.
 while read -r name args <&3; do
     case "$name" in ''|'#'*) continue ;; esac
+    case " $args " in *" klp-only "*) klp || continue ;; esac
+    args=$(echo " $args " | sed 's/ klp-only / /')
     run "$name" $args  # unquoted: the arguments are words
 done 3< /scenarios
 

@@ -6,7 +6,7 @@
 # test_klp_shadow_vars, which exercises the klp_shadow API) built from the kernel's source. The
 # scripts run unchanged, under bash, with kmod's modprobe finding the modules by name. The same
 # boot compares the kernel log of the sample livepatch-callbacks-demo, C original and `.kgp`
-# port (kernel-tests/patches/livepatch_callbacks_demo.kgp). Installs nothing; see
+# port (kernel-tests/samples/livepatch_callbacks_demo.kgp). Installs nothing; see
 # setup-notes.md for the packages it uses.
 #
 # Usage: kernel-tests/selftests.sh [WORK_DIR]   (default: target/kernel-selftests)
@@ -115,7 +115,7 @@ for m in $lp_tests; do
     [ -e "$here/selftests/$m.kgp" ] || { say "no kernel-tests/selftests/$m.kgp"; exit 1; }
     [ -n "$c_tests" ] || build "$here/selftests/$m.kgp" "$moddir/$m.ko"
 done
-build "$here/patches/livepatch_callbacks_demo.kgp" "$rootfs/m/livepatch_callbacks_demo.ko"
+build "$here/samples/livepatch_callbacks_demo.kgp" "$rootfs/m/livepatch_callbacks_demo.ko"
 # modprobe reads the index depmod writes; the kernel's list of built-in modules comes along.
 for f in modules.builtin modules.builtin.modinfo modules.order; do
     if [ -e "/lib/modules/$release/$f" ]; then cp "/lib/modules/$release/$f" "$rootfs/lib/modules/$release/"; else : > "$rootfs/lib/modules/$release/$f"; fi

@@ -30,7 +30,7 @@ fn ports() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "kgp"))
         .collect();
     list.sort();
-    list.push(root.join("patches/livepatch_callbacks_demo.kgp"));
+    list.push(root.join("samples/livepatch_callbacks_demo.kgp"));
     list
 }
 
