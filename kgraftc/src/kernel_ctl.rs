@@ -429,7 +429,8 @@ fn wait_transition(sys: &Sys, engine: Engine, name: &str, target: bool, timeout:
         let left = behind(sys, engine, name, target);
         let secs = start.elapsed().as_secs_f64();
         let line = if left.is_empty() {
-            format!("transition to {word}: every task moved, the engine is finishing ({secs:.1} s)")
+            let who = if engine == Engine::Klp { "the core" } else { "the engine" };
+            format!("transition to {word}: every task moved, {who} is finishing ({secs:.1} s)")
         } else {
             format!("transition to {word}: {} tasks left ({secs:.1} s)", left.len())
         };

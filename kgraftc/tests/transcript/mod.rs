@@ -12,6 +12,8 @@
 //! - thread and process ids (`tid 8196`, `pid 360`);
 //! - addresses (`0x388030`) and the displacement bytes of a `JMP rel32` (`e9 0b 80 ff 03`), which
 //!   follow where the host's text and the trampoline pool were mapped;
+//! - the index of a symbol in `readelf -s`'s table (`87:`), which moves with every symbol the
+//!   runtime gains or loses;
 //! - counters of the host's workload, which runs at the machine's pace (pair calls, reads,
 //!   kicks, traps, threads migrated so far), but not the mismatches, which must stay 0;
 //! - the user id in the host's socket name (`kgraft-host-0.sock`), the ABI number of the
@@ -205,6 +207,7 @@ static NORMAL: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"kgraft-host-\d+\.sock", "kgraft-host-UID.sock"),
         (r"\b6\.1\.0-\d+-amd64\b", "6.1.0-N-amd64"),
         (r"^((sig_key|signature): +)[0-9A-F:]+$", "${1}KEY"),
+        (r"^ *\d+: ([0-9a-f]{16} )", "N: $1"),
     ]
     .into_iter()
     .map(|(re, to)| (Regex::new(re).expect("a pattern"), to))
@@ -214,7 +217,7 @@ static NORMAL: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 /// The shapes of the progress lines of a transition.
 static PROGRESS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
-        r"^(    \| )?    transition to (patched|unpatched): (every task moved, the core is finishing|\d+ tasks left) \(\d+\.\d s\)$",
+        r"^(    \| )?    transition to (patched|unpatched): (every task moved, the (core|engine) is finishing|\d+ tasks left) \(\d+\.\d s\)$",
         r"^progress: (patching|unpatching) \S+: \d+/\d+ threads migrated after \d+\.\d+ ms$",
         r"^progress:   straggler \S+ \(tid \d+\)(, asleep, kicked)?: no safe point for \d+\.\d+ ms$",
     ]
