@@ -20,7 +20,7 @@ run() { # name, function: the function's last line is "ok" or the reason it fail
     verdict "$1" "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
 }
 
-kd() { echo "/sys/module/$1/kgraft"; }
+kd() { echo "/sys/kernel/kgraft/$1"; }
 # Inserts /m/$1.ko (kgraft/NAME or klp/NAME) and waits for its transition.
 load() {
     t0=$(kgt now)
@@ -70,6 +70,11 @@ e1() {
     unload cmdline_banner || return
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     dmesg | grep -q 'kgraft: cmdline_banner: unpatching complete' || { echo "no 'unpatching complete' in the log"; return; }
+    [ -e /sys/kernel/kgraft/cmdline_banner ] && { echo "the patch's directory stayed"; return; }
+    [ -d /sys/kernel/kgraft ] || { echo "/sys/kernel/kgraft went with the patch"; return; }
+    # A second patch finds the directory the first made.
+    load kgraft/cmdline_banner || return
+    unload cmdline_banner || return
     echo ok
 }
 run engine_basic e1

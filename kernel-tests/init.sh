@@ -17,7 +17,7 @@ ENGINE=$(cat /engine 2>/dev/null || echo klp)
 # engine's, and the scenarios check them then.
 klp() { [ "$ENGINE" = klp ]; }
 # The sysfs directory of the patch $1 (enabled, transition, ...), for either engine.
-pd() { if klp; then echo "$LP/$1"; else echo "/sys/module/$1/kgraft"; fi; }
+pd() { if klp; then echo "$LP/$1"; else echo "/sys/kernel/kgraft/$1"; fi; }
 
 FAILED=""
 verdict() { # name, reason ("" = pass)

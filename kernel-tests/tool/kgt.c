@@ -10,7 +10,7 @@
  *                           after 60 s
  *
  * A patch's files are in /sys/kernel/livepatch/NAME (the livepatch core) or
- * /sys/module/NAME/kgraft (kgraft's own engine).
+ * /sys/kernel/kgraft/NAME (kgraft's own engine).
  *   kgt hammer FILE STOP    reads FILE (one open/read/close per call) until the file STOP
  *                           exists, then prints "calls=N mismatches=M" (a read starting '0')
  */
@@ -41,7 +41,7 @@ static int kgraft_engine(const char *name)
 {
 	char path[256];
 
-	snprintf(path, sizeof(path), "/sys/module/%s/kgraft", name);
+	snprintf(path, sizeof(path), "/sys/kernel/kgraft/%s", name);
 	return access(path, F_OK) == 0;
 }
 
@@ -65,7 +65,7 @@ static int wait_transition(const char *name, long long t0)
 	long long deadline = now_ns() + 120LL * 1000000000LL;
 
 	if (kgraft_engine(name))
-		snprintf(path, sizeof(path), "/sys/module/%s/kgraft/transition", name);
+		snprintf(path, sizeof(path), "/sys/kernel/kgraft/%s/transition", name);
 	else
 		snprintf(path, sizeof(path), "/sys/kernel/livepatch/%s/transition", name);
 	while (now_ns() < deadline) {
@@ -94,8 +94,8 @@ static int wait_gone(const char *name)
 	if (kgraft_engine(name)) {
 		char enabled[256], transition[256];
 
-		snprintf(enabled, sizeof(enabled), "/sys/module/%s/kgraft/enabled", name);
-		snprintf(transition, sizeof(transition), "/sys/module/%s/kgraft/transition", name);
+		snprintf(enabled, sizeof(enabled), "/sys/kernel/kgraft/%s/enabled", name);
+		snprintf(transition, sizeof(transition), "/sys/kernel/kgraft/%s/transition", name);
 		while (now_ns() < deadline) {
 			if (first_byte(enabled) != '1' && first_byte(transition) != '1')
 				return 0;

@@ -6,7 +6,7 @@
 //! `force`, one directory per object with `patched`, one per function),
 //! `/proc/PID/task/TID/patch_state` (each task's universe during a transition: 0 old, 1 new, -1
 //! none in progress) and `stack` or `wchan` (where a task that holds a transition up sleeps).
-//! The kgraft engine's: `/sys/module/NAME/kgraft/` (`enabled`, `transition`, `functions`, and
+//! The kgraft engine's: `/sys/kernel/kgraft/NAME/` (`enabled`, `transition`, `functions`, and
 //! `stragglers`, which names the tasks behind with their stacks). Modules are inserted with `finit_module(2)` and removed
 //! with `delete_module(2)`, so the kernel's refusals come back as error numbers kgraftc can
 //! explain, with the kernel log's new lines.
@@ -74,7 +74,7 @@ pub(crate) enum KernelCommand {
 enum Engine {
     /// The kernel's livepatch core: `/sys/kernel/livepatch/NAME`.
     Klp,
-    /// kgraft's own engine, in the patch's module: `/sys/module/NAME/kgraft`.
+    /// kgraft's own engine, in the patch's module: `/sys/kernel/kgraft/NAME`.
     Kgraft,
 }
 
@@ -97,7 +97,7 @@ impl Sys {
     }
 
     fn kgraft(&self, name: &str) -> PathBuf {
-        self.module(name).join("kgraft")
+        self.root.join("sys/kernel/kgraft").join(name)
     }
 
     /// The directory of the patch `name`, and its engine.
@@ -119,9 +119,9 @@ impl Sys {
         }
     }
 
-    /// The patches the kgraft engine applies: the modules with a `kgraft` directory.
+    /// The patches the kgraft engine applies: the directories of `/sys/kernel/kgraft`.
     fn kgraft_patches(&self) -> Vec<String> {
-        dir_names(&self.root.join("sys/module")).into_iter().filter(|m| self.kgraft(m).is_dir()).collect()
+        dir_names(&self.root.join("sys/kernel/kgraft"))
     }
 
     fn module(&self, name: &str) -> PathBuf {

@@ -130,7 +130,7 @@ pub(crate) enum Engine {
     #[default]
     Klp,
     /// kgraft's own engine, in the module: universes, kicks and direct calls;
-    /// `/sys/module/<patch>/kgraft/`.
+    /// `/sys/kernel/kgraft/<patch>/`.
     Kgraft,
 }
 

@@ -63,7 +63,8 @@ fn made_up_kernel() -> PathBuf {
     put(&root.join("proc/7/task/8/patch_state"), "0\n");
     put(&root.join("proc/7/task/8/comm"), "worker\n");
     put(&root.join("proc/7/task/8/wchan"), "futex_wait_queue\n");
-    let kg = root.join("sys/module/pair_v2/kgraft");
+    std::fs::create_dir_all(root.join("sys/module/pair_v2")).expect("a directory");
+    let kg = root.join("sys/kernel/kgraft/pair_v2");
     put(&kg.join("enabled"), "1\n");
     put(&kg.join("transition"), "1\n");
     put(&kg.join("functions"), "kgraft_testmod:kgt_encode\nkgraft_testmod:kgt_decode\n");

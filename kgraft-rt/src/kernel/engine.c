@@ -19,7 +19,7 @@
  *    the reality check goes: a patched call runs no ftrace handler. Unpatching puts the check
  *    back over the direct call first, so no call ever sees a gap.
  *
- * State and control: /sys/module/<patch>/kgraft/{enabled,transition,stragglers}.
+ * State and control: /sys/kernel/kgraft/<patch>/{enabled,transition,stragglers,functions}.
  *
  * Kernel functions this needs that 6.1 does not export are found through kallsyms, whose
  * lookup is itself found with a kprobe.
@@ -29,6 +29,7 @@
 #include <linux/ftrace.h>
 #include <linux/hash.h>
 #include <linux/kprobes.h>
+#include <linux/kernfs.h>
 #include <linux/kobject.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
@@ -675,6 +676,46 @@ static struct attribute *kg_attrs[] = {
 };
 static const struct attribute_group kg_group = { .attrs = kg_attrs };
 
+/*
+ * /sys/kernel/kgraft: made by the first patch of the kgraft engine and found by the next ones
+ * by its name. It stays when they are gone, as /sys/kernel/livepatch does: one reference to it
+ * is never dropped, and the kobject's release is the kernel's own, not a module's.
+ */
+static struct kobject *kg_root(void)
+{
+	struct kernfs_node *kn;
+	struct kobject *root;
+	int tries;
+
+	for (tries = 0; tries < 3; tries++) {
+		kn = kernfs_find_and_get(kernel_kobj->sd, "kgraft");
+		if (kn) {
+			/* A kobject's directory keeps its kobject as the node's private data. */
+			root = kobject_get(kn->priv);
+			kernfs_put(kn);
+			return root;
+		}
+		root = kobject_create_and_add("kgraft", kernel_kobj);
+		if (root)
+			return kobject_get(root); /* the reference that keeps it */
+		/* Another patch made it meanwhile: look again. */
+	}
+	return NULL;
+}
+
+/* The patch's own directory, /sys/kernel/kgraft/<patch>. */
+static struct kobject *kg_patch_dir(void)
+{
+	struct kobject *root = kg_root();
+	struct kobject *dir;
+
+	if (!root)
+		return NULL;
+	dir = kobject_create_and_add(kg_patch_name, root);
+	kobject_put(root); /* the child holds its parent */
+	return dir;
+}
+
 /* ---- set-up ---------------------------------------------------------------------------- */
 
 static int kg_find_lookup(void)
@@ -906,7 +947,7 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
 	ret = register_module_notifier(&kg_module_nb);
 	if (ret)
 		goto fail;
-	kg_kobj = kobject_create_and_add("kgraft", &THIS_MODULE->mkobj.kobj);
+	kg_kobj = kg_patch_dir();
 	if (!kg_kobj) {
 		ret = -ENOMEM;
 		goto fail_notifier;

@@ -162,7 +162,7 @@ unsafe fn after_unpatch(patch: &'static Patch) {
 }
 
 /// Applies `patch`: resolves its targets, runs `pre_patch`, starts the transition. The
-/// transition completes in the background; `/sys/module/<patch>/kgraft/transition` shows it.
+/// transition completes in the background; `/sys/kernel/kgraft/<patch>/transition` shows it.
 ///
 /// # Safety
 ///
