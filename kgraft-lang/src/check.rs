@@ -39,6 +39,9 @@ pub(crate) struct HeaderInfo {
     pub(crate) replace_all: bool,
     /// `replace_all: NAME`: the module parameter that decides it when the module loads.
     pub(crate) replace_param: Option<Ident>,
+    /// `engine: "kgraft"`: the patch is applied by kgraft's own engine, not the livepatch core
+    /// (`None`: not said, the build's `--engine` decides).
+    pub(crate) engine: Option<(String, Span)>,
     pub(crate) docs: Vec<Doc>,
 }
 
@@ -56,6 +59,7 @@ pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> He
     crate::syscalls::check(file, &shadows, diags);
     crate::params::check(file, diags);
     crate::params::check_replace_all(file, &header, diags);
+    check_engine_supports(file, &header, diags);
     relabel_too_complex(diags);
     header
 }
@@ -201,11 +205,28 @@ fn check_header_entries(h: &Header, info: &mut HeaderInfo, diags: &mut Diagnosti
                         .primary(other.span(), "expected `true`, `false` or a parameter's name"),
                 ),
             },
+            "engine" => {
+                if let Some(engine) = header_string(entry, "kgraft", diags) {
+                    if ENGINES.contains(&engine.as_str()) {
+                        info.engine = Some((engine, entry.value.span()));
+                    } else {
+                        diags.push(
+                            Diagnostic::error(
+                                codes::E0006,
+                                format!("`engine` is \"klp\" or \"kgraft\", not {engine:?}"),
+                            )
+                            .primary(entry.value.span(), "not an engine")
+                            .note("\"klp\" is the kernel's livepatch core, \"kgraft\" kgraft's own engine")
+                            .help(suggest(&engine, ENGINES)),
+                        );
+                    }
+                }
+            }
             _ => diags.push(
                 Diagnostic::error(codes::E0004, format!("unknown header key `{key}`"))
                     .primary(entry.key.span, "unknown key")
-                    .note("the header keys are `description`, `kernel` and `replace_all`")
-                    .help(suggest(key, &["description", "kernel", "replace_all"])),
+                    .note("the header keys are `description`, `kernel`, `replace_all` and `engine`")
+                    .help(suggest(key, &["description", "kernel", "replace_all", "engine"])),
             ),
         }
     }
@@ -217,6 +238,40 @@ fn check_header_entries(h: &Header, info: &mut HeaderInfo, diags: &mut Diagnosti
                 .help("add `description: \"what the patch fixes\",` to the header"),
         ),
         None => {}
+    }
+}
+
+/// The values of the header key `engine`.
+const ENGINES: &[&str] = &["klp", "kgraft"];
+
+/// A patch that says `engine: "kgraft"` uses nothing only the livepatch core does.
+fn check_engine_supports(file: &File, header: &HeaderInfo, diags: &mut Diagnostics) {
+    let Some((engine, span)) = &header.engine else { return };
+    if engine != "kgraft" {
+        return;
+    }
+    let refuse = |what: &str, at: Span, label: &str, diags: &mut Diagnostics| {
+        diags.push(
+            Diagnostic::error(codes::E0071, format!("kgraft's own engine does not support {what}"))
+                .primary(at, label)
+                .secondary(*span, "the patch asks for the kgraft engine here")
+                .note("only the livepatch core keeps the list of patches `replace_all` and system states need")
+                .help("write `engine: \"klp\"` (or leave `engine` out), or do without it"),
+        );
+    };
+    let h = file.items.iter().find_map(|i| match i {
+        Item::Header(h) => Some(h),
+        _ => None,
+    });
+    if header.replace_all || header.replace_param.is_some() {
+        let at =
+            h.and_then(|h| h.entries.iter().find(|e| e.key.name == "replace_all")).map_or(*span, |e| e.value.span());
+        refuse("`replace_all`", at, "replaces the patches loaded before it", diags);
+    }
+    for item in &file.items {
+        if let Item::State(state) = item {
+            refuse("system states", state.span, "a system state", diags);
+        }
     }
 }
 

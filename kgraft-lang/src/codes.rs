@@ -43,15 +43,16 @@ the headers, or split the source into two patches."
 
     E0004 "unknown header key"
 "The header accepts the keys `description` (a string, required), `kernel` (a release glob such
-as \"6.1.0-*-amd64\", optional) and `replace_all` (a boolean, or a module parameter's name,
-optional)."
+as \"6.1.0-*-amd64\", optional), `replace_all` (a boolean, or a module parameter's name,
+optional) and `engine` (\"klp\" or \"kgraft\", optional)."
 
     E0005 "header key given twice"
 "Each header key may appear once. Remove one of the two entries."
 
     E0006 "header value of the wrong kind"
 "`description` and `kernel` take strings in double quotes; `replace_all` takes `true`,
-`false`, or the name of a module parameter that decides it at load (see E0070)."
+`false`, or the name of a module parameter that decides it at load (see E0070); `engine` takes
+\"klp\" (the kernel's livepatch core, the default) or \"kgraft\" (kgraft's own engine)."
 
     E0007 "patch name with characters other than `a-z`, `0-9` and `_`"
 "The patch name becomes the kernel module's name and the directory name under
@@ -274,6 +275,12 @@ whether the patch replaces every patch loaded before it (upstream's test modules
         description: \"...\",
         replace_all: replace,
     }"
+
+    E0071 "the kgraft engine cannot apply this patch"
+"`engine: \"kgraft\"` asks for kgraft's own engine, which the patch module carries: it does not
+keep a list of the patches applied before it, so it cannot replace them all (`replace_all`) or
+check their system states (`state` items). Those need the kernel's livepatch core: write
+`engine: \"klp\"`, or leave `engine` out (the livepatch core is the default)."
 
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc

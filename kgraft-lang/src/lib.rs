@@ -79,6 +79,11 @@ impl Checked {
         self.header.replace_param.is_some()
     }
 
+    /// The engine the header asks for (`engine: "klp"` or `"kgraft"`), if it says.
+    pub fn engine(&self) -> Option<&str> {
+        self.header.engine.as_ref().map(|(e, _)| e.as_str())
+    }
+
     /// Whether the patch declares system states (`state` items).
     pub fn has_states(&self) -> bool {
         self.file.items.iter().any(|i| matches!(i, ast::Item::State(_)))

@@ -62,11 +62,16 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     if let Some(out) = &args.out {
         crate::output::refuse_input(out, &[&args.file]).map_err(Failure::Fatal)?;
     }
-    if args.engine == crate::Engine::Kgraft {
+    let engine = match (args.engine, checked.engine()) {
+        (Some(engine), _) => engine,
+        (None, Some("kgraft")) => crate::Engine::Kgraft,
+        (None, _) => crate::Engine::Klp,
+    };
+    if engine == crate::Engine::Kgraft {
         kgraft_engine_supports(&checked)?;
     }
     let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
-    prepared.engine = args.engine;
+    prepared.engine = engine;
     // The kernel checks always run for this target, against the build directory found.
     let mut target = args.kernel.clone();
     target.kdir = Some(prepared.kdir_path().to_path_buf());
@@ -75,7 +80,7 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     prepared.module_symbols = lowered.module_symbols.clone();
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
-    let spec = match args.engine {
+    let spec = match engine {
         crate::Engine::Klp => &linux::cargo::KERNEL,
         crate::Engine::Kgraft => &linux::cargo::KERNEL_KGRAFT,
     };

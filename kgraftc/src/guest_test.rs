@@ -77,7 +77,7 @@ done
 step loading
 kgraftc kernel load --timeout @TIMEOUT@ /m/@NAME@.ko > $out 2>&1
 step load $?
-if [ -d /sys/kernel/livepatch/@NAME@ ]; then
+if [ -d /sys/kernel/livepatch/@NAME@ ] || [ -d /sys/kernel/kgraft/@NAME@ ]; then
     if [ @MODE@ = shell ]; then
         echo
         echo "kgraft: @NAME@ is loaded (/m/@NAME@.ko). Try: kgraftc kernel status"
@@ -92,7 +92,7 @@ if [ -d /sys/kernel/livepatch/@NAME@ ]; then
     kgraftc kernel unload --timeout @TIMEOUT@ @NAME@ > $out 2>&1
     step unload $?
     left=""
-    [ -d /sys/kernel/livepatch/@NAME@ ] && left="$left sysfs"
+    [ -d /sys/kernel/livepatch/@NAME@ ] || [ -d /sys/kernel/kgraft/@NAME@ ] && left="$left sysfs"
     grep -q "^@NAME@ " /proc/modules && left="$left module"
     step restored ${left:-yes}
 elif [ @MODE@ = shell ]; then
@@ -121,7 +121,7 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
         kernel: args.kernel.clone(),
         ksrc: args.ksrc.clone(),
         out: None,
-        engine: crate::Engine::Klp,
+        engine: None,
         sign_key: args.sign_key.clone(),
         sign_cert: args.sign_cert.clone(),
     };

@@ -153,9 +153,9 @@ pub(crate) struct BuildArgs {
     #[arg(short, long)]
     pub(crate) out: Option<PathBuf>,
     /// What applies the patch in the kernel (Linux only): the kernel's livepatch core, or
-    /// kgraft's own engine built into the module.
-    #[arg(long, value_enum, default_value_t = Engine::Klp)]
-    pub(crate) engine: Engine,
+    /// kgraft's own engine built into the module (default: the header's `engine`, else klp).
+    #[arg(long, value_enum)]
+    pub(crate) engine: Option<Engine>,
     /// Signs the module (Linux only) with this private key, through the kernel's `sign-file`.
     #[arg(long, requires = "sign_cert", value_name = "KEY")]
     pub(crate) sign_key: Option<PathBuf>,

@@ -384,6 +384,14 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         )));
     }
     let checked = crate::load(&args.file, ui)?;
+    if checked.engine() == Some("kgraft") {
+        return Err(Failure::Fatal(
+            "a package loads its patch through the livepatch core, and this patch asks for the kgraft engine \
+             (`engine: \"kgraft\"`)\nhelp: package it with `engine: \"klp\"`, or load the module with \
+             `kgraftc kernel load`"
+                .to_owned(),
+        ));
+    }
     let pkg = args
         .name
         .clone()
@@ -401,7 +409,8 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         kernel: args.kernel.clone(),
         ksrc: args.ksrc.clone(),
         out: None,
-        engine: crate::Engine::Klp,
+        // Packages load their patch with the livepatch core's files (refused above otherwise).
+        engine: Some(crate::Engine::Klp),
         sign_key: args.sign_key.clone(),
         sign_cert: args.sign_cert.clone(),
     };
