@@ -15,19 +15,8 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 say() { echo "kernel-tests (engine): $*" >&2; }
 
-if [ -z "${KDIR:-}" ]; then
-    set -- /lib/modules/*/build
-    [ $# -eq 1 ] && [ -e "$1" ] || { say "need exactly one kernel under /lib/modules, or KDIR"; exit 2; }
-    KDIR=$1
-fi
-release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
-kernel=/boot/vmlinuz-$release
-[ -r "$kernel" ] || { say "no kernel image $kernel"; exit 2; }
-busybox=$(command -v busybox || echo /bin/busybox)
-if [ -z "${KGRAFTC:-}" ]; then
-    (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)
-    KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
-fi
+. "$here/lib.sh"
+harness_setup gcc make pahole strip ldd
 
 rootfs=$work/rootfs
 rm -rf "$rootfs"
@@ -63,27 +52,13 @@ for bits in 32 64; do
     gcc -m$bits -Os -nostdlib -static -ffreestanding -fno-pic -fno-pie -no-pie -fno-stack-protector -Wall \
         -o "$rootfs/bin/prio$bits" "$here/tool/prio32.c"
 done
-# kgraftc itself, for `kgraftc kernel`: stripped, with its shared libraries at their paths.
-strip -o "$rootfs/bin/kgraftc" "$KGRAFTC"
-for lib in $(ldd "$KGRAFTC" | grep -o '/[^ ]*'); do
-    mkdir -p "$rootfs$(dirname "$lib")"
-    cp -L "$lib" "$rootfs$lib"
-done
-cp "$busybox" "$rootfs/bin/busybox"
-for cmd in $("$busybox" --list); do
-    [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"
-done
-cp "$here/engine-init.sh" "$rootfs/init"
-chmod +x "$rootfs/init"
-(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+# kgraftc itself, for `kgraftc kernel`.
+host_program "$KGRAFTC" kgraftc strip
+pack_busybox
+pack_initramfs "$here/engine-init.sh"
 
 say "booting $release under qemu"
-# As run.sh boots it: one TCG thread, and an oops or a soft lockup ends the run at once.
-timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 2 -accel tcg,thread=single -nic none \
-    -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic softlockup_panic=1" < /dev/null > "$work/console.log" 2>&1 || true
-
-tr -d '\r' < "$work/console.log" > "$work/console.txt"
+boot_guest "${QEMU_TIMEOUT:-600}"
 grep -E '^(KGRAFT-|stragglers|insmod|rmmod|kgt:)' "$work/console.txt" || true
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 say "all engine scenarios passed"

@@ -23,27 +23,8 @@ now() { date +%s.%N; }
 since() { echo "$(now) $1" | awk '{ printf "%.1f", $1 - $2 }'; }
 start=$(now)
 
-if [ -z "${KDIR:-}" ]; then
-    set -- /lib/modules/*/build
-    [ $# -eq 1 ] && [ -e "$1" ] || { say "need exactly one kernel under /lib/modules, or KDIR"; exit 2; }
-    KDIR=$1
-fi
-release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
-kernel=/boot/vmlinuz-$release
-[ -r "$kernel" ] || { say "no kernel image $kernel (apt-get install linux-image-amd64)"; exit 2; }
-for tool in qemu-system-x86_64 busybox cpio gcc make modinfo pahole strip ldd dpkg-deb; do
-    command -v $tool > /dev/null || [ -x /bin/$tool ] || { say "missing $tool (see kernel-tests/setup-notes.md)"; exit 2; }
-done
-busybox=$(command -v busybox || echo /bin/busybox)
-if command -v file > /dev/null && file -L "$busybox" | grep -q 'dynamically linked'; then
-    say "$busybox is not static (apt-get install busybox-static)"; exit 2
-fi
-
-if [ -z "${KGRAFTC:-}" ]; then
-    say "building kgraftc"
-    (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)
-    KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
-fi
+. "$here/lib.sh"
+harness_setup gcc make modinfo pahole strip ldd dpkg-deb
 
 rootfs=$work/rootfs
 rm -rf "$rootfs"
@@ -143,39 +124,20 @@ done
 
 # kgraftc itself, for the `kgraftc kernel` scenarios: stripped, with the shared libraries ldd
 # names at their own paths (as `kgraftc test` packs it).
-strip -o "$rootfs/bin/kgraftc" "$KGRAFTC"
-for lib in $(ldd "$KGRAFTC" | grep -o '/[^ ]*'); do
-    mkdir -p "$rootfs$(dirname "$lib")"
-    cp -L "$lib" "$rootfs$lib"
-done
-
-cp "$busybox" "$rootfs/bin/busybox"
-for cmd in $("$busybox" --list); do
-    [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"
-done
-cp "$here/init.sh" "$rootfs/init"
-chmod +x "$rootfs/init"
+host_program "$KGRAFTC" kgraftc strip
+pack_busybox
 cp "$here/scenarios" "$rootfs/scenarios"
 # The book's transcripts, some of whose commands the guest runs (init.sh, `book`).
 mkdir -p "$rootfs/book"
 cp "$root"/book/src/transcripts/*.txt "$rootfs/book/"
-(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+pack_initramfs "$here/init.sh"
 
 say "booting $release under qemu"
 t=$(now)
-# Two vCPUs, run by one host thread (`thread=single`): with qemu's multi-threaded TCG the guest
-# sometimes locked up, one vCPU stuck at the entry of kgt_decode while the kernel rewrote that
-# entry from the other vCPU under the pair hammer (the softlockup trace showed RIP at the fentry
-# NOP); with a single TCG thread it did not happen in six runs under load. softlockup_panic: a
-# CPU stuck in the kernel ends the run at once, with its stack on the console, instead of when
-# the timeout strikes.
-timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 2 -accel tcg,thread=single -nic none \
-    -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic softlockup_panic=1" < /dev/null > "$work/console.log" 2>&1 || true
+boot_guest "${QEMU_TIMEOUT:-600}"
 echo "qemu $(since "$t")s" >> "$times"
 echo "total $(since "$start")s" >> "$times"
 
-tr -d '\r' < "$work/console.log" > "$work/console.txt"
 grep -E '^(KGRAFT-|pair|insmod|rmmod|kgt:)' "$work/console.txt" || true
 cat "$times"
 grep -q '^KGRAFT-DONE failed: none' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }

@@ -24,30 +24,11 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 say() { echo "kernel-selftests: $*" >&2; }
 
-if [ -z "${KDIR:-}" ]; then
-    set -- /lib/modules/*/build
-    [ $# -eq 1 ] && [ -e "$1" ] || { say "need exactly one kernel under /lib/modules, or KDIR"; exit 2; }
-    KDIR=$1
-fi
-release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
-kernel=/boot/vmlinuz-$release
-[ -r "$kernel" ] || { say "no kernel image $kernel (apt-get install linux-image-amd64)"; exit 2; }
+. "$here/lib.sh"
 # The guest runs the scripts with the host's bash, kmod and the GNU tools functions.sh uses
 # (options busybox lacks: `mktemp --tmpdir`, `comm --nocheck-order`, `stat --format`,
 # `sysctl --values`, `diff --label`).
-for tool in qemu-system-x86_64 busybox cpio gcc make pahole ldd bash kmod depmod mktemp comm stat diff sysctl; do
-    command -v $tool > /dev/null || [ -x /bin/$tool ] || [ -x /sbin/$tool ] || { say "missing $tool (see kernel-tests/setup-notes.md)"; exit 2; }
-done
-busybox=$(command -v busybox || echo /bin/busybox)
-if command -v file > /dev/null && file -L "$busybox" | grep -q 'dynamically linked'; then
-    say "$busybox is not static (apt-get install busybox-static)"; exit 2
-fi
-
-if [ -z "${KGRAFTC:-}" ]; then
-    say "building kgraftc"
-    (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)
-    KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
-fi
+harness_setup gcc make pahole ldd bash kmod depmod mktemp comm stat diff sysctl
 
 if [ -z "${KSRC:-}" ]; then
     tarball=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -n 1)
@@ -129,34 +110,17 @@ sed -n 's/^[[:space:]]*\(test-[a-z-]*\.sh\).*/\1/p' "$scripts/Makefile" > "$root
 
 # Programs: busybox for the rest, the host's for what the scripts need beyond it, each with
 # the shared libraries ldd names at their own paths. kmod's names go in /bin before busybox's.
-host_prog() { # path on the host, name in /bin
-    cp -L "$1" "$rootfs/bin/$2"
-    for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
-        mkdir -p "$rootfs$(dirname "$lib")"
-        [ -e "$rootfs$lib" ] || cp -L "$lib" "$rootfs$lib"
-    done
-}
-for p in bash mktemp comm stat diff sysctl; do host_prog "$(command -v $p || echo /sbin/$p)" $p; done
-host_prog "$(command -v kmod)" kmod
+for p in bash mktemp comm stat diff sysctl; do host_program "$(command -v $p || echo /sbin/$p)" $p; done
+host_program "$(command -v kmod)" kmod
 for cmd in modprobe modinfo insmod rmmod lsmod depmod; do ln -s kmod "$rootfs/bin/$cmd"; done
-cp "$busybox" "$rootfs/bin/busybox"
-for cmd in $("$busybox" --list); do
-    [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"
-done
+pack_busybox
 ln -s bin "$rootfs/sbin"
-cp "$here/selftests-init.sh" "$rootfs/init"
-chmod +x "$rootfs/init"
-(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+pack_initramfs "$here/selftests-init.sh"
 
 say "booting $release under qemu"
-# As run.sh: two vCPUs run by one TCG thread, a stuck CPU ends the run at once. The scripts
-# write to /dev/kmsg once per line (printk.devkmsg=on: not rate limited), and compare the
-# kernel log from before each case (log_buf_len: no line of the run is lost).
-timeout "${QEMU_TIMEOUT:-1200}" qemu-system-x86_64 -nographic -no-reboot -m 1024 -smp 2 -accel tcg,thread=single -nic none \
-    -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic softlockup_panic=1 printk.devkmsg=on log_buf_len=4M" \
-    < /dev/null > "$work/console.log" 2>&1 || true
-tr -d '\r' < "$work/console.log" > "$work/console.txt"
+# The scripts write to /dev/kmsg once per line (printk.devkmsg=on: not rate limited), and
+# compare the kernel log from before each case (log_buf_len: no line of the run is lost).
+boot_guest "${QEMU_TIMEOUT:-1200}" printk.devkmsg=on log_buf_len=4M
 
 grep -E '^KGRAFT-(ST-(CASE|SCRIPT)|DEMO [a-z])' "$work/console.txt" || true
 grep -q '^KGRAFT-ST-DONE' "$work/console.txt" || { say "the guest did not finish (console: $work/console.txt)"; exit 1; }

@@ -8,45 +8,16 @@
 //! not marked `klp-only`. The two boots run one after the other: timing-sensitive scenarios
 //! would suffer from a second emulated machine beside them.
 
-use std::path::Path;
-use std::process::Command;
+mod guest;
+
+/// One emulated machine at a time: the test harness may run the two tests at once, and
+/// timing-sensitive scenarios would suffer from a second machine beside them.
+static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The scenarios `kernel-tests/engine-init.sh` runs, by the name of their verdict line: each is
 /// one `run NAME FUNCTION` line there, the only list of them.
-fn scenarios(init: &str) -> Vec<&str> {
+fn engine_scenarios(init: &str) -> Vec<&str> {
     init.lines().filter_map(|l| l.strip_prefix("run ")?.split_whitespace().next()).collect()
-}
-
-#[test]
-fn kgraft_engine_under_qemu() {
-    if std::env::var_os("KGRAFT_QEMU").is_none_or(|v| v != "1") {
-        eprintln!("kgraft_engine_under_qemu: skipped (set KGRAFT_QEMU=1 to boot a kernel under qemu)");
-        return;
-    }
-    let _one_guest_at_a_time = GUEST.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let init = std::fs::read_to_string(root.join("kernel-tests/engine-init.sh")).expect("engine-init.sh is readable");
-    let scenarios = scenarios(&init);
-    assert!(scenarios.len() >= 8, "engine-init.sh lists {} scenarios", scenarios.len());
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-tests-engine");
-    let status = Command::new("sh")
-        .arg(root.join("kernel-tests/engine.sh"))
-        .arg(&work)
-        .env("KGRAFTC", env!("CARGO_BIN_EXE_kgraftc"))
-        .status()
-        .expect("kernel-tests/engine.sh should start");
-    let console = std::fs::read_to_string(work.join("console.txt")).unwrap_or_default();
-    let lines: Vec<&str> = console.lines().collect();
-    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-    for line in lines.iter().filter(|l| l.starts_with("KGRAFT-BENCH") || l.starts_with("KGRAFT-PAIR")) {
-        eprintln!("{line}");
-    }
-    for scenario in scenarios {
-        let verdict =
-            console.lines().find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} "))).unwrap_or("no verdict");
-        assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}\nconsole tail:\n{tail}");
-    }
-    assert!(status.success(), "kernel-tests/engine.sh failed: {status}\nconsole tail:\n{tail}");
 }
 
 /// The scenarios of `kernel-tests/scenarios` that run with the kgraft engine: every listed one
@@ -60,35 +31,38 @@ fn main_scenarios_for_kgraft(list: &str) -> Vec<&str> {
 }
 
 #[test]
-fn main_scenarios_with_the_kgraft_engine_under_qemu() {
-    if std::env::var_os("KGRAFT_QEMU").is_none_or(|v| v != "1") {
-        eprintln!("main_scenarios_with_the_kgraft_engine_under_qemu: skipped (set KGRAFT_QEMU=1)");
+fn kgraft_engine_under_qemu() {
+    if !guest::enabled("kgraft_engine_under_qemu") {
         return;
     }
-    // After the engine's own boot: the test harness may run the two tests at once.
     let _one_guest_at_a_time = GUEST.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let list = std::fs::read_to_string(root.join("kernel-tests/scenarios")).expect("the scenario list is readable");
-    let scenarios = main_scenarios_for_kgraft(&list);
-    assert!(scenarios.len() >= 10, "only {} scenarios run with the kgraft engine", scenarios.len());
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-tests-kgraft");
-    let status = Command::new("sh")
-        .arg(root.join("kernel-tests/run.sh"))
-        .arg(&work)
-        .env("KGRAFTC", env!("CARGO_BIN_EXE_kgraftc"))
-        .env("ENGINE", "kgraft")
-        .status()
-        .expect("kernel-tests/run.sh should start");
-    let console = std::fs::read_to_string(work.join("console.txt")).unwrap_or_default();
-    let lines: Vec<&str> = console.lines().collect();
-    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-    for scenario in scenarios {
-        let verdict =
-            console.lines().find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} "))).unwrap_or("no verdict");
-        assert!(verdict.ends_with(" PASS"), "scenario {scenario} (kgraft engine): {verdict}\nconsole tail:\n{tail}");
+    let init =
+        std::fs::read_to_string(guest::root().join("kernel-tests/engine-init.sh")).expect("engine-init.sh is readable");
+    let scenarios = engine_scenarios(&init);
+    assert!(scenarios.len() >= 8, "engine-init.sh lists {} scenarios", scenarios.len());
+    let run = guest::Run::harness("engine.sh", "kernel-tests-engine", &[]);
+    for line in run.console.lines().filter(|l| l.starts_with("KGRAFT-BENCH") || l.starts_with("KGRAFT-PAIR")) {
+        eprintln!("{line}");
     }
-    assert!(status.success(), "ENGINE=kgraft kernel-tests/run.sh failed: {status}\nconsole tail:\n{tail}");
+    for scenario in scenarios {
+        run.assert_passed(scenario, "the engine's boot");
+    }
+    run.assert_success("kernel-tests/engine.sh");
 }
 
-/// One emulated machine at a time.
-static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+#[test]
+fn main_scenarios_with_the_kgraft_engine_under_qemu() {
+    if !guest::enabled("main_scenarios_with_the_kgraft_engine_under_qemu") {
+        return;
+    }
+    let _one_guest_at_a_time = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let list =
+        std::fs::read_to_string(guest::root().join("kernel-tests/scenarios")).expect("the scenario list is readable");
+    let scenarios = main_scenarios_for_kgraft(&list);
+    assert!(scenarios.len() >= 10, "only {} scenarios run with the kgraft engine", scenarios.len());
+    let run = guest::Run::harness("run.sh", "kernel-tests-kgraft", &[("ENGINE", "kgraft")]);
+    for scenario in scenarios {
+        run.assert_passed(scenario, "the kgraft engine");
+    }
+    run.assert_success("ENGINE=kgraft kernel-tests/run.sh");
+}

@@ -6,10 +6,8 @@
 //! transcripts that the guest typed ([`transcript::HARNESS`]) against what it printed
 //! (`KGRAFT_BLESS=1` rewrites them).
 
+mod guest;
 mod transcript;
-
-use std::path::Path;
-use std::process::Command;
 
 /// The scenarios the guest runs, by the name of their verdict line: the first word of each line
 /// of `kernel-tests/scenarios` that is neither blank nor a `#` comment (as `init.sh` reads it).
@@ -52,39 +50,24 @@ fn the_scenario_list_and_init_sh_agree() {
 
 #[test]
 fn kernel_under_qemu() {
-    if std::env::var_os("KGRAFT_QEMU").is_none_or(|v| v != "1") {
-        eprintln!("kernel_under_qemu: skipped (set KGRAFT_QEMU=1 to boot a kernel under qemu)");
+    if !guest::enabled("kernel_under_qemu") {
         return;
     }
     // `KGRAFT_QEMU_CONSOLE=FILE` checks the console of a run made by hand
     // (`kernel-tests/run.sh WORK_DIR` leaves it in `WORK_DIR/console.txt`) instead of booting.
-    let (status, console) = match std::env::var_os("KGRAFT_QEMU_CONSOLE") {
-        Some(file) => (None, std::fs::read_to_string(&file).expect("the console file of a harness run")),
-        None => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-tests");
-            let status = Command::new("sh")
-                .arg(root.join("kernel-tests/run.sh"))
-                .arg(&work)
-                .env("KGRAFTC", env!("CARGO_BIN_EXE_kgraftc"))
-                .status()
-                .expect("kernel-tests/run.sh should start");
-            (Some(status), std::fs::read_to_string(work.join("console.txt")).unwrap_or_default())
-        }
+    let run = match std::env::var_os("KGRAFT_QEMU_CONSOLE") {
+        Some(file) => guest::Run {
+            status: None,
+            console: std::fs::read_to_string(&file).expect("the console file of a harness run"),
+        },
+        None => guest::Run::harness("run.sh", "kernel-tests", &[]),
     };
-    // The end of the guest's console says what went wrong when a verdict is missing.
-    let lines: Vec<&str> = console.lines().collect();
-    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
     for scenario in scenarios() {
-        let verdict =
-            console.lines().find(|l| l.starts_with(&format!("KGRAFT-TEST {scenario} "))).unwrap_or("no verdict");
-        assert!(verdict.ends_with(" PASS"), "scenario {scenario}: {verdict}\nconsole tail:\n{tail}");
+        run.assert_passed(&scenario, "the livepatch core");
     }
-    let errors: Vec<String> = transcript::HARNESS.iter().flat_map(|name| book_transcript(&console, name)).collect();
+    let errors: Vec<String> = transcript::HARNESS.iter().flat_map(|name| book_transcript(&run.console, name)).collect();
     assert!(errors.is_empty(), "{}", errors.join("\n"));
-    if let Some(status) = status {
-        assert!(status.success(), "kernel-tests/run.sh failed: {status}\nconsole tail:\n{tail}");
-    }
+    run.assert_success("kernel-tests/run.sh");
 }
 
 /// Compares the book's transcript `name` with what the guest printed running its commands

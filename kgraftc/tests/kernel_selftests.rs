@@ -7,6 +7,8 @@
 //! livepatch-callbacks-demo logged what the C sample logs. The language's checks of the ports
 //! run always.
 
+mod guest;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -52,22 +54,11 @@ fn every_port_passes_the_language_checks() {
 
 #[test]
 fn upstream_selftests_under_qemu() {
-    if std::env::var_os("KGRAFT_QEMU").is_none_or(|v| v != "1") {
-        eprintln!("upstream_selftests_under_qemu: skipped (set KGRAFT_QEMU=1 to boot a kernel under qemu)");
+    if !guest::enabled("upstream_selftests_under_qemu") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-selftests");
-    let status = Command::new("sh")
-        .arg(root.join("kernel-tests/selftests.sh"))
-        .arg(&work)
-        .env("KGRAFTC", env!("CARGO_BIN_EXE_kgraftc"))
-        .status()
-        .expect("kernel-tests/selftests.sh should start");
-    let console = std::fs::read_to_string(work.join("console.txt")).unwrap_or_default();
-    // The end of the guest's console says what went wrong when a verdict is missing.
-    let lines: Vec<&str> = console.lines().collect();
-    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let run = guest::Run::harness("selftests.sh", "kernel-selftests", &[]);
+    let (console, tail) = (&run.console, run.tail());
     let mut passed = 0;
     for (script, cases) in SCRIPTS {
         let prefix = format!("KGRAFT-ST-CASE {script} ");
@@ -89,5 +80,5 @@ fn upstream_selftests_under_qemu() {
     eprintln!("upstream livepatch selftests: {passed} of {total} cases passed");
     let demo = console.lines().find(|l| l.starts_with("KGRAFT-DEMO ")).unwrap_or("no verdict");
     assert_eq!(demo, "KGRAFT-DEMO same", "livepatch-callbacks-demo\nconsole tail:\n{tail}");
-    assert!(status.success(), "kernel-tests/selftests.sh failed: {status}\nconsole tail:\n{tail}");
+    run.assert_success("kernel-tests/selftests.sh");
 }
