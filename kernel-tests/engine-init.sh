@@ -270,6 +270,33 @@ e10() {
 }
 run engine_module_objects e10
 
+# 11. Stacking: a kgraft patch on functions another kgraft patch holds takes them over through
+# a transition (universe 0 runs the older patch's code), the older patch cannot be taken off
+# first, and taking the newer one off gives the functions back. Under the hammer, pair_v3 on
+# pair_v2 mixes no keys, going on or coming off.
+stacked() { load kgraft/pair_v2 && load kgraft/pair_v3 && sleep 1 && unload pair_v3 && unload pair_v2; }
+e11() {
+    load kgraft/cmdline_banner || return
+    load kgraft/c_banner || return
+    grep -q '^kgraft: c_banner active (C)' /proc/cmdline || { echo "the newer patch is not active: $(head -n 1 /proc/cmdline)"; return; }
+    echo 0 > "$(kd cmdline_banner)/enabled" 2>/dev/null && { echo "the older patch was taken off under the newer"; return; }
+    dmesg | grep -q 'kgraft: cmdline_banner: cannot be taken off before c_banner' || { echo "no word of the refusal"; return; }
+    rmmod cmdline_banner 2>/dev/null && { echo "the older module was removed under the newer"; return; }
+    unload c_banner || return
+    grep -q '^kgraft: cmdline_banner active' /proc/cmdline || { echo "the older patch did not get the function back: $(head -n 1 /proc/cmdline)"; return; }
+    unload cmdline_banner || return
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
+    dmesg | grep -qE 'keeps its ftrace handler|did not take its direct call back|would not yield' && { echo "a handover failed: $(dmesg | grep -E 'keeps its|did not take|would not' | head -n 1)"; return; }
+    k0=$(spin_mismatches)
+    out="$(hammered stacked)"; echo "$out" | grep -v '^calls='
+    k1=$(spin_mismatches)
+    echo "KGRAFT-PAIR kgraft engine, pair_v3 stacked on pair_v2: $(echo "$out" | grep '^calls='); kernel thread mismatches=$((k1 - k0))"
+    echo "$out" | grep -q ' mismatches=0 failures=0' || { echo "stacked: mismatches"; return; }
+    [ "$k1" = "$k0" ] || { echo "stacked: the kernel thread saw $((k1 - k0)) mismatches"; return; }
+    echo ok
+}
+run engine_stacking e11
+
 dmesg | grep -E 'BUG|WARNING|Oops|Call Trace' | head -n 20
 echo "KGRAFT-DONE failed:${FAILED:- none}"
 poweroff -f

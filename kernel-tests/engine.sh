@@ -40,7 +40,7 @@ build() { # engine, sample
         || { cat "$work/$2.$1.build.log" >&2; say "building $2 ($1) failed"; exit 1; }
 }
 for p in cmdline_banner shadow_counter pair_v2 pair_encode_only pair_decode_only bench_target nap_short c_banner \
-    refuse_pre_patch getpriority_syscall object_callbacks; do
+    refuse_pre_patch getpriority_syscall object_callbacks pair_v3; do
     build kgraft $p
 done
 for p in cmdline_banner bench_target; do

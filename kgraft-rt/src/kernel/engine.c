@@ -77,6 +77,9 @@ struct kg_site {
 	unsigned long direct_addr;
 	bool live; /* located: vmlinux, or a module that is loaded */
 	bool check_on, direct_on;
+	bool yielded; /* a kgraft patch stacked on this one holds the site now */
+	struct kg_peer *below; /* the kgraft patch this one is stacked on for this function */
+	unsigned long below_addr; /* its code, which universe 0 runs */
 };
 
 static const char *kg_patch_name;
@@ -121,6 +124,43 @@ static bool kg_tps_on;
 
 static struct delayed_work kg_poll_work;
 static struct kobject *kg_kobj;
+
+/*
+ * Stacking: a patch of the kgraft engine may change a function another one holds. The patches
+ * find each other in /sys/kernel/kgraft, a kset whose every entry is a struct kg_entry, and talk
+ * through their struct kg_peer (KG_PEER_ABI says which layout). The newer patch starts its
+ * transition with its reality check sending universe 0 to the older patch's code, and the
+ * older patch yields its direct call; the newer one hands the site back when it is taken off.
+ * A patch another one is stacked on cannot be taken off before it.
+ */
+#define KG_PEER_ABI 1
+
+struct kg_peer {
+	struct module *owner;
+	const char *name;
+	/* 0 and the code when this patch sends every call of `ip` to its code, -EBUSY if it is
+	 * moving, -ENOENT if it does not change `ip`. */
+	int (*site_owned)(unsigned long ip, unsigned long *new_addr);
+	/* The patch above takes `ip` over: drop the direct call (the caller's check is on). */
+	int (*yield)(unsigned long ip);
+	/* The patch above is gone from `ip`: take the direct call back (the caller's check is on). */
+	int (*take_back)(unsigned long ip);
+	/* Whether this patch is stacked on `below` for any function. */
+	bool (*stacked_on)(const struct kg_peer *below);
+	/* Lets the patch above register its check beside this patch's direct calls, or not. */
+	void (*share)(bool on);
+};
+
+struct kg_entry {
+	struct kobject kobj;
+	u32 abi; /* KG_PEER_ABI: the layout of what follows */
+	struct kg_peer *peer;
+};
+
+static struct kset *kg_registry;
+static struct kg_peer kg_self;
+static int kg_take_over(void);
+static const char *kg_stacked_above(void);
 
 /* Implemented by kgraft-rt (`kernel::kgraft`), called with kg_mutex held. */
 extern void kgraft_engine_poll(void);
@@ -200,6 +240,8 @@ static void notrace kg_check(unsigned long ip, unsigned long parent_ip, struct f
 		u = __this_cpu_read(kg_cpu_u);
 	if (u)
 		ftrace_instruction_pointer_set(fregs, site->new_addr);
+	else if (site->below_addr)
+		ftrace_instruction_pointer_set(fregs, site->below_addr);
 	preempt_enable_notrace();
 }
 
@@ -485,13 +527,20 @@ int kg_begin(u8 goal)
 	for (i = 0; i < kg_nsites; i++) {
 		if (!kg_sites[i].live)
 			continue;
+		/* Over the direct call of the patch this one is stacked on, by its leave. */
+		if (kg_sites[i].below)
+			kg_sites[i].below->share(true);
 		ret = kg_check_on(&kg_sites[i]);
+		if (kg_sites[i].below)
+			kg_sites[i].below->share(false);
 		if (ret) {
 			pr_err("kgraft: %s: cannot redirect %s: another live patch or tracer holds it (error %d)\n",
 			       kg_patch_name, kg_sites[i].name, ret);
 			break;
 		}
 	}
+	if (!ret && goal)
+		ret = kg_take_over();
 	if (ret) {
 		while (i-- > 0)
 			kg_check_off(&kg_sites[i]);
@@ -555,8 +604,15 @@ void kg_settle(void)
 		}
 		WRITE_ONCE(kg_sharing, false);
 	} else {
-		for (i = 0; i < kg_nsites; i++)
-			kg_check_off(&kg_sites[i]);
+		for (i = 0; i < kg_nsites; i++) {
+			struct kg_site *s = &kg_sites[i];
+
+			if (s->below && s->live && s->below->take_back(s->ip))
+				pr_err("kgraft: %s: %s: %s did not take its direct call back; its code stays behind the check\n",
+				       kg_patch_name, s->name, s->below->name);
+			else
+				kg_check_off(s);
+		}
 	}
 	kg_transition_end();
 }
@@ -608,10 +664,21 @@ static ssize_t enabled_store(struct kobject *kobj, struct kobj_attribute *attr, 
 	if (ret)
 		return ret;
 	mutex_lock(&kg_mutex);
-	if (on)
+	if (on) {
 		ret = kg_enabled ? 0 : kgraft_engine_enable();
-	else
-		ret = kg_enabled ? kgraft_engine_disable() : 0;
+	} else if (kg_enabled) {
+		const char *above = kg_stacked_above();
+
+		if (above) {
+			pr_err("kgraft: %s: cannot be taken off before %s, which is stacked on it\n", kg_patch_name,
+			       above);
+			ret = -EBUSY;
+		} else {
+			ret = kgraft_engine_disable();
+		}
+	} else {
+		ret = 0;
+	}
 	mutex_unlock(&kg_mutex);
 	return ret ? ret : count;
 }
@@ -677,44 +744,246 @@ static struct attribute *kg_attrs[] = {
 static const struct attribute_group kg_group = { .attrs = kg_attrs };
 
 /*
- * /sys/kernel/kgraft: made by the first patch of the kgraft engine and found by the next ones
- * by its name. It stays when they are gone, as /sys/kernel/livepatch does: one reference to it
- * is never dropped, and the kobject's release is the kernel's own, not a module's.
+ * /sys/kernel/kgraft: a kset made by the first patch of the kgraft engine and found by the next
+ * ones by its name. It stays when they are gone, as /sys/kernel/livepatch does: one reference to
+ * it is never dropped, and its release is the kernel's own, not a module's.
  */
-static struct kobject *kg_root(void)
+static struct kset *kg_root(void)
 {
 	struct kernfs_node *kn;
-	struct kobject *root;
+	struct kset *root;
 	int tries;
 
 	for (tries = 0; tries < 3; tries++) {
 		kn = kernfs_find_and_get(kernel_kobj->sd, "kgraft");
 		if (kn) {
 			/* A kobject's directory keeps its kobject as the node's private data. */
-			root = kobject_get(kn->priv);
+			root = to_kset(kobject_get(kn->priv));
 			kernfs_put(kn);
 			return root;
 		}
-		root = kobject_create_and_add("kgraft", kernel_kobj);
-		if (root)
-			return kobject_get(root); /* the reference that keeps it */
+		root = kset_create_and_add("kgraft", NULL, kernel_kobj);
+		if (root) {
+			kset_get(root); /* the reference that keeps it */
+			return root;
+		}
 		/* Another patch made it meanwhile: look again. */
 	}
 	return NULL;
 }
 
-/* The patch's own directory, /sys/kernel/kgraft/<patch>. */
+static void kg_entry_release(struct kobject *kobj)
+{
+	kfree(container_of(kobj, struct kg_entry, kobj));
+}
+
+static struct kobj_type kg_entry_ktype = {
+	.release = kg_entry_release,
+	.sysfs_ops = &kobj_sysfs_ops,
+};
+
+/* The patch's own directory, /sys/kernel/kgraft/<patch>, which also lists it for its peers. */
 static struct kobject *kg_patch_dir(void)
 {
-	struct kobject *root = kg_root();
-	struct kobject *dir;
+	struct kg_entry *e;
+	int ret;
 
-	if (!root)
+	kg_registry = kg_root();
+	if (!kg_registry)
 		return NULL;
-	dir = kobject_create_and_add(kg_patch_name, root);
-	kobject_put(root); /* the child holds its parent */
-	return dir;
+	e = kzalloc(sizeof(*e), GFP_KERNEL);
+	if (!e)
+		goto fail;
+	e->abi = KG_PEER_ABI;
+	e->peer = &kg_self;
+	e->kobj.kset = kg_registry;
+	ret = kobject_init_and_add(&e->kobj, &kg_entry_ktype, NULL, "%s", kg_patch_name);
+	if (ret) {
+		kobject_put(&e->kobj);
+		goto fail;
+	}
+	return &e->kobj;
+fail:
+	kset_put(kg_registry);
+	kg_registry = NULL;
+	return NULL;
 }
+
+#define KG_MAX_PEERS 64
+
+/* The other patches of the engine, each with its module held; put them with kg_peers_put. */
+static int kg_peers_get(struct kg_peer **out)
+{
+	struct kobject *kobj;
+	int n = 0;
+
+	if (!kg_registry)
+		return 0;
+	spin_lock(&kg_registry->list_lock);
+	list_for_each_entry(kobj, &kg_registry->list, entry) {
+		struct kg_entry *e = container_of(kobj, struct kg_entry, kobj);
+
+		if (n == KG_MAX_PEERS || e->abi != KG_PEER_ABI || e->peer == &kg_self)
+			continue;
+		if (try_module_get(e->peer->owner))
+			out[n++] = e->peer;
+	}
+	spin_unlock(&kg_registry->list_lock);
+	return n;
+}
+
+static void kg_peers_put(struct kg_peer **peers, int n)
+{
+	while (n-- > 0)
+		module_put(peers[n]->owner);
+}
+
+/* Finds the kgraft patch that holds the site's function; keeps its module held. */
+static int kg_find_below(struct kg_site *s)
+{
+	struct kg_peer *peers[KG_MAX_PEERS];
+	int n = kg_peers_get(peers), i, ret = 0;
+
+	for (i = 0; i < n; i++) {
+		unsigned long addr;
+		int r = peers[i]->site_owned(s->ip, &addr);
+
+		if (r == -EBUSY) {
+			pr_err("kgraft: %s: %s: patch %s, which changes it, is in a transition\n", kg_patch_name, s->name,
+			       peers[i]->name);
+			ret = -EBUSY;
+		} else if (!r && !s->below) {
+			s->below = peers[i];
+			s->below_addr = addr;
+			__module_get(peers[i]->owner); /* held as long as this patch lives */
+		}
+	}
+	kg_peers_put(peers, n);
+	return ret;
+}
+
+/* Every site another kgraft patch holds: that patch yields its direct call to our check. */
+static int kg_take_over(void)
+{
+	int i, ret;
+
+	for (i = 0; i < kg_nsites; i++) {
+		struct kg_site *s = &kg_sites[i];
+
+		if (!s->below || !s->live)
+			continue;
+		ret = s->below->yield(s->ip);
+		if (ret) {
+			pr_err("kgraft: %s: %s: patch %s would not yield it (error %d)\n", kg_patch_name, s->name,
+			       s->below->name, ret);
+			while (i-- > 0)
+				if (kg_sites[i].below && kg_sites[i].live)
+					kg_sites[i].below->take_back(kg_sites[i].ip);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* Whether a kgraft patch is stacked on this one: then this one cannot be taken off first. */
+static const char *kg_stacked_above(void)
+{
+	struct kg_peer *peers[KG_MAX_PEERS];
+	const char *above = NULL;
+	int n = kg_peers_get(peers), i;
+
+	for (i = 0; i < n && !above; i++)
+		if (peers[i]->stacked_on(&kg_self))
+			above = peers[i]->name;
+	kg_peers_put(peers, n);
+	return above;
+}
+
+static struct kg_site *kg_site_at(unsigned long ip)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++)
+		if (kg_sites[i].live && kg_sites[i].ip == ip)
+			return &kg_sites[i];
+	return NULL;
+}
+
+static int kg_peer_site_owned(unsigned long ip, unsigned long *new_addr)
+{
+	struct kg_site *s;
+	int ret = -ENOENT;
+
+	mutex_lock(&kg_mutex);
+	s = kg_site_at(ip);
+	if (s && READ_ONCE(kg_busy))
+		ret = -EBUSY;
+	else if (s && s->direct_on && !s->yielded) {
+		*new_addr = s->new_addr;
+		ret = 0;
+	}
+	mutex_unlock(&kg_mutex);
+	return ret;
+}
+
+static int kg_peer_yield(unsigned long ip)
+{
+	struct kg_site *s;
+	int ret = -ENOENT;
+
+	mutex_lock(&kg_mutex);
+	s = kg_site_at(ip);
+	if (s && s->direct_on) {
+		kg_direct_off(s);
+		s->yielded = true;
+		ret = 0;
+	}
+	mutex_unlock(&kg_mutex);
+	return ret;
+}
+
+static int kg_peer_take_back(unsigned long ip)
+{
+	struct kg_site *s;
+	int ret = -ENOENT;
+
+	mutex_lock(&kg_mutex);
+	s = kg_site_at(ip);
+	if (s && s->yielded) {
+		/* The patch above still has its check on the site, for the moment of the handover. */
+		WRITE_ONCE(kg_sharing, true);
+		ret = kg_direct_on(s);
+		WRITE_ONCE(kg_sharing, false);
+		if (!ret)
+			s->yielded = false;
+	}
+	mutex_unlock(&kg_mutex);
+	return ret;
+}
+
+static bool kg_peer_stacked_on(const struct kg_peer *below)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++)
+		if (READ_ONCE(kg_sites[i].below) == below && (READ_ONCE(kg_enabled) || READ_ONCE(kg_busy)))
+			return true;
+	return false;
+}
+
+static void kg_peer_share(bool on)
+{
+	WRITE_ONCE(kg_sharing, on);
+}
+
+static struct kg_peer kg_self = {
+	.share = kg_peer_share,
+	.owner = THIS_MODULE,
+	.site_owned = kg_peer_site_owned,
+	.yield = kg_peer_yield,
+	.take_back = kg_peer_take_back,
+	.stacked_on = kg_peer_stacked_on,
+};
 
 /* ---- set-up ---------------------------------------------------------------------------- */
 
@@ -920,6 +1189,19 @@ bool kg_object_present(const char *name)
 	return kg_module_present(name);
 }
 
+/* Lets go of the patches this one is stacked on. */
+static void kg_put_belows(void)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++) {
+		if (kg_sites[i].below)
+			module_put(kg_sites[i].below->owner);
+		kg_sites[i].below = NULL;
+		kg_sites[i].below_addr = 0;
+	}
+}
+
 /*
  * Gets the engine ready for `funcs`: the kernel's functions, each target, the sysfs directory.
  * Nothing changes in the kernel yet. Returns 0 or a negative errno (and then holds nothing).
@@ -947,18 +1229,27 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
 	ret = register_module_notifier(&kg_module_nb);
 	if (ret)
 		goto fail;
+	kg_self.name = kg_patch_name;
 	kg_kobj = kg_patch_dir();
 	if (!kg_kobj) {
 		ret = -ENOMEM;
 		goto fail_notifier;
 	}
 	ret = sysfs_create_group(kg_kobj, &kg_group);
-	if (ret) {
-		kobject_put(kg_kobj);
-		kg_kobj = NULL;
-		goto fail_notifier;
-	}
+	if (ret)
+		goto fail_kobj;
+	for (i = 0; i < n && !ret; i++)
+		if (kg_sites[i].live)
+			ret = kg_find_below(&kg_sites[i]);
+	if (ret)
+		goto fail_kobj;
 	return 0;
+fail_kobj:
+	kg_put_belows();
+	kobject_put(kg_kobj);
+	kg_kobj = NULL;
+	kset_put(kg_registry);
+	kg_registry = NULL;
 fail_notifier:
 	unregister_module_notifier(&kg_module_nb);
 fail:
@@ -971,9 +1262,12 @@ fail:
 /* Undoes kg_prepare; every transition has ended and no site is changed. */
 void kg_unprepare(void)
 {
+	kg_put_belows();
 	if (kg_kobj) {
 		kobject_put(kg_kobj);
 		kg_kobj = NULL;
+		kset_put(kg_registry);
+		kg_registry = NULL;
 	}
 	unregister_module_notifier(&kg_module_nb);
 	cancel_delayed_work_sync(&kg_poll_work);
