@@ -244,33 +244,21 @@ fn check_header_entries(h: &Header, info: &mut HeaderInfo, diags: &mut Diagnosti
 /// The values of the header key `engine`.
 const ENGINES: &[&str] = &["klp", "kgraft"];
 
-/// A patch that says `engine: "kgraft"` uses nothing only the livepatch core does.
+/// A patch that says `engine: "kgraft"` declares no system state, which only the livepatch core checks.
 fn check_engine_supports(file: &File, header: &HeaderInfo, diags: &mut Diagnostics) {
     let Some((engine, span)) = &header.engine else { return };
     if engine != "kgraft" {
         return;
     }
-    let refuse = |what: &str, at: Span, label: &str, diags: &mut Diagnostics| {
-        diags.push(
-            Diagnostic::error(codes::E0071, format!("kgraft's own engine does not support {what}"))
-                .primary(at, label)
-                .secondary(*span, "the patch asks for the kgraft engine here")
-                .note("only the livepatch core keeps the list of patches `replace_all` and system states need")
-                .help("write `engine: \"klp\"` (or leave `engine` out), or do without it"),
-        );
-    };
-    let h = file.items.iter().find_map(|i| match i {
-        Item::Header(h) => Some(h),
-        _ => None,
-    });
-    if header.replace_all || header.replace_param.is_some() {
-        let at =
-            h.and_then(|h| h.entries.iter().find(|e| e.key.name == "replace_all")).map_or(*span, |e| e.value.span());
-        refuse("`replace_all`", at, "replaces the patches loaded before it", diags);
-    }
     for item in &file.items {
         if let Item::State(state) = item {
-            refuse("system states", state.span, "a system state", diags);
+            diags.push(
+                Diagnostic::error(codes::E0071, "kgraft's own engine does not support system states")
+                    .primary(state.span, "a system state")
+                    .secondary(*span, "the patch asks for the kgraft engine here")
+                    .note("only the livepatch core checks system states against the patches loaded before")
+                    .help("write `engine: \"klp\"` (or leave `engine` out), or do without the state"),
+            );
         }
     }
 }

@@ -277,10 +277,10 @@ whether the patch replaces every patch loaded before it (upstream's test modules
     }"
 
     E0071 "the kgraft engine cannot apply this patch"
-"`engine: \"kgraft\"` asks for kgraft's own engine, which the patch module carries: it does not
-keep a list of the patches applied before it, so it cannot replace them all (`replace_all`) or
-check their system states (`state` items). Those need the kernel's livepatch core: write
-`engine: \"klp\"`, or leave `engine` out (the livepatch core is the default)."
+"`engine: \"kgraft\"` asks for kgraft's own engine, which the patch module carries. It does not
+check system states (`state` items) against the patches applied before: that needs the kernel's
+livepatch core. Write `engine: \"klp\"`, or leave `engine` out (the livepatch core is the
+default)."
 
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc

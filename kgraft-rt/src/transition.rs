@@ -158,6 +158,16 @@ impl Transition {
         Ok(())
     }
 
+    /// Another patch took every function of this one over (`replace_all`): it is off, without
+    /// a transition of its own. Returns whether it was applied.
+    pub fn taken_over(&mut self) -> bool {
+        let applied = self.phase == Phase::Stable(true);
+        if applied {
+            self.phase = Phase::Stable(false);
+        }
+        applied
+    }
+
     /// Moves what can move at time `now`, kicks stragglers when it is time, and settles once no
     /// task is left behind.
     ///
@@ -317,6 +327,19 @@ mod tests {
         t.poll(&mut b, 39).unwrap();
         t.poll(&mut b, 40).unwrap();
         assert_eq!(b.log, ["begin", "kick", "kick"]);
+    }
+
+    #[test]
+    fn a_patch_taken_over_is_off_and_can_be_applied_again() {
+        let mut b = fake(&[false]);
+        let mut t = Transition::default();
+        assert!(!t.taken_over(), "nothing applied yet");
+        t.start(&mut b, true, 0).unwrap();
+        assert!(!t.taken_over(), "a transition in progress is not taken over");
+        t.poll(&mut b, 1).unwrap();
+        assert!(t.taken_over());
+        assert_eq!(t.phase(), Phase::Stable(false));
+        assert_eq!(t.start(&mut b, true, 2), Ok(()));
     }
 
     #[test]

@@ -114,9 +114,6 @@ fn kgraft_engine_supports(checked: &kgraft_lang::Checked) -> Result<(), Failure>
             "the kgraft engine does not support {what}; build with `--engine klp` (the livepatch core)"
         ))
     };
-    if checked.replace_all() || checked.replace_all_from_param() {
-        return Err(refuse("`replace_all` patches"));
-    }
     if checked.has_states() {
         return Err(refuse("system states (`state` items)"));
     }

@@ -78,8 +78,8 @@ fn build_kgraft(name: &str) -> Output {
 #[test]
 fn the_kgraft_engine_refuses_what_only_the_livepatch_core_does() {
     for (sample, what) in [
-        ("cmdline_banner_v2", "the kgraft engine does not support `replace_all` patches"),
         ("console_state", "the kgraft engine does not support system states (`state` items)"),
+        ("console_state_v2", "the kgraft engine does not support system states (`state` items)"),
     ] {
         let out = build_kgraft(sample);
         let stderr = String::from_utf8_lossy(&out.stderr);

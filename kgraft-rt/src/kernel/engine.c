@@ -79,12 +79,15 @@ struct kg_site {
 	bool check_on, direct_on;
 	bool yielded; /* a kgraft patch stacked on this one holds the site now */
 	struct kg_peer *below; /* the kgraft patch this one is stacked on for this function */
-	unsigned long below_addr; /* its code, which universe 0 runs */
+	unsigned long below_addr, below_size; /* its code, which universe 0 runs */
+	bool nop; /* replace_all: a function an older patch changes and this one does not, restored */
+	char *nop_name; /* its name, allocated */
 };
 
 static const char *kg_patch_name;
 static struct kg_site *kg_sites;
-static int kg_nsites;
+static int kg_nsites, kg_capacity;
+static bool kg_replace_all;
 static DEFINE_MUTEX(kg_mutex);
 
 /* Universes: 0 runs the original code, 1 the patch's. */
@@ -140,7 +143,11 @@ struct kg_peer {
 	const char *name;
 	/* 0 and the code when this patch sends every call of `ip` to its code, -EBUSY if it is
 	 * moving, -ENOENT if it does not change `ip`. */
-	int (*site_owned)(unsigned long ip, unsigned long *new_addr);
+	int (*site_owned)(unsigned long ip, unsigned long *new_addr, unsigned long *new_size);
+	/* The functions this patch sends to its code now: up to `max` fentry sites. */
+	int (*sites)(unsigned long *ips, int max);
+	/* A replace_all patch has taken every function of this one over: it is off now. */
+	void (*replaced)(const char *by);
 	/* The patch above takes `ip` over: drop the direct call (the caller's check is on). */
 	int (*yield)(unsigned long ip);
 	/* The patch above is gone from `ip`: take the direct call back (the caller's check is on). */
@@ -159,13 +166,21 @@ struct kg_entry {
 
 static struct kset *kg_registry;
 static struct kg_peer kg_self;
+/* replace_all: the older patches this one replaces, their modules held. */
+#define KG_MAX_PEERS 64
+static struct kg_peer *kg_replacing[KG_MAX_PEERS];
+static int kg_nreplacing;
+/* replace_all: room for the functions of the older patches this one does not change. */
+#define KG_MAX_NOPS 256
 static int kg_take_over(void);
+static void kg_finish_replacing(void);
 static const char *kg_stacked_above(void);
 
 /* Implemented by kgraft-rt (`kernel::kgraft`), called with kg_mutex held. */
 extern void kgraft_engine_poll(void);
 extern int kgraft_engine_disable(void);
 extern int kgraft_engine_enable(void);
+extern void kgraft_engine_replaced(void);
 extern bool kgraft_engine_has_object(const char *module);
 extern int kgraft_engine_object_event(const char *module, int kind, int state);
 
@@ -238,9 +253,10 @@ static void notrace kg_check(unsigned long ip, unsigned long parent_ip, struct f
 		u = kg_universe_of(current);
 	else
 		u = __this_cpu_read(kg_cpu_u);
-	if (u)
-		ftrace_instruction_pointer_set(fregs, site->new_addr);
-	else if (site->below_addr)
+	if (u) {
+		if (!site->nop)
+			ftrace_instruction_pointer_set(fregs, site->new_addr);
+	} else if (site->below_addr)
 		ftrace_instruction_pointer_set(fregs, site->below_addr);
 	preempt_enable_notrace();
 }
@@ -301,8 +317,21 @@ static bool kg_in_change(unsigned long addr, u8 from)
 
 	for (i = 0; i < kg_nsites; i++) {
 		struct kg_site *s = &kg_sites[i];
-		unsigned long start = from ? s->new_addr : s->old_addr;
-		unsigned long size = from ? s->new_size : (s->live ? s->old_size : 0);
+		unsigned long start, size;
+
+		if (from && !s->nop) {
+			/* Universe 1 runs the replacement. */
+			start = s->new_addr;
+			size = s->new_size;
+		} else if (!from && s->below_addr) {
+			/* Universe 0 runs the patch this one is stacked on. */
+			start = s->below_addr;
+			size = s->below_size;
+		} else {
+			/* The original function: universe 0's, or universe 1's for a function restored. */
+			start = s->old_addr;
+			size = s->live ? s->old_size : 0;
+		}
 
 		if (addr >= start && addr < start + size)
 			return true;
@@ -593,6 +622,11 @@ void kg_settle(void)
 		for (i = 0; i < kg_nsites; i++) {
 			if (!kg_sites[i].live)
 				continue;
+			if (kg_sites[i].nop) {
+				/* Restored: the original code runs, with nothing on its site. */
+				kg_check_off(&kg_sites[i]);
+				continue;
+			}
 			ret = kg_direct_on(&kg_sites[i]);
 			if (ret) {
 				/* The check stays: it sends every task to the patch, as the call would. */
@@ -603,6 +637,7 @@ void kg_settle(void)
 			kg_check_off(&kg_sites[i]);
 		}
 		WRITE_ONCE(kg_sharing, false);
+		kg_finish_replacing();
 	} else {
 		for (i = 0; i < kg_nsites; i++) {
 			struct kg_site *s = &kg_sites[i];
@@ -809,8 +844,6 @@ fail:
 	return NULL;
 }
 
-#define KG_MAX_PEERS 64
-
 /* The other patches of the engine, each with its module held; put them with kg_peers_put. */
 static int kg_peers_get(struct kg_peer **out)
 {
@@ -845,8 +878,8 @@ static int kg_find_below(struct kg_site *s)
 	int n = kg_peers_get(peers), i, ret = 0;
 
 	for (i = 0; i < n; i++) {
-		unsigned long addr;
-		int r = peers[i]->site_owned(s->ip, &addr);
+		unsigned long addr, size;
+		int r = peers[i]->site_owned(s->ip, &addr, &size);
 
 		if (r == -EBUSY) {
 			pr_err("kgraft: %s: %s: patch %s, which changes it, is in a transition\n", kg_patch_name, s->name,
@@ -855,6 +888,7 @@ static int kg_find_below(struct kg_site *s)
 		} else if (!r && !s->below) {
 			s->below = peers[i];
 			s->below_addr = addr;
+			s->below_size = size;
 			__module_get(peers[i]->owner); /* held as long as this patch lives */
 		}
 	}
@@ -909,7 +943,7 @@ static struct kg_site *kg_site_at(unsigned long ip)
 	return NULL;
 }
 
-static int kg_peer_site_owned(unsigned long ip, unsigned long *new_addr)
+static int kg_peer_site_owned(unsigned long ip, unsigned long *new_addr, unsigned long *new_size)
 {
 	struct kg_site *s;
 	int ret = -ENOENT;
@@ -920,6 +954,7 @@ static int kg_peer_site_owned(unsigned long ip, unsigned long *new_addr)
 		ret = -EBUSY;
 	else if (s && s->direct_on && !s->yielded) {
 		*new_addr = s->new_addr;
+		*new_size = s->new_size;
 		ret = 0;
 	}
 	mutex_unlock(&kg_mutex);
@@ -971,6 +1006,38 @@ static bool kg_peer_stacked_on(const struct kg_peer *below)
 	return false;
 }
 
+static int kg_peer_sites(unsigned long *ips, int max)
+{
+	int i, n = 0;
+
+	mutex_lock(&kg_mutex);
+	for (i = 0; i < kg_nsites && n < max; i++)
+		if (kg_sites[i].live && kg_sites[i].direct_on && !kg_sites[i].yielded)
+			ips[n++] = kg_sites[i].ip;
+	mutex_unlock(&kg_mutex);
+	return n;
+}
+
+/* Taken over whole by a replace_all patch: off, without a transition or callbacks of its own. */
+static void kg_peer_replaced(const char *by)
+{
+	int i;
+
+	mutex_lock(&kg_mutex);
+	for (i = 0; i < kg_nsites; i++) {
+		kg_sites[i].yielded = false;
+		kg_sites[i].live = false;
+	}
+	if (kg_enabled) {
+		kg_enabled = false;
+		kgraft_engine_replaced();
+		pr_info("kgraft: %s: replaced by %s\n", kg_patch_name, by);
+		/* The module may go now. */
+		module_put(THIS_MODULE);
+	}
+	mutex_unlock(&kg_mutex);
+}
+
 static void kg_peer_share(bool on)
 {
 	WRITE_ONCE(kg_sharing, on);
@@ -978,6 +1045,8 @@ static void kg_peer_share(bool on)
 
 static struct kg_peer kg_self = {
 	.share = kg_peer_share,
+	.sites = kg_peer_sites,
+	.replaced = kg_peer_replaced,
 	.owner = THIS_MODULE,
 	.site_owned = kg_peer_site_owned,
 	.yield = kg_peer_yield,
@@ -1189,7 +1258,7 @@ bool kg_object_present(const char *name)
 	return kg_module_present(name);
 }
 
-/* Lets go of the patches this one is stacked on. */
+/* Lets go of the patches this one is stacked on, and of those it was to replace. */
 static void kg_put_belows(void)
 {
 	int i;
@@ -1199,14 +1268,87 @@ static void kg_put_belows(void)
 			module_put(kg_sites[i].below->owner);
 		kg_sites[i].below = NULL;
 		kg_sites[i].below_addr = 0;
+		kg_sites[i].below_size = 0;
 	}
+	kg_peers_put(kg_replacing, kg_nreplacing);
+	kg_nreplacing = 0;
+}
+
+static void kg_free_nop_names(void)
+{
+	int i;
+
+	for (i = 0; i < kg_nsites; i++) {
+		kfree(kg_sites[i].nop_name);
+		kg_sites[i].nop_name = NULL;
+	}
+}
+
+/*
+ * replace_all: a site for every function an older patch sends to its code and this one does not
+ * change; the transition restores the original there. The older patches are held until they are
+ * replaced.
+ */
+static int kg_add_nops(void)
+{
+	unsigned long ips[KG_MAX_NOPS];
+	int p, k, m, ret = 0;
+
+	kg_nreplacing = kg_peers_get(kg_replacing);
+	for (p = 0; p < kg_nreplacing && !ret; p++) {
+		m = kg_replacing[p]->sites(ips, KG_MAX_NOPS);
+		for (k = 0; k < m && !ret; k++) {
+			struct kg_site *s;
+			unsigned long size, off;
+
+			if (kg_site_at(ips[k]))
+				continue;
+			if (kg_nsites == kg_capacity || !kg_size_offset(ips[k], &size, &off)) {
+				ret = -ENOSPC;
+				break;
+			}
+			s = &kg_sites[kg_nsites];
+			s->nop_name = kasprintf(GFP_KERNEL, "%ps", (void *)(ips[k] - off));
+			if (!s->nop_name) {
+				ret = -ENOMEM;
+				break;
+			}
+			kg_nsites++;
+			s->name = s->nop_name;
+			s->nop = true;
+			s->ip = ips[k];
+			s->old_addr = ips[k] - off;
+			s->old_size = size;
+			s->live = true;
+			ret = kg_find_below(s);
+		}
+	}
+	if (ret)
+		pr_err("kgraft: %s: cannot take over the functions of the patches it replaces (error %d)\n",
+		       kg_patch_name, ret);
+	return ret;
+}
+
+/* replace_all, complete: the older patches are off, and this one stands on nothing. */
+static void kg_finish_replacing(void)
+{
+	int i;
+
+	if (!kg_replace_all)
+		return;
+	for (i = 0; i < kg_nreplacing; i++)
+		kg_replacing[i]->replaced(kg_patch_name);
+	for (i = 0; i < kg_nsites; i++)
+		if (kg_sites[i].nop)
+			kg_sites[i].live = false;
+	kg_put_belows();
 }
 
 /*
  * Gets the engine ready for `funcs`: the kernel's functions, each target, the sysfs directory.
  * Nothing changes in the kernel yet. Returns 0 or a negative errno (and then holds nothing).
  */
-int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
+int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool replace_all)
 {
 	int i, ret, cpu;
 
@@ -1217,10 +1359,12 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
 	ret = kg_kernel_functions();
 	if (ret)
 		return ret;
-	kg_sites = kcalloc(n ? n : 1, sizeof(*kg_sites), GFP_KERNEL);
+	kg_capacity = n + (replace_all ? KG_MAX_NOPS : 0);
+	kg_sites = kcalloc(kg_capacity ? kg_capacity : 1, sizeof(*kg_sites), GFP_KERNEL);
 	if (!kg_sites)
 		return -ENOMEM;
 	kg_nsites = n;
+	kg_replace_all = replace_all;
 	for (i = 0; i < n; i++) {
 		ret = kg_resolve(&kg_sites[i], &funcs[i]);
 		if (ret)
@@ -1241,11 +1385,14 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n)
 	for (i = 0; i < n && !ret; i++)
 		if (kg_sites[i].live)
 			ret = kg_find_below(&kg_sites[i]);
+	if (!ret && replace_all)
+		ret = kg_add_nops();
 	if (ret)
 		goto fail_kobj;
 	return 0;
 fail_kobj:
 	kg_put_belows();
+	kg_free_nop_names();
 	kobject_put(kg_kobj);
 	kg_kobj = NULL;
 	kset_put(kg_registry);
@@ -1263,6 +1410,7 @@ fail:
 void kg_unprepare(void)
 {
 	kg_put_belows();
+	kg_free_nop_names();
 	if (kg_kobj) {
 		kobject_put(kg_kobj);
 		kg_kobj = NULL;

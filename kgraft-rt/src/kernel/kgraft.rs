@@ -31,7 +31,7 @@ struct KgFunc {
 }
 
 unsafe extern "C" {
-    fn kg_prepare(patch: *const c_char, funcs: *const KgFunc, n: c_int) -> c_int;
+    fn kg_prepare(patch: *const c_char, funcs: *const KgFunc, n: c_int, replace_all: bool) -> c_int;
     fn kg_unprepare();
     fn kg_begin(goal: u8) -> c_int;
     fn kg_migrate() -> c_int;
@@ -188,7 +188,7 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
     }
     // SAFETY: the array holds `n` entries whose strings are the descriptor's, which live as
     // long as the module; `kg_prepare` copies what it keeps.
-    let ret = unsafe { kg_prepare(patch.name.as_ptr(), funcs, n as c_int) };
+    let ret = unsafe { kg_prepare(patch.name.as_ptr(), funcs, n as c_int, patch.replaces_all()) };
     // SAFETY: from `alloc`, and `kg_prepare` keeps no pointer to it.
     unsafe { klp::kfree(funcs.cast()) };
     if ret != 0 {
@@ -415,5 +415,21 @@ pub unsafe extern "C" fn kgraft_engine_object_event(name: *const c_char, kind: c
             }
             _ => 0,
         }
+    }
+}
+
+/// A `replace_all` patch took every function of this one over: the patch is off, without a
+/// transition or callbacks of its own (as the livepatch core treats a replaced patch).
+///
+/// # Safety
+///
+/// Called by `engine.c` only, with the lock held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kgraft_engine_replaced() {
+    // SAFETY: the caller holds the lock.
+    unsafe {
+        with_engine(|e| {
+            e.transition.taken_over();
+        })
     }
 }
