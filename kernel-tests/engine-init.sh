@@ -9,38 +9,7 @@ mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /tmp
 mount -t devtmpfs devtmpfs /dev
 export PATH=/bin
-LP=/sys/kernel/livepatch
-
-FAILED=""
-verdict() { # name, reason ("" = pass)
-    if [ -z "$2" ]; then echo "KGRAFT-TEST $1 PASS"; else echo "KGRAFT-TEST $1 FAIL: $2"; FAILED="$FAILED $1"; fi
-}
-run() { # name, function: the function's last line is "ok" or the reason it failed
-    r="$($2 2>&1 | tail -n 20)"; echo "$r" | grep -v '^ok$'
-    verdict "$1" "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
-}
-
-kd() { echo "/sys/kernel/kgraft/$1"; }
-# Inserts /m/$1.ko (kgraft/NAME or klp/NAME) and waits for its transition.
-load() {
-    t0=$(kgt now)
-    insmod "/m/$1.ko" || { echo "insmod $1 failed"; return 1; }
-    kgt wait "${1#*/}" "$t0"
-}
-# Disables the patch $1, waits until it is off, and removes its module.
-unload() {
-    if [ -d "$(kd "$1")" ]; then
-        echo 0 > "$(kd "$1")/enabled" || return 1
-    elif [ -d "$LP/$1" ]; then
-        echo 0 > "$LP/$1/enabled" || return 1
-    fi
-    kgt gone "$1" || return 1
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-        rmmod "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "rmmod $1 failed"; return 1
-}
+. /guest.sh
 # The best of three reads of /proc/kgraft_bench, in ns per call (two decimals).
 bench() {
     best=""
@@ -57,12 +26,12 @@ insmod /m/kgraft_testmod.ko spin=1 || echo "insmod kgraft_testmod failed"
 
 # 1. The basics: patched through a direct call, state in sysfs, no rmmod while enabled,
 # unpatched through a transition back.
-e1() {
+scenario_engine_basic() {
     load kgraft/cmdline_banner || return
     out="$(cat /proc/cmdline)"
     [ "$out" = "$(printf 'kgraft: cmdline_banner active\n%s' "$ORIG")" ] || { echo "patched /proc/cmdline: $out"; return; }
-    [ "$(cat "$(kd cmdline_banner)/enabled")" = 1 ] || { echo "enabled is not 1"; return; }
-    [ -z "$(cat "$(kd cmdline_banner)/stragglers")" ] || { echo "stragglers after the transition"; return; }
+    [ "$(cat "$(pd cmdline_banner)/enabled")" = 1 ] || { echo "enabled is not 1"; return; }
+    [ -z "$(cat "$(pd cmdline_banner)/stragglers")" ] || { echo "stragglers after the transition"; return; }
     [ -e "$LP/cmdline_banner" ] && { echo "registered with the livepatch core"; return; }
     dmesg | grep -q 'kgraft: cmdline_banner: patching complete' || { echo "no 'patching complete' in the log"; return; }
     dmesg | grep -q 'cmdline_proc_show keeps its ftrace handler' && { echo "no direct call"; return; }
@@ -77,10 +46,10 @@ e1() {
     unload cmdline_banner || return
     echo ok
 }
-run engine_basic e1
+run engine_basic
 
 # 2. Callbacks in the livepatch core's order, and shadow data freed with the patch.
-e2() {
+scenario_engine_callbacks_shadow() {
     load kgraft/shadow_counter || return
     a="$(cat /proc/kgraft_testmod)"; b="$(cat /proc/kgraft_testmod)"
     [ "$a" = "kgt alpha v2 reads=1" ] && [ "$b" = "kgt alpha v2 reads=2" ] || { echo "patched: '$a' '$b'"; return; }
@@ -94,25 +63,14 @@ e2() {
     [ "$a" = "kgt alpha v2 reads=1" ] || { echo "shadow data outlived the patch: $a"; return; }
     echo ok
 }
-run engine_callbacks_shadow e2
+run engine_callbacks_shadow
 
 # 3. Consistency under load, from user space (the hammer) and from a busy kernel thread: one
 # patch changing both functions of a pair never mixes them; two patches, one function each, do.
-hammered() {
-    rm -f /tmp/stop
-    kgt hammer /proc/kgraft_pair /tmp/stop > /tmp/hammer &
-    hp=$!
-    sleep 1
-    "$@"
-    sleep 1
-    touch /tmp/stop
-    wait $hp
-    cat /tmp/hammer
-}
 spin_mismatches() { sed -n 's/.* mismatches=\([0-9]*\)$/\1/p' /proc/kgraft_spin; }
 together() { load kgraft/pair_v2 && sleep 1 && unload pair_v2; }
 apart() { load kgraft/pair_encode_only && sleep 1 && load kgraft/pair_decode_only && sleep 1 && unload pair_decode_only && unload pair_encode_only; }
-e3() {
+scenario_engine_consistency() {
     k0=$(spin_mismatches)
     one="$(hammered together)"; echo "$one" | grep -v '^calls='
     k1=$(spin_mismatches)
@@ -126,13 +84,13 @@ e3() {
     echo "$two" | grep -q ' mismatches=0 ' && [ "$k2" = "$k1" ] && { echo "two patches: no mismatches seen"; return; }
     echo ok
 }
-run engine_consistency e3
+run engine_consistency
 
 # 4. A task asleep in a changed function holds the transition; `stragglers` names it with its
 # stack, the fake signal wakes it, and the transition ends. Also the benchmark: the cost of a
 # call unpatched, through the livepatch core's handler, through the reality check (during the
 # transition) and through the direct call (after it).
-e4() {
+scenario_engine_sleeper_bench() {
     unpatched=$(bench)
     load klp/bench_target || return
     klp=$(bench)
@@ -142,9 +100,9 @@ e4() {
     sleep 0.5
     t0=$(kgt now)
     insmod /m/kgraft/bench_target.ko || { echo "insmod kgraft/bench_target failed"; return; }
-    [ "$(cat "$(kd bench_target)/transition")" = 1 ] || { echo "the transition did not wait for the sleeper"; return; }
+    [ "$(cat "$(pd bench_target)/transition")" = 1 ] || { echo "the transition did not wait for the sleeper"; return; }
     during=$(bench)
-    s="$(cat "$(kd bench_target)/stragglers")"
+    s="$(cat "$(pd bench_target)/stragglers")"
     echo "stragglers: $s"
     echo "$s" | grep -q "^cat (pid $np): .*kgt_nap" || { echo "the sleeper is not named with its stack: $s"; return; }
     kgt wait bench_target "$t0" || return
@@ -157,26 +115,26 @@ e4() {
     echo "$unpatched $klp $during $direct" | awk '{ printf "KGRAFT-BENCH ratio to unpatched: livepatch core %.2f, kgraft during %.2f, kgraft direct %.2f\n", $2/$1, $3/$1, $4/$1 }'
     echo ok
 }
-run engine_sleeper_bench e4
+run engine_sleeper_bench
 
 # 5. Turning a transition around: `enabled` set to 0 while a sleeper holds the transition.
-e5() {
+scenario_engine_reverse() {
     cat /proc/kgraft_nap > /tmp/nap &
     np=$!
     sleep 0.5
     insmod /m/kgraft/nap_short.ko || { echo "insmod kgraft/nap_short failed"; return; }
-    [ "$(cat "$(kd nap_short)/transition")" = 1 ] || { echo "no transition in progress"; return; }
-    echo 0 > "$(kd nap_short)/enabled" || { echo "cannot write enabled"; return; }
+    [ "$(cat "$(pd nap_short)/transition")" = 1 ] || { echo "no transition in progress"; return; }
+    echo 0 > "$(pd nap_short)/enabled" || { echo "cannot write enabled"; return; }
     kgt gone nap_short || return
     dmesg | grep -q 'kgraft: nap_short: patching reversed' || { echo "no reversal in the log"; return; }
     rmmod nap_short || { echo "rmmod after the reversal failed"; return; }
     kill $np 2>/dev/null; wait $np 2>/dev/null
     echo ok
 }
-run engine_reverse e5
+run engine_reverse
 
 # 6. One function, one live patch: either engine refuses a function the other holds, cleanly.
-e6() {
+scenario_engine_conflict() {
     load klp/cmdline_banner || return
     insmod /m/kgraft/c_banner.ko 2>/dev/null && { echo "kgraft took a function the livepatch core holds"; return; }
     dmesg | grep -q 'kgraft: c_banner: cannot redirect cmdline_proc_show' || { echo "no message naming the function"; return; }
@@ -194,11 +152,11 @@ e6() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     echo ok
 }
-run engine_conflict e6
+run engine_conflict
 
 # 7. A pre_patch callback that refuses: insmod fails with its error, nothing stays.
 refs() { sed -n 's/^kgraft_testmod [0-9]* \([0-9]*\) .*/\1/p' /proc/modules; }
-e7() {
+scenario_engine_prepatch_refusal() {
     r0=$(refs)
     insmod /m/kgraft/refuse_pre_patch.ko 2>/dev/null && { echo "the refused patch loaded"; return; }
     [ -d /sys/module/refuse_pre_patch ] && { echo "the refused patch stayed"; return; }
@@ -207,10 +165,10 @@ e7() {
     [ "$(refs)" = "$r0" ] || { echo "the test module's references went from $r0 to $(refs)"; return; }
     echo ok
 }
-run engine_prepatch_refusal e7
+run engine_prepatch_refusal
 
 # 8. A system call replaced by the kgraft engine: every entry, x86-64 and ia32.
-e8() {
+scenario_engine_syscall() {
     before="$(prio64)"
     load kgraft/getpriority_syscall || return
     [ "$(prio64)" = "10 14" ] || { echo "x64 entry: $(prio64)"; return; }
@@ -219,11 +177,11 @@ e8() {
     [ "$(prio64)" = "$before" ] || { echo "not restored: $(prio64), was $before"; return; }
     echo ok
 }
-run engine_syscall e8
+run engine_syscall
 
 # 9. `kgraftc kernel` with the kgraft engine's files: load waits for the transition, list and
 # status show the patch with its engine, unload disables it and removes the module.
-e9() {
+scenario_engine_kgraftc_kernel() {
     kgraftc kernel load /m/kgraft/cmdline_banner.ko 2> /tmp/load || { cat /tmp/load; echo "kgraftc kernel load failed"; return; }
     grep -q '^cmdline_banner is enabled' /tmp/load || { cat /tmp/load; echo "load did not say it is enabled"; return; }
     kgraftc kernel list > /tmp/list || { echo "kgraftc kernel list failed"; return; }
@@ -234,13 +192,12 @@ e9() {
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     echo ok
 }
-run engine_kgraftc_kernel e9
+run engine_kgraftc_kernel
 
 # 10. Modules that come and go while a patch is on: the callbacks of the module's object run
 # with its state as the livepatch core runs them, and a module loaded after the patch gets its
 # functions patched as it loads (and unhooked as it goes).
-cblog() { dmesg | grep -o 'object_callbacks .*' | tail -n "$1" | tr '\n' '|'; }
-e10() {
+scenario_engine_module_objects() {
     m="kgraft_testmod -> [MODULE_STATE_LIVE] Normal state"
     load kgraft/object_callbacks || return
     want="object_callbacks pre_patch: vmlinux|object_callbacks pre_patch: $m|object_callbacks post_patch: $m|"
@@ -268,18 +225,18 @@ e10() {
     [ "$(cat /proc/kgraft_testmod)" = "kgt alpha v1" ] || { echo "not restored: $(cat /proc/kgraft_testmod)"; return; }
     echo ok
 }
-run engine_module_objects e10
+run engine_module_objects
 
 # 11. Stacking: a kgraft patch on functions another kgraft patch holds takes them over through
 # a transition (universe 0 runs the older patch's code), the older patch cannot be taken off
 # first, and taking the newer one off gives the functions back. Under the hammer, pair_v3 on
 # pair_v2 mixes no keys, going on or coming off.
 stacked() { load kgraft/pair_v2 && load kgraft/pair_v3 && sleep 1 && unload pair_v3 && unload pair_v2; }
-e11() {
+scenario_engine_stacking() {
     load kgraft/cmdline_banner || return
     load kgraft/c_banner || return
     grep -q '^kgraft: c_banner active (C)' /proc/cmdline || { echo "the newer patch is not active: $(head -n 1 /proc/cmdline)"; return; }
-    echo 0 > "$(kd cmdline_banner)/enabled" 2>/dev/null && { echo "the older patch was taken off under the newer"; return; }
+    echo 0 > "$(pd cmdline_banner)/enabled" 2>/dev/null && { echo "the older patch was taken off under the newer"; return; }
     dmesg | grep -q 'kgraft: cmdline_banner: cannot be taken off before c_banner' || { echo "no word of the refusal"; return; }
     rmmod cmdline_banner 2>/dev/null && { echo "the older module was removed under the newer"; return; }
     unload c_banner || return
@@ -295,7 +252,7 @@ e11() {
     [ "$k1" = "$k0" ] || { echo "stacked: the kernel thread saw $((k1 - k0)) mismatches"; return; }
     echo ok
 }
-run engine_stacking e11
+run engine_stacking
 
 dmesg | grep -E 'BUG|WARNING|Oops|Call Trace' | head -n 20
 echo "KGRAFT-DONE failed:${FAILED:- none}"

@@ -22,14 +22,7 @@ rootfs=$work/rootfs
 rm -rf "$rootfs"
 mkdir -p "$rootfs/bin" "$rootfs/m/kgraft" "$rootfs/m/klp" "$rootfs/proc" "$rootfs/sys" "$rootfs/tmp" "$rootfs/dev"
 
-say "building the test module"
-rm -rf "$work/testmod"
-cp -r "$here/testmod" "$work/testmod"
-make -s -C "$KDIR" M="$work/testmod" modules > "$work/testmod.log" 2>&1 || { cat "$work/testmod.log" >&2; exit 1; }
-testmod=$work/testmod/kgraft_testmod.ko
-"$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
-pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
-cp "$testmod" "$rootfs/m/"
+build_testmod
 
 build() { # engine, sample
     src=$root/patches/$2.kgp
@@ -55,6 +48,8 @@ done
 # kgraftc itself, for `kgraftc kernel`.
 host_program "$KGRAFTC" kgraftc strip
 pack_busybox
+cp "$here/guest.sh" "$rootfs/guest.sh"
+echo kgraft > "$rootfs/engine"
 pack_initramfs "$here/engine-init.sh"
 
 say "booting $release under qemu"

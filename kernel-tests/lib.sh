@@ -29,6 +29,21 @@ harness_setup() {
     fi
 }
 
+# Builds the test module (kernel-tests/testmod) into WORK/testmod, gives it BTF and puts it in
+# ROOTFS/m (sets `testmod`). kbuild gives an out-of-tree module no BTF (the headers have no
+# vmlinux), so pahole adds it, on the kernel's own BTF (WORK/vmlinux.btf) as the base, as kbuild
+# does for in-tree modules.
+build_testmod() {
+    say "building the test module"
+    rm -rf "$work/testmod"
+    cp -r "$here/testmod" "$work/testmod"
+    make -s -C "$KDIR" M="$work/testmod" modules > "$work/testmod.log" 2>&1 || { cat "$work/testmod.log" >&2; exit 1; }
+    testmod=$work/testmod/kgraft_testmod.ko
+    "$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
+    pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
+    cp "$testmod" "$rootfs/m/"
+}
+
 # Copies the host program $1 to ROOTFS/bin/$2 (stripped when $3 is `strip`), with the shared
 # libraries ldd names at their own paths.
 host_program() { # path, name in /bin, [strip]

@@ -47,17 +47,8 @@ fi
 times=$work/build-times
 : > "$times"
 
-# The test module first: the patches that target it are checked against its symbols and
-# types. kbuild gives an out-of-tree module no BTF (the headers have no vmlinux), so pahole
-# adds it, on the kernel's own BTF as the base, as kbuild does for in-tree modules.
-say "building the test module"
-rm -rf "$work/testmod"
-cp -r "$here/testmod" "$work/testmod"
-make -s -C "$KDIR" M="$work/testmod" modules > "$work/testmod.log" 2>&1 || { cat "$work/testmod.log" >&2; exit 1; }
-testmod=$work/testmod/kgraft_testmod.ko
-"$KGRAFTC" btf --kdir "$KDIR" -o "$work/vmlinux.btf"
-pahole -J --btf_base "$work/vmlinux.btf" "$testmod" || { say "pahole could not add BTF to the test module"; exit 1; }
-cp "$testmod" "$rootfs/m/"
+# The test module first: the patches that target it are checked against its symbols and types.
+build_testmod
 
 # Upstream's livepatch samples, built from the kernel's source: the target module of the shadow
 # samples (which the .kgp ports patch), and the C originals, whose kernel log the ports must
@@ -130,6 +121,7 @@ cp "$here/scenarios" "$rootfs/scenarios"
 # The book's transcripts, some of whose commands the guest runs (init.sh, `book`).
 mkdir -p "$rootfs/book"
 cp "$root"/book/src/transcripts/*.txt "$rootfs/book/"
+cp "$here/guest.sh" "$rootfs/guest.sh"
 pack_initramfs "$here/init.sh"
 
 say "booting $release under qemu"

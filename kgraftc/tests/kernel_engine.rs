@@ -15,7 +15,7 @@ mod guest;
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The scenarios `kernel-tests/engine-init.sh` runs, by the name of their verdict line: each is
-/// one `run NAME FUNCTION` line there, the only list of them.
+/// one `run NAME` line there (the function `scenario_NAME`), the only list of them.
 fn engine_scenarios(init: &str) -> Vec<&str> {
     init.lines().filter_map(|l| l.strip_prefix("run ")?.split_whitespace().next()).collect()
 }
