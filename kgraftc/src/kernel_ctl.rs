@@ -21,7 +21,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::Failure;
+use crate::{Engine, Failure};
 
 /// The arguments of `kgraftc kernel`.
 #[derive(clap::Args, Debug)]
@@ -67,15 +67,6 @@ pub(crate) enum KernelCommand {
         /// The patch in transition.
         name: String,
     },
-}
-
-/// What applies a patch, and so where its files are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Engine {
-    /// The kernel's livepatch core: `/sys/kernel/livepatch/NAME`.
-    Klp,
-    /// kgraft's own engine, in the patch's module: `/sys/kernel/kgraft/NAME`.
-    Kgraft,
 }
 
 /// Where the kernel's files are (`/`, or `KGRAFT_SYSROOT` for tests).

@@ -1114,8 +1114,11 @@ static int kg_kernel_functions(void)
 	return 0;
 }
 
-/* Whether the module `name` is loaded (it has its directory under /sys/module). */
-static bool kg_module_present(const char *name)
+/*
+ * Whether the module `name` is loaded (it has its directory under /sys/module); kgraft-rt asks
+ * it too, for the callbacks at (un)patch time.
+ */
+bool kg_object_present(const char *name)
 {
 	struct kobject *kobj = kset_find_obj(*kg_module_kset, name);
 
@@ -1172,7 +1175,7 @@ static int kg_resolve(struct kg_site *s, const struct kg_func *f)
 	if (!kg_size_offset(s->new_addr, &s->new_size, &off))
 		s->new_size = 1;
 	s->direct_addr = f->direct;
-	if (f->object && !kg_module_present(f->object)) {
+	if (f->object && !kg_object_present(f->object)) {
 		pr_info("kgraft: %s: module %s is not loaded: %s is patched when it loads\n", kg_patch_name, f->object,
 			f->name);
 		return 0;
@@ -1251,12 +1254,6 @@ out:
 static struct notifier_block kg_module_nb = {
 	.notifier_call = kg_module_notify,
 };
-
-/* Whether the module `name` is loaded, for kgraft-rt's callbacks at (un)patch time. */
-bool kg_object_present(const char *name)
-{
-	return kg_module_present(name);
-}
 
 /* Lets go of the patches this one is stacked on, and of those it was to replace. */
 static void kg_put_belows(void)

@@ -118,26 +118,16 @@ fn log(patch: &'static Patch, fmt: &CStr) {
     }
 }
 
-/// The callbacks of the module `name` in `patch`, if the patch declares any.
-fn module_callbacks(patch: &'static Patch, name: &CStr) -> Option<&'static Callbacks> {
-    super::callbacks_of(patch, Some(name))
-}
-
-/// The modules the patch names, each once: those of its functions, then those it declares.
-fn modules(patch: &'static Patch) -> impl Iterator<Item = &'static CStr> {
-    super::modules(patch)
-}
-
 /// The objects of the patch that are here now, each with its callbacks: vmlinux (always: it
 /// carries the patch-wide callbacks), then each loaded module the patch names.
 fn objects(patch: &'static Patch) -> impl Iterator<Item = (&'static Callbacks, Object)> {
     let vmlinux = core::iter::once((&patch.callbacks, Object::VMLINUX));
-    let loaded = modules(patch).filter_map(move |name| {
+    let loaded = super::modules(patch).filter_map(move |name| {
         // SAFETY: a NUL-terminated name; the C side only looks it up.
         if !unsafe { kg_object_present(name.as_ptr()) } {
             return None;
         }
-        Some((module_callbacks(patch, name)?, Object { name: Some(name), state: Some(ModuleState::Live) }))
+        Some((super::callbacks_of(patch, Some(name))?, Object { name: Some(name), state: Some(ModuleState::Live) }))
     });
     vmlinux.chain(loaded)
 }
@@ -373,7 +363,7 @@ pub unsafe extern "C" fn kgraft_engine_has_object(name: *const c_char) -> bool {
     // SAFETY: the caller's contract.
     let name = unsafe { CStr::from_ptr(name) };
     // SAFETY: the caller holds the lock.
-    unsafe { with_engine(|e| e.patch.is_some_and(|p| modules(p).any(|m| m == name))) }
+    unsafe { with_engine(|e| e.patch.is_some_and(|p| super::modules(p).any(|m| m == name))) }
 }
 
 /// Runs the callback `kind` (0 `pre_patch`, 1 `post_patch`, 2 `pre_unpatch`, 3 `post_unpatch`)
@@ -392,8 +382,8 @@ pub unsafe extern "C" fn kgraft_engine_object_event(name: *const c_char, kind: c
     // callback may keep it.
     // SAFETY: the caller's contract.
     let wanted = unsafe { CStr::from_ptr(name) };
-    let Some(name) = modules(patch).find(|m| *m == wanted) else { return 0 };
-    let Some(c) = module_callbacks(patch, name) else { return 0 };
+    let Some(name) = super::modules(patch).find(|m| *m == wanted) else { return 0 };
+    let Some(c) = super::callbacks_of(patch, Some(name)) else { return 0 };
     let state = if state == 1 { ModuleState::Coming } else { ModuleState::Going };
     let o = Object { name: Some(name), state: Some(state) };
     // SAFETY: the module is coming or going at the point of its life the callback's kind names,
