@@ -17,6 +17,7 @@
 //! - Those typed in a guest are run by the qemu harness (`kernel_qemu.rs`); the ones no test can
 //!   run are listed with the reason in [`transcript::UNVERIFIED`].
 
+mod tools;
 mod transcript;
 
 use std::io::{Read, Write};
@@ -25,26 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use tools::{host_executable, workspace};
+
 use transcript::{Step, Transcript};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-/// Builds the user-mode host (as `compile.rs` does), to stand beside `kgraftc`.
-fn host_executable() -> PathBuf {
-    let target = workspace().join("target").join("kgraft").join("tools");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "kgraft-host", "--bin", "kgraft-host", "--target-dir"])
-        .arg(&target)
-        .current_dir(workspace())
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the host builds");
-    target.join("debug").join("kgraft-host")
-}
 
 /// Links (or copies) `from` to `to`.
 fn place(from: &Path, to: &Path) {

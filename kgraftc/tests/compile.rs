@@ -5,27 +5,12 @@
 //! built once into the workspace's `target/kgraft-check`. One builds for the host too, which
 //! shares that mapping of rustc's messages.
 
+mod tools;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-/// Builds the user-mode host, whose executable carries the BTF of the samples' target types.
-fn host_executable() -> PathBuf {
-    let target = workspace().join("target").join("kgraft").join("tools");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "kgraft-host", "--bin", "kgraft-host", "--target-dir"])
-        .arg(&target)
-        .current_dir(workspace())
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the host builds");
-    target.join("debug").join("kgraft-host")
-}
+use tools::{host_executable, workspace};
 
 fn build_check(file: &Path, out: &Path, json: bool) -> Output {
     build_check_against(file, out, json, None)
