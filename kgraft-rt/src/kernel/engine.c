@@ -386,12 +386,21 @@ int kg_migrate(void)
 	return left;
 }
 
+/* Queues the work item that moves each online CPU's interrupt universe, where it is behind. */
+static void kg_cpus_move(void)
+{
+	int cpu;
+
+	for_each_online_cpu(cpu)
+		if (per_cpu(kg_cpu_u, cpu) != kg_goal)
+			queue_work_on(cpu, system_wq, per_cpu_ptr(&kg_cpu_work, cpu));
+}
+
 /* Wakes the stragglers: a fake signal sends a user task through the kernel's exit. */
 void kg_kick(void)
 {
 	struct task_struct *g, *t;
 	unsigned long flags;
-	int cpu;
 
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
@@ -405,9 +414,7 @@ void kg_kick(void)
 		}
 	}
 	rcu_read_unlock();
-	for_each_online_cpu(cpu)
-		if (per_cpu(kg_cpu_u, cpu) != kg_goal)
-			queue_work_on(cpu, system_wq, per_cpu_ptr(&kg_cpu_work, cpu));
+	kg_cpus_move();
 }
 
 /* ---- transitions ----------------------------------------------------------------------- */
@@ -589,6 +596,8 @@ int kg_begin(u8 goal)
 	WRITE_ONCE(kg_moving, true);
 	kg_enabled = goal;
 	WRITE_ONCE(kg_busy, true);
+	/* An idle CPU runs no system call: a work item moves its interrupt universe now. */
+	kg_cpus_move();
 	return 0;
 }
 
@@ -607,6 +616,7 @@ void kg_reverse(void)
 	 */
 	WRITE_ONCE(kg_goal, !kg_goal);
 	kg_enabled = kg_goal;
+	kg_cpus_move();
 }
 
 /*
@@ -1288,9 +1298,12 @@ static void kg_free_nop_names(void)
  */
 static int kg_add_nops(void)
 {
-	unsigned long ips[KG_MAX_NOPS];
+	/* Not on the stack: kernel stacks are small. */
+	unsigned long *ips = kmalloc_array(KG_MAX_NOPS, sizeof(*ips), GFP_KERNEL);
 	int p, k, m, ret = 0;
 
+	if (!ips)
+		return -ENOMEM;
 	kg_nreplacing = kg_peers_get(kg_replacing);
 	for (p = 0; p < kg_nreplacing && !ret; p++) {
 		m = kg_replacing[p]->sites(ips, KG_MAX_NOPS);
@@ -1320,6 +1333,7 @@ static int kg_add_nops(void)
 			ret = kg_find_below(s);
 		}
 	}
+	kfree(ips);
 	if (ret)
 		pr_err("kgraft: %s: cannot take over the functions of the patches it replaces (error %d)\n",
 		       kg_patch_name, ret);
