@@ -349,8 +349,10 @@ scenario_package_scripts() {
     echo ok
 }
 
-# System states and a module parameter: v2 takes state 1 over, a lower version is refused.
-stlog() { dmesg | grep -oE 'console_state(_v2)?: .*' | tail -n "$1" | tr '\n' '|'; }
+# System states and a module parameter: v2 takes state 1 over, a lower version is refused, and
+# so is a replace_all patch without the state.
+# The patches' own log lines, not the kgraft engine's ("kgraft: console_state: patching ...").
+stlog() { dmesg | grep -v 'kgraft: console_state' | grep -oE 'console_state(_v2)?: .*' | tail -n "$1" | tr '\n' '|'; }
 scenario_system_states() {
     t0=$(kgt now)
     insmod /m/console_state.ko prefix=hello || { echo "insmod console_state failed"; return; }
@@ -361,6 +363,10 @@ scenario_system_states() {
     [ "$(stlog 1)" = "console_state_v2: took over loglevel 7 from version 1|" ] || { echo "v2: $(stlog 1)"; return; }
     kgt gone console_state || { echo "console_state was not replaced"; return; }
     unload console_state || return
+    # A replace_all patch that does not carry state 1 would drop it: refused.
+    insmod /m/cmdline_banner_v2.ko 2>/dev/null && { echo "a replace_all patch without state 1 was accepted"; return; }
+    grep -q '^cmdline_banner_v2 ' /proc/modules && { echo "cmdline_banner_v2 left loaded"; return; }
+    [ -d $LP/cmdline_banner_v2 ] && { echo "cmdline_banner_v2 left in sysfs"; return; }
     insmod /m/console_state.ko 2>/dev/null && { echo "a lower state version was accepted"; return; }
     unload console_state_v2 || return
     [ "$(stlog 1)" = "console_state_v2: restored loglevel 7|" ] || { echo "v2 off: $(stlog 1)"; return; }

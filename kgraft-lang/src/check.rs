@@ -59,7 +59,6 @@ pub(crate) fn check(file: &File, syntax_ok: bool, diags: &mut Diagnostics) -> He
     crate::syscalls::check(file, &shadows, diags);
     crate::params::check(file, diags);
     crate::params::check_replace_all(file, &header, diags);
-    check_engine_supports(file, &header, diags);
     relabel_too_complex(diags);
     header
 }
@@ -243,25 +242,6 @@ fn check_header_entries(h: &Header, info: &mut HeaderInfo, diags: &mut Diagnosti
 
 /// The values of the header key `engine`.
 const ENGINES: &[&str] = &["klp", "kgraft"];
-
-/// A patch that says `engine: "kgraft"` declares no system state, which only the livepatch core checks.
-fn check_engine_supports(file: &File, header: &HeaderInfo, diags: &mut Diagnostics) {
-    let Some((engine, span)) = &header.engine else { return };
-    if engine != "kgraft" {
-        return;
-    }
-    for item in &file.items {
-        if let Item::State(state) = item {
-            diags.push(
-                Diagnostic::error(codes::E0071, "kgraft's own engine does not support system states")
-                    .primary(state.span, "a system state")
-                    .secondary(*span, "the patch asks for the kgraft engine here")
-                    .note("only the livepatch core checks system states against the patches loaded before")
-                    .help("write `engine: \"klp\"` (or leave `engine` out), or do without the state"),
-            );
-        }
-    }
-}
 
 /// The string value of a header entry, unescaped; `example` shows the right form otherwise.
 fn header_string(entry: &Entry, example: &str, diags: &mut Diagnostics) -> Option<String> {

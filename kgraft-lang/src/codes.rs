@@ -276,12 +276,6 @@ whether the patch replaces every patch loaded before it (upstream's test modules
         replace_all: replace,
     }"
 
-    E0071 "the kgraft engine cannot apply this patch"
-"`engine: \"kgraft\"` asks for kgraft's own engine, which the patch module carries. It does not
-check system states (`state` items) against the patches applied before: that needs the kernel's
-livepatch core. Write `engine: \"klp\"`, or leave `engine` out (the livepatch core is the
-default)."
-
     E0040 "no such module in the target kernel"
 "A `module \"name\" { ... }` block names a module that the target release does not ship. kgraftc
 lists the modules under /lib/modules/RELEASE; module names are spelled as `lsmod` shows them,

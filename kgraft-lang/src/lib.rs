@@ -84,11 +84,6 @@ impl Checked {
         self.header.engine.as_ref().map(|(e, _)| e.as_str())
     }
 
-    /// Whether the patch declares system states (`state` items).
-    pub fn has_states(&self) -> bool {
-        self.file.items.iter().any(|i| matches!(i, ast::Item::State(_)))
-    }
-
     /// The kernel type names the patch's declarations use (signatures, statics, shadow blocks;
     /// bodies are not read), sorted: without a target kernel, each of them is opaque.
     pub fn kernel_types(&self) -> Vec<String> {

@@ -35,7 +35,7 @@ pub struct StateDecl {
     pub version: u32,
 }
 
-#[cfg(any(feature = "host", feature = "kernel"))]
+#[cfg(any(feature = "host", all(feature = "kernel", not(feature = "kgraft-engine"))))]
 unsafe extern "C" {
     /// Returns the state `id` of `patch` (the kernel's `klp_patch`, the host's descriptor).
     fn klp_get_state(patch: *mut c_void, id: c_ulong) -> *mut State;
@@ -53,11 +53,15 @@ unsafe extern "C" {
 #[allow(unused_variables, reason = "only the host reads the descriptor")]
 #[expect(clippy::mut_from_ref, reason = "the state is the engine's, found through the patch, not part of it")]
 pub unsafe fn get(patch: &'static Patch, id: u64) -> Option<&'static mut State> {
-    #[cfg(feature = "kernel")]
+    // SAFETY: the kgraft engine returns null or the patch's own state, which lives as long as
+    // the module.
+    #[cfg(feature = "kgraft-engine")]
+    return unsafe { crate::kernel::state_get(id as c_ulong).as_mut() };
+    #[cfg(all(feature = "kernel", not(feature = "kgraft-engine")))]
     let p = crate::kernel::registered().cast::<c_void>();
     #[cfg(feature = "host")]
     let p = core::ptr::from_ref(patch).cast_mut().cast::<c_void>();
-    #[cfg(any(feature = "host", feature = "kernel"))]
+    #[cfg(any(feature = "host", all(feature = "kernel", not(feature = "kgraft-engine"))))]
     {
         if p.is_null() {
             return None;
@@ -78,7 +82,11 @@ pub unsafe fn get(patch: &'static Patch, id: u64) -> Option<&'static mut State> 
 /// reference must not outlive that earlier patch.
 #[allow(unused_variables, reason = "without a target there is no engine to ask")]
 pub unsafe fn prev(id: u64) -> Option<&'static mut State> {
-    #[cfg(any(feature = "host", feature = "kernel"))]
+    // SAFETY: the kgraft engine returns null or a state of a kgraft patch that is on, whose
+    // module stays loaded while it is.
+    #[cfg(feature = "kgraft-engine")]
+    return unsafe { crate::kernel::state_prev(id as c_ulong).as_mut() };
+    #[cfg(any(feature = "host", all(feature = "kernel", not(feature = "kgraft-engine"))))]
     {
         // SAFETY: the engine returns null or a state of a patch still loaded.
         return unsafe { klp_get_prev_state(id as c_ulong).as_mut() };

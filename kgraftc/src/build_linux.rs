@@ -114,9 +114,6 @@ fn kgraft_engine_supports(checked: &kgraft_lang::Checked) -> Result<(), Failure>
             "the kgraft engine does not support {what}; build with `--engine klp` (the livepatch core)"
         ))
     };
-    if checked.has_states() {
-        return Err(refuse("system states (`state` items)"));
-    }
     if let Some((_, name, sympos)) = checked.targets().into_iter().find(|t| t.2 > 1) {
         return Err(refuse(&format!("a target chosen by its symbol position (`{name}`, sympos {sympos})")));
     }

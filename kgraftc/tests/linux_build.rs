@@ -61,35 +61,6 @@ fn refuses_a_directory_that_is_not_a_kernel_build() {
     assert!(stderr.contains("is not a configured kernel build directory"), "{stderr}");
 }
 
-/// Builds the sample `name` with `--engine kgraft` against a fake kernel directory.
-fn build_kgraft(name: &str) -> Output {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../patches/{name}.kgp"));
-    Command::new(env!("CARGO_BIN_EXE_kgraftc"))
-        .args(["build", "--target", "linux", "--engine", "kgraft", "--kdir"])
-        .arg(fake_kdir("engine", "6.1.0-99-amd64"))
-        .arg("-o")
-        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("never.ko"))
-        .arg(sample)
-        .env("KGRAFT_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("kgraft-cache"))
-        .output()
-        .expect("kgraftc runs")
-}
-
-#[test]
-fn the_kgraft_engine_refuses_what_only_the_livepatch_core_does() {
-    for (sample, what) in [
-        ("console_state", "the kgraft engine does not support system states (`state` items)"),
-        ("console_state_v2", "the kgraft engine does not support system states (`state` items)"),
-    ] {
-        let out = build_kgraft(sample);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{sample}: {stderr}");
-        assert!(stderr.contains(what), "{sample}: {stderr}");
-        assert!(stderr.contains("build with `--engine klp`"), "{sample}: {stderr}");
-        assert!(!stderr.contains("checking the kernel build directory"), "refused before any step: {stderr}");
-    }
-}
-
 #[test]
 fn the_header_can_ask_for_the_kgraft_engine() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-header");

@@ -136,7 +136,14 @@ static struct kobject *kg_kobj;
  * older patch yields its direct call; the newer one hands the site back when it is taken off.
  * A patch another one is stacked on cannot be taken off before it.
  */
-#define KG_PEER_ABI 1
+#define KG_PEER_ABI 2
+
+/* A system state, as kgraft-rt's `state::State` lays it out (the livepatch core's klp_state). */
+struct kg_state {
+	unsigned long id;
+	unsigned int version;
+	void *data;
+};
 
 struct kg_peer {
 	struct module *owner;
@@ -156,6 +163,9 @@ struct kg_peer {
 	bool (*stacked_on)(const struct kg_peer *below);
 	/* Lets the patch above register its check beside this patch's direct calls, or not. */
 	void (*share)(bool on);
+	/* The system states of this patch while it is on (patched, or in a transition), in `*n`;
+	 * NULL when it is off. */
+	struct kg_state *(*states)(int *n);
 };
 
 struct kg_entry {
@@ -1053,6 +1063,99 @@ static void kg_peer_share(bool on)
 	WRITE_ONCE(kg_sharing, on);
 }
 
+/* ---- system states ----------------------------------------------------------------------- */
+
+/* The patch's own states (kgraft-rt's array, which lives as long as the module). */
+static struct kg_state *kg_states;
+static int kg_nstates;
+
+static struct kg_state *kg_peer_states(int *n)
+{
+	if (!READ_ONCE(kg_enabled) && !READ_ONCE(kg_busy))
+		return NULL;
+	*n = kg_nstates;
+	return kg_states;
+}
+
+static struct kg_state *kg_state_in(struct kg_state *states, int n, unsigned long id)
+{
+	int i;
+
+	for (i = 0; states && i < n; i++)
+		if (states[i].id == id)
+			return &states[i];
+	return NULL;
+}
+
+/*
+ * Whether this patch may go on beside the kgraft patches that are on, by the livepatch core's
+ * rules for system states: no state may go down in version, and a replace_all patch must
+ * carry every state of the patches it replaces. A refusal names the state and the patch.
+ */
+static int kg_states_compatible(void)
+{
+	struct kg_peer *peers[KG_MAX_PEERS];
+	int n = kg_peers_get(peers), i, j, ret = 0;
+
+	for (i = 0; i < n && !ret; i++) {
+		int m = 0;
+		struct kg_state *theirs = peers[i]->states(&m);
+
+		for (j = 0; theirs && j < m && !ret; j++) {
+			struct kg_state *ours = kg_state_in(kg_states, kg_nstates, theirs[j].id);
+
+			if (!ours && kg_replace_all) {
+				pr_err("kgraft: %s: replacing %s, it does not carry system state %lu (version %u)\n",
+				       kg_patch_name, peers[i]->name, theirs[j].id, theirs[j].version);
+				ret = -EINVAL;
+			} else if (ours && ours->version < theirs[j].version) {
+				pr_err("kgraft: %s: system state %lu is at version %u in %s, this patch has %u\n",
+				       kg_patch_name, theirs[j].id, theirs[j].version, peers[i]->name, ours->version);
+				ret = -EINVAL;
+			}
+		}
+	}
+	kg_peers_put(peers, n);
+	return ret;
+}
+
+/* This patch's state `id`, or NULL (kgraft-rt's `state::get`). */
+struct kg_state *kg_state_get(unsigned long id)
+{
+	return kg_state_in(kg_states, kg_nstates, id);
+}
+
+/*
+ * The state `id` of the last patch that went on before this one and is on still, or NULL
+ * (kgraft-rt's `state::prev`, the livepatch core's klp_get_prev_state). The registry lists the
+ * patches in the order they loaded.
+ */
+struct kg_state *kg_state_prev(unsigned long id)
+{
+	struct kobject *kobj;
+	struct kg_state *found = NULL;
+
+	if (!kg_registry)
+		return NULL;
+	spin_lock(&kg_registry->list_lock);
+	list_for_each_entry(kobj, &kg_registry->list, entry) {
+		struct kg_entry *e = container_of(kobj, struct kg_entry, kobj);
+		struct kg_state *st;
+		int n = 0;
+
+		if (e->peer == &kg_self)
+			break;
+		if (e->abi != KG_PEER_ABI)
+			continue;
+		st = e->peer->states(&n);
+		st = kg_state_in(st, n, id);
+		if (st)
+			found = st;
+	}
+	spin_unlock(&kg_registry->list_lock);
+	return found;
+}
+
 static struct kg_peer kg_self = {
 	.share = kg_peer_share,
 	.sites = kg_peer_sites,
@@ -1062,6 +1165,7 @@ static struct kg_peer kg_self = {
 	.yield = kg_peer_yield,
 	.take_back = kg_peer_take_back,
 	.stacked_on = kg_peer_stacked_on,
+	.states = kg_peer_states,
 };
 
 /* ---- set-up ---------------------------------------------------------------------------- */
@@ -1359,7 +1463,8 @@ static void kg_finish_replacing(void)
  * Gets the engine ready for `funcs`: the kernel's functions, each target, the sysfs directory.
  * Nothing changes in the kernel yet. Returns 0 or a negative errno (and then holds nothing).
  */
-int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool replace_all)
+int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool replace_all, struct kg_state *states,
+	       int nstates)
 {
 	int i, ret, cpu;
 
@@ -1376,6 +1481,8 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool repla
 		return -ENOMEM;
 	kg_nsites = n;
 	kg_replace_all = replace_all;
+	kg_states = states;
+	kg_nstates = nstates;
 	for (i = 0; i < n; i++) {
 		ret = kg_resolve(&kg_sites[i], &funcs[i]);
 		if (ret)
@@ -1391,6 +1498,9 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool repla
 		goto fail_notifier;
 	}
 	ret = sysfs_create_group(kg_kobj, &kg_group);
+	if (ret)
+		goto fail_kobj;
+	ret = kg_states_compatible();
 	if (ret)
 		goto fail_kobj;
 	for (i = 0; i < n && !ret; i++)
@@ -1414,6 +1524,8 @@ fail:
 	kfree(kg_sites);
 	kg_sites = NULL;
 	kg_nsites = 0;
+	kg_states = NULL;
+	kg_nstates = 0;
 	return ret;
 }
 
@@ -1433,6 +1545,8 @@ void kg_unprepare(void)
 	kfree(kg_sites);
 	kg_sites = NULL;
 	kg_nsites = 0;
+	kg_states = NULL;
+	kg_nstates = 0;
 }
 
 /* The engine's lock, which the poll and the sysfs writes take too. */

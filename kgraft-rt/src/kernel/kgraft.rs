@@ -14,8 +14,10 @@
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_ulong};
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::patch::{Callbacks, ModuleState, Object, Patch};
+use crate::state::State;
 use crate::transition::{Backend, POLL_EVERY_MS, Poll, Refused, Transition};
 
 use super::klp;
@@ -31,7 +33,14 @@ struct KgFunc {
 }
 
 unsafe extern "C" {
-    fn kg_prepare(patch: *const c_char, funcs: *const KgFunc, n: c_int, replace_all: bool) -> c_int;
+    fn kg_prepare(
+        patch: *const c_char,
+        funcs: *const KgFunc,
+        n: c_int,
+        replace_all: bool,
+        states: *mut State,
+        nstates: c_int,
+    ) -> c_int;
     fn kg_unprepare();
     fn kg_begin(goal: u8) -> c_int;
     fn kg_migrate() -> c_int;
@@ -46,6 +55,39 @@ unsafe extern "C" {
     fn kg_lock();
     fn kg_unlock();
     fn kg_object_present(name: *const c_char) -> bool;
+    fn kg_state_get(id: c_ulong) -> *mut State;
+    fn kg_state_prev(id: c_ulong) -> *mut State;
+}
+
+/// The patch's system states, which `engine.c` shows its peers: allocated by [`init`], freed
+/// by [`exit`].
+static STATES: AtomicPtr<State> = AtomicPtr::new(ptr::null_mut());
+
+/// Returns this patch's state `id`, or null.
+///
+/// # Safety
+///
+/// Call from the patch's callbacks or bodies, while the module is loaded.
+pub(crate) unsafe fn state_get(id: c_ulong) -> *mut State {
+    // SAFETY: `engine.c` reads the array `init` handed it, or returns null before that.
+    unsafe { kg_state_get(id) }
+}
+
+/// Returns the state `id` of the last kgraft patch that went on before this one, or null.
+///
+/// # Safety
+///
+/// Call from a callback of this patch: the other patch's module is kept loaded while it is on.
+pub(crate) unsafe fn state_prev(id: c_ulong) -> *mut State {
+    // SAFETY: `engine.c` walks its registry under the registry's lock.
+    unsafe { kg_state_prev(id) }
+}
+
+/// Frees the states [`init`] allocated, once `engine.c` no longer shows them.
+fn free_states() {
+    let states = STATES.swap(ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: null or the allocation from `init`, which nothing reads any more.
+    unsafe { klp::kfree(states.cast()) };
 }
 
 /// The engine's primitives, in `engine.c`.
@@ -176,12 +218,28 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
             };
         }
     }
+    let nstates = patch.states.len();
+    // SAFETY: a zeroed array of at least one entry, or null.
+    let states: *mut State = unsafe { super::alloc(nstates.max(1)) };
+    if states.is_null() {
+        // SAFETY: from `alloc`, unused.
+        unsafe { klp::kfree(funcs.cast()) };
+        return -12;
+    }
+    for (i, decl) in patch.states.iter().enumerate() {
+        // SAFETY: `i < nstates`, the array's length.
+        unsafe { *states.add(i) = State { id: decl.id as c_ulong, version: decl.version, data: ptr::null_mut() } };
+    }
+    STATES.store(states, Ordering::Release);
     // SAFETY: the array holds `n` entries whose strings are the descriptor's, which live as
-    // long as the module; `kg_prepare` copies what it keeps.
-    let ret = unsafe { kg_prepare(patch.name.as_ptr(), funcs, n as c_int, patch.replaces_all()) };
+    // long as the module; `kg_prepare` copies what it keeps, and keeps the states, which live
+    // until `exit`.
+    let ret =
+        unsafe { kg_prepare(patch.name.as_ptr(), funcs, n as c_int, patch.replaces_all(), states, nstates as c_int) };
     // SAFETY: from `alloc`, and `kg_prepare` keeps no pointer to it.
     unsafe { klp::kfree(funcs.cast()) };
     if ret != 0 {
+        free_states();
         log(patch, c"\x013kgraft: %s: the kgraft engine refused the patch\n");
         return ret;
     }
@@ -193,6 +251,7 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
                 log(patch, c"\x013kgraft: %s: pre-patch callback refused the patch\n");
                 // SAFETY: no transition started.
                 unsafe { kg_unprepare() };
+                free_states();
                 return err;
             }
         }
@@ -218,6 +277,7 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
         if ret != 0 {
             after_unpatch(patch);
             kg_unprepare();
+            free_states();
         }
         ret
     }
@@ -231,7 +291,8 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
 /// Call once, from the module's `cleanup_module`.
 pub(super) unsafe fn exit() {
     // SAFETY: no transition is in progress (the module's reference held it loaded).
-    unsafe { kg_unprepare() }
+    unsafe { kg_unprepare() };
+    free_states();
 }
 
 /// One step of the transition: the poll worker calls it with the engine's lock held.

@@ -16,6 +16,8 @@
 
 #[cfg(feature = "kgraft-engine")]
 mod kgraft;
+#[cfg(feature = "kgraft-engine")]
+pub(crate) use kgraft::{state_get, state_prev};
 mod klp;
 mod macros;
 #[cfg(target_os = "none")]
@@ -160,6 +162,7 @@ unsafe fn klp_init(patch: &'static Patch) -> c_int {
 }
 
 /// Returns the `klp_patch` registered by [`init`], or null.
+#[cfg_attr(feature = "kgraft-engine", allow(dead_code))]
 pub(crate) fn registered() -> *mut KlpPatch {
     REGISTERED.load(Ordering::Acquire)
 }
