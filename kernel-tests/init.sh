@@ -284,6 +284,20 @@ nap() {
     echo "the reader never slept in kgt_nap"; return 1
 }
 
+# Ends the reader nap() started. A plain kill (SIGTERM) must end its killable sleep at once,
+# whatever fake signals the engine sent it meanwhile.
+unnap() {
+    kill $NAPPER
+    for i in $(seq 30); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null || break; sleep 0.1; done
+    if grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null; then
+        kill -9 $NAPPER; wait $NAPPER
+        echo "the reader slept on after SIGTERM"; return 1
+    fi
+    # Its status is the signal's (143): the reader was killed, as it should be.
+    wait $NAPPER
+    return 0
+}
+
 # A task asleep in a replaced function holds the transition up: `kgraftc kernel load`
 # names it, and after --timeout reverses the transition and removes the module.
 scenario_straggler_timeout() {
@@ -295,7 +309,7 @@ scenario_straggler_timeout() {
     grep -q 'the transition was reversed and the module removed' /tmp/k.out || { echo "no reversal reported"; return; }
     [ -d "$(pd nap_short)" ] && { echo "sysfs directory left"; return; }
     grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
-    kill $NAPPER; wait $NAPPER
+    unnap || return
     echo ok
 }
 
@@ -325,7 +339,7 @@ scenario_kgraftc_force() {
     $K kernel unload nap_short > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
     [ -d "$(pd nap_short)" ] && { echo "sysfs directory left"; return; }
     grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
-    kill $NAPPER; wait $NAPPER
+    unnap || return
     echo ok
 }
 

@@ -547,7 +547,10 @@ mod tests {
         // Only the livepatch core's patches need the core: the unit asks for it for them alone.
         assert!(klp.fill(UNIT).contains("\nConditionPathIsDirectory=/sys/kernel/livepatch\nAfter="));
         let unit = kgraft.fill(UNIT);
-        assert!(!unit.contains("livepatch") && unit.contains("ConditionKernelVersion=6.1.0-56-amd64\nAfter="), "{unit}");
+        assert!(
+            !unit.contains("livepatch") && unit.contains("ConditionKernelVersion=6.1.0-56-amd64\nAfter="),
+            "{unit}"
+        );
         assert_eq!(klp.applied_by(), "the kernel's livepatch core");
         assert_eq!(kgraft.applied_by(), "kgraft's own engine, built into the module");
     }

@@ -116,9 +116,7 @@ static int (*kg_stack_reliable)(struct task_struct *t, unsigned long *store, uns
 static unsigned int (*kg_stack_save)(struct task_struct *t, unsigned long *store, unsigned int size,
 				     unsigned int skip);
 static int (*kg_task_call)(struct task_struct *p, task_call_f func, void *arg);
-static void (*kg_signal_wake_up_state)(struct task_struct *t, unsigned int state);
 static int (*kg_wake_up_state)(struct task_struct *p, unsigned int state);
-static struct sighand_struct *(*kg_lock_sighand)(struct task_struct *t, unsigned long *flags);
 static unsigned long (*kg_ftrace_location)(unsigned long ip);
 static struct kset **kg_module_kset;
 
@@ -404,22 +402,27 @@ static void kg_cpus_move(void)
 			queue_work_on(cpu, system_wq, per_cpu_ptr(&kg_cpu_work, cpu));
 }
 
-/* Wakes the stragglers: a fake signal sends a user task through the kernel's exit. */
+/*
+ * Wakes the stragglers: a fake signal sends a user task through the kernel's exit. The fake
+ * signal is TIF_NOTIFY_SIGNAL, as the livepatch core's (set_notify_signal, whose wake-up 6.1 does
+ * not export): an interruptible sleep ends and its system call restarts. Not TIF_SIGPENDING
+ * without a signal: a task that has it set counts as having a signal pending already, and a
+ * fatal signal other than SIGKILL then does not wake it from a killable sleep.
+ */
 void kg_kick(void)
 {
 	struct task_struct *g, *t;
-	unsigned long flags;
 
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
 		if (kg_universe_of(t) == kg_goal || t == current)
 			continue;
-		if (t->flags & PF_KTHREAD) {
+		if (t->flags & PF_KTHREAD)
 			kg_wake_up_state(t, TASK_INTERRUPTIBLE);
-		} else if (kg_lock_sighand(t, &flags)) {
-			kg_signal_wake_up_state(t, 0);
-			spin_unlock_irqrestore(&t->sighand->siglock, flags);
-		}
+		else if (!test_and_set_tsk_thread_flag(t, TIF_NOTIFY_SIGNAL) &&
+			 !kg_wake_up_state(t, TASK_INTERRUPTIBLE))
+			/* Running: an interrupt sends it through the exit to user mode. */
+			kick_process(t);
 	}
 	rcu_read_unlock();
 	kg_cpus_move();
@@ -1214,9 +1217,7 @@ static int kg_kernel_functions(void)
 	KG_RESOLVE(kg_stack_reliable, "stack_trace_save_tsk_reliable");
 	KG_RESOLVE(kg_stack_save, "stack_trace_save_tsk");
 	KG_RESOLVE(kg_task_call, "task_call_func");
-	KG_RESOLVE(kg_signal_wake_up_state, "signal_wake_up_state");
 	KG_RESOLVE(kg_wake_up_state, "wake_up_state");
-	KG_RESOLVE(kg_lock_sighand, "__lock_task_sighand");
 	KG_RESOLVE(kg_ftrace_location, "ftrace_location");
 	KG_RESOLVE(kg_module_kset, "module_kset");
 	for_each_kernel_tracepoint(kg_find_tracepoint, NULL);
