@@ -273,12 +273,29 @@ scenario_kgraftc_kernel() {
     echo ok
 }
 
-# Starts a reader of /proc/kgraft_nap and waits until it sleeps inside kgt_nap; sets NAPPER.
+# Starts a reader of /proc/kgraft_nap_killable and waits until it sleeps inside kgt_nap; sets
+# NAPPER. Its sleep is killable: no engine's fake signal ends it (the livepatch core's comes
+# after 15 s, the kgraft engine's after one), so it holds a transition up for either engine until
+# it is killed, as a task blocked inside a patched function does.
 nap() {
-    cat /proc/kgraft_nap > /tmp/nap.out &
+    cat /proc/kgraft_nap_killable > /tmp/nap.out &
     NAPPER=$!
     for i in $(seq 50); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null && return 0; sleep 0.1; done
     echo "the reader never slept in kgt_nap"; return 1
+}
+
+# Ends the reader nap() started. A plain kill (SIGTERM) must end its killable sleep at once,
+# whatever fake signals the engine sent it meanwhile.
+unnap() {
+    kill $NAPPER
+    for i in $(seq 30); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null || break; sleep 0.1; done
+    if grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null; then
+        kill -9 $NAPPER; wait $NAPPER
+        echo "the reader slept on after SIGTERM"; return 1
+    fi
+    # Its status is the signal's (143): the reader was killed, as it should be.
+    wait $NAPPER
+    return 0
 }
 
 # A task asleep in a replaced function holds the transition up: `kgraftc kernel load`
@@ -290,19 +307,19 @@ scenario_straggler_timeout() {
     [ $rc = 1 ] || { echo "load with a straggler: exit $rc"; return; }
     grep -q "cat (pid $NAPPER): .*kgt_nap \[kgraft_testmod\]" /tmp/k.out || { echo "the straggler was not named"; return; }
     grep -q 'the transition was reversed and the module removed' /tmp/k.out || { echo "no reversal reported"; return; }
-    [ -d $LP/nap_short ] && { echo "sysfs directory left"; return; }
+    [ -d "$(pd nap_short)" ] && { echo "sysfs directory left"; return; }
     grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
-    kill $NAPPER; wait $NAPPER
+    unnap || return
     echo ok
 }
 
-# The same transition seen by `kgraftc kernel status`, `signal` (6.1's core signals by
-# itself) and finished by `force`; the patch then unloads.
+# The same transition seen by `kgraftc kernel status`, `signal` (either engine sends its fake
+# signal by itself) and finished by `force`; the patch then unloads.
 scenario_kgraftc_force() {
     nap || return
     $K kernel load --timeout 60 /m/nap_short.ko > /tmp/load.out 2>&1 &
     loader=$!
-    for i in $(seq 50); do [ "$(cat $LP/nap_short/transition 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+    for i in $(seq 50); do [ "$(cat "$(pd nap_short)/transition" 2>/dev/null)" = 1 ] && break; sleep 0.1; done
     book shipping-transition.txt > /tmp/k.out  # kgraftc kernel status nap_short
     grep -q '^  transition to patched: 1 tasks left$' /tmp/k.out && grep -q "cat (pid $NAPPER)" /tmp/k.out \
         || { echo "status: $(cat /tmp/k.out)"; return; }
@@ -310,20 +327,26 @@ scenario_kgraftc_force() {
     rc=$?; [ $rc = 2 ] && grep -q 'sends the fake signal itself' /tmp/k.out || { echo "signal: exit $rc: $(cat /tmp/k.out)"; return; }
     $K kernel force nap_short > /tmp/k.out 2>&1 || { echo "force: $(cat /tmp/k.out)"; return; }
     grep -q '^WARNING: forcing the transition of nap_short' /tmp/k.out || { echo "no warning: $(cat /tmp/k.out)"; return; }
+    dmesg | grep -qE 'livepatch: forcing remaining tasks to the patched state|kgraft: nap_short: forcing the remaining tasks' \
+        || { echo "no warning in the kernel log"; return; }
     wait $loader || { echo "the load did not finish: $(cat /tmp/load.out)"; return; }
     [ "$(cat /proc/kgraft_nap)" = 2 ] || { echo "not patched"; return; }
-    # A forced patching transition leaves the new patch's module removable (6.1 keeps the
-    # modules of forced removals only).
+    # The kgraft engine completes a forced transition as any other: with direct calls.
+    klp || dmesg | grep -q 'kgraft: nap_short: patching complete' || { echo "no completion in the log"; return; }
+    klp || ! dmesg | grep -q 'kgt_nap keeps its ftrace handler' || { echo "no direct call after force"; return; }
+    # A forced patching transition leaves the new patch's module removable (either engine keeps
+    # the modules of forced removals only).
     $K kernel unload nap_short > /tmp/k.out 2>&1 || { echo "unload: $(cat /tmp/k.out)"; return; }
-    [ -d $LP/nap_short ] && { echo "sysfs directory left"; return; }
+    [ -d "$(pd nap_short)" ] && { echo "sysfs directory left"; return; }
     grep -q '^nap_short ' /proc/modules && { echo "module left"; return; }
-    kill $NAPPER; wait $NAPPER
+    unnap || return
     echo ok
 }
 
 # A package of `kgraftc package`, its maintainer scripts run as dpkg runs them: version 1
 # (cmdline_banner) installed and reinstalled, upgraded to version 2 (cmdline_banner_v2, with
-# replace_all, which replaces it atomically), then removed. run.sh unpacked both versions.
+# replace_all, which replaces it atomically), then removed. run.sh unpacked both versions, built
+# for the run's engine; the scripts find the patches in that engine's sysfs directory.
 scenario_package_scripts() {
     P=kgraft-patch-banner
     cp -a /pkg/v1/lib /pkg/v1/usr /
@@ -333,16 +356,16 @@ scenario_package_scripts() {
     sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
     grep -q 'cmdline_banner is applied' /tmp/p.out || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
     sh /pkg/v1/DEBIAN/prerm upgrade 2 || { echo "v1 prerm upgrade failed"; return; }
-    [ -d $LP/cmdline_banner ] || { echo "prerm upgrade unloaded v1"; return; }
+    [ "$(cat "$(pd cmdline_banner)/enabled" 2>/dev/null)" = 1 ] || { echo "prerm upgrade unloaded v1"; return; }
     # dpkg unpacks version 2 and removes the files version 1 had alone.
     cp -a /pkg/v2/lib /pkg/v2/usr /
     rm /lib/modules/*/updates/kgraft/cmdline_banner.ko
     sh /pkg/v2/DEBIAN/postinst configure 1 > /tmp/p.out 2>&1 || { echo "v2 postinst: $(cat /tmp/p.out)"; return; }
     [ "$(head -n 1 /proc/cmdline)" = "kgraft: cmdline_banner_v2 active" ] || { echo "v2 not applied: $(cat /tmp/p.out)"; return; }
-    [ -d $LP/cmdline_banner ] && { echo "v1 still in sysfs after the upgrade"; return; }
+    [ -d "$(pd cmdline_banner)" ] && { echo "v1 still in sysfs after the upgrade"; return; }
     grep -q '^cmdline_banner ' /proc/modules && { echo "v1 module left after the upgrade"; return; }
     sh /pkg/v2/DEBIAN/prerm remove > /tmp/p.out 2>&1 || { echo "v2 prerm remove: $(cat /tmp/p.out)"; return; }
-    [ -d $LP/cmdline_banner_v2 ] && { echo "v2 still in sysfs after removal"; return; }
+    [ -d "$(pd cmdline_banner_v2)" ] && { echo "v2 still in sysfs after removal"; return; }
     grep -q '^cmdline_banner_v2 ' /proc/modules && { echo "v2 module left after removal"; return; }
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     [ -e /var/lib/kgraft/$P ] && { echo "state left after removal"; return; }

@@ -88,13 +88,12 @@ for src in "$root"/patches/*.kgp "$here"/patches/*.kgp; do
 done
 # Two versions of one package (`kgraftc package`), unpacked as dpkg would for the guest to run
 # their maintainer scripts: version 2 is cmdline_banner_v2, which replaces version 1. Packages
-# are built for the livepatch core.
+# are built for the run's engine, as the samples are.
 for v in 1 2; do
-    [ "$engine" = klp ] || break
     src=$root/patches/cmdline_banner.kgp
     [ $v = 1 ] || src=$root/patches/cmdline_banner_v2.kgp
-    say "packaging version $v"
-    "$KGRAFTC" package --kdir "$KDIR" --format deb --name kgraft-patch-banner --pkg-version $v \
+    say "packaging version $v ($engine)"
+    "$KGRAFTC" package --kdir "$KDIR" --engine "$engine" --format deb --name kgraft-patch-banner --pkg-version $v \
         -o "$work/banner_$v.deb" "$src" > "$work/package_$v.log" 2>&1 || { cat "$work/package_$v.log" >&2; exit 1; }
     mkdir -p "$rootfs/pkg/v$v"
     dpkg-deb -x "$work/banner_$v.deb" "$rootfs/pkg/v$v"

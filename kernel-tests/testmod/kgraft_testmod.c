@@ -7,7 +7,13 @@
  *   /proc/kgraft_pair     each read computes kgt_decode(kgt_encode(x)) for a fresh x in one
  *                         system call and prints "1" when the round trip gives x back, else "0";
  *   /proc/kgraft_nap      a read sleeps in kgt_nap for 30 s (less when signalled) and prints its
- *                         result: a task that holds a transition up, for `kgraftc kernel`.
+ *                         result: a task that holds a transition up until an engine's fake
+ *                         signal wakes it.
+ *   /proc/kgraft_nap_killable
+ *                         a read sleeps in kgt_nap for 30 s in a killable sleep, which only a
+ *                         fatal signal ends: no engine's fake signal wakes it, so it holds a
+ *                         transition up for good, as a task blocked inside a patched function
+ *                         does (for `kgraftc kernel load --timeout` and `force`).
  *   /proc/kgraft_bench    a read calls kgt_bench_target 1,000,000 times and prints
  *                         "calls=N ns=T": the cost of a call, patched or not, for the engines'
  *                         benchmark.
@@ -24,6 +30,7 @@
 #include <linux/kthread.h>
 #include <linux/module.h>
 #include <linux/proc_fs.h>
+#include <linux/sched/signal.h>
 #include <linux/seq_file.h>
 
 #define KGT_PATCHABLE noinline __attribute__((noipa))
@@ -57,10 +64,26 @@ KGT_PATCHABLE u64 kgt_decode(u64 y)
 	return y ^ 0x5a5a5a5a5a5a5a5aULL;
 }
 
-/* Returns 0 after sleeping `ms`, 1 when a signal (or the livepatch core's fake one) woke it. */
+/*
+ * With this bit in its argument, kgt_nap sleeps in TASK_KILLABLE: a fake signal (the livepatch
+ * core's or the kgraft engine's) does not wake it, a fatal signal does.
+ */
+#define KGT_NAP_KILLABLE 0x80000000u
+
+/*
+ * Returns 0 after sleeping `ms`, 1 when a signal (or an engine's fake one) woke it; a killable
+ * nap returns 1 when a fatal signal ended it.
+ */
 KGT_PATCHABLE int kgt_nap(unsigned int ms)
 {
-	return msleep_interruptible(ms) ? 1 : 0;
+	long left;
+
+	if (!(ms & KGT_NAP_KILLABLE))
+		return msleep_interruptible(ms) ? 1 : 0;
+	left = msecs_to_jiffies(ms & ~KGT_NAP_KILLABLE) + 1;
+	while (left && !fatal_signal_pending(current))
+		left = schedule_timeout_killable(left);
+	return left ? 1 : 0;
 }
 
 /* The function the benchmark calls: as small as a function gets. */
@@ -102,6 +125,12 @@ static int kgt_pair_show(struct seq_file *m, void *v)
 static int kgt_nap_show(struct seq_file *m, void *v)
 {
 	seq_printf(m, "%d\n", kgt_nap(30000));
+	return 0;
+}
+
+static int kgt_nap_killable_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "%d\n", kgt_nap(KGT_NAP_KILLABLE | 30000));
 	return 0;
 }
 
@@ -150,7 +179,14 @@ static int __init kgt_init(void)
 		remove_proc_entry("kgraft_testmod", NULL);
 		return -ENOMEM;
 	}
+	if (!proc_create_single("kgraft_nap_killable", 0444, NULL, kgt_nap_killable_show)) {
+		remove_proc_entry("kgraft_nap", NULL);
+		remove_proc_entry("kgraft_pair", NULL);
+		remove_proc_entry("kgraft_testmod", NULL);
+		return -ENOMEM;
+	}
 	if (!proc_create_single("kgraft_bench", 0444, NULL, kgt_bench_show)) {
+		remove_proc_entry("kgraft_nap_killable", NULL);
 		remove_proc_entry("kgraft_nap", NULL);
 		remove_proc_entry("kgraft_pair", NULL);
 		remove_proc_entry("kgraft_testmod", NULL);
@@ -162,6 +198,7 @@ static int __init kgt_init(void)
 			if (!IS_ERR(kgt_spinner))
 				kthread_stop(kgt_spinner);
 			remove_proc_entry("kgraft_bench", NULL);
+			remove_proc_entry("kgraft_nap_killable", NULL);
 			remove_proc_entry("kgraft_nap", NULL);
 			remove_proc_entry("kgraft_pair", NULL);
 			remove_proc_entry("kgraft_testmod", NULL);
@@ -178,6 +215,7 @@ static void __exit kgt_exit(void)
 		kthread_stop(kgt_spinner);
 	}
 	remove_proc_entry("kgraft_bench", NULL);
+	remove_proc_entry("kgraft_nap_killable", NULL);
 	remove_proc_entry("kgraft_nap", NULL);
 	remove_proc_entry("kgraft_pair", NULL);
 	remove_proc_entry("kgraft_testmod", NULL);

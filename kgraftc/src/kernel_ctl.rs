@@ -6,8 +6,9 @@
 //! `force`, one directory per object with `patched`, one per function),
 //! `/proc/PID/task/TID/patch_state` (each task's universe during a transition: 0 old, 1 new, -1
 //! none in progress) and `stack` or `wchan` (where a task that holds a transition up sleeps).
-//! The kgraft engine's: `/sys/kernel/kgraft/NAME/` (`enabled`, `transition`, `functions`, and
-//! `stragglers`, which names the tasks behind with their stacks). Modules are inserted with `finit_module(2)` and removed
+//! The kgraft engine's: `/sys/kernel/kgraft/NAME/` (`enabled`, `transition`, `functions`,
+//! `force`, and `stragglers`, which names the tasks behind with their stacks). Modules are
+//! inserted with `finit_module(2)` and removed
 //! with `delete_module(2)`, so the kernel's refusals come back as error numbers kgraftc can
 //! explain, with the kernel log's new lines.
 //!
@@ -57,7 +58,7 @@ pub(crate) enum KernelCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Asks the livepatch core to send a fake signal to the tasks that hold a transition up.
+    /// Asks the engine to send a fake signal to the tasks that hold a transition up.
     Signal {
         /// The patch in transition.
         name: String,
@@ -288,11 +289,26 @@ fn describe(sys: &Sys, pid: u32, tid: u32) -> Straggler {
     let dir = sys.proc().join(format!("{pid}/task/{tid}"));
     let comm = read(&dir.join("comm")).unwrap_or_else(|| "?".into());
     let place = read(&dir.join("stack"))
-        .map(|s| stack_frames(&s, 4))
+        .map(|s| stack_frames(&s, FRAMES))
         .filter(|s| !s.is_empty())
         .or_else(|| read(&dir.join("wchan")).filter(|w| !w.is_empty() && w != "0").map(|w| format!("in {w}")))
         .unwrap_or_else(|| "running (no stack readable)".into());
     Straggler { pid, tid, comm, place }
+}
+
+/// How many frames of a straggler's stack are shown.
+const FRAMES: usize = 4;
+
+/// A line of the kgraft engine's `stragglers` (`comm (pid N): f1 <- f2 <- …`) with its first
+/// `n` frames only.
+fn first_frames(line: &str, n: usize) -> String {
+    match line.split_once("): ") {
+        Some((who, stack)) => {
+            let frames: Vec<&str> = stack.split(" <- ").take(n).collect();
+            format!("{who}): {}", frames.join(" <- "))
+        }
+        None => line.to_owned(),
+    }
 }
 
 /// Turns `/proc/PID/stack` (`[<0>] do_nanosleep+0x6c/0x140`) into `do_nanosleep <- …`.
@@ -347,7 +363,9 @@ impl Behind {
                     format!("{} ({id}): {}", s.comm, s.place)
                 })
                 .collect(),
-            Behind::Kgraft(l) => l.iter().take(n).cloned().collect(),
+            // `comm (pid N): frame <- frame ...`, with as many frames as the livepatch core's
+            // stragglers show.
+            Behind::Kgraft(l) => l.iter().take(n).map(|line| first_frames(line, FRAMES)).collect(),
         }
     }
 }
@@ -486,7 +504,7 @@ pub(crate) struct ModuleFile {
     pub(crate) name: String,
     livepatch: bool,
     /// Whether the module applies itself with the kgraft engine (`kgraft=engine`).
-    kgraft: bool,
+    pub(crate) kgraft: bool,
     pub(crate) vermagic: Option<String>,
     pub(crate) signed: bool,
 }
@@ -763,8 +781,10 @@ fn signal(sys: &Sys, name: &str) -> Result<(), Failure> {
     let info = in_transition(sys, name, "signal")?;
     if info.engine == Engine::Kgraft {
         return Err(Failure::Fatal(format!(
-            "the kgraft engine signals the tasks that hold {name} up itself, every second\n\
-             help: `kgraftc kernel status {name}` names them"
+            "the kgraft engine sends the fake signal itself, every second of a transition, to the tasks \
+             that hold {name} up\n\
+             help: `kgraftc kernel status {name}` names them; a task that sleeps where no signal wakes it \
+             holds the transition up until it leaves (`kgraftc kernel force {name}` ends it, unsafely)"
         )));
     }
     let file = sys.patch(name).join("signal");
@@ -785,16 +805,8 @@ fn signal(sys: &Sys, name: &str) -> Result<(), Failure> {
 fn force(sys: &Sys, name: &str) -> Result<(), Failure> {
     require_root("force")?;
     let info = in_transition(sys, name, "force")?;
-    if info.engine == Engine::Kgraft {
-        return Err(Failure::Fatal(format!(
-            "the kgraft engine does not force a transition: it never moves a task whose stack holds a \
-             function the patch changes\n\
-             help: `kgraftc kernel unload {name}` reverses a patching transition; `kgraftc kernel status {name}` \
-             names the tasks that hold it up"
-        )));
-    }
     let left = behind(sys, info.engine, name, info.enabled);
-    // The kernel drops its reference to the module of a patch whose removal was forced, and
+    // Either engine keeps its reference to the module of a patch whose removal was forced, and
     // to the modules of the patches a forced `replace_all` patch replaces: they stay loaded.
     let kept = if info.enabled {
         "if it replaces other patches (replace_all), their modules stay loaded until the next boot".to_owned()
@@ -811,7 +823,8 @@ fn force(sys: &Sys, name: &str) -> Result<(), Failure> {
         if info.enabled { "new" } else { "old" }
     );
     print_stragglers(sys, &left);
-    write(&sys.patch(name).join("force"), "1").map_err(|e| Failure::Fatal(format!("cannot force {name}: {e}")))?;
+    let file = sys.dir(info.engine, name).join("force");
+    write(&file, "1").map_err(|e| Failure::Fatal(format!("cannot force {name}: {}: {e}", file.display())))?;
     let done = wait_transition(sys, info.engine, name, info.enabled, Duration::from_secs(10));
     eprintln!(
         "forced: {name} is {}",
@@ -913,6 +926,18 @@ mod tests {
     fn stack_lines() {
         let stack = "[<0>] msleep_interruptible+0x2e/0x50\n[<0>] kgt_nap+0x12/0x20 [kgraft_testmod]\n[<0>] seq_read_iter+0x120/0x4a0\n";
         assert_eq!(stack_frames(stack, 2), "msleep_interruptible <- kgt_nap [kgraft_testmod]");
+    }
+
+    #[test]
+    fn kgraft_stragglers_show_as_many_frames() {
+        let line = "cat (pid 7): kgt_nap [kgraft_testmod] <- kgt_nap_killable_show [kgraft_testmod] <- seq_read_iter \
+                    <- seq_read <- proc_reg_read <- vfs_read";
+        assert_eq!(
+            first_frames(line, 4),
+            "cat (pid 7): kgt_nap [kgraft_testmod] <- kgt_nap_killable_show [kgraft_testmod] <- seq_read_iter <- seq_read"
+        );
+        assert_eq!(first_frames("cpu 1 (interrupts)", 4), "cpu 1 (interrupts)");
+        assert_eq!(first_frames("kthread (pid 2): f", 4), "kthread (pid 2): f");
     }
 
     #[test]

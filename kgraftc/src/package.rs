@@ -15,6 +15,13 @@
 //! under the same patch name cannot be loaded beside the old one; the helper then unloads the
 //! old one first and says that the kernel is unpatched in between. Scripts that run for another
 //! root (`dpkg --root`, `DPKG_ROOT` set) do not touch the running kernel.
+//!
+//! The module is built for either engine (`--engine`, or the patch's header): the livepatch
+//! core's patches live in `/sys/kernel/livepatch/NAME`, the kgraft engine's in
+//! `/sys/kernel/kgraft/NAME`. The helper finds each patch in whichever directory has it (a
+//! previous version may have been built for the other engine) and knows when each engine has
+//! let go of it: the livepatch core removes the directory, the kgraft engine's stays until the
+//! module goes, reading `enabled` 0 and `transition` 0.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +71,10 @@ pub(crate) struct PackageArgs {
     /// The certificate of `--sign-key`.
     #[arg(long, requires = "sign_key", value_name = "CERT")]
     pub(crate) sign_cert: Option<PathBuf>,
+    /// What applies the patch (as for `kgraftc build`; default: the header's `engine`, else
+    /// klp): the package's scripts drive it through that engine's sysfs files.
+    #[arg(long, value_enum)]
+    pub(crate) engine: Option<crate::Engine>,
 }
 
 /// The helper: `load` and `unload`, with the kernel's tools and sysfs only.
@@ -73,27 +84,53 @@ const HELPER: &str = r#"#!/bin/sh
 set -u
 NAME=@NAME@
 RELEASE=@RELEASE@
+# What applies the patch: klp (the kernel's livepatch core) or kgraft (kgraft's own engine).
+ENGINE=@ENGINE@
 KO=/lib/modules/$RELEASE/updates/kgraft/$NAME.ko
 LP=/sys/kernel/livepatch
+KG=/sys/kernel/kgraft
 STATE=/var/lib/kgraft/@PKG@
 TIMEOUT=${KGRAFT_TIMEOUT:-60}
 
 say() { echo "kgraft: $*" >&2; }
 
+# The sysfs directory of the patch $1: the livepatch core's or the kgraft engine's, whichever
+# has it (a previous version may be for the other engine), else the one of this package's engine.
+pdir() {
+    if [ -d "$LP/$1" ]; then echo "$LP/$1"
+    elif [ -d "$KG/$1" ]; then echo "$KG/$1"
+    elif [ "$ENGINE" = kgraft ]; then echo "$KG/$1"
+    else echo "$LP/$1"; fi
+}
+
+# Whether the patch $1 is applied, or on its way to it.
+applied() { [ "$(cat "$(pdir "$1")/enabled" 2>/dev/null)" = 1 ]; }
+
+# Whether the engine let go of the patch $1, so that its module can go: the livepatch core
+# removes the patch's directory; the kgraft engine's stays until the module goes, and reads
+# enabled 0 with no transition.
+let_go() {
+    d=$(pdir "$1")
+    case "$d" in
+        "$LP"/*) [ ! -d "$d" ] ;;
+        *) [ "$(cat "$d/enabled" 2>/dev/null || echo 0)" = 0 ] && [ "$(cat "$d/transition" 2>/dev/null || echo 0)" = 0 ] ;;
+    esac
+}
+
 # Waits until the transition of the patch $1 ends; fails after TIMEOUT seconds.
 wait_transition() {
     i=0
-    while [ "$(cat $LP/$1/transition 2>/dev/null || echo 0)" = 1 ]; do
+    while [ "$(cat "$(pdir "$1")/transition" 2>/dev/null || echo 0)" = 1 ]; do
         i=$((i + 1)); [ $i -ge $((TIMEOUT * 10)) ] && return 1
         sleep 0.1
     done
     return 0
 }
 
-# Waits until the livepatch core let go of the patch $1.
+# Waits until the engine let go of the patch $1.
 wait_gone() {
     i=0
-    while [ -d $LP/$1 ]; do i=$((i + 1)); [ $i -ge 100 ] && return 1; sleep 0.1; done
+    while ! let_go "$1"; do i=$((i + 1)); [ $i -ge 100 ] && return 1; sleep 0.1; done
     return 0
 }
 
@@ -111,16 +148,16 @@ remove_module() {
 # Disables the patch $1, waits for its transition (reversing it after TIMEOUT: the patch then
 # stays applied) and removes its module.
 unload_patch() {
-    if [ -d $LP/$1 ] && [ "$(cat $LP/$1/enabled)" = 1 ]; then
-        echo 0 > $LP/$1/enabled || return 1
+    if applied "$1"; then
+        echo 0 > "$(pdir "$1")/enabled" || return 1
         if ! wait_transition "$1"; then
-            echo 1 > $LP/$1/enabled
+            echo 1 > "$(pdir "$1")/enabled"
             wait_transition "$1"
             say "$1 could not be disabled within $TIMEOUT s (tasks sleep in its functions); it stays applied"
             return 1
         fi
     fi
-    wait_gone "$1" || { say "the livepatch core still holds $1"; return 1; }
+    wait_gone "$1" || { say "the kernel still holds the patch $1"; return 1; }
     remove_module "$1" || { say "cannot remove the module $1"; return 1; }
 }
 
@@ -131,11 +168,12 @@ load() {
         say "$NAME is for Linux $RELEASE, this is $(uname -r): not loaded"
         return 0
     fi
-    [ -d $LP ] || { say "this kernel has no livepatch support"; return 1; }
+    # The kgraft engine is in the module; the livepatch core is the kernel's.
+    [ "$ENGINE" = kgraft ] || [ -d $LP ] || { say "this kernel has no livepatch support"; return 1; }
     sum=$(sha256sum "$KO" | cut -d ' ' -f 1)
     old=""; oldsum=""
     [ -r "$STATE" ] && read -r old oldsum < "$STATE"
-    if [ -d $LP/$NAME ] && [ "$(cat $LP/$NAME/enabled)" = 1 ]; then
+    if applied "$NAME"; then
         if [ "$old" != "$NAME" ] || [ "$oldsum" = "$sum" ]; then
             say "$NAME is applied"
             record "$sum"
@@ -148,7 +186,7 @@ load() {
     insmod "$KO" || { say "the kernel refused $KO (dmesg says why)"; return 1; }
     if ! wait_transition "$NAME"; then
         say "$NAME did not take effect within $TIMEOUT s (tasks sleep in its functions); reversing"
-        echo 0 > $LP/$NAME/enabled
+        echo 0 > "$(pdir "$NAME")/enabled"
         wait_transition "$NAME"; wait_gone "$NAME"; remove_module "$NAME"
         return 1
     fi
@@ -164,7 +202,7 @@ load() {
 unload() {
     name=$NAME
     [ -r "$STATE" ] && read -r name rest < "$STATE"
-    if [ -d $LP/$name ] || grep -q "^$name " /proc/modules; then
+    if [ -d "$(pdir "$name")" ] || grep -q "^$name " /proc/modules; then
         unload_patch "$name" || return 1
         say "$name is removed"
     fi
@@ -182,8 +220,7 @@ esac
 const UNIT: &str = "[Unit]
 Description=kgraft live patch @NAME@ for Linux @RELEASE@
 ConditionKernelVersion=@RELEASE@
-ConditionPathIsDirectory=/sys/kernel/livepatch
-After=systemd-modules-load.service
+@CONDITION@After=systemd-modules-load.service
 
 [Service]
 Type=oneshot
@@ -232,6 +269,8 @@ struct Names {
     pkg: String,
     /// The helper's path in the package.
     helper: String,
+    /// What applies the patch.
+    engine: crate::Engine,
 }
 
 impl Names {
@@ -241,6 +280,32 @@ impl Names {
             .replace("@RELEASE@", &self.release)
             .replace("@PKG@", &self.pkg)
             .replace("@HELPER@", &self.helper)
+            .replace("@ENGINE@", self.engine_word())
+            .replace("@CONDITION@", self.unit_condition())
+    }
+
+    fn engine_word(&self) -> &'static str {
+        match self.engine {
+            crate::Engine::Klp => "klp",
+            crate::Engine::Kgraft => "kgraft",
+        }
+    }
+
+    /// What the unit needs of the kernel beyond its release: the livepatch core, for its
+    /// patches (the kgraft engine is in the module).
+    fn unit_condition(&self) -> &'static str {
+        match self.engine {
+            crate::Engine::Klp => "ConditionPathIsDirectory=/sys/kernel/livepatch\n",
+            crate::Engine::Kgraft => "",
+        }
+    }
+
+    /// Who applies the patch, for the packages' descriptions.
+    fn applied_by(&self) -> &'static str {
+        match self.engine {
+            crate::Engine::Klp => "the kernel's livepatch core",
+            crate::Engine::Kgraft => "kgraft's own engine, built into the module",
+        }
     }
 }
 
@@ -306,13 +371,14 @@ fn deb(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
         "Package: {pkg}\nVersion: {version}\nArchitecture: amd64\nMaintainer: {maintainer}\n\
          Depends: linux-image-{release} | linux-image-{release}-unsigned, kmod\nSection: kernel\nPriority: optional\n\
          Description: live patch {patch} for Linux {release}\n {description}\n .\n Built by kgraftc from {source}; \
-         the patch is loaded at install and at boot when the running kernel is {release}.\n",
+         the patch is loaded at install and at boot when the running kernel is {release}, and applied by {by}.\n",
         pkg = names.pkg,
         version = args.pkg_version,
         maintainer = args.maintainer,
         release = names.release,
         patch = names.patch,
         source = args.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        by = names.applied_by(),
     );
     write(&root.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
     write(&root.join("DEBIAN/postinst"), names.fill(POSTINST).as_bytes(), 0o755)?;
@@ -340,7 +406,7 @@ fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
          License: GPL-2.0-only\nBuildArch: x86_64\nAutoReqProv: no\nRequires: {requires}\n\
          %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n%define __strip /bin/true\n\n\
          %description\n{description}\n\nBuilt by kgraftc; the patch is loaded at install and at boot when the \
-         running kernel is {release}.\n\n\
+         running kernel is {release}, and applied by {by}.\n\n\
          %install\nmkdir -p %{{buildroot}}\ncp -a {stage}/. %{{buildroot}}/\n\n\
          %files\n/lib/modules/{release}/updates/kgraft/{patch}.ko\n{helper}\n\
          /usr/lib/systemd/system/{pkg}.service\n/usr/lib/systemd/system/multi-user.target.wants/{pkg}.service\n\n\
@@ -354,6 +420,7 @@ fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
         release = names.release,
         helper = names.helper,
         stage = root.display(),
+        by = names.applied_by(),
     );
     let spec_path = dir.join(format!("{}.spec", names.pkg));
     write(&spec_path, spec.as_bytes(), 0o644)?;
@@ -384,14 +451,6 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         )));
     }
     let checked = crate::load(&args.file, ui)?;
-    if checked.engine() == Some("kgraft") {
-        return Err(Failure::Fatal(
-            "a package loads its patch through the livepatch core, and this patch asks for the kgraft engine \
-             (`engine: \"kgraft\"`)\nhelp: package it with `engine: \"klp\"`, or load the module with \
-             `kgraftc kernel load`"
-                .to_owned(),
-        ));
-    }
     let pkg = args
         .name
         .clone()
@@ -409,14 +468,15 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
         kernel: args.kernel.clone(),
         ksrc: args.ksrc.clone(),
         out: None,
-        // Packages load their patch with the livepatch core's files (refused above otherwise).
-        engine: Some(crate::Engine::Klp),
+        engine: args.engine,
         sign_key: args.sign_key.clone(),
         sign_cert: args.sign_cert.clone(),
     };
     let (module, release) = crate::build_linux::build_module(build, &ko_path, ui)?;
     let ko = std::fs::read(&ko_path).map_err(|e| Failure::io(format!("cannot read `{}`", ko_path.display()), e))?;
-    let names = Names { patch: module.name.clone(), release, helper: format!("/usr/lib/kgraft/{pkg}"), pkg };
+    // The module says which engine applies it, whatever chose it (the option or the header).
+    let engine = if module.kgraft { crate::Engine::Kgraft } else { crate::Engine::Klp };
+    let names = Names { patch: module.name.clone(), release, helper: format!("/usr/lib/kgraft/{pkg}"), pkg, engine };
     // One line: both formats give continuation lines meanings of their own.
     let description = checked.description().split_whitespace().collect::<Vec<_>>().join(" ");
     let description = if description.is_empty() { format!("The live patch {}.", names.patch) } else { description };
@@ -448,5 +508,91 @@ mod tests {
         assert!(valid_version("2.1+fix1"));
         assert!(!valid_version("v2"));
         assert!(!valid_version("1-2"));
+    }
+
+    fn names(engine: crate::Engine) -> Names {
+        Names {
+            patch: "cmdline_banner".into(),
+            release: "6.1.0-56-amd64".into(),
+            pkg: "kgraft-patch-banner".into(),
+            helper: "/usr/lib/kgraft/kgraft-patch-banner".into(),
+            engine,
+        }
+    }
+
+    /// `sh -n`: the script parses.
+    fn parses(script: &str) {
+        let out = Command::new("sh").arg("-n").arg("-c").arg(script).output().expect("sh runs");
+        assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn the_scripts_drive_the_engine_the_module_is_for() {
+        let klp = names(crate::Engine::Klp);
+        let kgraft = names(crate::Engine::Kgraft);
+        for n in [&klp, &kgraft] {
+            for template in [HELPER, POSTINST, PRERM, POSTRM] {
+                let script = n.fill(template);
+                assert!(!script.contains('@'), "a placeholder left: {script}");
+                parses(&script);
+            }
+        }
+        let (h_klp, h_kg) = (klp.fill(HELPER), kgraft.fill(HELPER));
+        assert!(h_klp.contains("\nENGINE=klp\n") && h_kg.contains("\nENGINE=kgraft\n"));
+        for h in [&h_klp, &h_kg] {
+            // Every sysfs file is reached through the patch's directory, whichever engine has it.
+            assert!(!h.contains("$LP/$1/") && !h.contains("$LP/$NAME/") && !h.contains("$LP/$name"), "{h}");
+            assert!(h.contains("echo 0 > \"$(pdir \"$1\")/enabled\""), "{h}");
+        }
+        // Only the livepatch core's patches need the core: the unit asks for it for them alone.
+        assert!(klp.fill(UNIT).contains("\nConditionPathIsDirectory=/sys/kernel/livepatch\nAfter="));
+        let unit = kgraft.fill(UNIT);
+        assert!(
+            !unit.contains("livepatch") && unit.contains("ConditionKernelVersion=6.1.0-56-amd64\nAfter="),
+            "{unit}"
+        );
+        assert_eq!(klp.applied_by(), "the kernel's livepatch core");
+        assert_eq!(kgraft.applied_by(), "kgraft's own engine, built into the module");
+    }
+
+    /// The helper's functions, run against a made-up sysfs: `pdir`, `applied`, `let_go`.
+    #[test]
+    fn the_helper_finds_a_patch_of_either_engine_and_knows_when_it_is_let_go() {
+        let dir = crate::vm::TempDir::new("package-test", "KGRAFT_PACKAGE_KEEP").expect("a temporary directory");
+        let sys = dir.path().join("sys/kernel/");
+        let (lp, kg) = (sys.join("livepatch"), sys.join("kgraft"));
+        let put = |path: std::path::PathBuf, v: &str| {
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("a directory");
+            std::fs::write(path, v).expect("a file");
+        };
+        // a: the kgraft engine's, applied; b: the livepatch core's, disabled but not yet freed;
+        // c: the kgraft engine's, off; d: nowhere.
+        put(kg.join("a/enabled"), "1\n");
+        put(kg.join("a/transition"), "0\n");
+        put(lp.join("b/enabled"), "0\n");
+        put(lp.join("b/transition"), "0\n");
+        put(kg.join("c/enabled"), "0\n");
+        put(kg.join("c/transition"), "0\n");
+        let probe = "for p in a b c d; do echo \"$p $(pdir $p) $(applied $p && echo applied || echo off) \
+                     $(let_go $p && echo gone || echo held)\"; done";
+        for (engine, d_dir) in [(crate::Engine::Klp, &lp), (crate::Engine::Kgraft, &kg)] {
+            let helper = names(engine).fill(HELPER).replace("/sys/kernel/", &sys.display().to_string());
+            let functions = &helper[..helper.find("case \"${1:-}\" in").expect("the helper's commands")];
+            let out = Command::new("sh").arg("-c").arg(format!("{functions}\n{probe}")).output().expect("sh runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let want = format!(
+                "a {kg}/a applied held\nb {lp}/b off held\nc {kg}/c off gone\nd {d}/d off gone\n",
+                kg = kg.display(),
+                lp = lp.display(),
+                d = d_dir.display()
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{engine:?}");
+        }
+        // The livepatch core let go of b once its directory is gone.
+        std::fs::remove_dir_all(lp.join("b")).expect("b removed");
+        let helper = names(crate::Engine::Klp).fill(HELPER).replace("/sys/kernel/", &sys.display().to_string());
+        let functions = &helper[..helper.find("case \"${1:-}\" in").expect("the helper's commands")];
+        let out = Command::new("sh").arg("-c").arg(format!("{functions}\nlet_go b && echo gone")).output().expect("sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "gone\n");
     }
 }

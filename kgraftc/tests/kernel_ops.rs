@@ -37,8 +37,9 @@ fn put(path: &Path, contents: &str) {
 
 /// A kernel with three patches: one applied, one patching with a task left in the old universe,
 /// and one of the kgraft engine patching with one task left.
-fn made_up_kernel() -> PathBuf {
-    let root = tmp("sysroot");
+fn made_up_kernel(test: &str) -> PathBuf {
+    // One per test: tests run at once, and some write into theirs.
+    let root = tmp(&format!("sysroot-{test}"));
     let lp = root.join("sys/kernel/livepatch");
     put(&lp.join("cmdline_banner/enabled"), "1\n");
     put(&lp.join("cmdline_banner/transition"), "0\n");
@@ -74,7 +75,7 @@ fn made_up_kernel() -> PathBuf {
 
 #[test]
 fn list_shows_patches_states_and_functions() {
-    let root = made_up_kernel();
+    let root = made_up_kernel("list_shows_patches_states_and_functions");
     let out = kgraftc().args(["kernel", "list"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -96,7 +97,7 @@ fn list_shows_patches_states_and_functions() {
 
 #[test]
 fn status_reads_the_kgraft_engine_s_own_files() {
-    let root = made_up_kernel();
+    let root = made_up_kernel("status_reads_the_kgraft_engine_s_own_files");
     let out =
         kgraftc().args(["kernel", "status", "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -110,18 +111,41 @@ fn status_reads_the_kgraft_engine_s_own_files() {
     );
     // The livepatch core's per-task files do not count for it.
     assert!(!stdout.contains("cat (pid 42)"), "{stdout}");
-    for (verb, says) in [("signal", "signals the tasks that hold pair_v2 up itself"), ("force", "does not force")] {
-        let out =
-            kgraftc().args(["kernel", verb, "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
-        assert_eq!(out.status.code(), Some(2), "{verb}");
-        let t = text(&out);
-        assert!(t.contains(says) || t.contains("needs root"), "{verb}: {t}");
+    let out =
+        kgraftc().args(["kernel", "signal", "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(t.contains("the kgraft engine sends the fake signal itself") || t.contains("needs root"), "{t}");
+}
+
+#[test]
+fn force_writes_the_kgraft_engine_s_force_file() {
+    let root = made_up_kernel("force_writes_the_kgraft_engine_s_force_file");
+    let force = root.join("sys/kernel/kgraft/pair_v2/force");
+    // Without the file (a kernel module of an older kgraft), the write fails after the warning.
+    let out = kgraftc().args(["kernel", "force", "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc");
+    let t = text(&out);
+    if t.contains("needs root") {
+        return;
     }
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("WARNING: forcing the transition of pair_v2: 1 tasks are moved to the new universe"), "{t}");
+    assert!(t.contains("    hammer (pid 51): kgt_encode [kgraft_testmod] <- kgt_pair_show [kgraft_testmod]\n"), "{t}");
+    assert!(t.contains(&format!("cannot force pair_v2: {}", force.display())), "{t}");
+    // The livepatch core's file is not the one written for a kgraft patch.
+    assert!(!root.join("sys/kernel/livepatch/pair_v2").exists());
+    put(&force, "");
+    // The made-up transition never ends: kgraftc says so after its wait, and the file got its 1.
+    let out = kgraftc().args(["kernel", "force", "pair_v2"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(std::fs::read_to_string(&force).expect("the force file"), "1");
+    assert!(t.contains("forced: pair_v2 is still in transition"), "{t}");
 }
 
 #[test]
 fn status_names_the_tasks_that_hold_a_transition_up() {
-    let root = made_up_kernel();
+    let root = made_up_kernel("status_names_the_tasks_that_hold_a_transition_up");
     let out =
         kgraftc().args(["kernel", "status", "nap_short"]).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -175,7 +199,7 @@ fn fake_module(path: &Path, fields: &[&str]) {
 #[test]
 fn load_refuses_what_is_not_a_live_patch() {
     let dir = tmp("not-a-patch");
-    let root = made_up_kernel();
+    let root = made_up_kernel("load_refuses_what_is_not_a_live_patch");
     let out = kgraftc().args(["kernel", "load", "patches/cmdline_banner.kgp"]).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("is not a kernel module"), "{}", text(&out));
@@ -189,7 +213,7 @@ fn load_refuses_what_is_not_a_live_patch() {
 
 #[test]
 fn signal_and_force_want_a_transition() {
-    let root = made_up_kernel();
+    let root = made_up_kernel("signal_and_force_want_a_transition");
     for verb in ["signal", "force"] {
         let out = kgraftc()
             .args(["kernel", verb, "cmdline_banner"])

@@ -19,7 +19,7 @@
  *    the reality check goes: a patched call runs no ftrace handler. Unpatching puts the check
  *    back over the direct call first, so no call ever sees a gap.
  *
- * State and control: /sys/kernel/kgraft/<patch>/{enabled,transition,stragglers,functions}.
+ * State and control: /sys/kernel/kgraft/<patch>/{enabled,transition,stragglers,functions,force}.
  *
  * Kernel functions this needs that 6.1 does not export are found through kallsyms, whose
  * lookup is itself found with a kprobe.
@@ -116,9 +116,7 @@ static int (*kg_stack_reliable)(struct task_struct *t, unsigned long *store, uns
 static unsigned int (*kg_stack_save)(struct task_struct *t, unsigned long *store, unsigned int size,
 				     unsigned int skip);
 static int (*kg_task_call)(struct task_struct *p, task_call_f func, void *arg);
-static void (*kg_signal_wake_up_state)(struct task_struct *t, unsigned int state);
 static int (*kg_wake_up_state)(struct task_struct *p, unsigned int state);
-static struct sighand_struct *(*kg_lock_sighand)(struct task_struct *t, unsigned long *flags);
 static unsigned long (*kg_ftrace_location)(unsigned long ip);
 static struct kset **kg_module_kset;
 
@@ -185,6 +183,12 @@ static int kg_nreplacing;
 static int kg_take_over(void);
 static void kg_finish_replacing(void);
 static const char *kg_stacked_above(void);
+
+/* Forcing (see "forcing" below). */
+static bool kg_forced;
+static bool kg_keep_self;
+static void kg_force_all(void);
+static void kg_keep_replaced(void);
 
 /* Implemented by kgraft-rt (`kernel::kgraft`), called with kg_mutex held. */
 extern void kgraft_engine_poll(void);
@@ -372,6 +376,8 @@ int kg_migrate(void)
 	struct task_struct *g, *t;
 	int left = 0, cpu;
 
+	if (kg_forced)
+		kg_force_all();
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
 		if (kg_universe_of(t) == kg_goal)
@@ -406,22 +412,27 @@ static void kg_cpus_move(void)
 			queue_work_on(cpu, system_wq, per_cpu_ptr(&kg_cpu_work, cpu));
 }
 
-/* Wakes the stragglers: a fake signal sends a user task through the kernel's exit. */
+/*
+ * Wakes the stragglers: a fake signal sends a user task through the kernel's exit. The fake
+ * signal is TIF_NOTIFY_SIGNAL, as the livepatch core's (set_notify_signal, whose wake-up 6.1 does
+ * not export): an interruptible sleep ends and its system call restarts. Not TIF_SIGPENDING
+ * without a signal: a task that has it set counts as having a signal pending already, and a
+ * fatal signal other than SIGKILL then does not wake it from a killable sleep.
+ */
 void kg_kick(void)
 {
 	struct task_struct *g, *t;
-	unsigned long flags;
 
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
 		if (kg_universe_of(t) == kg_goal || t == current)
 			continue;
-		if (t->flags & PF_KTHREAD) {
+		if (t->flags & PF_KTHREAD)
 			kg_wake_up_state(t, TASK_INTERRUPTIBLE);
-		} else if (kg_lock_sighand(t, &flags)) {
-			kg_signal_wake_up_state(t, 0);
-			spin_unlock_irqrestore(&t->sighand->siglock, flags);
-		}
+		else if (!test_and_set_tsk_thread_flag(t, TIF_NOTIFY_SIGNAL) &&
+			 !kg_wake_up_state(t, TASK_INTERRUPTIBLE))
+			/* Running: an interrupt sends it through the exit to user mode. */
+			kick_process(t);
 	}
 	rcu_read_unlock();
 	kg_cpus_move();
@@ -532,6 +543,7 @@ static void kg_transition_end(void)
 	int cpu;
 
 	WRITE_ONCE(kg_moving, false);
+	kg_forced = false;
 	kg_tracepoints_off();
 	for_each_possible_cpu(cpu)
 		cancel_work_sync(per_cpu_ptr(&kg_cpu_work, cpu));
@@ -626,6 +638,9 @@ void kg_reverse(void)
 	 */
 	WRITE_ONCE(kg_goal, !kg_goal);
 	kg_enabled = kg_goal;
+	/* A forced transition turned around is checked again: the tasks forced over go back by the
+	 * stack check, as the ones the engine moved. */
+	kg_forced = false;
 	kg_cpus_move();
 }
 
@@ -692,6 +707,11 @@ void kg_hold(void)
 
 void kg_release_hold(void)
 {
+	if (kg_keep_self) {
+		pr_warn("kgraft: %s: the transition was forced: the module stays loaded until the next boot\n",
+			kg_patch_name);
+		return;
+	}
 	module_put(THIS_MODULE);
 }
 
@@ -785,7 +805,10 @@ static ssize_t functions_show(struct kobject *kobj, struct kobj_attribute *attr,
 	return len;
 }
 
+static ssize_t force_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf, size_t count);
+
 static struct kobj_attribute kg_attr_enabled = __ATTR_RW(enabled);
+static struct kobj_attribute kg_attr_force = __ATTR_WO(force);
 static struct kobj_attribute kg_attr_functions = __ATTR_RO(functions);
 static struct kobj_attribute kg_attr_transition = __ATTR_RO(transition);
 static struct kobj_attribute kg_attr_stragglers = __ATTR_RO(stragglers);
@@ -794,6 +817,7 @@ static struct attribute *kg_attrs[] = {
 	&kg_attr_transition.attr,
 	&kg_attr_stragglers.attr,
 	&kg_attr_functions.attr,
+	&kg_attr_force.attr,
 	NULL,
 };
 static const struct attribute_group kg_group = { .attrs = kg_attrs };
@@ -1168,6 +1192,89 @@ static struct kg_peer kg_self = {
 	.states = kg_peer_states,
 };
 
+/* ---- forcing --------------------------------------------------------------------------- */
+
+/*
+ * /sys/kernel/kgraft/<patch>/force: writing 1 during a transition moves every task and CPU
+ * still behind to the goal without the stack check, as the livepatch core's `force` does. The
+ * transition then completes at the next pass of the worker, like any other (a patching one puts
+ * its direct calls in). It is unsafe: a task forced over may still be inside the code of the
+ * universe it left, and may run old and new code mixed. What that code is decides what must
+ * stay loaded:
+ *
+ *  - forcing towards the original code (unpatching, or a patching transition turned around):
+ *    the tasks forced may still run this module's code, so the module keeps its reference on
+ *    itself for good (kg_release_hold) and stays loaded until the next boot, as the livepatch
+ *    core keeps the module of a patch whose removal was forced;
+ *  - forcing a replace_all patch: the tasks forced may still run the code of the patches it
+ *    replaces, whose modules are then held for good (kg_keep_replaced), as the core keeps the
+ *    modules of the patches a forced replace_all patch replaced;
+ *  - forcing a patching transition otherwise: the tasks forced may still run the original code
+ *    (vmlinux's or a target module's, never this module's) or, stacked, the older kgraft patch's
+ *    code, which stays while this patch is on it (it holds that patch's module, and that patch
+ *    cannot be taken off first). This module is removable after a normal unpatching.
+ *
+ * kg_forced lasts until the transition ends or turns around: every pass of kg_migrate forces
+ * again, so a task that forked from a task not yet forced follows too.
+ */
+
+/* Moves every task and CPU to the goal. Called with kg_mutex held, during a transition. */
+static void kg_force_all(void)
+{
+	unsigned long flags, i;
+	int cpu;
+
+	raw_spin_lock_irqsave(&kg_slots_lock, flags);
+	/* Tasks the table does not list take the default universe. */
+	WRITE_ONCE(kg_default_u, kg_goal);
+	if (kg_slots)
+		for (i = 0; i < (1UL << kg_slot_bits); i++)
+			if (kg_slots[i].task)
+				WRITE_ONCE(kg_slots[i].u, kg_goal);
+	raw_spin_unlock_irqrestore(&kg_slots_lock, flags);
+	for_each_possible_cpu(cpu)
+		WRITE_ONCE(per_cpu(kg_cpu_u, cpu), kg_goal);
+}
+
+/* A forced replace_all patch completes: the patches it replaced keep their modules for good. */
+static void kg_keep_replaced(void)
+{
+	int i;
+
+	for (i = 0; i < kg_nreplacing; i++) {
+		__module_get(kg_replacing[i]->owner);
+		pr_warn("kgraft: %s: the transition was forced: the module of %s, which it replaces, stays loaded until the next boot\n",
+			kg_patch_name, kg_replacing[i]->name);
+	}
+}
+
+static ssize_t force_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf, size_t count)
+{
+	bool on;
+	int ret;
+
+	ret = kstrtobool(buf, &on);
+	if (ret)
+		return ret;
+	if (!on)
+		return count;
+	mutex_lock(&kg_mutex);
+	if (!READ_ONCE(kg_moving)) {
+		mutex_unlock(&kg_mutex);
+		return -EINVAL;
+	}
+	pr_warn("kgraft: %s: forcing the remaining tasks and CPUs to the %s state, without the stack check\n",
+		kg_patch_name, kg_goal ? "patched" : "unpatched");
+	kg_forced = true;
+	if (!kg_goal)
+		kg_keep_self = true;
+	kg_force_all();
+	/* The worker completes the transition now rather than at its next pass. */
+	mod_delayed_work(system_wq, &kg_poll_work, 0);
+	mutex_unlock(&kg_mutex);
+	return count;
+}
+
 /* ---- set-up ---------------------------------------------------------------------------- */
 
 static int kg_find_lookup(void)
@@ -1214,9 +1321,7 @@ static int kg_kernel_functions(void)
 	KG_RESOLVE(kg_stack_reliable, "stack_trace_save_tsk_reliable");
 	KG_RESOLVE(kg_stack_save, "stack_trace_save_tsk");
 	KG_RESOLVE(kg_task_call, "task_call_func");
-	KG_RESOLVE(kg_signal_wake_up_state, "signal_wake_up_state");
 	KG_RESOLVE(kg_wake_up_state, "wake_up_state");
-	KG_RESOLVE(kg_lock_sighand, "__lock_task_sighand");
 	KG_RESOLVE(kg_ftrace_location, "ftrace_location");
 	KG_RESOLVE(kg_module_kset, "module_kset");
 	for_each_kernel_tracepoint(kg_find_tracepoint, NULL);
@@ -1451,6 +1556,8 @@ static void kg_finish_replacing(void)
 
 	if (!kg_replace_all)
 		return;
+	if (kg_forced)
+		kg_keep_replaced();
 	for (i = 0; i < kg_nreplacing; i++)
 		kg_replacing[i]->replaced(kg_patch_name);
 	for (i = 0; i < kg_nsites; i++)
