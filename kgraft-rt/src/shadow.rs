@@ -2,7 +2,9 @@
 //!
 //! Patches reach shadow data through the kernel's `klp_shadow_*` interface, whatever the target:
 //! the kernel exports it, and the user-mode host exports functions of the same names and
-//! semantics. The typed layer on top is the [`ShadowBlock`] trait, which `kgraft_macros::shadow!`
+//! semantics. A module of kgraft's own engine calls the engine's store instead (`kg_shadow_*`
+//! in `engine.c`, the same semantics), shared by the engine's patches and independent of the
+//! livepatch core. The typed layer on top is the [`ShadowBlock`] trait, which `kgraft_macros::shadow!`
 //! implements for each block of fields, [`ShadowField`], which names the block holding a
 //! field, and the macros bodies use: [`shadow!`](crate::shadow!) (get or create),
 //! [`shadow_get!`](crate::shadow_get!), [`shadow_alloc!`](crate::shadow_alloc!),
@@ -24,8 +26,10 @@ pub const GFP_ATOMIC: u32 = crate::layout::GFP_ATOMIC;
 
 unsafe extern "C" {
     /// Returns the shadow data of `obj` under `id`, or null.
+    #[cfg_attr(feature = "kgraft-engine", link_name = "kg_shadow_get")]
     pub fn klp_shadow_get(obj: *mut c_void, id: c_ulong) -> *mut c_void;
     /// Returns the shadow data of `obj` under `id`, creating it with `ctor` when there is none.
+    #[cfg_attr(feature = "kgraft-engine", link_name = "kg_shadow_get_or_alloc")]
     pub fn klp_shadow_get_or_alloc(
         obj: *mut c_void,
         id: c_ulong,
@@ -35,6 +39,7 @@ unsafe extern "C" {
         ctor_data: *mut c_void,
     ) -> *mut c_void;
     /// Creates the shadow data of `obj` under `id`; null if it exists already or memory ran out.
+    #[cfg_attr(feature = "kgraft-engine", link_name = "kg_shadow_alloc")]
     pub fn klp_shadow_alloc(
         obj: *mut c_void,
         id: c_ulong,
@@ -44,8 +49,10 @@ unsafe extern "C" {
         ctor_data: *mut c_void,
     ) -> *mut c_void;
     /// Frees the shadow data of `obj` under `id`, calling `dtor` first.
+    #[cfg_attr(feature = "kgraft-engine", link_name = "kg_shadow_free")]
     pub fn klp_shadow_free(obj: *mut c_void, id: c_ulong, dtor: Option<Dtor>);
     /// Frees the shadow data of every object under `id`, calling `dtor` on each.
+    #[cfg_attr(feature = "kgraft-engine", link_name = "kg_shadow_free_all")]
     pub fn klp_shadow_free_all(id: c_ulong, dtor: Option<Dtor>);
 }
 

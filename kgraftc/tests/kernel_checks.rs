@@ -148,3 +148,83 @@ fn bad_targets_are_environment_errors() {
         assert!(stderr.contains(&format!("is the kernel {release}, but --kdir is for 6.1.0-1-amd64")), "{stderr}");
     }
 }
+
+/// Copies the kernel build directory `from` to `to`, with every symbolic link made absolute (the
+/// headers' links are relative to where the package put them).
+fn copy_kdir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("a temporary directory");
+    for entry in std::fs::read_dir(from).expect("the kernel build directory").flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().expect("a file type");
+        if kind.is_symlink() {
+            let target = std::fs::canonicalize(&src).expect("a link that resolves");
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(target, &dst).expect("a link");
+        } else if kind.is_dir() {
+            copy_kdir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("a copy");
+        }
+    }
+}
+
+/// Rewrites `file` with `edit` applied to each line.
+fn edit_lines(file: &Path, edit: impl Fn(&str) -> Option<String>) {
+    let text = std::fs::read_to_string(file).expect("a config file");
+    let out: String = text.lines().filter_map(&edit).map(|l| l + "\n").collect();
+    assert_ne!(text, out, "{} did not change", file.display());
+    std::fs::write(file, out).expect("the config file rewritten");
+}
+
+#[test]
+fn a_kgraft_engine_module_builds_for_a_kernel_without_the_livepatch_core() {
+    let Some(kdir) = installed_kdir() else { return };
+    // The installed headers as a kernel configured without CONFIG_LIVEPATCH would have them:
+    // `struct klp_*` and the core's functions are gone from the headers.
+    let nolp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kdir-without-livepatch");
+    let _ = std::fs::remove_dir_all(&nolp);
+    copy_kdir(&std::fs::canonicalize(&kdir).expect("the kernel build directory"), &nolp);
+    edit_lines(&nolp.join("include/generated/autoconf.h"), |l| {
+        (l != "#define CONFIG_LIVEPATCH 1").then(|| l.to_owned())
+    });
+    edit_lines(&nolp.join("include/config/auto.conf"), |l| (l != "CONFIG_LIVEPATCH=y").then(|| l.to_owned()));
+    edit_lines(&nolp.join(".config"), |l| {
+        Some(if l == "CONFIG_LIVEPATCH=y" { "# CONFIG_LIVEPATCH is not set".to_owned() } else { l.to_owned() })
+    });
+
+    // Shadow data, callbacks and a vmlinux function: what a module could take from the core.
+    let src = r#"
+patch no_core {
+    description: "A patch that needs nothing of the livepatch core",
+    engine: "kgraft",
+}
+extern { fn seq_printf(m: *mut seq_file, fmt: *const c_char, ...); }
+shadow seq_file { shows: u64 = 0, }
+replace fn cmdline_proc_show(m: *mut seq_file, _v: *mut c_void) -> c_int {
+    *shadow!(m.shows) += 1;
+    seq_printf(m, c"kgraft %llu\n".as_ptr(), *shadow!(m.shows));
+    0
+}
+on post_unpatch { shadow_free_all!(seq_file.shows); }
+"#;
+    let nolp_arg = nolp.to_str().expect("UTF-8 path");
+    let out = kgraftc(&["build", "--target", "linux", "--kdir", nolp_arg, "-o", "no_core.ko"], src, "no_core.kgp");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let ko = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-checks/no_core.ko");
+    let data = std::fs::read(&ko).expect("the module");
+    let file = object::File::parse(&*data).expect("an ELF module");
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let from_core: Vec<String> = file
+        .symbols()
+        .filter(|s| s.is_undefined())
+        .filter_map(|s| s.name().ok().map(str::to_owned))
+        .filter(|n| n.starts_with("klp_"))
+        .collect();
+    assert!(from_core.is_empty(), "the module calls the livepatch core: {from_core:?}");
+    let modinfo = file.section_by_name(".modinfo").and_then(|s| s.data().ok()).expect("a .modinfo section");
+    let tags: Vec<&[u8]> = modinfo.split(|b| *b == 0).collect();
+    assert!(tags.contains(&&b"kgraft=engine"[..]), "{:?}", String::from_utf8_lossy(modinfo));
+    assert!(!tags.iter().any(|t| t.starts_with(b"livepatch=")), "{:?}", String::from_utf8_lossy(modinfo));
+}

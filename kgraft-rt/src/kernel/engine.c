@@ -28,6 +28,9 @@
 #include <linux/kernel.h>
 #include <linux/ftrace.h>
 #include <linux/hash.h>
+#include <linux/hashtable.h>
+#include <linux/rculist.h>
+#include <linux/refcount.h>
 #include <linux/kprobes.h>
 #include <linux/kernfs.h>
 #include <linux/kobject.h>
@@ -134,7 +137,7 @@ static struct kobject *kg_kobj;
  * older patch yields its direct call; the newer one hands the site back when it is taken off.
  * A patch another one is stacked on cannot be taken off before it.
  */
-#define KG_PEER_ABI 2
+#define KG_PEER_ABI 3
 
 /* A system state, as kgraft-rt's `state::State` lays it out (the livepatch core's klp_state). */
 struct kg_state {
@@ -164,6 +167,8 @@ struct kg_peer {
 	/* The system states of this patch while it is on (patched, or in a transition), in `*n`;
 	 * NULL when it is off. */
 	struct kg_state *(*states)(int *n);
+	/* The shadow store this patch shares with the others (see kg_store_attach). */
+	struct kg_store *(*store)(void);
 };
 
 struct kg_entry {
@@ -1180,6 +1185,221 @@ struct kg_state *kg_state_prev(unsigned long id)
 	return found;
 }
 
+/* ---- shadow data ------------------------------------------------------------------------ */
+
+/*
+ * Shadow data: fields attached to kernel objects, with the semantics of the livepatch core's
+ * klp_shadow_* functions (kgraft-rt's shadow module calls these under the kg_shadow_* names),
+ * kept by the engine itself, so that a patch needs nothing of the livepatch core.
+ *
+ * One store serves every kgraft patch loaded: the first patch allocates it, each later patch
+ * takes a reference from a peer while it joins the registry, and the last one to leave frees
+ * it, with whatever data is left (its destructors are unknown by then). A patch finds its
+ * peers' store and publishes its own under the registry's list lock, so two patches that load
+ * at once share one store.
+ */
+#define KG_STORE_BITS 10
+
+struct kg_store {
+	refcount_t users;
+	spinlock_t lock;
+	DECLARE_HASHTABLE(table, KG_STORE_BITS);
+};
+
+struct kg_shadow {
+	struct hlist_node node;
+	struct rcu_head rcu_head;
+	void *obj;
+	unsigned long id;
+	char data[];
+};
+
+typedef int (*kg_shadow_ctor_t)(void *obj, void *shadow_data, void *ctor_data);
+typedef void (*kg_shadow_dtor_t)(void *obj, void *shadow_data);
+
+static struct kg_store *kg_store;
+
+static struct kg_store *kg_peer_store(void)
+{
+	return READ_ONCE(kg_store);
+}
+
+/* Joins the peers' store, or makes the first one; the patch's entry is in the registry. */
+static int kg_store_attach(void)
+{
+	struct kg_store *fresh = kzalloc(sizeof(*fresh), GFP_KERNEL);
+	struct kobject *kobj;
+
+	if (!fresh)
+		return -ENOMEM;
+	refcount_set(&fresh->users, 1);
+	spin_lock_init(&fresh->lock);
+	hash_init(fresh->table);
+	spin_lock(&kg_registry->list_lock);
+	list_for_each_entry(kobj, &kg_registry->list, entry) {
+		struct kg_entry *e = container_of(kobj, struct kg_entry, kobj);
+		struct kg_store *theirs;
+
+		if (e->abi != KG_PEER_ABI || e->peer == &kg_self)
+			continue;
+		theirs = e->peer->store();
+		if (theirs && refcount_inc_not_zero(&theirs->users)) {
+			WRITE_ONCE(kg_store, theirs);
+			break;
+		}
+	}
+	if (!kg_store)
+		WRITE_ONCE(kg_store, fresh);
+	spin_unlock(&kg_registry->list_lock);
+	if (kg_store != fresh)
+		kfree(fresh);
+	return 0;
+}
+
+/* Leaves the store, after the patch's entry left the registry: the last user frees it. */
+static void kg_store_detach(void)
+{
+	struct kg_store *store = kg_store;
+	struct kg_shadow *sh;
+	struct hlist_node *tmp;
+	int bkt;
+
+	kg_store = NULL;
+	if (!store || !refcount_dec_and_test(&store->users))
+		return;
+	/* No patch is left to reach the data, and none can come back to this store. */
+	hash_for_each_safe(store->table, bkt, tmp, sh, node) {
+		hash_del(&sh->node);
+		kfree(sh);
+	}
+	kfree(store);
+}
+
+static struct kg_shadow *kg_shadow_find(struct kg_store *store, void *obj, unsigned long id)
+{
+	struct kg_shadow *sh;
+
+	hash_for_each_possible_rcu(store->table, sh, node, (unsigned long)obj)
+		if (sh->obj == obj && sh->id == id)
+			return sh;
+	return NULL;
+}
+
+void *kg_shadow_get(void *obj, unsigned long id)
+{
+	struct kg_store *store = READ_ONCE(kg_store);
+	struct kg_shadow *sh;
+	void *data = NULL;
+
+	if (!store)
+		return NULL;
+	rcu_read_lock();
+	sh = kg_shadow_find(store, obj, id);
+	if (sh)
+		data = sh->data;
+	rcu_read_unlock();
+	return data;
+}
+
+static void *kg_shadow_make(void *obj, unsigned long id, size_t size, gfp_t gfp, kg_shadow_ctor_t ctor,
+			    void *ctor_data, bool warn_exists)
+{
+	struct kg_store *store = READ_ONCE(kg_store);
+	struct kg_shadow *sh, *fresh;
+	unsigned long flags;
+	void *data;
+
+	if (!store)
+		return NULL;
+	data = kg_shadow_get(obj, id);
+	if (data)
+		goto exists;
+	/* Allocated before the lock, which may be taken in any context. */
+	fresh = kzalloc(size + sizeof(*fresh), gfp);
+	if (!fresh)
+		return NULL;
+	spin_lock_irqsave(&store->lock, flags);
+	sh = kg_shadow_find(store, obj, id);
+	if (sh) {
+		spin_unlock_irqrestore(&store->lock, flags);
+		kfree(fresh);
+		data = sh->data;
+		goto exists;
+	}
+	fresh->obj = obj;
+	fresh->id = id;
+	if (ctor) {
+		int err = ctor(obj, fresh->data, ctor_data);
+
+		if (err) {
+			spin_unlock_irqrestore(&store->lock, flags);
+			pr_err("kgraft: %s: the constructor of shadow data <%p, %lx> failed (error %d)\n", kg_patch_name,
+			       obj, id, err);
+			kfree(fresh);
+			return NULL;
+		}
+	}
+	hash_add_rcu(store->table, &fresh->node, (unsigned long)obj);
+	spin_unlock_irqrestore(&store->lock, flags);
+	return fresh->data;
+exists:
+	if (!warn_exists)
+		return data;
+	WARN(1, "kgraft: %s: shadow data <%p, %lx> exists already\n", kg_patch_name, obj, id);
+	return NULL;
+}
+
+void *kg_shadow_alloc(void *obj, unsigned long id, size_t size, gfp_t gfp, kg_shadow_ctor_t ctor, void *ctor_data)
+{
+	return kg_shadow_make(obj, id, size, gfp, ctor, ctor_data, true);
+}
+
+void *kg_shadow_get_or_alloc(void *obj, unsigned long id, size_t size, gfp_t gfp, kg_shadow_ctor_t ctor,
+			     void *ctor_data)
+{
+	return kg_shadow_make(obj, id, size, gfp, ctor, ctor_data, false);
+}
+
+static void kg_shadow_drop(struct kg_shadow *sh, kg_shadow_dtor_t dtor)
+{
+	hash_del_rcu(&sh->node);
+	if (dtor)
+		dtor(sh->obj, sh->data);
+	kfree_rcu(sh, rcu_head);
+}
+
+void kg_shadow_free(void *obj, unsigned long id, kg_shadow_dtor_t dtor)
+{
+	struct kg_store *store = READ_ONCE(kg_store);
+	struct kg_shadow *sh;
+	unsigned long flags;
+
+	if (!store)
+		return;
+	spin_lock_irqsave(&store->lock, flags);
+	sh = kg_shadow_find(store, obj, id);
+	if (sh)
+		kg_shadow_drop(sh, dtor);
+	spin_unlock_irqrestore(&store->lock, flags);
+}
+
+void kg_shadow_free_all(unsigned long id, kg_shadow_dtor_t dtor)
+{
+	struct kg_store *store = READ_ONCE(kg_store);
+	struct kg_shadow *sh;
+	struct hlist_node *tmp;
+	unsigned long flags;
+	int bkt;
+
+	if (!store)
+		return;
+	spin_lock_irqsave(&store->lock, flags);
+	hash_for_each_safe(store->table, bkt, tmp, sh, node)
+		if (sh->id == id)
+			kg_shadow_drop(sh, dtor);
+	spin_unlock_irqrestore(&store->lock, flags);
+}
+
 static struct kg_peer kg_self = {
 	.share = kg_peer_share,
 	.sites = kg_peer_sites,
@@ -1190,6 +1410,7 @@ static struct kg_peer kg_self = {
 	.take_back = kg_peer_take_back,
 	.stacked_on = kg_peer_stacked_on,
 	.states = kg_peer_states,
+	.store = kg_peer_store,
 };
 
 /* ---- forcing --------------------------------------------------------------------------- */
@@ -1608,6 +1829,8 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool repla
 	if (ret)
 		goto fail_kobj;
 	ret = kg_states_compatible();
+	if (!ret)
+		ret = kg_store_attach();
 	if (ret)
 		goto fail_kobj;
 	for (i = 0; i < n && !ret; i++)
@@ -1623,6 +1846,7 @@ fail_kobj:
 	kg_free_nop_names();
 	kobject_put(kg_kobj);
 	kg_kobj = NULL;
+	kg_store_detach();
 	kset_put(kg_registry);
 	kg_registry = NULL;
 fail_notifier:
@@ -1647,6 +1871,7 @@ void kg_unprepare(void)
 		kset_put(kg_registry);
 		kg_registry = NULL;
 	}
+	kg_store_detach();
 	unregister_module_notifier(&kg_module_nb);
 	cancel_delayed_work_sync(&kg_poll_work);
 	kfree(kg_sites);

@@ -9,12 +9,16 @@ use super::{CFile, Error, run, write_if_changed};
 /// layouts and constants `kgraft-rt`'s kernel glue assumes) as a `static_assert` against the
 /// target kernel's own headers. A kernel that disagrees fails here, at build time, and gcc's
 /// message names the fact.
-pub(crate) fn layout_c() -> String {
-    layout_c_for(kgraft_rt::layout::FACTS)
+///
+/// A module of kgraft's own engine uses none of the livepatch core's structures, and must also
+/// build for a kernel without the core: for it (`kgraft`), the facts about `klp_*` structures
+/// hold only where the headers define them (`CONFIG_LIVEPATCH`).
+pub(crate) fn layout_c(kgraft: bool) -> String {
+    layout_c_for(kgraft_rt::layout::FACTS, kgraft)
 }
 
 /// The layout file for `facts`.
-fn layout_c_for(facts: &[kgraft_rt::layout::Fact]) -> String {
+fn layout_c_for(facts: &[kgraft_rt::layout::Fact], kgraft: bool) -> String {
     let mut c = String::from(
         "// SPDX-License-Identifier: GPL-2.0-only\n\
          // Written by kgraftc from kgraft_rt::layout: the kernel layouts the Rust runtime assumes.\n\
@@ -23,10 +27,21 @@ fn layout_c_for(facts: &[kgraft_rt::layout::Fact]) -> String {
          #include <linux/slab.h>\n\
          #include <linux/build_bug.h>\n\n",
     );
-    for fact in facts {
-        c += &format!(
+    let (core, rest): (Vec<_>, Vec<_>) = facts.iter().partition(|f| kgraft && f.to_string().contains("struct klp_"));
+    let assert = |fact: &kgraft_rt::layout::Fact| {
+        format!(
             "static_assert({fact}, \"kgraft: kgraft_rt::layout assumes {fact}, and these kernel headers disagree\");\n"
-        );
+        )
+    };
+    for fact in rest {
+        c += &assert(fact);
+    }
+    if !core.is_empty() {
+        c += "#if IS_ENABLED(CONFIG_LIVEPATCH)\n";
+        for fact in core {
+            c += &assert(fact);
+        }
+        c += "#endif\n";
     }
     c
 }
@@ -82,7 +97,7 @@ pub(crate) fn link(
         }
     }
     write_if_changed(&build_dir.join("Makefile"), makefile.as_bytes())?;
-    write_if_changed(&build_dir.join("kgraft_layout.c"), layout_c().as_bytes())?;
+    write_if_changed(&build_dir.join("kgraft_layout.c"), layout_c(kgraft.is_some()).as_bytes())?;
     // kbuild links a prebuilt object from `<obj>_shipped`; modpost also wants its command file.
     write_if_changed(
         &build_dir.join(format!(".{name}_rust.o.cmd")),
@@ -196,7 +211,7 @@ mod tests {
     #[test]
     fn the_installed_kernel_agrees_with_the_layout_and_a_wrong_number_fails_with_its_fact() {
         let Some(kdir) = installed_kdir() else { return };
-        kbuild(&kdir, "right", &super::layout_c()).expect("the installed kernel has kgraft_rt::layout's layouts");
+        kbuild(&kdir, "right", &super::layout_c(false)).expect("the installed kernel has kgraft_rt::layout's layouts");
 
         // One number off: klp_object's `mod`, which callbacks read among the core's own fields.
         let wrong: Vec<Fact> = FACTS
@@ -209,7 +224,8 @@ mod tests {
             })
             .collect();
         assert_ne!(wrong, FACTS, "the test changed a fact");
-        let out = kbuild(&kdir, "wrong", &super::layout_c_for(&wrong)).expect_err("a wrong offset fails the build");
+        let out =
+            kbuild(&kdir, "wrong", &super::layout_c_for(&wrong, false)).expect_err("a wrong offset fails the build");
         assert!(
             out.contains(
                 "kgraft: kgraft_rt::layout assumes offsetof(struct klp_object, mod) == 160, and these kernel \
