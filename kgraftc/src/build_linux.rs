@@ -16,7 +16,8 @@
 //!    the layouts the runtime assumes against the kernel's headers, so modpost writes vermagic
 //!    and symbol versions;
 //! 5. `klp`: turn references to symbols the kernel does not export into livepatch relocations,
-//!    which the livepatch core resolves when the module loads;
+//!    which the livepatch core resolves when the module loads; with the kgraft engine, `relocs`
+//!    moves them into the engine's own table instead, which the engine resolves itself;
 //! 6. check the result with `modinfo` and copy it out.
 
 use crate::linux;
@@ -116,9 +117,6 @@ fn kgraft_engine_supports(checked: &kgraft_lang::Checked) -> Result<(), Failure>
     };
     if checked.has_states() {
         return Err(refuse("system states (`state` items)"));
-    }
-    if let Some((_, name, sympos)) = checked.targets().into_iter().find(|t| t.2 > 1) {
-        return Err(refuse(&format!("a target chosen by its symbol position (`{name}`, sympos {sympos})")));
     }
     Ok(())
 }
