@@ -119,11 +119,7 @@ pub(crate) fn verify(ko: &Path, name: &str, release: &str, kgraft: Option<Kgraft
     let checks = [
         ("name", field("name")?, name.to_string()),
         // A module that applies itself with the kgraft engine is no livepatch module.
-        (
-            "livepatch",
-            field("livepatch")?,
-            if kgraft.is_some() { "" } else { "Y" }.to_string(),
-        ),
+        ("livepatch", field("livepatch")?, if kgraft.is_some() { "" } else { "Y" }.to_string()),
         ("license", field("license")?, "GPL".to_string()),
     ];
     for (what, got, want) in checks {

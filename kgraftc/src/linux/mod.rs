@@ -355,8 +355,11 @@ pub(crate) mod testobj {
                     flags: SymbolFlags::None,
                 })
             });
-            obj.add_relocation(section, Relocation { offset, symbol, addend: 0, flags: RelocationFlags::Elf { r_type } })
-                .expect("a valid relocation");
+            obj.add_relocation(
+                section,
+                Relocation { offset, symbol, addend: 0, flags: RelocationFlags::Elf { r_type } },
+            )
+            .expect("a valid relocation");
         }
         obj.write().expect("a writable object")
     }

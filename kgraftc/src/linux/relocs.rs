@@ -143,12 +143,9 @@ fn rewrite_bytes(
     let bad = |e: object::build::Error| Error::new(format!("cannot rewrite the module: {e}"));
     let mut b = Builder::read(data).map_err(bad)?;
 
-    let table = b
-        .sections
-        .iter()
-        .find(|s| &*s.name == SECTION.as_bytes())
-        .map(|s| s.id())
-        .ok_or_else(|| Error::new(format!("the module has no `{SECTION}` section: the kgraft engine is not linked in")))?;
+    let table = b.sections.iter().find(|s| &*s.name == SECTION.as_bytes()).map(|s| s.id()).ok_or_else(|| {
+        Error::new(format!("the module has no `{SECTION}` section: the kgraft engine is not linked in"))
+    })?;
     check_head(&b.sections.get(table).data)?;
     let symtab = b
         .sections
@@ -347,19 +344,17 @@ fn section_symbol(b: &mut Builder<'_>, cache: &mut BTreeMap<usize, SymbolId>, se
     if let Some(id) = cache.get(&section.index()) {
         return *id;
     }
-    let id = match b
-        .symbols
-        .iter()
-        .find(|s| s.section == Some(section) && s.st_info & 0xf == elf::STT_SECTION && !s.delete)
-    {
-        Some(s) => s.id(),
-        None => {
-            let s = b.symbols.add();
-            s.section = Some(section);
-            s.st_info = (elf::STB_LOCAL << 4) | elf::STT_SECTION;
-            s.id()
-        }
-    };
+    let id =
+        match b.symbols.iter().find(|s| s.section == Some(section) && s.st_info & 0xf == elf::STT_SECTION && !s.delete)
+        {
+            Some(s) => s.id(),
+            None => {
+                let s = b.symbols.add();
+                s.section = Some(section);
+                s.st_info = (elf::STB_LOCAL << 4) | elf::STT_SECTION;
+                s.id()
+            }
+        };
     cache.insert(section.index(), id);
     id
 }
@@ -400,8 +395,11 @@ mod tests {
 
         let file = ElfFile64::<object::Endianness>::parse(&*out).expect("a valid object");
         // The loader sees no undefined symbol but the exported one.
-        let undefined: Vec<&str> =
-            file.symbols().filter(|s| s.is_undefined() && !s.name().unwrap_or("").is_empty()).filter_map(|s| s.name().ok()).collect();
+        let undefined: Vec<&str> = file
+            .symbols()
+            .filter(|s| s.is_undefined() && !s.name().unwrap_or("").is_empty())
+            .filter_map(|s| s.name().ok())
+            .collect();
         assert_eq!(undefined, ["seq_printf"]);
         for s in file.symbols() {
             assert_ne!(s.elf_symbol().st_shndx(file.endian()), 0xff20, "no livepatch symbol");
@@ -485,7 +483,12 @@ mod tests {
 
         let mut other = head(0);
         other[4] = 2;
-        let m = testobj::build_with(&[0xe8, 0, 0, 0, 0, 0xc3], &[(1, elf::R_X86_64_PLT32, "hidden")], &[(SECTION, &other)], &[]);
+        let m = testobj::build_with(
+            &[0xe8, 0, 0, 0, 0, 0xc3],
+            &[(1, elf::R_X86_64_PLT32, "hidden")],
+            &[(SECTION, &other)],
+            &[],
+        );
         let e = rewrite_bytes(&m, &["hidden".to_owned()], &[]).err().expect("another version");
         assert!(e.message.contains("version 2"), "{}", e.message);
     }
