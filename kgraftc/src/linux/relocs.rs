@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn refuses_a_module_without_the_engines_table_or_with_another_version() {
         let plain = testobj::build(&[0xe8, 0, 0, 0, 0, 0xc3], &[(1, elf::R_X86_64_PLT32, "hidden")]);
-        let e = rewrite_bytes(&plain, &["hidden".to_owned()], &[]).err().expect("no table");
+        let e = rewrite_bytes(&plain, &["hidden".to_owned()], &[]).expect_err("no table");
         assert!(e.message.contains("has no `.kgraft.relocs` section"), "{}", e.message);
 
         let mut other = head(0);
@@ -489,7 +489,7 @@ mod tests {
             &[(SECTION, &other)],
             &[],
         );
-        let e = rewrite_bytes(&m, &["hidden".to_owned()], &[]).err().expect("another version");
+        let e = rewrite_bytes(&m, &["hidden".to_owned()], &[]).expect_err("another version");
         assert!(e.message.contains("version 2"), "{}", e.message);
     }
 
@@ -501,7 +501,7 @@ mod tests {
             &[(SECTION, &head(0)), ("__jump_table", &[0; 16])],
             &[("__jump_table", 8, elf::R_X86_64_64, "hidden_key")],
         );
-        let e = rewrite_bytes(&m, &["hidden_key".to_owned()], &[]).err().expect("refused");
+        let e = rewrite_bytes(&m, &["hidden_key".to_owned()], &[]).expect_err("refused");
         assert!(e.message.contains("`hidden_key` is referenced from section `__jump_table`"), "{}", e.message);
         assert!(place_allowed(".text.unlikely") && place_allowed(".rodata.str1.1") && place_allowed(".data.rel.ro"));
         assert!(!place_allowed(".data..percpu") && !place_allowed(".altinstr_replacement"));
