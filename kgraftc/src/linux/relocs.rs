@@ -23,7 +23,9 @@
 //!   +16 u64 object       "vmlinux" or the module's name, a C string of this section (R_X86_64_64)
 //!   +24 i64 addend       the removed relocation's addend
 //!   +32 u32 type         its ELF relocation type: R_X86_64_64, PC32, PLT32, 32, 32S or PC64
-//!   +36 u32 sympos       0 or 1: the only or first symbol of the name; N: the Nth, in kallsyms order
+//!   +36 u32 sympos       0: the only symbol of the name (an ambiguous name is refused); N: the
+//!                        Nth, in kallsyms order (always 0 today: the language gives `extern`
+//!                        items no position)
 //!   +40 u32 flags        bit 0: the place is writable data, written directly (otherwise
 //!                        through text_poke_copy: text and read-only data)
 //!   +44 u32 reserved (0)
