@@ -16,7 +16,8 @@
 //!    the layouts the runtime assumes against the kernel's headers, so modpost writes vermagic
 //!    and symbol versions;
 //! 5. `klp`: turn references to symbols the kernel does not export into livepatch relocations,
-//!    which the livepatch core resolves when the module loads;
+//!    which the livepatch core resolves when the module loads; with the kgraft engine, `relocs`
+//!    moves them into the engine's own table instead, which the engine resolves itself;
 //! 6. check the result with `modinfo` and copy it out.
 
 use crate::linux;
@@ -67,9 +68,6 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         (None, Some("kgraft")) => crate::Engine::Kgraft,
         (None, _) => crate::Engine::Klp,
     };
-    if engine == crate::Engine::Kgraft {
-        kgraft_engine_supports(&checked)?;
-    }
     let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
     prepared.engine = engine;
     // The kernel checks always run for this target, against the build directory found.
@@ -103,19 +101,6 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
             let _ = std::fs::remove_file(&out);
             return Err(e);
         }
-    }
-    Ok(())
-}
-
-/// Refuses what kgraft's own engine does not do (yet): what only the livepatch core provides.
-fn kgraft_engine_supports(checked: &kgraft_lang::Checked) -> Result<(), Failure> {
-    let refuse = |what: &str| {
-        Failure::Fatal(format!(
-            "the kgraft engine does not support {what}; build with `--engine klp` (the livepatch core)"
-        ))
-    };
-    if let Some((_, name, sympos)) = checked.targets().into_iter().find(|t| t.2 > 1) {
-        return Err(refuse(&format!("a target chosen by its symbol position (`{name}`, sympos {sympos})")));
     }
     Ok(())
 }

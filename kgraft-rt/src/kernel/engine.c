@@ -22,10 +22,13 @@
  * State and control: /sys/kernel/kgraft/<patch>/{enabled,transition,stragglers,functions,force}.
  *
  * Kernel functions this needs that 6.1 does not export are found through kallsyms, whose
- * lookup is itself found with a kprobe.
+ * lookup is itself found with a kprobe. The symbols the patch itself uses that the kernel does
+ * not export are resolved here too, from the table kgraftc writes (.kgraft.relocs): the module
+ * is no livepatch module and needs nothing of the livepatch core's relocations.
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
+#include <linux/elf.h>
 #include <linux/ftrace.h>
 #include <linux/hash.h>
 #include <linux/hashtable.h>
@@ -51,14 +54,6 @@
 /* What `kgraftc kernel` looks for: this module applies itself. */
 MODULE_INFO(kgraft, "engine");
 
-#ifdef KGRAFT_LIVEPATCH_INFO
-/*
- * The patch refers to symbols vmlinux does not export: the module loader resolves them itself,
- * from the module's livepatch relocations, but only in a module marked as a livepatch.
- */
-MODULE_INFO(livepatch, "Y");
-#endif
-
 /* One replacement, as kgraft-rt describes it (`kernel::kgraft::KgFunc`). */
 struct kg_func {
 	const char *name;
@@ -74,6 +69,7 @@ struct kg_site {
 	struct ftrace_ops direct; /* the direct call, between transitions */
 	const char *name;
 	const char *object; /* NULL: vmlinux */
+	unsigned long sympos; /* 0: the only symbol of the name, N: the Nth in kallsyms order */
 	unsigned long ip; /* the fentry site */
 	unsigned long old_addr, old_size;
 	unsigned long new_addr, new_size;
@@ -1554,6 +1550,349 @@ static int kg_kernel_functions(void)
 	return 0;
 }
 
+/* ---- unexported symbols: the patch's own relocations ------------------------------------- */
+
+/*
+ * kgraftc moves every relocation against a symbol the kernel does not export out of the module
+ * loader's sight into the section .kgraft.relocs (the format is kgraftc's linux/relocs.rs): the
+ * head below, then one record per relocation, then the names. The loader fills in each record's
+ * place, name and object through ordinary relocations; the engine finds the symbols itself, by
+ * name and position in kallsyms as the livepatch core counts them, and writes the places:
+ * vmlinux's before anything is hooked, a module's as that module comes (or at once, if it is
+ * loaded already), again each time it comes back.
+ */
+#define KG_RELOCS_MAGIC 0x4c52474bU /* "KGRL" */
+#define KG_RELOCS_VERSION 1
+#define KG_RELOC_WRITABLE 0x1U /* the place is writable data: written directly */
+
+struct kg_relocs_head {
+	u32 magic;
+	u16 version;
+	u16 record_size;
+	u32 count;
+	u32 reserved;
+};
+
+struct kg_reloc {
+	unsigned long place;
+	const char *name;
+	const char *object; /* "vmlinux" or a module's name */
+	s64 addend;
+	u32 type; /* R_X86_64_* */
+	u32 sympos; /* 0: the only symbol of the name, N: the Nth */
+	u32 flags;
+	u32 reserved;
+};
+
+static_assert(sizeof(struct kg_relocs_head) == 16, "kgraftc's relocs.rs writes a 16-byte head");
+static_assert(sizeof(struct kg_reloc) == 48, "kgraftc's relocs.rs writes 48-byte records");
+
+/* kgraftc writes the records after this head. Not const: the count is read at run time. */
+extern struct kg_relocs_head kgraft_relocs;
+struct kg_relocs_head kgraft_relocs __section(".kgraft.relocs") __aligned(8) __used = {
+	.magic = KG_RELOCS_MAGIC,
+	.version = KG_RELOCS_VERSION,
+	.record_size = sizeof(struct kg_reloc),
+};
+
+static int (*kg_on_each_symbol)(int (*fn)(void *, const char *, struct module *, unsigned long), void *data);
+static struct module *(*kg_find_module)(const char *name);
+static void *(*kg_text_poke_copy)(void *addr, const void *opcode, size_t len);
+
+static const struct kg_reloc *kg_relocs(void)
+{
+	const char *p = (const char *)&kgraft_relocs;
+
+	/* The records lie past the head the compiler knows of. */
+	OPTIMIZER_HIDE_VAR(p);
+	return (const struct kg_reloc *)(p + sizeof(kgraft_relocs));
+}
+
+/* One symbol looked for, by name and position. */
+struct kg_want {
+	const char *name;
+	unsigned long sympos; /* 0: the only one of the name; N: the Nth */
+	unsigned long count; /* of the name, so far */
+	unsigned long addr; /* of the one wanted */
+};
+
+struct kg_search {
+	struct kg_want *want;
+	int n;
+};
+
+static void kg_count_symbol(struct kg_search *s, const char *name, unsigned long addr)
+{
+	int i;
+
+	for (i = 0; i < s->n; i++) {
+		struct kg_want *w = &s->want[i];
+
+		if (strcmp(w->name, name))
+			continue;
+		w->count++;
+		if (w->count == (w->sympos ? w->sympos : 1))
+			w->addr = addr;
+	}
+}
+
+static int kg_vmlinux_symbol(void *data, const char *name, struct module *mod, unsigned long addr)
+{
+	if (!mod)
+		kg_count_symbol(data, name, addr);
+	return 0;
+}
+
+/*
+ * Counts the symbols of `w` in `object` (NULL: vmlinux), in kallsyms order: vmlinux's table, or
+ * the module's own, as the livepatch core walks them. Returns false if the module is not loaded.
+ */
+static bool kg_walk(const char *object, struct kg_want *w, int n)
+{
+	struct kg_search s = { .want = w, .n = n };
+	struct mod_kallsyms *ks;
+	struct module *mod;
+	unsigned int i;
+
+	if (!object) {
+		kg_on_each_symbol(kg_vmlinux_symbol, &s);
+		return true;
+	}
+	preempt_disable();
+	mod = kg_find_module(object);
+	if (mod) {
+		ks = rcu_dereference_sched(mod->kallsyms);
+		for (i = 0; i < ks->num_symtab; i++) {
+			const Elf_Sym *sym = &ks->symtab[i];
+
+			if (sym->st_shndx != SHN_UNDEF)
+				kg_count_symbol(&s, ks->strtab + sym->st_name, sym->st_value);
+		}
+	}
+	preempt_enable();
+	return mod;
+}
+
+/* Whether the walk found the one symbol `w` asks for; says why not in the kernel log. */
+static int kg_want_found(const struct kg_want *w, const char *object)
+{
+	const char *obj = object ? object : "vmlinux";
+
+	if (!w->count) {
+		pr_err("kgraft: %s: symbol '%s' not found in %s\n", kg_patch_name, w->name, obj);
+		return -ENOENT;
+	}
+	if (!w->sympos && w->count > 1) {
+		pr_err("kgraft: %s: symbol '%s' is ambiguous in %s (%lu of that name) and has no position\n",
+		       kg_patch_name, w->name, obj, w->count);
+		return -EINVAL;
+	}
+	if (w->sympos > w->count) {
+		pr_err("kgraft: %s: symbol position %lu of '%s' not found in %s (%lu of that name)\n", kg_patch_name,
+		       w->sympos, w->name, obj, w->count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The symbol `name` at position `sympos` of `object` (NULL: vmlinux), or 0 (logged). */
+static unsigned long kg_find_symbol(const char *object, const char *name, unsigned long sympos)
+{
+	struct kg_want w = { .name = name, .sympos = sympos };
+
+	if (!kg_walk(object, &w, 1)) {
+		pr_err("kgraft: %s: module %s is not loaded\n", kg_patch_name, object);
+		return 0;
+	}
+	return kg_want_found(&w, object) ? 0 : w.addr;
+}
+
+/* The value a record's place gets for the symbol at `addr`, and its size; 0 or -ERANGE. */
+static int kg_reloc_value(const struct kg_reloc *r, unsigned long addr, u64 *val, size_t *size)
+{
+	u64 v = addr + r->addend;
+
+	*size = 4;
+	switch (r->type) {
+	case R_X86_64_64:
+		*size = 8;
+		break;
+	case R_X86_64_PC64:
+		v -= r->place;
+		*size = 8;
+		break;
+	case R_X86_64_32:
+		if (v != (u32)v)
+			goto overflow;
+		break;
+	case R_X86_64_32S:
+		if ((s64)v != (s32)v)
+			goto overflow;
+		break;
+	case R_X86_64_PC32:
+	case R_X86_64_PLT32:
+		v -= r->place;
+		if ((s64)v != (s32)v)
+			goto overflow;
+		break;
+	default:
+		return -ENOEXEC; /* kg_relocs_check refused it */
+	}
+	*val = v;
+	return 0;
+overflow:
+	pr_err("kgraft: %s: relocation type %u against '%s' of %s overflows at %pS\n", kg_patch_name, r->type,
+	       r->name, r->object, (void *)r->place);
+	return -ERANGE;
+}
+
+/* Checks the table kgraftc wrote: its version, each record's type and place. */
+static int kg_relocs_check(void)
+{
+	const struct kg_reloc *r = kg_relocs();
+	u32 i, n = READ_ONCE(kgraft_relocs.count);
+
+	if (kgraft_relocs.magic != KG_RELOCS_MAGIC || kgraft_relocs.version != KG_RELOCS_VERSION ||
+	    kgraft_relocs.record_size != sizeof(*r)) {
+		pr_err("kgraft: %s: the relocation table is not of version %d: kgraftc and the engine disagree\n",
+		       kg_patch_name, KG_RELOCS_VERSION);
+		return -EINVAL;
+	}
+	for (i = 0; i < n; i++) {
+		switch (r[i].type) {
+		case R_X86_64_64:
+		case R_X86_64_PC64:
+		case R_X86_64_32:
+		case R_X86_64_32S:
+		case R_X86_64_PC32:
+		case R_X86_64_PLT32:
+			break;
+		default:
+			pr_err("kgraft: %s: relocation type %u against '%s' is not one the engine applies\n",
+			       kg_patch_name, r[i].type, r[i].name);
+			return -ENOEXEC;
+		}
+		if (!within_module(r[i].place, THIS_MODULE)) {
+			pr_err("kgraft: %s: a relocation against '%s' lies outside the patch module\n", kg_patch_name,
+			       r[i].name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Resolves and writes the records of `object` ("vmlinux" or a module's name); sets `*absent` if
+ * that module is not loaded. Every symbol is found and every value checked before anything is
+ * written. Returns 0 or a negative errno, logged with the symbol and object.
+ */
+static int kg_relocs_apply(const char *object, bool *absent)
+{
+	const struct kg_reloc *r = kg_relocs();
+	u32 i, n = READ_ONCE(kgraft_relocs.count);
+	bool vmlinux = !strcmp(object, "vmlinux");
+	struct kg_want *w = NULL;
+	int *which = NULL;
+	u64 *vals = NULL;
+	int k, m = 0, ret = 0;
+
+	*absent = false;
+	for (i = 0; i < n && strcmp(r[i].object, object); i++)
+		;
+	if (i == n)
+		return 0;
+	w = kcalloc(n, sizeof(*w), GFP_KERNEL);
+	which = kcalloc(n, sizeof(*which), GFP_KERNEL);
+	vals = kcalloc(n, sizeof(*vals), GFP_KERNEL);
+	if (!w || !which || !vals) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* One search per name and position, however many places use it. */
+	for (i = 0; i < n; i++) {
+		which[i] = -1;
+		if (strcmp(r[i].object, object))
+			continue;
+		for (k = 0; k < m; k++)
+			if (w[k].sympos == r[i].sympos && !strcmp(w[k].name, r[i].name))
+				break;
+		if (k == m) {
+			w[m].name = r[i].name;
+			w[m].sympos = r[i].sympos;
+			m++;
+		}
+		which[i] = k;
+	}
+	if (!kg_walk(vmlinux ? NULL : object, w, m)) {
+		*absent = true;
+		goto out;
+	}
+	for (k = 0; k < m && !ret; k++)
+		ret = kg_want_found(&w[k], vmlinux ? NULL : object);
+	for (i = 0; i < n && !ret; i++) {
+		size_t size;
+
+		if (which[i] >= 0)
+			ret = kg_reloc_value(&r[i], w[which[i]].addr, &vals[i], &size);
+	}
+	for (i = 0; i < n && !ret; i++) {
+		size_t size = r[i].type == R_X86_64_64 || r[i].type == R_X86_64_PC64 ? 8 : 4;
+
+		if (which[i] < 0)
+			continue;
+		/* x86 is little-endian: the low bytes of the value are the 32-bit field. */
+		if (r[i].flags & KG_RELOC_WRITABLE)
+			memcpy((void *)r[i].place, &vals[i], size);
+		else
+			kg_text_poke_copy((void *)r[i].place, &vals[i], size);
+	}
+	if (!ret)
+		pr_info("kgraft: %s: symbols of %s resolved (%d)\n", kg_patch_name, object, m);
+out:
+	kfree(vals);
+	kfree(which);
+	kfree(w);
+	if (ret)
+		pr_err("kgraft: %s: cannot resolve the patch's symbols in %s (error %d)\n", kg_patch_name, object, ret);
+	return ret;
+}
+
+/* The table's kernel functions, its check, and vmlinux's records: before anything is hooked. */
+static int kg_relocs_prepare(void)
+{
+	bool absent;
+	int ret;
+
+	KG_RESOLVE(kg_on_each_symbol, "kallsyms_on_each_symbol");
+	KG_RESOLVE(kg_find_module, "find_module");
+	KG_RESOLVE(kg_text_poke_copy, "text_poke_copy");
+	ret = kg_relocs_check();
+	if (ret)
+		return ret;
+	return kg_relocs_apply("vmlinux", &absent);
+}
+
+/* The records of the modules loaded already; the module notifier does those that come later. */
+static int kg_relocs_loaded_modules(void)
+{
+	const struct kg_reloc *r = kg_relocs();
+	u32 i, j, n = READ_ONCE(kgraft_relocs.count);
+	bool absent;
+	int ret = 0;
+
+	mutex_lock(&kg_mutex);
+	for (i = 0; i < n && !ret; i++) {
+		if (!strcmp(r[i].object, "vmlinux"))
+			continue;
+		for (j = 0; j < i && strcmp(r[j].object, r[i].object); j++)
+			;
+		if (j == i)
+			ret = kg_relocs_apply(r[i].object, &absent);
+	}
+	mutex_unlock(&kg_mutex);
+	return ret;
+}
+
 /*
  * Whether the module `name` is loaded (it has its directory under /sys/module); kgraft-rt asks
  * it too, for the callbacks at (un)patch time.
@@ -1574,11 +1913,18 @@ static int kg_locate(struct kg_site *s)
 	char full[MODULE_NAME_LEN + KSYM_NAME_LEN + 2];
 	unsigned long off;
 
-	if (s->object)
-		snprintf(full, sizeof(full), "%s:%s", s->object, s->name);
-	else
-		strscpy(full, s->name, sizeof(full));
-	s->old_addr = kg_lookup_name(full);
+	if (s->sympos > 1) {
+		/* Counted as the livepatch core counts, the refusal logged with the name. */
+		s->old_addr = kg_find_symbol(s->object, s->name, s->sympos);
+		if (!s->old_addr)
+			return -ENOENT;
+	} else {
+		if (s->object)
+			snprintf(full, sizeof(full), "%s:%s", s->object, s->name);
+		else
+			strscpy(full, s->name, sizeof(full));
+		s->old_addr = kg_lookup_name(full);
+	}
 	if (!s->old_addr) {
 		if (s->object)
 			pr_err("kgraft: %s: module %s has no function %s\n", kg_patch_name, s->object, s->name);
@@ -1606,11 +1952,7 @@ static int kg_resolve(struct kg_site *s, const struct kg_func *f)
 
 	s->name = f->name;
 	s->object = f->object;
-	if (f->sympos > 1) {
-		pr_err("kgraft: %s: %s: the kgraft engine takes the first symbol of a name only (sympos %lu)\n",
-		       kg_patch_name, f->name, f->sympos);
-		return -EINVAL;
-	}
+	s->sympos = f->sympos;
 	s->new_addr = f->new_fn;
 	if (!kg_size_offset(s->new_addr, &s->new_size, &off))
 		s->new_size = 1;
@@ -1652,6 +1994,14 @@ static int kg_module_notify(struct notifier_block *nb, unsigned long action, voi
 	if (action != MODULE_STATE_COMING && action != MODULE_STATE_GOING)
 		return NOTIFY_DONE;
 	mutex_lock(&kg_mutex);
+	if (action == MODULE_STATE_COMING) {
+		/* Before any of its functions is hooked; a failure refuses the module. */
+		bool absent;
+
+		ret = kg_relocs_apply(mod->name, &absent);
+		if (ret)
+			goto out;
+	}
 	if (!kg_enabled || !kgraft_engine_has_object(mod->name))
 		goto out;
 	if (action == MODULE_STATE_GOING) {
@@ -1803,6 +2153,9 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool repla
 	ret = kg_kernel_functions();
 	if (ret)
 		return ret;
+	ret = kg_relocs_prepare();
+	if (ret)
+		return ret;
 	kg_capacity = n + (replace_all ? KG_MAX_NOPS : 0);
 	kg_sites = kcalloc(kg_capacity ? kg_capacity : 1, sizeof(*kg_sites), GFP_KERNEL);
 	if (!kg_sites)
@@ -1819,6 +2172,10 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool repla
 	ret = register_module_notifier(&kg_module_nb);
 	if (ret)
 		goto fail;
+	/* After the notifier is on: a module that comes now is the notifier's. */
+	ret = kg_relocs_loaded_modules();
+	if (ret)
+		goto fail_notifier;
 	kg_self.name = kg_patch_name;
 	kg_kobj = kg_patch_dir();
 	if (!kg_kobj) {

@@ -4,9 +4,9 @@
 ///
 /// The expansion defines `init_module` and `cleanup_module`, which the `.mod.c` file written by
 /// modpost names as the module's init and exit, and the module's `.modinfo` entries: the GPL
-/// license (the livepatch core exports its functions to GPL modules only) and `livepatch=Y`,
-/// which makes the module loader keep the ELF data the core needs. modpost adds the module's
-/// name and vermagic itself.
+/// license (the livepatch core exports its functions to GPL modules only) and, for the
+/// livepatch core only (not under `kgraft-engine`), `livepatch=Y`, which makes the module loader
+/// keep the ELF data the core needs. modpost adds the module's name and vermagic itself.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_patch {

@@ -46,13 +46,10 @@ fn layout_c_for(facts: &[kgraft_rt::layout::Fact], kgraft: bool) -> String {
     c
 }
 
-/// How the kgraft engine's C half is compiled into a module.
+/// The kgraft engine's C half is compiled into the module: it applies the patch itself, and
+/// the module is no livepatch module (no `livepatch=Y`).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct KgraftEngine {
-    /// Whether the module is marked `livepatch=Y`, so that the loader applies its vmlinux
-    /// livepatch relocations (the patch uses symbols vmlinux does not export).
-    pub(crate) livepatch_info: bool,
-}
+pub(crate) struct KgraftEngine;
 
 /// Links the module `name` from the object already written to `build_dir` (and the patch's
 /// C file, compiled here) and returns the `.ko` with kbuild's standard error (gcc's warnings);
@@ -69,12 +66,9 @@ pub(crate) fn link(
         "# Written by kgraftc: the patch module `{name}`.\nobj-m := {name}.o\n{name}-y := {name}_rust.o kgraft_layout.o\n"
     );
     let engine_path = build_dir.join("kgraft_engine.c");
-    if let Some(engine) = kgraft {
+    if kgraft.is_some() {
         // The engine's own functions must not be traced: its reality check runs inside ftrace.
         makefile += &format!("{name}-y += kgraft_engine.o\nCFLAGS_REMOVE_kgraft_engine.o = $(CC_FLAGS_FTRACE)\n");
-        if engine.livepatch_info {
-            makefile += "CFLAGS_kgraft_engine.o := -DKGRAFT_LIVEPATCH_INFO\n";
-        }
         write_if_changed(&engine_path, kgraft_rt::csrc::KERNEL_ENGINE.as_bytes())?;
     } else {
         let _ = std::fs::remove_file(&engine_path);
@@ -106,8 +100,9 @@ pub(crate) fn link(
     let mut cmd = Command::new("make");
     cmd.arg("-C").arg(kdir).arg(format!("M={}", build_dir.display())).arg("modules");
     if unresolved {
-        // Symbols the kernel does not export are not modpost's to resolve: `klp::convert`
-        // turns them into livepatch relocations after the link.
+        // Symbols the kernel does not export are not modpost's to resolve: after the link,
+        // `klp::convert` turns them into livepatch relocations, or `relocs::rewrite` into the
+        // kgraft engine's own table.
         cmd.arg("KBUILD_MODPOST_WARN=1");
     }
     cmd.env_remove("MAKEFLAGS").env_remove("MFLAGS");
@@ -129,8 +124,8 @@ pub(crate) fn link(
     Ok((build_dir.join(format!("{name}.ko")), stderr))
 }
 
-/// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y` (with the kgraft engine,
-/// only when it has livepatch relocations), GPL, the release.
+/// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y` (none with the kgraft
+/// engine), GPL, the release.
 pub(crate) fn verify(ko: &Path, name: &str, release: &str, kgraft: Option<KgraftEngine>) -> Result<(), Error> {
     let field = |f: &str| -> Result<String, Error> {
         let out = run(Command::new("modinfo").arg("-F").arg(f).arg(ko), "modinfo (from kmod)")?;
@@ -139,11 +134,7 @@ pub(crate) fn verify(ko: &Path, name: &str, release: &str, kgraft: Option<Kgraft
     let checks = [
         ("name", field("name")?, name.to_string()),
         // A module that applies itself with the kgraft engine is no livepatch module.
-        (
-            "livepatch",
-            field("livepatch")?,
-            if kgraft.is_some_and(|k| !k.livepatch_info) { "" } else { "Y" }.to_string(),
-        ),
+        ("livepatch", field("livepatch")?, if kgraft.is_some() { "" } else { "Y" }.to_string()),
         ("license", field("license")?, "GPL".to_string()),
     ];
     for (what, got, want) in checks {

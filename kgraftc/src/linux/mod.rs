@@ -5,6 +5,7 @@ mod kbuild;
 pub(crate) mod kdir;
 mod klp;
 mod object;
+mod relocs;
 mod toolchain;
 
 use std::fmt;
@@ -183,9 +184,7 @@ impl Prepared {
 
         self.progress.step("linking through kbuild");
         let unresolved = !unexported.is_empty() || c.is_some();
-        // With the kgraft engine, the loader itself applies the relocations against vmlinux;
-        // a C body may need them too, which only the link tells.
-        let engine = kgraft.then_some(kbuild::KgraftEngine { livepatch_info: unresolved });
+        let engine = kgraft.then_some(kbuild::KgraftEngine);
         let linked = match kbuild::link(name, &build_dir, &kdir.path, unresolved, c.as_ref(), engine) {
             Ok((linked, output)) => {
                 if let Some(c) = &c {
@@ -211,27 +210,29 @@ impl Prepared {
             }
         }
 
-        let of_modules: Vec<&str> = unexported
-            .iter()
-            .filter(|s| self.module_symbols.iter().any(|(sym, _)| sym == *s))
-            .map(String::as_str)
-            .collect();
-        if kgraft && !of_modules.is_empty() {
-            return Err(Error::new(format!(
-                "the kgraft engine cannot reach symbols a module does not export: {}",
-                of_modules.join(", ")
-            ))
-            .help("only the livepatch core resolves those, when it patches the module: build with `--engine klp`"));
-        }
-        self.progress.step(&if unexported.is_empty() {
-            "no unexported symbols to resolve".to_owned()
+        let ko = build_dir.join(format!("{name}.klp.ko"));
+        if unexported.is_empty() {
+            self.progress.step("no unexported symbols to resolve");
+        } else if kgraft {
+            // Said by name: the engine resolves these itself (vmlinux's as the patch loads, a
+            // module's as that module comes), and refuses the patch if one is missing.
+            self.progress.step(&format!(
+                "writing the kgraft engine's relocation table, resolved by the engine at load: {}",
+                unexported.join(", ")
+            ));
         } else {
             // Said by name: the livepatch core resolves these when the patch is enabled, and
             // refuses the patch if one is missing from the running kernel.
-            format!("writing livepatch relocations, resolved by the livepatch core at load: {}", unexported.join(", "))
-        });
-        let ko = build_dir.join(format!("{name}.klp.ko"));
-        klp::convert(&linked, &ko, &unexported, &self.module_symbols)?;
+            self.progress.step(&format!(
+                "writing livepatch relocations, resolved by the livepatch core at load: {}",
+                unexported.join(", ")
+            ));
+        }
+        if kgraft {
+            relocs::rewrite(&linked, &ko, &unexported, &self.module_symbols)?;
+        } else {
+            klp::convert(&linked, &ko, &unexported, &self.module_symbols)?;
+        }
 
         self.progress.step("verifying with modinfo");
         kbuild::verify(&ko, name, &kdir.release, engine)?;
@@ -291,6 +292,17 @@ pub(crate) mod testobj {
     /// Returns an object whose `.text` holds `text`, with one relocation `(offset, r_type,
     /// symbol)` per entry against an undefined global symbol of that name.
     pub(crate) fn build(text: &[u8], relocs: &[(u64, u32, &str)]) -> Vec<u8> {
+        build_with(text, relocs, &[], &[])
+    }
+
+    /// Returns the object of [`build`] with writable data sections `(name, bytes)` besides, and
+    /// relocations `(section, offset, r_type, symbol)` (addend 0) in them.
+    pub(crate) fn build_with(
+        text: &[u8],
+        relocs: &[(u64, u32, &str)],
+        data: &[(&str, &[u8])],
+        data_relocs: &[(&str, u64, u32, &str)],
+    ) -> Vec<u8> {
         let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
         let section = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
         obj.append_section_data(section, text, 16);
@@ -320,6 +332,32 @@ pub(crate) mod testobj {
             obj.add_relocation(
                 section,
                 Relocation { offset, symbol, addend: -4, flags: RelocationFlags::Elf { r_type } },
+            )
+            .expect("a valid relocation");
+        }
+        let mut sections = Vec::new();
+        for &(name, bytes) in data {
+            let id = obj.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Data);
+            obj.append_section_data(id, bytes, 8);
+            sections.push((name, id));
+        }
+        for &(in_section, offset, r_type, name) in data_relocs {
+            let section = sections.iter().find(|(n, _)| *n == in_section).expect("a data section of the list").1;
+            let symbol = obj.symbol_id(name.as_bytes()).unwrap_or_else(|| {
+                obj.add_symbol(Symbol {
+                    name: name.as_bytes().to_vec(),
+                    value: 0,
+                    size: 0,
+                    kind: SymbolKind::Unknown,
+                    scope: SymbolScope::Linkage,
+                    weak: false,
+                    section: SymbolSection::Undefined,
+                    flags: SymbolFlags::None,
+                })
+            });
+            obj.add_relocation(
+                section,
+                Relocation { offset, symbol, addend: 0, flags: RelocationFlags::Elf { r_type } },
             )
             .expect("a valid relocation");
         }

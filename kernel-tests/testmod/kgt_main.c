@@ -17,6 +17,8 @@
  *   /proc/kgraft_bench    a read calls kgt_bench_target 1,000,000 times and prints
  *                         "calls=N ns=T": the cost of a call, patched or not, for the engines'
  *                         benchmark.
+ *   /proc/kgraft_twins    "first=A second=B": kgt_twin(1) of this file and kgt_twin(1) of
+ *                         kgt_twin.c, two static functions of one name (symbol positions 1 and 2).
  *   /proc/kgraft_spin     with the parameter spin=1, a kernel thread checks the encode/decode
  *                         pair in a loop, resting 50-100 us every 100 rounds; the file shows
  *                         "calls=N mismatches=M": a busy kernel thread, which never passes
@@ -107,6 +109,20 @@ static int kgt_bench_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+/* The first kgt_twin of the module (kgt_twin.c has the second). */
+static KGT_PATCHABLE __attribute__((used)) u64 kgt_twin(u64 x)
+{
+	return x + 1;
+}
+
+u64 kgt_twin_second(u64 x);
+
+static int kgt_twins_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "first=%llu second=%llu\n", kgt_twin(1), kgt_twin_second(1));
+	return 0;
+}
+
 static int kgt_describe_show(struct seq_file *m, void *v)
 {
 	kgt_describe(&kgt_the_dev, m);
@@ -192,11 +208,19 @@ static int __init kgt_init(void)
 		remove_proc_entry("kgraft_testmod", NULL);
 		return -ENOMEM;
 	}
+	if (!proc_create_single("kgraft_twins", 0444, NULL, kgt_twins_show)) {
+		remove_proc_entry("kgraft_bench", NULL);
+		remove_proc_entry("kgraft_nap", NULL);
+		remove_proc_entry("kgraft_pair", NULL);
+		remove_proc_entry("kgraft_testmod", NULL);
+		return -ENOMEM;
+	}
 	if (spin) {
 		kgt_spinner = kthread_run(kgt_spin_fn, NULL, "kgt_spin");
 		if (IS_ERR(kgt_spinner) || !proc_create_single("kgraft_spin", 0444, NULL, kgt_spin_show)) {
 			if (!IS_ERR(kgt_spinner))
 				kthread_stop(kgt_spinner);
+			remove_proc_entry("kgraft_twins", NULL);
 			remove_proc_entry("kgraft_bench", NULL);
 			remove_proc_entry("kgraft_nap_killable", NULL);
 			remove_proc_entry("kgraft_nap", NULL);
@@ -214,6 +238,7 @@ static void __exit kgt_exit(void)
 		remove_proc_entry("kgraft_spin", NULL);
 		kthread_stop(kgt_spinner);
 	}
+	remove_proc_entry("kgraft_twins", NULL);
 	remove_proc_entry("kgraft_bench", NULL);
 	remove_proc_entry("kgraft_nap_killable", NULL);
 	remove_proc_entry("kgraft_nap", NULL);
