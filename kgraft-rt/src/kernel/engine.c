@@ -1907,31 +1907,17 @@ bool kg_object_present(const char *name)
 	return true;
 }
 
-/* Finds a function's code and fentry site; logs the function's name on failure. */
+/*
+ * Finds a function's code and fentry site; logs the function's name on failure. The name is
+ * counted as the livepatch core counts it: without a position it must be unique in its object.
+ */
 static int kg_locate(struct kg_site *s)
 {
-	char full[MODULE_NAME_LEN + KSYM_NAME_LEN + 2];
 	unsigned long off;
 
-	if (s->sympos > 1) {
-		/* Counted as the livepatch core counts, the refusal logged with the name. */
-		s->old_addr = kg_find_symbol(s->object, s->name, s->sympos);
-		if (!s->old_addr)
-			return -ENOENT;
-	} else {
-		if (s->object)
-			snprintf(full, sizeof(full), "%s:%s", s->object, s->name);
-		else
-			strscpy(full, s->name, sizeof(full));
-		s->old_addr = kg_lookup_name(full);
-	}
-	if (!s->old_addr) {
-		if (s->object)
-			pr_err("kgraft: %s: module %s has no function %s\n", kg_patch_name, s->object, s->name);
-		else
-			pr_err("kgraft: %s: %s not found in the kernel's symbol table\n", kg_patch_name, s->name);
+	s->old_addr = kg_find_symbol(s->object, s->name, s->sympos);
+	if (!s->old_addr)
 		return -ENOENT;
-	}
 	if (!kg_size_offset(s->old_addr, &s->old_size, &off) || off) {
 		pr_err("kgraft: %s: %s: no symbol size\n", kg_patch_name, s->name);
 		return -EINVAL;
