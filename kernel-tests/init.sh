@@ -441,6 +441,28 @@ scenario_module_sympos() {
     echo ok
 }
 
+# A forced unpatching: a reader asleep in the patch's own kgt_nap holds back the transition to
+# the original code, and `kgraftc kernel force` ends it. The forced task may still run the
+# patch's code, so with either engine the patch's module stays loaded until the next boot, even
+# once the reader is gone. Last in the list: the module stays.
+scenario_forced_unpatch() {
+    load nap_long || return
+    nap || return
+    for i in $(seq 50); do grep -q '\[nap_long\]' /proc/$NAPPER/stack 2>/dev/null && break; sleep 0.1; done
+    grep -q '\[nap_long\]' /proc/$NAPPER/stack || { echo "the reader is not asleep in the patch: $(cat /proc/$NAPPER/stack)"; return; }
+    echo 0 > "$(pd nap_long)/enabled" || { echo "cannot disable nap_long"; return; }
+    sleep 2
+    [ "$(cat "$(pd nap_long)/transition")" = 1 ] || { echo "the unpatching did not wait for the reader"; return; }
+    $K kernel force nap_long > /tmp/k.out 2>&1 || { echo "force: $(cat /tmp/k.out)"; return; }
+    grep -q '^WARNING: forcing the transition of nap_long' /tmp/k.out || { echo "no warning: $(cat /tmp/k.out)"; return; }
+    kgt gone nap_long || { echo "the forced unpatching did not end"; return; }
+    rmmod nap_long 2>/dev/null && { echo "the module was removed while the reader ran its code"; return; }
+    unnap || return
+    rmmod nap_long 2>/dev/null && { echo "the module of a forced unpatching was removed"; return; }
+    grep -q '^nap_long ' /proc/modules || { echo "the module is gone"; return; }
+    echo ok
+}
+
 # One scenario per line, "NAME [ARGUMENT...]"; blank lines and "#" comments are skipped. The
 # list is read on descriptor 3, so that no scenario reads it as its input.
 while read -r name args <&3; do
