@@ -182,50 +182,45 @@ static int kgt_spin_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+/* The module's /proc files, created in this order and removed in the reverse one. */
+static const struct {
+	const char *name;
+	int (*show)(struct seq_file *m, void *v);
+} kgt_files[] = {
+	{ "kgraft_testmod", kgt_describe_show },
+	{ "kgraft_pair", kgt_pair_show },
+	{ "kgraft_nap", kgt_nap_show },
+	{ "kgraft_nap_killable", kgt_nap_killable_show },
+	{ "kgraft_bench", kgt_bench_show },
+	{ "kgraft_twins", kgt_twins_show },
+};
+
+/* Removes the first `n` files of kgt_files. */
+static void kgt_remove_files(int n)
+{
+	while (n-- > 0)
+		remove_proc_entry(kgt_files[n].name, NULL);
+}
+
 static int __init kgt_init(void)
 {
-	if (!proc_create_single("kgraft_testmod", 0444, NULL, kgt_describe_show))
-		return -ENOMEM;
-	if (!proc_create_single("kgraft_pair", 0444, NULL, kgt_pair_show)) {
-		remove_proc_entry("kgraft_testmod", NULL);
-		return -ENOMEM;
-	}
-	if (!proc_create_single("kgraft_nap", 0444, NULL, kgt_nap_show)) {
-		remove_proc_entry("kgraft_pair", NULL);
-		remove_proc_entry("kgraft_testmod", NULL);
-		return -ENOMEM;
-	}
-	if (!proc_create_single("kgraft_nap_killable", 0444, NULL, kgt_nap_killable_show)) {
-		remove_proc_entry("kgraft_nap", NULL);
-		remove_proc_entry("kgraft_pair", NULL);
-		remove_proc_entry("kgraft_testmod", NULL);
-		return -ENOMEM;
-	}
-	if (!proc_create_single("kgraft_bench", 0444, NULL, kgt_bench_show)) {
-		remove_proc_entry("kgraft_nap_killable", NULL);
-		remove_proc_entry("kgraft_nap", NULL);
-		remove_proc_entry("kgraft_pair", NULL);
-		remove_proc_entry("kgraft_testmod", NULL);
-		return -ENOMEM;
-	}
-	if (!proc_create_single("kgraft_twins", 0444, NULL, kgt_twins_show)) {
-		remove_proc_entry("kgraft_bench", NULL);
-		remove_proc_entry("kgraft_nap", NULL);
-		remove_proc_entry("kgraft_pair", NULL);
-		remove_proc_entry("kgraft_testmod", NULL);
-		return -ENOMEM;
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(kgt_files); i++) {
+		if (!proc_create_single(kgt_files[i].name, 0444, NULL, kgt_files[i].show)) {
+			kgt_remove_files(i);
+			return -ENOMEM;
+		}
 	}
 	if (spin) {
 		kgt_spinner = kthread_run(kgt_spin_fn, NULL, "kgt_spin");
-		if (IS_ERR(kgt_spinner) || !proc_create_single("kgraft_spin", 0444, NULL, kgt_spin_show)) {
-			if (!IS_ERR(kgt_spinner))
-				kthread_stop(kgt_spinner);
-			remove_proc_entry("kgraft_twins", NULL);
-			remove_proc_entry("kgraft_bench", NULL);
-			remove_proc_entry("kgraft_nap_killable", NULL);
-			remove_proc_entry("kgraft_nap", NULL);
-			remove_proc_entry("kgraft_pair", NULL);
-			remove_proc_entry("kgraft_testmod", NULL);
+		if (IS_ERR(kgt_spinner)) {
+			kgt_remove_files(ARRAY_SIZE(kgt_files));
+			return PTR_ERR(kgt_spinner);
+		}
+		if (!proc_create_single("kgraft_spin", 0444, NULL, kgt_spin_show)) {
+			kthread_stop(kgt_spinner);
+			kgt_remove_files(ARRAY_SIZE(kgt_files));
 			return -ENOMEM;
 		}
 	}
@@ -238,12 +233,7 @@ static void __exit kgt_exit(void)
 		remove_proc_entry("kgraft_spin", NULL);
 		kthread_stop(kgt_spinner);
 	}
-	remove_proc_entry("kgraft_twins", NULL);
-	remove_proc_entry("kgraft_bench", NULL);
-	remove_proc_entry("kgraft_nap_killable", NULL);
-	remove_proc_entry("kgraft_nap", NULL);
-	remove_proc_entry("kgraft_pair", NULL);
-	remove_proc_entry("kgraft_testmod", NULL);
+	kgt_remove_files(ARRAY_SIZE(kgt_files));
 }
 
 module_init(kgt_init);

@@ -317,18 +317,7 @@ pub(crate) mod testobj {
             flags: SymbolFlags::None,
         });
         for &(offset, r_type, name) in relocs {
-            let symbol = obj.symbol_id(name.as_bytes()).unwrap_or_else(|| {
-                obj.add_symbol(Symbol {
-                    name: name.as_bytes().to_vec(),
-                    value: 0,
-                    size: 0,
-                    kind: SymbolKind::Unknown,
-                    scope: SymbolScope::Linkage,
-                    weak: false,
-                    section: SymbolSection::Undefined,
-                    flags: SymbolFlags::None,
-                })
-            });
+            let symbol = undefined(&mut obj, name);
             obj.add_relocation(
                 section,
                 Relocation { offset, symbol, addend: -4, flags: RelocationFlags::Elf { r_type } },
@@ -343,18 +332,7 @@ pub(crate) mod testobj {
         }
         for &(in_section, offset, r_type, name) in data_relocs {
             let section = sections.iter().find(|(n, _)| *n == in_section).expect("a data section of the list").1;
-            let symbol = obj.symbol_id(name.as_bytes()).unwrap_or_else(|| {
-                obj.add_symbol(Symbol {
-                    name: name.as_bytes().to_vec(),
-                    value: 0,
-                    size: 0,
-                    kind: SymbolKind::Unknown,
-                    scope: SymbolScope::Linkage,
-                    weak: false,
-                    section: SymbolSection::Undefined,
-                    flags: SymbolFlags::None,
-                })
-            });
+            let symbol = undefined(&mut obj, name);
             obj.add_relocation(
                 section,
                 Relocation { offset, symbol, addend: 0, flags: RelocationFlags::Elf { r_type } },
@@ -362,5 +340,21 @@ pub(crate) mod testobj {
             .expect("a valid relocation");
         }
         obj.write().expect("a writable object")
+    }
+
+    /// The symbol `name` of `obj`, added as an undefined global symbol the first time.
+    fn undefined(obj: &mut Object<'_>, name: &str) -> object::write::SymbolId {
+        obj.symbol_id(name.as_bytes()).unwrap_or_else(|| {
+            obj.add_symbol(Symbol {
+                name: name.as_bytes().to_vec(),
+                value: 0,
+                size: 0,
+                kind: SymbolKind::Unknown,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: SymbolSection::Undefined,
+                flags: SymbolFlags::None,
+            })
+        })
     }
 }
