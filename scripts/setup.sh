@@ -16,9 +16,11 @@ if [ "$what" = all ]; then
     # for the kernel (see the book's "Patching a real kernel"); the kernel's source, for the
     # C-body patch that includes fs/proc/internal.h; openssl for the throwaway key the signing
     # test makes, rpm for `kgraftc package --format rpm` (rpmbuild); procps's sysctl, which
-    # upstream's livepatch selftests use in the guest (kernel-tests/selftests.sh).
+    # upstream's livepatch selftests use in the guest (kernel-tests/selftests.sh); what a kernel
+    # build needs (flex, bison, bc, libelf-dev for objtool, xz-utils for the tarball), for the
+    # small kernel without the livepatch core that kernel-tests/nolp.sh builds from that source.
     need+=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod
-           rustc-web rust-web-src linux-source-6.1 openssl rpm procps)
+           rustc-web rust-web-src linux-source-6.1 openssl rpm procps flex bison bc libelf-dev xz-utils)
 fi
 
 missing=()

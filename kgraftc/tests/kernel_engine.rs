@@ -5,8 +5,10 @@
 //! from the guest's console; the benchmark's figures (`KGRAFT-BENCH`) are printed, not judged.
 //! Then it runs the main harness again with every sample built for the kgraft engine
 //! (`ENGINE=kgraft kernel-tests/run.sh`) and checks every scenario of `kernel-tests/scenarios`
-//! not marked `klp-only`. The two boots run one after the other: timing-sensitive scenarios
-//! would suffer from a second emulated machine beside them.
+//! not marked `klp-only`, and `kernel-tests/nolp.sh`: a kernel built without the livepatch core
+//! (its build is the longest step), the samples applied by the engine there. The boots run one
+//! after the other: timing-sensitive scenarios would suffer from a second emulated machine
+//! beside them.
 
 mod guest;
 
@@ -14,8 +16,9 @@ mod guest;
 /// timing-sensitive scenarios would suffer from a second machine beside them.
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The scenarios `kernel-tests/engine-init.sh` runs, by the name of their verdict line: each is
-/// one `run NAME` line there (the function `scenario_NAME`), the only list of them.
+/// The scenarios an init script (`kernel-tests/engine-init.sh`, `nolp-init.sh`) runs, by the
+/// name of their verdict line: each is one `run NAME` line there (the function
+/// `scenario_NAME`), the only list of them.
 fn engine_scenarios(init: &str) -> Vec<&str> {
     init.lines().filter_map(|l| l.strip_prefix("run ")?.split_whitespace().next()).collect()
 }
@@ -65,4 +68,22 @@ fn main_scenarios_with_the_kgraft_engine_under_qemu() {
         run.assert_passed(scenario, "the kgraft engine");
     }
     run.assert_success("ENGINE=kgraft kernel-tests/run.sh");
+}
+
+#[test]
+fn kgraft_engine_without_the_livepatch_core_under_qemu() {
+    if !guest::enabled("kgraft_engine_without_the_livepatch_core_under_qemu") {
+        return;
+    }
+    let _one_guest_at_a_time = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let init =
+        std::fs::read_to_string(guest::root().join("kernel-tests/nolp-init.sh")).expect("nolp-init.sh is readable");
+    let scenarios = engine_scenarios(&init);
+    assert!(scenarios.len() >= 5, "nolp-init.sh lists {} scenarios", scenarios.len());
+    // The kernel is built once into the work directory and kept while its configuration holds.
+    let run = guest::Run::harness("nolp.sh", "kernel-tests-nolp", &[]);
+    for scenario in scenarios {
+        run.assert_passed(scenario, "a kernel without the livepatch core");
+    }
+    run.assert_success("kernel-tests/nolp.sh");
 }

@@ -101,6 +101,17 @@ pub(crate) fn banner_release(data: &[u8]) -> Option<String> {
     None
 }
 
+/// The fentry sites of a vmlinux as the kernel's build links it: the addresses between the
+/// symbols `__start_mcount_loc` and `__stop_mcount_loc`, inside the init data (the linker
+/// script merges the `__mcount_loc` sections there); `None` for other files.
+fn linked_mcount_loc<'d>(file: &object::File<'d>) -> Option<&'d [u8]> {
+    let address = |name: &str| file.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address());
+    let (start, stop) = (address("__start_mcount_loc")?, address("__stop_mcount_loc")?);
+    let section = file.sections().find(|s| s.address() <= start && stop <= s.address() + s.size() && start < stop)?;
+    let data = section.data().ok()?;
+    data.get(usize::try_from(start - section.address()).ok()?..usize::try_from(stop - section.address()).ok()?)
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -120,7 +131,9 @@ fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, 
     // The fentry sites: in a linked vmlinux the section holds addresses; in a module, one
     // relocation per site against its text section.
     let mut sites: Vec<(Option<object::SectionIndex>, u64)> = Vec::new();
-    if let Some(mcount) = file.section_by_name("__mcount_loc") {
+    if let Some(data) = linked_mcount_loc(file) {
+        sites.extend(data.chunks_exact(8).map(|c| (None, u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))));
+    } else if let Some(mcount) = file.section_by_name("__mcount_loc") {
         let relocs: Vec<_> = mcount.relocations().collect();
         if relocs.is_empty() {
             let data = mcount.data().map_err(|e| format!("cannot read __mcount_loc: {e}"))?;

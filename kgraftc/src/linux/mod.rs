@@ -181,6 +181,18 @@ impl Prepared {
             // The kgraft engine's C half, linked into the same module.
             .filter(|s| !(kgraft && s.starts_with("kg_")))
             .collect();
+        // The patch's Rust code is compiled with retpolines and return thunks, as Debian builds
+        // its kernels, and calls the kernel's thunks, which such a kernel exports. A kernel built
+        // without them has none: the module could not even return from its init.
+        if let Some(thunk) =
+            unexported.iter().find(|s| s.starts_with("__x86_indirect_thunk") || *s == "__x86_return_thunk")
+        {
+            return Err(Error::new(format!(
+                "{} does not export `{thunk}`, which the patch's compiled code calls",
+                kdir.release
+            ))
+            .help("the patch is compiled for a kernel built with CONFIG_RETPOLINE and CONFIG_RETHUNK; build against such a kernel"));
+        }
 
         self.progress.step("linking through kbuild");
         let unresolved = !unexported.is_empty() || c.is_some();
