@@ -7,6 +7,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 KG=/sys/kernel/kgraft
 FAILED=""
+# The firmware's last line on the console has no newline: verdicts start lines of their own.
+echo
 
 verdict() { # name, reason ("" = pass)
     if [ -z "$2" ]; then echo "KGRAFT-TEST $1 PASS"; else echo "KGRAFT-TEST $1 FAIL: $2"; FAILED="$FAILED $1"; fi
