@@ -22,6 +22,11 @@ harness_setup() {
     if command -v file > /dev/null && file -L "$busybox" | grep -q 'dynamically linked'; then
         say "$busybox is not static (apt-get install busybox-static)"; exit 2
     fi
+    build_kgraftc
+}
+
+# Builds kgraftc unless KGRAFTC names one (sets `KGRAFTC`).
+build_kgraftc() {
     if [ -z "${KGRAFTC:-}" ]; then
         say "building kgraftc"
         (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)

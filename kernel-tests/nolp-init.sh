@@ -4,34 +4,12 @@
 # line (the function scenario_NAME) per scenario, which kgraftc/tests/kernel_engine.rs reads.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-KG=/sys/kernel/kgraft
-FAILED=""
+mount -t tmpfs tmpfs /tmp
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+export PATH=/bin
 # The firmware's last line on the console has no newline: verdicts start lines of their own.
 echo
-
-verdict() { # name, reason ("" = pass)
-    if [ -z "$2" ]; then echo "KGRAFT-TEST $1 PASS"; else echo "KGRAFT-TEST $1 FAIL: $2"; FAILED="$FAILED $1"; fi
-}
-# Waits up to 60 s until the file $1 reads $2.
-until_reads() {
-    for i in $(seq 600); do [ "$(cat "$1" 2>/dev/null)" = "$2" ] && return 0; sleep 0.1; done
-    echo "$1 does not read $2"; return 1
-}
-load() {
-    insmod "/m/$1.ko" ${2:+"$2"} || { echo "insmod $1 failed"; return 1; }
-    until_reads "$KG/$1/transition" 0 && until_reads "$KG/$1/enabled" 1
-}
-unload() {
-    echo 0 > "$KG/$1/enabled" || { echo "cannot disable $1"; return 1; }
-    until_reads "$KG/$1/transition" 0 || return 1
-    rmmod "$1" || { echo "rmmod $1 failed"; return 1; }
-}
-run() {
-    r="$("scenario_$1" 2>&1 | tail -n 20)"
-    echo "$r" | grep -v '^ok$'
-    verdict "$1" "$(echo "$r" | grep -q '^ok$' || echo "$r" | tail -n 1)"
-}
+. /guest.sh
 
 scenario_no_core() {
     [ -d /sys/kernel/livepatch ] && { echo "this kernel has the livepatch core"; return; }
@@ -54,12 +32,14 @@ scenario_shadow_counter() {
 
 stlog() { dmesg | grep -v 'kgraft: console_state' | grep -oE 'console_state(_v2)?: .*' | tail -n 1; }
 scenario_system_states() {
-    load console_state prefix=nolp || return
+    t0=$(kgt now)
+    insmod /m/console_state.ko prefix=nolp || { echo "insmod console_state failed"; return; }
+    kgt wait console_state "$t0" || return
     [ "$(stlog)" = "console_state: saved loglevel 7, version 1" ] || { echo "v1: $(stlog)"; return; }
     load console_state_v2 || return
     [ "$(stlog)" = "console_state_v2: took over loglevel 7 from version 1" ] || { echo "v2: $(stlog)"; return; }
-    until_reads "$KG/console_state/enabled" 0 || return
-    rmmod console_state || { echo "rmmod console_state failed"; return; }
+    kgt gone console_state || { echo "console_state was not replaced"; return; }
+    unload console_state || return
     insmod /m/console_state.ko 2>/dev/null && { echo "a lower state version was accepted"; return; }
     unload console_state_v2 || return
     [ "$(stlog)" = "console_state_v2: restored loglevel 7" ] || { echo "v2 off: $(stlog)"; return; }

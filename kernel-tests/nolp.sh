@@ -10,17 +10,19 @@
 # (meminfo_string) and a module's own unexported symbol (module_extern). The guest prints
 # `KGRAFT-TEST NAME PASS|FAIL: why` and `KGRAFT-DONE failed: ...`.
 #
-# Usage: kernel-tests/nolp.sh [WORK_DIR]; kgraftc/tests/kernel_engine.rs runs it. The kernel
+# Usage: kernel-tests/nolp.sh [WORK_DIR] (default: target/kernel-tests-nolp);
+# kgraftc/tests/kernel_engine.rs runs it. The kernel
 # build takes about five minutes on two cores; the kernel is kept in WORK_DIR/linux and built
 # again only when this script's configuration changes. Environment: KGRAFTC, QEMU_TIMEOUT.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-work=${1:-$(mktemp -d /tmp/kgraft-nolp.XXXXXX)}
+work=${1:-$root/target/kernel-tests-nolp}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 say() { echo "kernel-tests (nolp): $*" >&2; }
+. "$here/lib.sh"
 
 tarball=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -n 1)
 [ -n "$tarball" ] || { say "no /usr/src/linux-source-6.1.tar.* (apt-get install linux-source-6.1)"; exit 2; }
@@ -62,11 +64,7 @@ kernel=$linux/arch/x86/boot/bzImage
 release=$(make -s -C "$linux" kernelrelease)
 say "kernel $release"
 
-if [ -z "${KGRAFTC:-}" ]; then
-    say "building kgraftc"
-    (cd "$root" && cargo build -q -p kgraftc --bin kgraftc)
-    KGRAFTC=${CARGO_TARGET_DIR:-$root/target}/debug/kgraftc
-fi
+build_kgraftc
 
 rootfs=$work/rootfs
 rm -rf "$rootfs"
@@ -97,17 +95,14 @@ for src in "$work"/src/*.kgp; do
 done
 
 busybox=$(command -v busybox)
-cp "$busybox" "$rootfs/bin/busybox"
-for cmd in $("$busybox" --list); do [ -e "$rootfs/bin/$cmd" ] || ln -s busybox "$rootfs/bin/$cmd"; done
-cp "$here/nolp-init.sh" "$rootfs/init"
-chmod +x "$rootfs/init"
-(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
+pack_busybox
+gcc -static -O2 -Wall -o "$rootfs/bin/kgt" "$here/tool/kgt.c"
+cp "$here/guest.sh" "$rootfs/guest.sh"
+echo kgraft > "$rootfs/engine"
+pack_initramfs "$here/nolp-init.sh"
 
 say "booting $release under qemu"
-timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 -nographic -no-reboot -m 512 -smp 2 -accel tcg,thread=single \
-    -nic none -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic softlockup_panic=1" < /dev/null > "$work/console.log" 2>&1 || true
-tr -d '\r' < "$work/console.log" > "$work/console.txt"
+boot_guest "${QEMU_TIMEOUT:-600}"
 grep -a '^KGRAFT-TEST' "$work/console.txt" >&2 || true
 grep -aq '^KGRAFT-DONE failed: none$' "$work/console.txt" || { say "FAILED (console: $work/console.txt)"; exit 1; }
 say "all passed"
