@@ -57,6 +57,29 @@ pub(crate) struct TestArgs {
     pub(crate) sign_cert: Option<PathBuf>,
 }
 
+impl TestArgs {
+    /// The arguments that test `file` with `script` and the defaults otherwise.
+    pub(crate) fn for_script(
+        file: &std::path::Path,
+        kernel: &crate::kernel_info::KernelArgs,
+        ksrc: &std::path::Path,
+        script: &std::path::Path,
+    ) -> TestArgs {
+        TestArgs {
+            file: file.to_path_buf(),
+            kernel: kernel.clone(),
+            ksrc: Some(ksrc.to_path_buf()),
+            script: Some(script.to_path_buf()),
+            shell: false,
+            append: String::new(),
+            timeout: 60,
+            vm_timeout: 600,
+            sign_key: None,
+            sign_cert: None,
+        }
+    }
+}
+
 /// The guest's `/init`. `@NAME@`, `@TIMEOUT@` and `@MODE@` are filled in.
 const INIT: &str = r#"#!/bin/sh
 # The init of `kgraftc test`: load the patch, run the script, unload, check, power off.

@@ -30,6 +30,7 @@ mod build;
 mod build_host;
 mod build_linux;
 mod cbuild;
+mod fromdiff;
 mod guest_test;
 mod host_ctl;
 mod kernel_ctl;
@@ -110,6 +111,9 @@ enum Command {
     Test(guest_test::TestArgs),
     /// Builds a patch into a package (deb or rpm) that loads it at install and at boot.
     Package(package::PackageArgs),
+    /// Turns a kernel fix (a unified diff) into a patch source whose C bodies are the fixed
+    /// functions, and proves that they compile to the fixed kernel's code.
+    FromDiff(fromdiff::FromDiffArgs),
 }
 
 /// Where a patch is built for.
@@ -292,6 +296,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Kernel(args) => kernel_ctl::run(&args),
         Command::Test(args) => guest_test::run(&args, &ui),
         Command::Package(args) => package::run(&args, &ui),
+        Command::FromDiff(args) => fromdiff::run(&args, &ui),
     }
 }
 

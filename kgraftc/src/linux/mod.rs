@@ -260,7 +260,7 @@ impl Prepared {
 }
 
 /// Returns the cache directory of kernel builds, creating it.
-fn cache_dir() -> Result<PathBuf, Error> {
+pub(crate) fn cache_dir() -> Result<PathBuf, Error> {
     let base = if let Some(dir) = std::env::var_os("KGRAFT_CACHE_DIR") {
         PathBuf::from(dir)
     } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {

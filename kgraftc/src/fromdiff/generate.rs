@@ -1,0 +1,558 @@
+//! Writes the `.kgp` for one translation unit: a `replace fn ... in C` per replaced function,
+//! whose body is the fixed source of that function, and one `c { }` item with what the bodies
+//! need from their file.
+//!
+//! What a body needs from its file is decided by the objects: a static function the kernel's
+//! compiler kept out of line is the running kernel's and is declared `extern` (it is reached by
+//! its symbol); one it inlined everywhere, or one the fix adds, is copied. The file's data the
+//! kernel has is declared `extern` too, bound to the running kernel's own storage, and a static
+//! local of a replaced function is declared by its symbol (`fake_sk.1`), so the patch and the
+//! kernel share it. The file's includes, macros and types come along as they are.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use super::analyze::{Analysis, Refusal, Why};
+use super::csource::{Function, Source, Variable};
+use super::objdiff::{self, Unit};
+use super::tu;
+
+/// What the `.kgp` of one unit is made from.
+pub(crate) struct Input<'a> {
+    /// The patch's name.
+    pub(crate) name: &'a str,
+    /// Its description (the commit's subject).
+    pub(crate) description: &'a str,
+    /// The fix's file name, for the header comment.
+    pub(crate) diff_name: &'a str,
+    /// The target release, and the source's version.
+    pub(crate) release: &'a str,
+    pub(crate) version: &'a str,
+    /// The unit.
+    pub(crate) unit: &'a tu::Unit,
+    /// Its fixed source.
+    pub(crate) text: &'a str,
+    /// Its objects before and after the fix.
+    pub(crate) before: &'a Unit,
+    pub(crate) after: &'a Unit,
+    /// What changed.
+    pub(crate) analysis: &'a Analysis,
+    /// Whether the source tree has this file (for rewriting a local `#include "x.h"`).
+    pub(crate) tree_has: &'a dyn Fn(&str) -> bool,
+}
+
+/// What was generated, for the report.
+pub(crate) struct Generated {
+    /// The `.kgp` text.
+    pub(crate) text: String,
+    /// The functions copied into the patch (inlined by the kernel, or new).
+    pub(crate) copied: Vec<String>,
+    /// The kernel's own functions and data the patch refers to by symbol.
+    pub(crate) referenced: Vec<String>,
+}
+
+/// Words that make a definition local or inline, dropped when it is declared `extern`.
+const LOCAL_WORDS: &[&str] =
+    &["static", "inline", "__inline", "__inline__", "__always_inline", "noinline", "__noinline", "__weak"];
+
+/// Statements at file scope that register or export something: the kernel did it at boot.
+const REGISTRATIONS: &[&str] = &[
+    "EXPORT_SYMBOL",
+    "EXPORT_TRACEPOINT",
+    "module_init",
+    "module_exit",
+    "initcall",
+    "__setup",
+    "early_param",
+    "MODULE_",
+    "core_param",
+    "module_param",
+    "ALLOW_ERROR_INJECTION",
+    "NOKPROBE_SYMBOL",
+    "__initcall",
+    "console_initcall",
+    "security_initcall",
+    "late_initcall",
+    "fs_initcall",
+    "subsys_initcall",
+    "arch_initcall",
+    "core_initcall",
+    "postcore_initcall",
+    "device_initcall",
+    "pure_initcall",
+    "rootfs_initcall",
+];
+
+/// Writes the `.kgp`, or says why it cannot.
+pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
+    let src = Source::new(input.text);
+    let functions = src.functions();
+    let by_name: BTreeMap<&str, &Function> = functions.iter().map(|f| (f.name.as_str(), f)).collect();
+    let variables: Vec<Variable> = src.variables().into_iter().filter(|v| !v.is_extern).collect();
+    let mut refusals = Vec::new();
+
+    // The replaced functions, in the file's order.
+    let mut replaced: Vec<(&Function, &Why)> = Vec::new();
+    for (name, why) in &input.analysis.replaced {
+        match by_name.get(name.as_str()) {
+            Some(f) if f.macro_form.is_none() => replaced.push((f, why)),
+            found => {
+                let how = match found.and_then(|f| f.macro_form.as_ref()) {
+                    Some((mac, _)) => format!("it is defined through `{mac}`"),
+                    None => "no definition of it is in the file (a macro makes it)".to_string(),
+                };
+                refusals.push(Refusal {
+                    code: "E0105",
+                    message: format!("`{name}` changes, but {how}: its source cannot be copied as a C body"),
+                    help: "write this replacement by hand (a system call: `replace syscall`), or fix a function \
+                           the macro calls"
+                        .into(),
+                });
+            }
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+    replaced.sort_by_key(|(f, _)| f.range.start);
+
+    // What the bodies need, closed over the copied helpers.
+    let mut copied: BTreeSet<&str> = BTreeSet::new();
+    let mut extern_fns: BTreeSet<&str> = BTreeSet::new();
+    let mut extern_vars: BTreeSet<&str> = BTreeSet::new();
+    let mut own_vars: BTreeSet<&str> = BTreeSet::new();
+    let replaced_names: BTreeSet<&str> = replaced.iter().map(|(f, _)| f.name.as_str()).collect();
+    let mut work: Vec<&Function> = replaced.iter().map(|(f, _)| *f).collect();
+    let kernel_has_fn =
+        |name: &str| input.before.functions.contains_key(name) && input.after.functions.contains_key(name);
+    let kernel_has_var =
+        |name: &str| input.before.data.keys().any(|d| objdiff::without_local_number(d) == name && !d.contains('.'));
+    while let Some(f) = work.pop() {
+        for id in src.identifiers_in(f.range.start..f.range.end) {
+            if id == f.name {
+                continue;
+            }
+            if let Some(g) = by_name.get(id.as_str()) {
+                let name = g.name.as_str();
+                if copied.contains(name) || extern_fns.contains(name) || replaced_names.contains(name) {
+                    continue;
+                }
+                if kernel_has_fn(name) && g.macro_form.is_none() {
+                    extern_fns.insert(name);
+                } else {
+                    copied.insert(name);
+                    work.push(g);
+                }
+            } else if let Some(v) = variables.iter().find(|v| v.name == id) {
+                let name = v.name.as_str();
+                if kernel_has_var(name) {
+                    extern_vars.insert(name);
+                } else {
+                    own_vars.insert(name);
+                }
+            }
+        }
+    }
+
+    let mut kgp = String::new();
+    let subject = input.description;
+    let _ = writeln!(kgp, "//! {subject}");
+    let _ = writeln!(kgp, "//!");
+    let _ = writeln!(
+        kgp,
+        "//! Generated by `kgraftc from-diff` from {} for {} (Linux {}): {} as the kernel compiles it,",
+        input.diff_name, input.release, input.version, input.unit.rel
+    );
+    let _ = writeln!(
+        kgp,
+        "//! compared before and after the fix function by function. Each body below is the fixed source"
+    );
+    let _ = writeln!(kgp, "//! of its function; `kgraftc diff` shows it against the kernel's own.\n");
+    let _ = writeln!(kgp, "patch {} {{", input.name);
+    let _ = writeln!(kgp, "    description: {},", quote(subject));
+    let _ = writeln!(kgp, "    kernel: {},", quote(input.release));
+    kgp.push_str("}\n\n");
+
+    // The `c { }` item.
+    kgp.push_str("c {\n");
+    let modname = input.unit.modname();
+    match &input.unit.home {
+        tu::Home::Module(m) => {
+            let _ = writeln!(kgp, "// {} is compiled into the module `{m}`.", input.unit.rel);
+        }
+        _ => {
+            let _ = writeln!(kgp, "// {} is compiled into vmlinux (object `{modname}`), not a module.", input.unit.rel);
+            kgp.push_str("#undef MODULE\n");
+        }
+    }
+    let _ = writeln!(kgp, "#undef KBUILD_MODNAME\n#define KBUILD_MODNAME \"{modname}\"\n");
+    let _ = writeln!(kgp, "// The includes, macros and types of {}.", input.unit.rel);
+    kgp.push_str(&skeleton(&src, &functions, input));
+    if !extern_fns.is_empty() || !extern_vars.is_empty() {
+        let _ =
+            writeln!(kgp, "\n// The running kernel's own functions and data of {}, reached by symbol.", input.unit.rel);
+        for name in &extern_fns {
+            let _ = writeln!(kgp, "extern {};", without_local_words(&by_name[name].declaration));
+        }
+        for name in &extern_vars {
+            if let Some(v) = variables.iter().find(|v| v.name == *name) {
+                let _ = writeln!(kgp, "extern {};", v.declarator.trim());
+            }
+        }
+    }
+    if !own_vars.is_empty() {
+        let _ = writeln!(
+            kgp,
+            "\n// Data the running kernel does not have (new with the fix, or folded away): the patch's own."
+        );
+        for v in variables.iter().filter(|v| own_vars.contains(v.name.as_str())) {
+            let _ = writeln!(kgp, "{}", &input.text[v.range.clone()]);
+        }
+    }
+    if !copied.is_empty() {
+        let _ = writeln!(
+            kgp,
+            "\n// Functions of {} that the kernel's compiler inlined into their callers, or that the fix\n\
+             // adds: copied, as the fix has them.",
+            input.unit.rel
+        );
+        for f in functions.iter().filter(|f| copied.contains(f.name.as_str())) {
+            kgp.push_str(&with_kernel_statics(&src, f, input, &input.text[f.doc_start..f.range.end]));
+            kgp.push_str("\n\n");
+        }
+    }
+    kgp.push_str("}\n");
+
+    // One replacement per function.
+    let module = match &input.unit.home {
+        tu::Home::Module(m) => Some(m.as_str()),
+        _ => None,
+    };
+    if let Some(m) = module {
+        let _ = writeln!(kgp, "\nmodule {} {{", quote(m));
+    }
+    for (f, why) in &replaced {
+        let line = f.first_line;
+        let reason = match why {
+            Why::Fix => "changed by the fix".to_string(),
+            Why::Inlined => "unchanged in the source, but a function the fix changes is inlined into it".to_string(),
+            Why::Caller(callee) => {
+                format!("calls `{callee}`, which the fix changes and the kernel cannot patch itself")
+            }
+        };
+        let _ = writeln!(kgp, "\n/// {}:{line}: {reason}.", input.unit.rel);
+        let sig = match signature(f) {
+            Ok(sig) => sig,
+            Err(why) => {
+                refusals.push(Refusal {
+                    code: "E0106",
+                    message: format!("the prototype of `{}` cannot be written in the patch language: {why}", f.name),
+                    help: "write this replacement by hand".into(),
+                });
+                continue;
+            }
+        };
+        let _ = write!(kgp, "replace fn {}{sig} in C {{", f.name);
+        let body = with_kernel_statics(&src, f, input, &input.text[f.body.clone()]);
+        kgp.push_str(&body);
+        kgp.push_str("}\n");
+    }
+    if module.is_some() {
+        kgp.push_str("}\n");
+    }
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+    Ok(Generated {
+        text: kgp,
+        copied: copied.iter().map(|s| s.to_string()).collect(),
+        referenced: extern_fns.iter().chain(&extern_vars).map(|s| s.to_string()).collect(),
+    })
+}
+
+/// `text` (a function's, or its body's) with each of its static locals that the running kernel
+/// has declared by the kernel's symbol instead, so the patch shares the kernel's storage.
+fn with_kernel_statics(src: &Source<'_>, f: &Function, input: &Input<'_>, text: &str) -> String {
+    let base = if text.len() == f.body.len() { f.body.start } else { f.doc_start };
+    let mut out = text.to_string();
+    let mut locals = src.static_locals(f);
+    locals.sort_by_key(|v| std::cmp::Reverse(v.range.start));
+    for v in locals {
+        // The kernel's symbol: the one of this name that the function's old code refers to.
+        let symbol = input
+            .before
+            .functions
+            .get(&f.name)
+            .into_iter()
+            .flat_map(|old| old.references())
+            .chain(input.before.data.keys().map(String::as_str))
+            .find(|s| objdiff::without_local_number(s) == v.name && s.contains('.'))
+            .map(str::to_string);
+        let Some(symbol) = symbol else { continue };
+        let (Some(start), Some(end)) = (v.range.start.checked_sub(base), v.range.end.checked_sub(base)) else {
+            continue;
+        };
+        if end > out.len() {
+            continue;
+        }
+        let decl = format!("extern {} __asm__(\"{symbol}\"); /* the running kernel's `static` */", v.declarator.trim());
+        out.replace_range(start..end, &decl);
+    }
+    out
+}
+
+/// The file's preprocessor lines, type definitions and prototypes of non-static functions,
+/// in order, without its functions, its data and its registrations.
+fn skeleton(src: &Source<'_>, functions: &[Function], input: &Input<'_>) -> String {
+    let text = input.text;
+    let mut cut: Vec<std::ops::Range<usize>> = functions.iter().map(|f| f.doc_start..f.range.end).collect();
+    cut.extend(src.variables().into_iter().map(|v| v.range));
+    cut.sort_by_key(|r| r.start);
+    let mut out = String::new();
+    let mut at = 0;
+    for r in cut.iter().chain(std::iter::once(&(text.len()..text.len()))) {
+        if r.start > at {
+            keep_items(&text[at..r.start], input, &mut out);
+        }
+        at = at.max(r.end);
+    }
+    out
+}
+
+/// Appends what `gap` (text between definitions) holds that the bodies may need.
+fn keep_items(gap: &str, input: &Input<'_>, out: &mut String) {
+    for item in items(gap) {
+        let item = item.trim();
+        if item.starts_with('#') {
+            out.push_str(&rewrite_include(item, input));
+            out.push('\n');
+            continue;
+        }
+        let first = item.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("");
+        if REGISTRATIONS.iter().any(|r| first.starts_with(r) || first.ends_with("initcall")) {
+            continue;
+        }
+        let words: Vec<&str> = item.split_whitespace().collect();
+        let is_type = matches!(words.first(), Some(&("struct" | "union" | "enum" | "typedef")))
+            && !item.contains('=')
+            && (item.ends_with("};") || !item.contains('{'));
+        let is_prototype =
+            item.contains('(') && item.ends_with(';') && !words.contains(&"static") && !item.contains('=');
+        if is_type || is_prototype {
+            out.push_str(item);
+            out.push('\n');
+        }
+    }
+}
+
+/// `#include "x.h"` of the unit's directory becomes `#include "DIR/x.h"`, which the module's
+/// build finds through `--ksrc`.
+fn rewrite_include(line: &str, input: &Input<'_>) -> String {
+    let Some(rest) = line.strip_prefix('#').map(str::trim_start).and_then(|l| l.strip_prefix("include")) else {
+        return line.to_string();
+    };
+    let Some(name) = rest.trim().strip_prefix('"').and_then(|r| r.split('"').next()) else {
+        return line.to_string();
+    };
+    let mut parts: Vec<&str> = input.unit.dir.split('/').filter(|p| !p.is_empty()).collect();
+    for piece in name.split('/') {
+        match piece {
+            ".." => {
+                parts.pop();
+            }
+            "." => {}
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if (input.tree_has)(&joined) { format!("#include \"{joined}\"") } else { line.to_string() }
+}
+
+/// Splits text at file scope into items: preprocessor lines, and statements ending in `;` at
+/// brace depth 0 (comments dropped).
+fn items(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0i32;
+    let mut i = 0;
+    let mut line_start = true;
+    while i < b.len() {
+        let c = b[i];
+        if line_start && cur.trim().is_empty() && c == b'#' {
+            let mut end = i;
+            while end < b.len() && !(b[end] == b'\n' && (end == 0 || b[end - 1] != b'\\')) {
+                end += 1;
+            }
+            out.push(text[i..end].to_string());
+            cur.clear();
+            i = end;
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'/') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+            cur.push(' ');
+            continue;
+        }
+        if c == b'"' || c == b'\'' {
+            let start = i;
+            i += 1;
+            while i < b.len() && b[i] != c {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+            cur.push_str(text.get(start..i).unwrap_or(""));
+            continue;
+        }
+        line_start = c == b'\n' || (line_start && c.is_ascii_whitespace());
+        match c {
+            b'{' => depth += 1,
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
+        cur.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+        if c == b';' && depth <= 0 {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+/// `decl` without the words that make it local or inline.
+fn without_local_words(decl: &str) -> String {
+    // A weak declaration of an undefined symbol would resolve to nothing.
+    let decl = decl.replace("__attribute__((weak))", "").replace("__attribute__((__weak__))", "");
+    decl.split_whitespace().filter(|w| !LOCAL_WORDS.contains(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// A string literal of the patch language.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The replacement's signature in the patch language, from the C prototype.
+fn signature(f: &Function) -> Result<String, String> {
+    let mut params = Vec::new();
+    for (i, (ty, name)) in f.params.iter().enumerate() {
+        if ty == "..." {
+            return Err("it is variadic".into());
+        }
+        let name = if name.is_empty() { format!("_arg{i}") } else { name.clone() };
+        params.push(format!("{name}: {}", rust_type(ty)?));
+    }
+    let ret = f.return_type.trim();
+    let ret = if ret == "void" { String::new() } else { format!(" -> {}", rust_type(ret)?) };
+    Ok(format!("({}){ret}", params.join(", ")))
+}
+
+/// The patch language's spelling of a C type, as C bodies take them: primitives by value,
+/// everything else behind a pointer.
+pub(crate) fn rust_type(c: &str) -> Result<String, String> {
+    const QUALIFIERS: &[&str] = &[
+        "const",
+        "volatile",
+        "__user",
+        "__rcu",
+        "__iomem",
+        "__force",
+        "restrict",
+        "__restrict",
+        "__percpu",
+        "register",
+    ];
+    let stars = c.matches('*').count();
+    let text = c.replace('*', " ");
+    let words: Vec<&str> = text.split_whitespace().filter(|w| !QUALIFIERS.contains(w)).collect();
+    if c.contains('(') || c.contains('[') {
+        return Ok("*mut c_void".into());
+    }
+    let pointee_const = c.split('*').next().is_some_and(|b| b.split_whitespace().any(|w| w == "const"));
+    let base = match words.as_slice() {
+        ["void"] => "c_void".to_string(),
+        ["char"] => "c_char".into(),
+        ["signed", "char"] | ["s8"] | ["__s8"] => "i8".into(),
+        ["unsigned", "char"] | ["u8"] | ["__u8"] => "u8".into(),
+        ["short"] | ["short", "int"] | ["signed", "short"] | ["s16"] | ["__s16"] => "i16".into(),
+        ["unsigned", "short"] | ["unsigned", "short", "int"] | ["u16"] | ["__u16"] | ["umode_t"] => "u16".into(),
+        ["int"] | ["signed"] | ["signed", "int"] | ["s32"] | ["__s32"] | ["pid_t"] | ["uid_t"] | ["gid_t"] => {
+            "c_int".into()
+        }
+        ["unsigned"] | ["unsigned", "int"] | ["u32"] | ["__u32"] | ["gfp_t"] | ["fmode_t"] | ["dev_t"] => {
+            "c_uint".into()
+        }
+        ["long"] | ["long", "int"] | ["signed", "long"] | ["ssize_t"] | ["time64_t"] => "c_long".into(),
+        ["unsigned", "long"] | ["unsigned", "long", "int"] | ["size_t"] | ["sector_t"] | ["pgoff_t"] => {
+            "c_ulong".into()
+        }
+        ["long", "long"] | ["s64"] | ["__s64"] | ["loff_t"] | ["ktime_t"] => "i64".into(),
+        ["unsigned", "long", "long"] | ["u64"] | ["__u64"] => "u64".into(),
+        ["bool"] | ["_Bool"] => "bool".into(),
+        ["struct" | "union", name] if stars > 0 => (*name).to_string(),
+        ["enum", _] if stars == 0 => "c_int".into(),
+        ["enum", _] => "c_void".into(),
+        [name] if stars > 0 => (*name).to_string(),
+        _ => return Err(format!("`{c}` by value")),
+    };
+    if stars == 0 {
+        if base == "c_void" {
+            return Err("a `void` parameter".into());
+        }
+        return Ok(base);
+    }
+    let mut out = base;
+    for level in 0..stars {
+        let kw = if level == 0 && pointee_const { "*const" } else { "*mut" };
+        out = format!("{kw} {out}");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_types_are_spelled_as_the_patch_language_takes_them() {
+        assert_eq!(rust_type("struct seq_file *").as_deref(), Ok("*mut seq_file"));
+        assert_eq!(rust_type("const char __user *").as_deref(), Ok("*const c_char"));
+        assert_eq!(rust_type("void *").as_deref(), Ok("*mut c_void"));
+        assert_eq!(rust_type("unsigned long").as_deref(), Ok("c_ulong"));
+        assert_eq!(rust_type("loff_t *").as_deref(), Ok("*mut loff_t"));
+        assert_eq!(rust_type("char **").as_deref(), Ok("*mut *mut c_char"));
+        assert!(rust_type("struct timespec64").is_err());
+    }
+
+    #[test]
+    fn file_scope_items_are_split_and_comments_dropped() {
+        let got = items("#include <a.h>\n/* { */ struct x { int a; };\nEXPORT_SYMBOL(f);\n#define X(a) \\\n  (a)\n");
+        assert_eq!(
+            got,
+            vec!["#include <a.h>", " struct x { int a; };", "\nEXPORT_SYMBOL(f);", "#define X(a) \\\n  (a)"]
+        );
+    }
+}

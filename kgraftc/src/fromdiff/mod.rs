@@ -1,0 +1,420 @@
+//! `kgraftc from-diff`: from a kernel fix (a unified diff) to a reviewed, proved `.kgp`.
+//!
+//! The phases, each in a module of its own: `patchfile` reads the diff and applies it to the
+//! target's source (`ksrc`); `tu` compiles each translation unit the diff touches, before and
+//! after, as the target kernel compiles it; `objdiff` reads the two objects and `analyze`
+//! compares them function by function to decide what the kernel must replace; `generate` writes
+//! the `.kgp` from the fixed source (`csource` finds the functions and what they use); `proof`
+//! compiles the patch's C and checks that each replacement is the fixed unit's code.
+//! Nothing is written until every phase passed.
+
+mod analyze;
+mod csource;
+mod generate;
+mod ksrc;
+mod objdiff;
+mod patchfile;
+mod proof;
+mod tu;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::Failure;
+use crate::render::Ui;
+
+/// The arguments of `kgraftc from-diff`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct FromDiffArgs {
+    /// The fix: a unified diff, as `git diff`, `git format-patch` or `diff -Nupr` write it.
+    pub(crate) diff: PathBuf,
+    /// The target kernel's source: a directory, or Debian's `linux-source-*.tar.xz` (only what
+    /// the fix touches is unpacked, once, into the cache).
+    #[arg(long)]
+    pub(crate) ksrc: PathBuf,
+    /// The target kernel (`--kdir`, and `--module FILE.ko` for a module not installed).
+    #[command(flatten)]
+    pub(crate) kernel: crate::kernel_info::KernelArgs,
+    /// A translation unit that a changed header reaches (a path in the source tree; repeatable).
+    #[arg(long = "tu", value_name = "FILE.c")]
+    pub(crate) tus: Vec<String>,
+    /// Where to write the patch source.
+    #[arg(short, long)]
+    pub(crate) out: PathBuf,
+    /// The patch's name (default: the output file's name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Goes on to build the module (FILE.ko beside the `.kgp`).
+    #[arg(long)]
+    pub(crate) build: bool,
+    /// What applies the patch in the kernel, for `--build`.
+    #[arg(long, value_enum)]
+    pub(crate) engine: Option<crate::Engine>,
+    /// Goes on to `kgraftc test` with this script: boots the kernel under qemu, loads, runs it,
+    /// unloads.
+    #[arg(long, value_name = "SCRIPT")]
+    pub(crate) test: Option<PathBuf>,
+}
+
+/// The largest diff read.
+const MAX_DIFF: u64 = 16 << 20;
+
+/// Prints a refusal as a diagnostic.
+fn refuse(r: &analyze::Refusal) {
+    eprintln!("error[{}]: {}\n  = help: {}", r.code, r.message, r.help);
+}
+
+/// A plain error of the input (exit status 1).
+fn bad_input(message: impl std::fmt::Display) -> Failure {
+    eprintln!("error: {message}");
+    Failure::Reported
+}
+
+/// Runs `kgraftc from-diff`.
+pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
+    let start = Instant::now();
+    // The diff.
+    let bytes = {
+        use std::io::Read;
+        let file = std::fs::File::open(&args.diff)
+            .map_err(|e| Failure::io(format!("cannot read `{}`", args.diff.display()), e))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_DIFF + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failure::io(format!("cannot read `{}`", args.diff.display()), e))?;
+        bytes
+    };
+    if bytes.len() as u64 > MAX_DIFF {
+        return Err(bad_input(format!("{} is larger than 16 MiB: not a fix", args.diff.display())));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| bad_input(format!("{} is not UTF-8 text: not a unified diff", args.diff.display())))?;
+    let patch = patchfile::parse(&text).map_err(|e| bad_input(format!("{}: {e}", args.diff.display())))?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args.out.file_stem().and_then(|s| s.to_str()).unwrap_or("fix").replace(['-', '.'], "_"),
+    };
+    if name.is_empty()
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(Failure::Fatal(format!(
+            "`{name}` is not a patch name (letters, digits and `_`): give --name NAME"
+        )));
+    }
+
+    // The target and its source.
+    let kdir = crate::linux::kdir::find(args.kernel.kdir.as_deref()).map_err(|e| Failure::Fatal(e.to_string()))?;
+    let cache = crate::linux::cache_dir().map_err(|e| Failure::Fatal(e.to_string()))?;
+    let tree = ksrc::Tree::open(&args.ksrc, &cache).map_err(bad_input)?;
+    let strip = patchfile::strip_level(&patch, |p| tree.exists(p)).ok_or_else(|| {
+        let names: Vec<String> = patch.files.iter().filter_map(|f| f.path(0)).collect();
+        bad_input(format!(
+            "the diff's files are not in {} with any -p level from 0 to 3: {}",
+            args.ksrc.display(),
+            names.join(", ")
+        ))
+    })?;
+
+    // What the diff touches.
+    let mut units: Vec<String> = Vec::new();
+    let mut headers: Vec<(String, &patchfile::FilePatch)> = Vec::new();
+    let mut touched_files = Vec::new();
+    for f in &patch.files {
+        let path = f.path(strip).unwrap_or_default();
+        if f.is_new_file() || f.is_deleted_file() {
+            return Err(bad_input(format!(
+                "the fix {} {path}: a live patch changes the functions of files the kernel was built from",
+                if f.is_new_file() { "adds the file" } else { "deletes the file" }
+            )));
+        }
+        if path.ends_with(".c") {
+            units.push(path.clone());
+        } else if path.ends_with(".h") {
+            headers.push((path.clone(), f));
+        } else if path.starts_with("Documentation/") || path.ends_with(".rst") || path.ends_with(".txt") {
+            eprintln!("note: {path} is documentation; nothing to patch there");
+            continue;
+        } else {
+            return Err(bad_input(format!(
+                "the fix changes {path}, which is neither C source nor a header: a build or configuration change \
+                 cannot be live patched"
+            )));
+        }
+        touched_files.push(path);
+    }
+    for (h, _) in &headers {
+        let dir = h.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut reach: Vec<String> = args.tus.clone();
+        if !h.starts_with("include/") && !h.starts_with("arch/x86/include/") {
+            let base = h.rsplit('/').next().unwrap_or(h);
+            for c in tree.c_files_in(dir) {
+                // A local header is included by its name; unpacked below, so read later.
+                if !reach.contains(&c) {
+                    reach.push(c);
+                }
+            }
+            let _ = base;
+        } else if args.tus.is_empty() {
+            return Err(bad_input(format!(
+                "the fix changes the header {h}, which any translation unit of the kernel may include: name the \
+                 ones to patch with --tu FILE.c"
+            )));
+        }
+        for c in reach {
+            if !units.contains(&c) {
+                units.push(c);
+            }
+        }
+    }
+    let mut dirs: BTreeSet<String> = units
+        .iter()
+        .chain(touched_files.iter())
+        .map(|u| u.rsplit_once('/').map_or("", |(d, _)| d).to_string())
+        .collect();
+    dirs.retain(|d| !d.is_empty());
+    tree.unpack(&dirs).map_err(|e| Failure::Fatal(e))?;
+
+    // The source must be the target's.
+    let src_version = tree.version().map_err(bad_input)?;
+    match ksrc::kdir_version(&kdir.path) {
+        Some(v) if v != src_version => {
+            return Err(bad_input(format!(
+                "the source is Linux {src_version}, but {} was built from Linux {v}: give the source of the kernel \
+                 to patch",
+                kdir.release
+            )));
+        }
+        Some(_) => {}
+        None => {
+            eprintln!("warning: cannot tell which version {} was built from; trusting the source", kdir.path.display())
+        }
+    }
+
+    // Apply the diff: to each unit, and to the headers beside it.
+    let mut work_units = Vec::new();
+    for rel in &units {
+        let before = tree.read(rel).map_err(bad_input)?;
+        let fp = patch.files.iter().find(|f| f.path(strip).as_deref() == Some(rel.as_str()));
+        let (after, lines) = match fp {
+            Some(fp) => fp.apply_with_lines(&before).map_err(|e| bad_input(format!("{rel}: {e}")))?,
+            None => (before.clone(), Vec::new()),
+        };
+        let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut local_headers = Vec::new();
+        let mut reached = fp.is_some();
+        for (h, hp) in &headers {
+            let (hdir, hname) = h.rsplit_once('/').unwrap_or(("", h));
+            let old = tree.read(h).map_err(bad_input)?;
+            let new = hp.apply(&old).map_err(|e| bad_input(format!("{h}: {e}")))?;
+            if hdir == dir {
+                if before.contains(&format!("\"{hname}\"")) {
+                    reached = true;
+                }
+                local_headers.push((hname.to_string(), new));
+            } else if args.tus.contains(rel) {
+                reached = true;
+            }
+        }
+        if !reached {
+            continue;
+        }
+        if !headers.is_empty() && fp.is_none() {
+            eprintln!("from-diff: {rel} includes a changed header");
+        }
+        work_units.push((rel.clone(), before, after, lines, local_headers));
+    }
+    if work_units.is_empty() {
+        return Err(bad_input("the fix touches no translation unit that could be found; name them with --tu FILE.c"));
+    }
+    if work_units.len() > 1 {
+        let names: Vec<&str> = work_units.iter().map(|u| u.0.as_str()).collect();
+        return Err(bad_input(format!(
+            "the fix changes {} translation units ({}): from-diff makes a patch of one unit for now; split the \
+             fix by file",
+            names.len(),
+            names.join(", ")
+        )));
+    }
+    let (rel, before_text, after_text, lines, local_headers) = work_units.remove(0);
+
+    // Compile before and after, side by side.
+    let auto_conf = std::fs::read_to_string(kdir.path.join("include/config/auto.conf")).unwrap_or_default();
+    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+    let makefile = tree.read(&format!("{dir}/Makefile")).ok();
+    let unit = tu::describe(makefile.as_deref(), &auto_conf, &rel);
+    if let tu::Home::NotBuilt(option) = &unit.home {
+        return Err(bad_input(format!("{rel} is not built in {}: {option} is not set", kdir.release)));
+    }
+    let work = tempdir(&cache)?;
+    eprintln!("from-diff: compiling {rel} before and after the fix ({})", unit.object());
+    let t = Instant::now();
+    let (before_o, after_o) = std::thread::scope(|s| {
+        let b = s.spawn(|| tu::compile(&unit, &tree.root, &kdir.path, &work.0.join("before"), &before_text, &[]));
+        let a = tu::compile(&unit, &tree.root, &kdir.path, &work.0.join("after"), &after_text, &local_headers);
+        (b.join().unwrap_or_else(|_| Err("the compiler thread failed".into())), a)
+    });
+    let before_o = before_o.map_err(|e| Failure::Fatal(e))?;
+    let after_o = after_o.map_err(|e| bad_input(format!("the fixed source does not compile: {e}")))?;
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| objdiff::Unit::read(&d)).map_err(Failure::Fatal)
+    };
+    let (before, after) = (read(&before_o)?, read(&after_o)?);
+    eprintln!("from-diff: compiled in {:.1}s", t.elapsed().as_secs_f64());
+
+    // What the diff touches, by function, and what changed.
+    let csrc = csource::Source::new(&after_text);
+    let touched: BTreeSet<String> = csrc
+        .functions()
+        .into_iter()
+        .filter(|f| lines.iter().any(|l| (f.first_line..=f.last_line).contains(l)))
+        .map(|f| f.name)
+        .collect();
+    let found = analyze::analyze(&before, &after, &touched);
+    report(&found, &rel);
+    if !found.refusals.is_empty() {
+        found.refusals.iter().for_each(refuse);
+        return Err(Failure::Reported);
+    }
+    if found.replaced.is_empty() {
+        eprintln!(
+            "error[E0100]: the fix changes no function's code in {rel}: there is nothing to patch\n  = note: moved \
+             lines (`__LINE__` in WARN and BUG) and comments change no code"
+        );
+        return Err(Failure::Reported);
+    }
+
+    // The `.kgp`.
+    let diff_name = args.diff.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let description = patch.subject.clone().unwrap_or_else(|| {
+        format!("{} as {diff_name} changes it", touched.iter().cloned().collect::<Vec<_>>().join(", "))
+    });
+    let tree_has = |p: &str| tree.exists(p);
+    let input = generate::Input {
+        name: &name,
+        description: &description,
+        diff_name: &diff_name,
+        release: &kdir.release,
+        version: &src_version,
+        unit: &unit,
+        text: &after_text,
+        before: &before,
+        after: &after,
+        analysis: &found,
+        tree_has: &tree_has,
+    };
+    let generated = match generate::generate(&input) {
+        Ok(g) => g,
+        Err(refusals) => {
+            refusals.iter().for_each(refuse);
+            return Err(Failure::Reported);
+        }
+    };
+    for c in &generated.copied {
+        eprintln!("  {c:<32} copied into the patch (inlined by the kernel's compiler, or new)");
+    }
+    for r in &generated.referenced {
+        eprintln!("  {r:<32} the running kernel's, reached by symbol");
+    }
+
+    // The proof.
+    let prefix = match &unit.home {
+        tu::Home::Module(m) => format!("__kgraft_c_{m}__"),
+        _ => "__kgraft_c_".to_string(),
+    };
+    let names: Vec<(String, String)> = found.replaced.keys().map(|n| (n.clone(), format!("{prefix}{n}"))).collect();
+    let out_name = args.out.display().to_string();
+    let verdicts =
+        proof::prove(&generated.text, &out_name, &names, &after, &kdir.path, &tree.root, &work.0.join("proof"))
+            .map_err(|e| bad_input(e))?;
+    let mut proved = true;
+    for v in &verdicts {
+        match &v.difference {
+            None => eprintln!("proof: {:<32} same code as the fixed {rel}", v.name),
+            Some(d) => {
+                proved = false;
+                eprintln!("proof: {:<32} DIFFERS from the fixed {rel}: {d}", v.name);
+            }
+        }
+    }
+    if !proved {
+        eprintln!(
+            "error[E0107]: the generated patch does not compile to the fixed kernel's code; {} is not written",
+            args.out.display()
+        );
+        return Err(Failure::Reported);
+    }
+    crate::build::write_if_changed(&args.out, generated.text.as_bytes())
+        .map_err(|e| Failure::io(format!("cannot write `{}`", args.out.display()), e))?;
+    eprintln!("wrote {} in {:.1}s", args.out.display(), start.elapsed().as_secs_f64());
+    drop(work);
+
+    // Further: the module, the test.
+    if args.build {
+        let build = crate::BuildArgs {
+            file: args.out.clone(),
+            target: crate::Target::Linux,
+            kernel: args.kernel.clone(),
+            ksrc: Some(tree.root.clone()),
+            out: None,
+            engine: args.engine,
+            sign_key: None,
+            sign_cert: None,
+        };
+        crate::build_linux::run(&build, ui)?;
+    }
+    if let Some(script) = &args.test {
+        let test = crate::guest_test::TestArgs::for_script(&args.out, &args.kernel, &tree.root, script);
+        crate::guest_test::run(&test, ui)?;
+    }
+    Ok(())
+}
+
+/// Prints what changed, function by function.
+fn report(found: &analyze::Analysis, rel: &str) {
+    eprintln!("from-diff: {rel}:");
+    for (name, why) in &found.replaced {
+        let why = match why {
+            analyze::Why::Fix => "changed by the fix".to_string(),
+            analyze::Why::Inlined => "changed: a changed function is inlined into it".to_string(),
+            analyze::Why::Caller(c) => format!("calls `{c}`, which changed and cannot be patched itself"),
+        };
+        eprintln!("  {name:<32} replaced: {why}");
+    }
+    for (name, callers) in &found.through_callers {
+        let kind = if objdiff::clone_origin(name).is_some() { "compiler clone" } else { "no ftrace site" };
+        eprintln!("  {name:<32} changed ({kind}): replaced through {}", callers.join(", "));
+    }
+    for name in &found.same_code {
+        eprintln!("  {name:<32} touched by the diff, same code: not replaced");
+    }
+    for name in &found.new_functions {
+        eprintln!("  {name:<32} new with the fix");
+    }
+    for name in &found.new_data {
+        eprintln!("  {name:<32} new data, the patch's own");
+    }
+    eprintln!("  ({} other functions unchanged)", found.unchanged.saturating_sub(found.same_code.len()));
+}
+
+/// A work directory under the cache, removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KGRAFT_KEEP_WORK").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tempdir(cache: &Path) -> Result<TempDir, Failure> {
+    let dir = cache.join("from-diff").join(format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(TempDir(dir))
+}

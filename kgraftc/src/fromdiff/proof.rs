@@ -1,0 +1,70 @@
+//! The proof that a generated patch is the fix: each C body, compiled as the patch module's C
+//! file is, has the same code as the fixed translation unit's function.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::objdiff::{self, Unit};
+
+/// The verdict for one replacement.
+pub(crate) struct Verdict {
+    /// The replaced function.
+    pub(crate) name: String,
+    /// `None` when the code is the same; else how it differs.
+    pub(crate) difference: Option<String>,
+}
+
+/// Lowers `kgp`, compiles its C file through kbuild as a module's (with `-I ksrc`) in `work`,
+/// and compares each C body with its function in `after`.
+pub(crate) fn prove(
+    kgp: &str,
+    file_name: &str,
+    names: &[(String, String)],
+    after: &Unit,
+    kdir: &Path,
+    ksrc: &Path,
+    work: &Path,
+) -> Result<Vec<Verdict>, String> {
+    let checked = kgraft_lang::check(file_name, kgp).map_err(|d| {
+        let first = d.list.first().map_or(String::new(), |d| format!("{}: {}", d.code, d.message));
+        format!("the generated patch does not pass the language's checks ({first}); this is a bug of from-diff")
+    })?;
+    let lowered = kgraft_lang::lower(&checked).map_err(|_| "the generated patch does not lower".to_string())?;
+    let c = lowered.c_source.ok_or("the generated patch has no C file")?;
+    std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let kbuild = format!(
+        "obj-m := kgraft_proof.o\nkgraft_proof-y := kgraft_proof_c.o\nccflags-y := -I{} -ffunction-sections -fdata-sections\n",
+        ksrc.display()
+    );
+    std::fs::write(work.join("Kbuild"), kbuild).map_err(|e| e.to_string())?;
+    std::fs::write(work.join("kgraft_proof_c.c"), &c).map_err(|e| e.to_string())?;
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(kdir)
+        .arg(format!("M={}", work.display()))
+        .arg("kgraft_proof_c.o")
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run make: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the generated patch's C does not compile:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let data = std::fs::read(work.join("kgraft_proof_c.o")).map_err(|e| e.to_string())?;
+    let patch = Unit::read(&data)?;
+    let mut verdicts = Vec::new();
+    for (name, c_name) in names {
+        let difference = match (patch.functions.get(c_name), after.functions.get(name)) {
+            (Some(p), Some(a)) => objdiff::compare(a, p).map(|d| d.to_string()),
+            (None, _) => Some(format!("the patch has no function `{c_name}`")),
+            (_, None) => Some("the fixed unit has no such function".into()),
+        };
+        verdicts.push(Verdict { name: name.clone(), difference });
+    }
+    Ok(verdicts)
+}

@@ -1,0 +1,240 @@
+//! One translation unit, compiled as the target kernel compiles it, before and after the fix.
+//!
+//! The unit is compiled alone through the kernel's own kbuild (`make -C KDIR M=DIR file.o`),
+//! with the target's configuration and flags, plus `-ffunction-sections -fdata-sections` so
+//! every function and datum has a section of its own. What the kernel's Makefile of the unit's
+//! directory adds is kept: the object the unit is linked into (its `KBUILD_MODNAME`, and
+//! `-DMODULE` when that object is a module) and the directory's compiler flags. The unit's own
+//! directory is on the include path, so its local headers are found, and `__FILE__` is the
+//! unit's path in the tree, as in the kernel's build.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where a unit's code lives in the running kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// Built into vmlinux.
+    Vmlinux,
+    /// Built into the module of this name (as the kernel spells it, `_` for `-`).
+    Module(String),
+    /// Not built in this configuration: the option that would build it is not set.
+    NotBuilt(String),
+}
+
+/// A translation unit of the kernel and how kbuild builds it.
+#[derive(Clone, Debug)]
+pub(crate) struct Unit {
+    /// Its path in the source tree (`fs/proc/cmdline.c`).
+    pub(crate) rel: String,
+    /// Its directory (`fs/proc`).
+    pub(crate) dir: String,
+    /// Its name without `.c` (`cmdline`).
+    pub(crate) stem: String,
+    /// The object it is linked into, when that is not its own (`proc` for `proc-y += cmdline.o`).
+    pub(crate) composite: Option<String>,
+    /// vmlinux or a module.
+    pub(crate) home: Home,
+    /// The lines of the directory's Makefile that set its compiler flags.
+    flags: Vec<String>,
+}
+
+impl Unit {
+    /// The name kbuild gives its `KBUILD_MODNAME`.
+    pub(crate) fn modname(&self) -> String {
+        self.composite.clone().unwrap_or_else(|| self.stem.clone()).replace('-', "_")
+    }
+
+    /// The object name the patch language uses for it.
+    pub(crate) fn object(&self) -> &str {
+        match &self.home {
+            Home::Vmlinux => "vmlinux",
+            Home::Module(m) | Home::NotBuilt(m) => m,
+        }
+    }
+}
+
+/// The logical lines of a Makefile: continuations joined, comments dropped.
+fn logical_lines(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        if let Some(stripped) = line.strip_suffix('\\') {
+            cur.push_str(stripped);
+            cur.push(' ');
+        } else {
+            cur.push_str(line);
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Splits `lhs op rhs` of a Makefile assignment.
+fn assignment(line: &str) -> Option<(&str, &str)> {
+    let at = line.find('=')?;
+    let lhs = line[..at].trim_end_matches([':', '+', '?']).trim();
+    (!lhs.is_empty() && !lhs.contains(' ')).then(|| (lhs, line[at + 1..].trim()))
+}
+
+/// The config option of `obj-$(CONFIG_X)` (None for `obj-y`), when `lhs` is an `obj-` list.
+fn obj_option(lhs: &str) -> Option<Option<&str>> {
+    let rest = lhs.strip_prefix("obj-").or_else(|| lhs.strip_prefix("lib-"))?;
+    match rest {
+        "y" => Some(None),
+        _ => rest.strip_prefix("$(").and_then(|r| r.strip_suffix(')')).map(Some),
+    }
+}
+
+/// Describes the unit `rel` from its directory's Makefile and the kernel's configuration.
+pub(crate) fn describe(makefile: Option<&str>, auto_conf: &str, rel: &str) -> Unit {
+    let (dir, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let stem = file.trim_end_matches(".c").to_string();
+    let object = format!("{stem}.o");
+    let lines = makefile.map(logical_lines).unwrap_or_default();
+    let lists: Vec<(&str, Vec<&str>)> =
+        lines.iter().filter_map(|l| assignment(l)).map(|(lhs, rhs)| (lhs, rhs.split_whitespace().collect())).collect();
+    let config = |option: Option<&str>| match option {
+        None => Some('y'),
+        Some(opt) => auto_conf.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k == opt).then(|| v.chars().next()).flatten()
+        }),
+    };
+    // The list naming the unit's object: `obj-...` directly, or a composite's `NAME-y`.
+    let mut composite = None;
+    let mut option = None;
+    for (lhs, words) in &lists {
+        if !words.contains(&object.as_str()) {
+            continue;
+        }
+        if let Some(opt) = obj_option(lhs) {
+            option = Some(opt);
+            break;
+        }
+        let name = lhs.rsplit_once('-').map_or(*lhs, |(n, _)| n);
+        if name != "ccflags" && name != "subdir" && !name.is_empty() {
+            composite = Some(name.to_string());
+            let parent = format!("{name}.o");
+            option = lists
+                .iter()
+                .find(|(l, w)| obj_option(l).is_some() && w.contains(&parent.as_str()))
+                .and_then(|(l, _)| obj_option(l));
+            break;
+        }
+    }
+    let home = match (option, option.and_then(config)) {
+        (_, Some('m')) => Home::Module(composite.clone().unwrap_or_else(|| stem.clone()).replace('-', "_")),
+        (Some(Some(opt)), None) => Home::NotBuilt(opt.to_string()),
+        _ => Home::Vmlinux,
+    };
+    let flags = lines
+        .iter()
+        .filter(|l| {
+            assignment(l).is_some_and(|(lhs, _)| {
+                lhs.starts_with("ccflags-")
+                    || lhs == format!("CFLAGS_{object}")
+                    || lhs == format!("CFLAGS_REMOVE_{object}")
+            })
+        })
+        .cloned()
+        .collect();
+    Unit { rel: rel.to_string(), dir: dir.to_string(), stem, composite, home, flags }
+}
+
+/// Compiles `text` as the unit through kbuild in `work` (a directory of its own), with
+/// `headers` (name, text) beside it, which take the place of the directory's headers of those
+/// names; returns the object.
+pub(crate) fn compile(
+    unit: &Unit,
+    src_root: &Path,
+    kdir: &Path,
+    work: &Path,
+    text: &str,
+    headers: &[(String, String)],
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let src_dir = src_root.join(&unit.dir);
+    let mut kbuild = format!("# Written by kgraftc from-diff: {} as the kernel builds it.\n", unit.rel);
+    let object = format!("{}.o", unit.stem);
+    let list = if matches!(unit.home, Home::Module(_)) { "obj-m" } else { "obj-y" };
+    match &unit.composite {
+        Some(c) => kbuild += &format!("{list} := {c}.o\n{c}-y := {object}\n"),
+        None => kbuild += &format!("{list} := {object}\n"),
+    }
+    let here = src_dir.display().to_string();
+    for line in &unit.flags {
+        kbuild += &line.replace("$(srctree)/$(src)", &here).replace("$(src)", &here).replace("$(obj)", &here);
+        kbuild.push('\n');
+    }
+    kbuild += &format!(
+        "ccflags-y += -I{work} -I{here} -ffunction-sections -fdata-sections -fmacro-prefix-map={work}/={dir}/\n",
+        work = work.display(),
+        dir = unit.dir,
+    );
+    write(&work.join("Kbuild"), &kbuild)?;
+    write(&work.join(format!("{}.c", unit.stem)), text)?;
+    for (name, text) in headers {
+        write(&work.join(name), text)?;
+    }
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(kdir)
+        .arg(format!("M={}", work.display()))
+        .arg(&object)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run make: {e} (Debian: apt-get install make gcc)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kbuild could not compile {}:\n{}{}",
+            unit.rel,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(work.join(object))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAKEFILE: &str = "\
+# SPDX
+obj-y   += proc.o
+proc-y\t+= cmdline.o \\
+\t   consoles.o
+obj-$(CONFIG_TEST_FOO) += test_foo.o
+obj-$(CONFIG_BAR) += bar-drv.o
+bar-drv-objs := bar_main.o
+CFLAGS_cmdline.o := -DX=1
+ccflags-y += -I$(src)
+";
+
+    #[test]
+    fn a_unit_is_placed_by_its_makefile_and_the_configuration() {
+        let conf = "CONFIG_TEST_FOO=m\nCONFIG_BAR=m\n";
+        let u = describe(Some(MAKEFILE), conf, "fs/proc/cmdline.c");
+        assert_eq!((u.composite.as_deref(), &u.home, u.modname()), (Some("proc"), &Home::Vmlinux, "proc".into()));
+        assert_eq!(u.flags, vec!["CFLAGS_cmdline.o := -DX=1".to_string(), "ccflags-y += -I$(src)".into()]);
+        let u = describe(Some(MAKEFILE), conf, "fs/proc/consoles.c");
+        assert_eq!(u.composite.as_deref(), Some("proc"));
+        let u = describe(Some(MAKEFILE), conf, "fs/proc/test_foo.c");
+        assert_eq!((u.composite, u.home), (None, Home::Module("test_foo".into())));
+        let u = describe(Some(MAKEFILE), conf, "fs/proc/bar_main.c");
+        assert_eq!(u.home, Home::Module("bar_drv".into()));
+        let u = describe(Some(MAKEFILE), "", "fs/proc/test_foo.c");
+        assert_eq!(u.home, Home::NotBuilt("CONFIG_TEST_FOO".into()), "an option that is not set: not built");
+    }
+}
