@@ -162,6 +162,49 @@ scenario_meminfo_string() {
     echo ok
 }
 
+# The patches `kgraftc from-diff` made from the fixes in kernel-tests/fixes (run.sh): each loaded
+# alone, its fixed behaviour checked, unloaded, the original behaviour back.
+scenario_from_diff() {
+    load fd/cmdline_prefix || return
+    [ "$(cat /proc/cmdline)" = "fixed=1 $ORIG" ] || { echo "cmdline_prefix: $(cat /proc/cmdline)"; return; }
+    unload cmdline_prefix || return
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "cmdline_prefix not undone: $(cat /proc/cmdline)"; return; }
+
+    # A function the fix adds, in the patch module.
+    load fd/cmdline_new_function || return
+    [ "$(cat /proc/cmdline)" = "fix-banner $ORIG" ] || { echo "cmdline_new_function: $(cat /proc/cmdline)"; return; }
+    unload cmdline_new_function || return
+    [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "cmdline_new_function not undone"; return; }
+
+    # An inlined static helper copied, unexported symbols by relocation.
+    load fd/meminfo_label || return
+    grep -q '^MemTotalFixed: ' /proc/meminfo || { echo "meminfo_label: $(head -n 1 /proc/meminfo)"; return; }
+    n="$(wc -l < /proc/meminfo)"
+    unload meminfo_label || return
+    grep -q '^MemTotal: ' /proc/meminfo || { echo "meminfo_label not undone"; return; }
+    [ "$(wc -l < /proc/meminfo)" = "$n" ] || { echo "meminfo_label: line count changed"; return; }
+
+    # New data the fix adds: the patch's own counter, counting each read.
+    load fd/meminfo_counter || return
+    a="$(grep '^MeminfoReads:' /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
+    b="$(grep '^MeminfoReads:' /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
+    [ -n "$a" ] && [ "$b" = "$((a + 1))" ] || { echo "meminfo_counter: reads $a then $b"; return; }
+    unload meminfo_counter || return
+    grep -q '^MeminfoReads:' /proc/meminfo && { echo "meminfo_counter not undone"; return; }
+
+    # A function with a static local (`firsttime`), bound to the kernel's own storage: the fix
+    # narrows the time zone range from 15 to 14 hours.
+    [ "$(kgt settz 870)" = ok ] || { echo "before: 14.5 h refused"; return; }
+    load fd/settimeofday_tz_range || return
+    r="$(kgt settz 870)"
+    [ "$r" = EINVAL ] || { echo "settimeofday_tz_range: 14.5 h gave $r"; return; }
+    [ "$(kgt settz 60)" = ok ] || { echo "settimeofday_tz_range: 1 h refused"; return; }
+    unload settimeofday_tz_range || return
+    [ "$(kgt settz 870)" = ok ] || { echo "settimeofday_tz_range not undone"; return; }
+    kgt settz 0 > /dev/null
+    echo ok
+}
+
 # Kernel structures read by field name, with types generated from the kernel's BTF.
 scenario_kernel_fields() {
     load kernel_fields || return

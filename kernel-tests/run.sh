@@ -30,6 +30,9 @@ rootfs=$work/rootfs
 rm -rf "$rootfs"
 mkdir -p "$rootfs/bin" "$rootfs/m" "$rootfs/proc" "$rootfs/sys" "$rootfs/tmp" "$rootfs/dev"
 
+# from-diff reads Debian's source tarball itself.
+tarball_src=$(ls /usr/src/linux-source-6.1.tar.xz 2>/dev/null | head -n 1)
+[ -n "$tarball_src" ] || { say "no /usr/src/linux-source-6.1.tar.xz (apt-get install linux-source-6.1)"; exit 2; }
 if [ -z "${KSRC:-}" ]; then
     # meminfo_string includes fs/proc/internal.h, as fs/proc/meminfo.c does; the upstream
     # livepatch samples are built from samples/livepatch.
@@ -80,6 +83,21 @@ for src in "$root"/patches/*.kgp "$here"/patches/*.kgp; do
         cat "$work/$p.build.log" >&2; say "building $p failed"; exit 1
     fi
     echo "build $p $(since "$t")s" >> "$times"
+done
+# Live patches made by `kgraftc from-diff` from the fixes in kernel-tests/fixes, straight from
+# Debian's source tarball (scenario from_diff), for the run's engine.
+mkdir -p "$rootfs/m/fd" "$work/fixes"
+for fix in cmdline_prefix.patch cmdline_new_function.diff meminfo_label.diff meminfo_counter.diff \
+    settimeofday_tz_range.diff; do
+    p=${fix%.*}
+    say "from-diff $fix ($engine)"
+    t=$(now)
+    if ! "$KGRAFTC" from-diff "$here/fixes/$fix" --ksrc "$tarball_src" --kdir "$KDIR" --engine "$engine" --build \
+        -o "$work/fixes/$p.kgp" > "$work/fixes/$p.log" 2>&1; then
+        cat "$work/fixes/$p.log" >&2; say "from-diff $fix failed"; exit 1
+    fi
+    echo "from-diff $p $(since "$t")s" >> "$times"
+    cp "$work/fixes/$p.ko" "$rootfs/m/fd/$p.ko"
 done
 # Two versions of one package (`kgraftc package`), unpacked as dpkg would for the guest to run
 # their maintainer scripts: version 2 is cmdline_banner_v2, which replaces version 1. Packages

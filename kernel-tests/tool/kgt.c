@@ -13,11 +13,15 @@
  * /sys/kernel/kgraft/NAME (kgraft's own engine).
  *   kgt hammer FILE STOP    reads FILE (one open/read/close per call) until the file STOP
  *                           exists, then prints "calls=N mismatches=M" (a read starting '0')
+ *   kgt settz MINUTES       sets the kernel's time zone (settimeofday without a time) to
+ *                           MINUTES west of UTC; prints "ok" or the error's name
  */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -136,6 +140,18 @@ static int hammer(const char *file, const char *stop)
 	return failures != 0;
 }
 
+static int settz(int minutes_west)
+{
+	struct timezone tz = { .tz_minuteswest = minutes_west, .tz_dsttime = 0 };
+
+	if (settimeofday(NULL, &tz) == 0) {
+		printf("ok\n");
+		return 0;
+	}
+	printf("%s\n", errno == EINVAL ? "EINVAL" : strerror(errno));
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "now")) {
@@ -148,6 +164,8 @@ int main(int argc, char **argv)
 		return wait_gone(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "hammer"))
 		return hammer(argv[2], argv[3]);
-	fprintf(stderr, "usage: kgt now | wait NAME T0 | gone NAME | hammer FILE STOP\n");
+	if (argc == 3 && !strcmp(argv[1], "settz"))
+		return settz(atoi(argv[2]));
+	fprintf(stderr, "usage: kgt now | wait NAME T0 | gone NAME | hammer FILE STOP | settz MINUTES\n");
 	return 2;
 }

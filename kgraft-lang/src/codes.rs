@@ -13,7 +13,7 @@ pub struct CodeInfo {
 
 macro_rules! catalogue {
     ($($code:ident $title:literal $text:literal)*) => {
-        $(pub(crate) const $code: &str = stringify!($code);)*
+        $(pub const $code: &str = stringify!($code);)*
         /// Every code the compiler emits, in order.
         pub const CODES: &[CodeInfo] = &[
             $(CodeInfo { code: stringify!($code), title: $title, explanation: $text },)*
@@ -322,6 +322,51 @@ with the fix applied to its inlined copy; this is how kGraft extends a patch's f
 "A type named in the patch is not a struct, union, enum or typedef of the target kernel's BTF.
 It stays opaque: pointers to it can be passed around, but it has no fields. Check the spelling;
 types of a module are known only when the module's `.ko` has BTF."
+
+    E0100 "from-diff: the fix changes no code"
+"`kgraftc from-diff` compiled the translation unit before and after the fix, and every function
+is the same code: the fix changes comments, moves lines (the `__LINE__` that WARN and BUG record
+lives in tables, not in the code) or changes what this kernel's configuration leaves out.
+There is nothing to patch, and no `.kgp` is written."
+
+    E0101 "from-diff: the fix changes data the running kernel holds"
+"The fix changes the initial value or the layout of data defined in the file: a table, a
+structure's size, a variable's initialiser. A live patch replaces code; the kernel's copy of
+the data stays as it was booted. New fields belong in `shadow` data attached to the objects that
+need them, and a changed value can be set by a `post_patch` callback. Write that part of the
+patch by hand."
+
+    E0102 "from-diff: the fix changes `__init` or `__exit` code"
+"Init code ran at boot and was freed; exit code runs only when a built-in object goes away. A
+live patch cannot run either again. What the init code should have set up can be done in a
+`post_patch` callback of a hand-written patch."
+
+    E0103 "from-diff: a changed function the kernel cannot patch, with no patchable caller"
+"The changed function has no ftrace site (it is `notrace`, `noinstr`, or a compiler clone such as
+`foo.isra.0`), so kGraft cannot redirect it. Such a function is replaced through its callers in
+the same translation unit; here there are none, or the function is global and its callers are
+in other files. Fix a traceable caller instead."
+
+    E0104 "from-diff: the fix exports a new symbol"
+"The fix adds an `EXPORT_SYMBOL`. A live patch module cannot add to the kernel's exported
+symbols for other modules to link against. Keep the new function inside the patch."
+
+    E0105 "from-diff: a changed function whose source cannot be copied"
+"The function's code changed, but its definition is written through a macro (a system call's
+`SYSCALL_DEFINEn` makes `__x64_sys_NAME` and `__do_sys_NAME`) or is not in the file at all, so
+it cannot become a C body of the patch. Write that replacement by hand (`replace syscall` for a
+system call)."
+
+    E0106 "from-diff: a prototype the patch language cannot spell"
+"The replaced function takes or returns a structure by value, or is variadic; C bodies take
+kernel types behind pointers. Write that replacement by hand."
+
+    E0107 "from-diff: the generated patch is not the fix"
+"After writing the `.kgp`, `kgraftc from-diff` compiles its C file as the patch module's C file
+is compiled and compares each replacement with the fixed translation unit's function, references
+named by symbol. A difference means the patch would not run the fixed kernel's code (a helper
+the compiler treated differently, a macro that depends on the file's name), so the `.kgp` is not
+written. The message names the first difference; `KGRAFT_KEEP_WORK=1` keeps the objects."
 }
 
 /// Looks up a code (case-insensitive; `0001` and `E1` are accepted for `E0001`).

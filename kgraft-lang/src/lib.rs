@@ -37,6 +37,12 @@ mod states;
 mod syscalls;
 
 pub use codes::{CODES, CodeInfo, explain};
+
+/// The codes of `kgraftc from-diff`'s refusals, which the command reports itself (it reads
+/// objects and source trees, which this crate does not).
+pub mod from_diff_codes {
+    pub use crate::codes::{E0100, E0101, E0102, E0103, E0104, E0105, E0106, E0107};
+}
 pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
 pub use lower::{LineMap, Lowered};
 

@@ -110,7 +110,7 @@ pub(crate) fn analyze(before: &Unit, after: &Unit, touched: &BTreeSet<String>) -
             if name.starts_with("__ksymtab_") && !before.data.contains_key(name) {
                 let symbol = name.trim_start_matches("__ksymtab_");
                 out.refusals.push(Refusal {
-                    code: "E0104",
+                    code: kgraft_lang::from_diff_codes::E0104,
                     message: format!("the fix exports a new symbol, `{symbol}`"),
                     help: "a live patch cannot add to the kernel's exported symbols; other modules cannot link \
                            against it. Keep the function unexported in the patch, or ship the change in the next \
@@ -127,7 +127,7 @@ pub(crate) fn analyze(before: &Unit, after: &Unit, touched: &BTreeSet<String>) -
             Some(old) => {
                 if let Some(diff) = objdiff::compare_data(old, d) {
                     out.refusals.push(Refusal {
-                        code: "E0101",
+                        code: kgraft_lang::from_diff_codes::E0101,
                         message: format!("the fix changes the data `{name}` ({diff})"),
                         help: "the running kernel keeps its own copy of this data, and a live patch replaces \
                                only code: new fields belong in `shadow` data attached to the objects, and a \
@@ -155,7 +155,7 @@ pub(crate) fn analyze(before: &Unit, after: &Unit, touched: &BTreeSet<String>) -
         let f = &after.functions[&name];
         if f.is_init() {
             out.refusals.push(Refusal {
-                code: "E0102",
+                code: kgraft_lang::from_diff_codes::E0102,
                 message: format!("the fix changes `{name}`, which is `__init` or `__exit` code ({})", f.section),
                 help: "init code ran at boot and is gone from the running kernel: a live patch cannot run it \
                        again. Put what it should have set up in a `post_patch` callback"
@@ -172,7 +172,7 @@ pub(crate) fn analyze(before: &Unit, after: &Unit, touched: &BTreeSet<String>) -
         if callers.is_empty() || (f.global && !clone) {
             let what = if clone { "a compiler clone" } else { "a function without an ftrace site (notrace)" };
             out.refusals.push(Refusal {
-                code: "E0103",
+                code: kgraft_lang::from_diff_codes::E0103,
                 message: format!("the fix changes `{name}`, {what}, and no caller of it can be replaced instead"),
                 help: "kGraft redirects a function through the NOP at its start; a function without one is \
                        replaced through its callers, and here they are outside this translation unit. Fix a \

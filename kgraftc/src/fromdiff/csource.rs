@@ -477,6 +477,7 @@ impl<'a> Source<'a> {
     }
 
     /// The definition named `name`, if there is exactly one.
+    #[cfg_attr(not(test), expect(dead_code, reason = "a lookup for `kgraftc diff`, not written yet"))]
     pub(crate) fn function(&self, name: &str) -> Option<Function> {
         let mut found = self.functions.iter().filter(|f| f.name == name);
         match (found.next(), found.next()) {
@@ -494,6 +495,10 @@ impl<'a> Source<'a> {
     }
 
     /// The `#include` lines at file scope, verbatim, each with the conditionals enclosing it.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the include list is for `kgraftc check --ksrc`, not written yet")
+    )]
     pub(crate) fn includes(&self) -> Vec<Include> {
         let mut frames: Vec<Vec<String>> = Vec::new();
         let mut includes = Vec::new();
@@ -580,7 +585,7 @@ impl<'a> Source<'a> {
                 break;
             }
             idx += 1;
-            if !(tok.kind == Kind::Ident && self.tok_text(tok) == "static") {
+            if !self.is_word(tok, "static") {
                 continue;
             }
             let prev = self.toks.get(..idx - 1).unwrap_or_default().iter().rev().find(|t| t.kind != Kind::Comment);
@@ -846,12 +851,24 @@ impl<'a> Source<'a> {
                 {
                     stmt.clear();
                 }
+                // So does a word after a whole macro invocation, `EXPORT_SYMBOL(f)` without its `;`.
+                (Kind::Ident, word) if paren == 0 && !is_marker_word(word) && self.is_invocation(&stmt) => {
+                    stmt.clear();
+                }
                 _ => {}
             }
             stmt.push(t);
         }
         self.functions = functions;
         self.variables = variables;
+    }
+
+    /// Whether the tokens are exactly one call-like invocation, `NAME(...)` (not `typeof(...)`).
+    fn is_invocation(&self, d: &[Tok]) -> bool {
+        d.len() >= 3
+            && self.ident(d[0]).is_some_and(|w| !is_keyword(w))
+            && self.is_punct(d[1], "(")
+            && self.match_close(d, 1) == Some(d.len() - 1)
     }
 
     /// The number of tokens at the end of a function's declaration before any attributes written after
@@ -1086,7 +1103,9 @@ impl<'a> Source<'a> {
                     name = Some(k);
                 }
             }
-            (name?, g)
+            // `int (*handler(int n))(int)` declares a function returning a function pointer.
+            let name = name.filter(|&k| !d.get(k + 1).is_some_and(|&n| self.is_punct(n, "(")))?;
+            (name, g)
         } else if self.valid_name(d, last) {
             (last, last)
         } else {
@@ -1142,5 +1161,566 @@ impl<'a> Source<'a> {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of a byte range.
+    fn slice(text: &str, range: Range<usize>) -> &str {
+        &text[range]
+    }
+
+    /// The one function named `name`, which the test expects to exist.
+    fn func(src: &Source, name: &str) -> Function {
+        src.function(name).unwrap_or_else(|| panic!("no single function {name}"))
+    }
+
+    /// The names of all functions.
+    fn names(src: &Source) -> Vec<String> {
+        src.functions().into_iter().map(|f| f.name).collect()
+    }
+
+    /// The names of all file-scope variables.
+    fn var_names(src: &Source) -> Vec<String> {
+        src.variables().into_iter().map(|v| v.name).collect()
+    }
+
+    const HELPER: &str = "\
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/fs.h>
+
+/* Not the doc: a blank line follows. */
+
+/*
+ * show_val_kb - print a value in kB.
+ */
+static void show_val_kb(struct seq_file *m, const char *s, unsigned long num)
+{
+\tseq_put_decimal_ull_width(m, s, num << (PAGE_SHIFT - 10), 8);
+}
+
+static int __init proc_meminfo_init(void)
+{
+\treturn 0;
+}
+fs_initcall(proc_meminfo_init);
+";
+
+    #[test]
+    fn static_helper_with_its_doc_comment() {
+        let src = Source::new(HELPER);
+        assert_eq!(names(&src), ["show_val_kb", "proc_meminfo_init"]);
+        let f = func(&src, "show_val_kb");
+        assert!(slice(HELPER, f.range.clone()).starts_with("static void show_val_kb("));
+        assert!(slice(HELPER, f.range.clone()).ends_with("8);\n}"));
+        assert!(slice(HELPER, f.doc_start..f.range.end).starts_with("/*\n * show_val_kb"));
+        assert_eq!(
+            slice(HELPER, f.body.clone()),
+            "\n\tseq_put_decimal_ull_width(m, s, num << (PAGE_SHIFT - 10), 8);\n"
+        );
+        assert_eq!((f.first_line, f.last_line), (9, 12));
+        assert_eq!(f.declaration, "static void show_val_kb(struct seq_file *m, const char *s, unsigned long num)");
+        assert!(f.is_static && !f.is_inline);
+        assert_eq!(f.return_type, "void");
+        let params: Vec<(&str, &str)> = f.params.iter().map(|(t, n)| (t.as_str(), n.as_str())).collect();
+        assert_eq!(params, [("struct seq_file *", "m"), ("const char *", "s"), ("unsigned long", "num")]);
+        assert!(f.markers.is_empty());
+        assert_eq!(f.macro_form, None);
+        assert!(src.variables().is_empty(), "fs_initcall(...) is no variable: {:?}", src.variables());
+    }
+
+    #[test]
+    fn init_function_markers_and_no_doc() {
+        let src = Source::new(HELPER);
+        let f = func(&src, "proc_meminfo_init");
+        assert_eq!(f.doc_start, f.range.start);
+        assert_eq!(f.return_type, "int");
+        assert!(f.params.is_empty());
+        assert_eq!(f.markers, ["__init"]);
+        assert!(f.is_static);
+    }
+
+    #[test]
+    fn markers_inline_and_attributes() {
+        let text = "static __always_inline notrace unsigned long __must_check f1(int a) { return a; }\n\
+                    static inline __printf(2, 3) void f2(int lvl, const char *fmt, ...) { }\n\
+                    void __attribute__((weak)) arch_report(struct seq_file *m)\n{\n}\n\
+                    void lock_it(spinlock_t *l) __acquires(l) __releases(other)\n{\n}\n\
+                    static void __u32_helper(int x) __cold\n{\n}\n\
+                    static __le32 __iomem *f3(void) { return NULL; }\n";
+        let src = Source::new(text);
+        assert_eq!(names(&src), ["f1", "f2", "arch_report", "lock_it", "__u32_helper", "f3"]);
+        let f1 = func(&src, "f1");
+        assert!(f1.is_static && f1.is_inline);
+        assert_eq!(f1.return_type, "unsigned long");
+        assert_eq!(f1.markers, ["__always_inline", "notrace", "__must_check"]);
+        let f2 = func(&src, "f2");
+        assert!(f2.is_inline);
+        assert_eq!(f2.return_type, "void");
+        assert_eq!(f2.markers, ["__printf(2, 3)"]);
+        assert_eq!(f2.params.last(), Some(&("...".to_string(), String::new())));
+        let weak = func(&src, "arch_report");
+        assert_eq!(weak.markers, ["__attribute__((weak))"]);
+        assert!(!weak.is_static);
+        let lock = func(&src, "lock_it");
+        assert_eq!(lock.markers, ["__acquires(l)", "__releases(other)"]);
+        assert_eq!(lock.declaration, "void lock_it(spinlock_t *l) __acquires(l) __releases(other)");
+        assert_eq!(func(&src, "__u32_helper").markers, ["__cold"]);
+        assert_eq!(func(&src, "f3").return_type, "__le32 __iomem *");
+    }
+
+    const BODY: &str = "\
+#define EMPTY_BODY { }
+#define OPEN {
+static int tricky(struct foo *f)
+{
+\tconst char *s = \"}}} not a brace {\";
+\tchar c = '}';
+\t/* } a comment with a brace { */
+\t// } another one
+#ifdef CONFIG_X
+\tif (f->x) {
+\t\tf->y = 1;
+#else
+\tif (f->z) {
+#endif
+\t\tf->w = 2;
+\t}
+#if defined(CONFIG_A) && \\
+    defined(CONFIG_B) /* { */
+\treturn f->a;
+#endif
+\treturn 0;
+}
+
+static int after(void)
+{
+\treturn 1;
+}
+";
+
+    #[test]
+    fn body_with_conditionals_strings_and_comments_is_one_body() {
+        let src = Source::new(BODY);
+        assert_eq!(names(&src), ["tricky", "after"]);
+        let f = func(&src, "tricky");
+        assert!(slice(BODY, f.body.clone()).trim_end().ends_with("return 0;"));
+        assert_eq!((f.first_line, f.last_line), (3, 22));
+        assert!(src.static_locals(&f).is_empty());
+        let after = func(&src, "after");
+        assert_eq!(after.first_line, 24);
+        assert_eq!(after.doc_start, after.range.start);
+    }
+
+    #[test]
+    fn prototypes_structs_and_macros_are_not_definitions() {
+        let text = "\
+struct foo;
+static int helper(int a);
+extern void __init setup(void) __attribute__((cold));
+int (*get_handler(int n))(int);
+struct foo {
+\tint a;
+\tint (*op)(int);
+};
+struct bar {
+\tlong b;
+} __randomize_layout;
+enum state { IDLE, BUSY };
+typedef struct { int x; } pair_t;
+typedef int (*cb_t)(void *);
+EXPORT_SYMBOL(helper);
+EXPORT_SYMBOL_GPL(setup);
+module_init(setup);
+late_initcall(setup);
+fs_initcall(setup);
+DEFINE_MUTEX(lock_a);
+static DEFINE_SPINLOCK(lock_b);
+static DEFINE_PER_CPU(int, counter);
+MODULE_LICENSE(\"GPL\");
+static_assert(sizeof(struct foo) == 16);
+asm(\".pushsection .text\");
+";
+        let src = Source::new(text);
+        assert!(src.functions().is_empty(), "{:?}", names(&src));
+        assert!(src.variables().is_empty(), "{:?}", var_names(&src));
+    }
+
+    #[test]
+    fn struct_definition_with_a_variable() {
+        let text = "struct point { int x, y; } origin = { 0, 0 }, *cursor;\nstatic union { int i; float f; } u;\n";
+        let src = Source::new(text);
+        let vars = src.variables();
+        assert_eq!(var_names(&src), ["origin", "cursor", "u"]);
+        assert!(vars[0].has_initializer && !vars[1].has_initializer);
+        assert_eq!(vars[0].declarator, "struct point { int x, y; } origin");
+        assert_eq!(vars[1].declarator, "struct point { int x, y; } *cursor");
+        assert!(vars[2].is_static);
+        assert!(src.functions().is_empty());
+    }
+
+    #[test]
+    fn syscall_and_other_macro_definitions() {
+        let text = "\
+/**
+ * sys_read - read from a file.
+ */
+SYSCALL_DEFINE3(read, unsigned int, fd, char __user *, buf, size_t, count)
+{
+\treturn ksys_read(fd, buf, count);
+}
+
+SYSCALL_DEFINE0(getpid)
+{
+\treturn task_tgid_vnr(current);
+}
+
+COMPAT_SYSCALL_DEFINE2(settimeofday, struct old_timeval32 __user *, tv, struct timezone __user *, tz)
+{
+\treturn 0;
+}
+
+BPF_CALL_2(bpf_map_lookup_elem, struct bpf_map *, map, void *, key)
+{
+\treturn 0;
+}
+";
+        let src = Source::new(text);
+        assert_eq!(names(&src), ["sys_read", "sys_getpid", "compat_sys_settimeofday", "bpf_map_lookup_elem"]);
+        let read = func(&src, "sys_read");
+        assert_eq!(read.macro_form, Some(("SYSCALL_DEFINE3".to_string(), "read".to_string())));
+        assert_eq!(read.return_type, "long");
+        assert!(!read.is_static);
+        let params: Vec<(&str, &str)> = read.params.iter().map(|(t, n)| (t.as_str(), n.as_str())).collect();
+        assert_eq!(params, [("unsigned int", "fd"), ("char __user *", "buf"), ("size_t", "count")]);
+        assert_eq!(read.doc_start, 0);
+        assert_eq!(read.first_line, 4);
+        assert!(func(&src, "sys_getpid").params.is_empty());
+        let compat = func(&src, "compat_sys_settimeofday");
+        assert_eq!(compat.macro_form, Some(("COMPAT_SYSCALL_DEFINE2".to_string(), "settimeofday".to_string())));
+        assert_eq!(compat.params[0], ("struct old_timeval32 __user *".to_string(), "tv".to_string()));
+        let bpf = func(&src, "bpf_map_lookup_elem");
+        assert_eq!(bpf.macro_form, Some(("BPF_CALL_2".to_string(), "bpf_map_lookup_elem".to_string())));
+        assert_eq!(bpf.return_type, "");
+        assert_eq!(bpf.params.len(), 2);
+    }
+
+    #[test]
+    fn function_returning_a_pointer() {
+        let text =
+            "static struct foo *get(void)\n{\n\treturn NULL;\n}\nconst char * const *names_of(int n) { return 0; }\n";
+        let src = Source::new(text);
+        let get = func(&src, "get");
+        assert_eq!(get.return_type, "struct foo *");
+        assert!(get.params.is_empty());
+        assert_eq!(func(&src, "names_of").return_type, "const char * const *");
+    }
+
+    #[test]
+    fn function_pointer_variadic_array_and_unnamed_parameters() {
+        let text = "int run(int (*fn)(int, void *), void (*done)(void), char **argv, int vals[4], u32, \
+                    const char __user *buf, struct foo, ...)\n{\n\treturn 0;\n}\n";
+        let src = Source::new(text);
+        let f = func(&src, "run");
+        let params: Vec<(&str, &str)> = f.params.iter().map(|(t, n)| (t.as_str(), n.as_str())).collect();
+        assert_eq!(
+            params,
+            [
+                ("int (*)(int, void *)", "fn"),
+                ("void (*)(void)", "done"),
+                ("char **", "argv"),
+                ("int [4]", "vals"),
+                ("u32", ""),
+                ("const char __user *", "buf"),
+                ("struct foo", ""),
+                ("...", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn static_locals_in_a_body() {
+        let text = "\
+static void warn_once(struct device *dev)
+{
+\tstatic bool warned;
+\tstatic const char *const names[] = { \"a\", \"b\" };
+\tstatic DEFINE_RATELIMIT_STATE(rs, HZ, 10);
+\tint local = 0;
+\tif (dev) {
+\t\tstatic unsigned long last __read_mostly = 3, count;
+\t\tlocal++;
+\t}
+\tprintk(\"static int fake;\");
+}
+";
+        let src = Source::new(text);
+        let f = func(&src, "warn_once");
+        let locals = src.static_locals(&f);
+        let names: Vec<&str> = locals.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["warned", "names", "last", "count"]);
+        assert_eq!(slice(text, locals[0].range.clone()), "static bool warned;");
+        assert_eq!(locals[0].line, 3);
+        assert_eq!(locals[1].declarator, "const char *const names[]");
+        assert!(locals[1].has_initializer && locals.iter().all(|v| v.is_static));
+        assert_eq!(locals[2].declarator, "unsigned long last");
+        assert_eq!(locals[3].declarator, "unsigned long count");
+        assert!(!locals[3].has_initializer);
+    }
+
+    #[test]
+    fn includes_with_their_conditions() {
+        let text = "\
+#include <linux/fs.h>
+#ifdef CONFIG_CMA
+#include <linux/cma.h>
+#else /* !CONFIG_CMA */
+# include \"nocma.h\"
+#endif
+#if IS_ENABLED(CONFIG_X)
+#ifndef CONFIG_Y
+#include <x.h>   /* why */
+#endif
+#elif defined(CONFIG_Z)
+#include <z.h>
+#endif
+#include <asm/page.h>
+static struct x table[] = {
+#include \"table.h\"
+};
+";
+        let src = Source::new(text);
+        let includes = src.includes();
+        let got: Vec<(&str, Vec<&str>)> =
+            includes.iter().map(|i| (i.line.as_str(), i.conditions.iter().map(String::as_str).collect())).collect();
+        let want: Vec<(&str, Vec<&str>)> = vec![
+            ("#include <linux/fs.h>", vec![]),
+            ("#include <linux/cma.h>", vec!["#ifdef CONFIG_CMA"]),
+            ("# include \"nocma.h\"", vec!["#ifdef CONFIG_CMA", "#else"]),
+            ("#include <x.h>   /* why */", vec!["#if IS_ENABLED(CONFIG_X)", "#ifndef CONFIG_Y"]),
+            ("#include <z.h>", vec!["#if IS_ENABLED(CONFIG_X)", "#elif defined(CONFIG_Z)"]),
+            ("#include <asm/page.h>", vec![]),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(var_names(&src), ["table"]);
+    }
+
+    #[test]
+    fn file_scope_variables() {
+        let text = "\
+static int count;
+static struct foo bar = {
+\t.a = 1,
+\t.ops = { .open = foo_open },
+};
+int y = 3;
+extern int z;
+extern struct page *mem_map;
+static unsigned long a, *b = NULL, c[4];
+static struct bar *baz[4] __initdata;
+static int (*handler)(int) = default_handler;
+unsigned long totalcma_pages __read_mostly;
+static u32 __hidden_count;
+const char * const names[] = { \"x\" };
+static int helper(void) { return count; }
+";
+        let src = Source::new(text);
+        let vars = src.variables();
+        let got: Vec<(&str, bool, bool, bool, &str)> = vars
+            .iter()
+            .map(|v| (v.name.as_str(), v.is_static, v.is_extern, v.has_initializer, v.declarator.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("count", true, false, false, "int count"),
+                ("bar", true, false, true, "struct foo bar"),
+                ("y", false, false, true, "int y"),
+                ("z", false, true, false, "int z"),
+                ("mem_map", false, true, false, "struct page *mem_map"),
+                ("a", true, false, false, "unsigned long a"),
+                ("b", true, false, true, "unsigned long *b"),
+                ("c", true, false, false, "unsigned long c[4]"),
+                ("baz", true, false, false, "struct bar *baz[4]"),
+                ("handler", true, false, true, "int (*handler)(int)"),
+                ("totalcma_pages", false, false, false, "unsigned long totalcma_pages"),
+                ("__hidden_count", true, false, false, "u32 __hidden_count"),
+                ("names", false, false, true, "const char * const names[]"),
+            ]
+        );
+        assert_eq!(
+            slice(text, vars[1].range.clone()),
+            "static struct foo bar = {\n\t.a = 1,\n\t.ops = { .open = foo_open },\n};"
+        );
+        assert_eq!((vars[0].line, vars[1].line, vars[2].line), (1, 2, 6));
+        assert_eq!(vars[5].range, vars[7].range);
+        assert_eq!(names(&src), ["helper"]);
+    }
+
+    #[test]
+    fn identifiers_skip_members_literals_comments_and_keywords() {
+        let text = "\
+static int sum(struct foo *f)
+{
+\tstruct bar b = { .count = LIMIT };
+\t/* helper_in_comment */
+\tint n = f->count + b.count + sizeof(struct foo);
+#ifdef CONFIG_DEBUG
+\tpr_info(\"helper %d\\n\", n);
+#endif
+#if defined(CONFIG_A) || IS_ENABLED(CONFIG_B)
+\tn += L'x';
+#endif
+\treturn helper(n) + helper(total_count);
+}
+";
+        let src = Source::new(text);
+        let f = func(&src, "sum");
+        let ids = src.identifiers_in(f.body.clone());
+        assert_eq!(
+            ids,
+            [
+                "bar",
+                "b",
+                "LIMIT",
+                "n",
+                "f",
+                "foo",
+                "CONFIG_DEBUG",
+                "pr_info",
+                "CONFIG_A",
+                "IS_ENABLED",
+                "CONFIG_B",
+                "helper",
+                "total_count"
+            ]
+        );
+        assert_eq!(src.identifiers_in(f.range.clone())[..3], ["sum", "foo", "f"]);
+        assert!(src.identifiers_in(Range { start: 500, end: 10 }).is_empty());
+    }
+
+    #[test]
+    fn duplicate_definitions_under_conditionals() {
+        let text = "\
+#ifdef CONFIG_X
+static int pick(void)
+{
+\treturn 1;
+}
+#else
+static inline int pick(void) { return 0; }
+#endif
+";
+        let src = Source::new(text);
+        assert_eq!(names(&src), ["pick", "pick"]);
+        assert_eq!(src.function("pick"), None);
+        assert_eq!(src.function("nothing"), None);
+    }
+
+    #[test]
+    fn unbalanced_braces_in_conditional_branches() {
+        let text = "\
+static void f(int a)
+{
+#ifdef CONFIG_X
+\tif (a) {
+#else
+\tif (!a) {
+#endif
+\t\tg();
+\t}
+}
+
+static void h(void) { }
+";
+        let src = Source::new(text);
+        assert_eq!(names(&src), ["f", "h"]);
+        assert_eq!(func(&src, "f").last_line, 10);
+    }
+
+    #[test]
+    fn missing_semicolon_after_a_macro() {
+        let text = "MODULE_PARM_DESC(debug, \"x\")\nstatic int next(void)\n{\n\treturn 0;\n}\n\
+                    FOO(a)\n#include <linux/x.h>\nint after;\nEXPORT_SYMBOL(after)\nint plain(void) { return 1; }\n\
+                    module_init(next)\nint more = 1;\n__typeof__(more) copy;\n";
+        let src = Source::new(text);
+        let f = func(&src, "next");
+        assert_eq!(f.declaration, "static int next(void)");
+        assert_eq!(f.first_line, 2);
+        assert_eq!(var_names(&src), ["after", "more", "copy"]);
+        assert_eq!(func(&src, "plain").declaration, "int plain(void)");
+        assert_eq!(src.variables()[1].declarator, "int more");
+        assert_eq!(src.variables()[2].declarator, "__typeof__(more) copy");
+    }
+
+    #[test]
+    fn crlf_text() {
+        let text =
+            "/* doc */\r\nstatic int a;\r\n\r\nstatic long f(int x)\r\n{\r\n\treturn x;\r\n}\r\n#include <y.h>\r\n";
+        let src = Source::new(text);
+        let f = func(&src, "f");
+        assert_eq!((f.first_line, f.last_line), (4, 7));
+        assert_eq!(f.declaration, "static long f(int x)");
+        assert_eq!(f.return_type, "long");
+        let vars = src.variables();
+        assert_eq!((vars[0].name.as_str(), vars[0].line), ("a", 2));
+        assert_eq!(src.includes()[0].line, "#include <y.h>");
+        let g = Source::new("/* doc */\r\nstatic int g(void)\r\n{\r\n}\r\n");
+        assert_eq!(func(&g, "g").doc_start, 0);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let pieces =
+            [HELPER, BODY, "static int ünïcödé(void) { /* ✓ { */ return '✓'; } \"ß", "}}}{{{ ( ) ] [ ;;; , = *"];
+        for piece in pieces {
+            for end in (0..=piece.len()).filter(|&i| piece.is_char_boundary(i)) {
+                for text in [&piece[..end], &piece[end..]] {
+                    let src = Source::new(text);
+                    for f in src.functions() {
+                        let _ = src.static_locals(&f);
+                        let _ = src.identifiers_in(f.range.clone());
+                        assert!(f.range.start <= f.body.start && f.body.end < f.range.end && f.range.end <= text.len());
+                    }
+                    let _ = src.variables();
+                    let _ = src.includes();
+                    let _ = src.identifiers_in(0..text.len());
+                }
+            }
+        }
+        let odd = [
+            "#",
+            "#define X \\",
+            "/*",
+            "//",
+            "\"",
+            "'",
+            "'\\",
+            "x(",
+            "x)",
+            "static int (*",
+            "int a[",
+            "f(void) {",
+            "#if\n#else\n#else\n#endif\n#endif\n}",
+            "SYSCALL_DEFINE1(",
+            "SYSCALL_DEFINE1() {}",
+            "A(1) {}",
+            "int f(void) __attribute__((",
+            "struct { } __x;",
+            "\u{feff}int x;\r",
+            ".5e+3 0x1p-2 ...",
+        ];
+        for text in odd {
+            let src = Source::new(text);
+            let _ = (src.functions(), src.variables(), src.includes(), src.identifiers_in(0..usize::MAX));
+        }
+        let other = Source::new(BODY);
+        let f = func(&other, "tricky");
+        let short = Source::new("int x;");
+        assert!(short.static_locals(&f).is_empty());
+        assert!(short.identifiers_in(f.body.clone()).is_empty());
     }
 }

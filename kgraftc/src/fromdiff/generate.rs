@@ -102,7 +102,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
                     None => "no definition of it is in the file (a macro makes it)".to_string(),
                 };
                 refusals.push(Refusal {
-                    code: "E0105",
+                    code: kgraft_lang::from_diff_codes::E0105,
                     message: format!("`{name}` changes, but {how}: its source cannot be copied as a C body"),
                     help: "write this replacement by hand (a system call: `replace syscall`), or fix a function \
                            the macro calls"
@@ -245,7 +245,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
             Ok(sig) => sig,
             Err(why) => {
                 refusals.push(Refusal {
-                    code: "E0106",
+                    code: kgraft_lang::from_diff_codes::E0106,
                     message: format!("the prototype of `{}` cannot be written in the patch language: {why}", f.name),
                     help: "write this replacement by hand".into(),
                 });
@@ -277,6 +277,8 @@ fn with_kernel_statics(src: &Source<'_>, f: &Function, input: &Input<'_>, text: 
     let mut out = text.to_string();
     let mut locals = src.static_locals(f);
     locals.sort_by_key(|v| std::cmp::Reverse(v.range.start));
+    // `static int a, b;` gives two names of one declaration: it is rewritten once, for the first.
+    locals.dedup_by_key(|v| v.range.start);
     for v in locals {
         // The kernel's symbol: the one of this name that the function's old code refers to.
         let symbol = input

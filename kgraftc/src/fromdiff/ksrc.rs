@@ -48,6 +48,8 @@ impl Tree {
         let key = format!("{}-{}-{stamp}", name.trim_end_matches(".tar.xz"), meta.len());
         let dir = cache.join("ksrc").join(key);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Two runs at once list and unpack one after the other.
+        let _lock = crate::lock::take(&dir.join("lock"), &format!("on the source cache `{}`", dir.display()))?;
         let listing = dir.join("files");
         let text = match std::fs::read_to_string(&listing) {
             Ok(text) => text,
@@ -132,6 +134,7 @@ impl Tree {
         let Some(t) = &self.tarball else { return Ok(()) };
         let base = self.root.parent().ok_or("no cache directory")?;
         let marker = |d: &str| base.join(format!(".unpacked-{}", d.replace('/', "+")));
+        let _lock = crate::lock::take(&base.join("lock"), &format!("on the source cache `{}`", base.display()))?;
         let missing: Vec<&String> = dirs.iter().filter(|d| !marker(d).exists()).collect();
         if missing.is_empty() && self.root.join("Makefile").is_file() {
             return Ok(());

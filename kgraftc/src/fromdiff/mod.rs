@@ -45,7 +45,7 @@ pub(crate) struct FromDiffArgs {
     /// The patch's name (default: the output file's name).
     #[arg(long)]
     pub(crate) name: Option<String>,
-    /// Goes on to build the module (FILE.ko beside the `.kgp`).
+    /// Goes on to build the module (the `.kgp`'s name with `.ko`, beside it).
     #[arg(long)]
     pub(crate) build: bool,
     /// What applies the patch in the kernel, for `--build`.
@@ -174,7 +174,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         .map(|u| u.rsplit_once('/').map_or("", |(d, _)| d).to_string())
         .collect();
     dirs.retain(|d| !d.is_empty());
-    tree.unpack(&dirs).map_err(|e| Failure::Fatal(e))?;
+    tree.unpack(&dirs).map_err(Failure::Fatal)?;
 
     // The source must be the target's.
     let src_version = tree.version().map_err(bad_input)?;
@@ -198,7 +198,16 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         let before = tree.read(rel).map_err(bad_input)?;
         let fp = patch.files.iter().find(|f| f.path(strip).as_deref() == Some(rel.as_str()));
         let (after, lines) = match fp {
-            Some(fp) => fp.apply_with_lines(&before).map_err(|e| bad_input(format!("{rel}: {e}")))?,
+            Some(fp) => fp.apply_with_lines(&before).map_err(|e| {
+                if fp.reversed().apply(&before).is_ok() {
+                    bad_input(format!(
+                        "the fix is already in {rel} of Linux {src_version}: it applies in reverse, so this kernel \
+                         needs no patch for it"
+                    ))
+                } else {
+                    bad_input(e)
+                }
+            })?,
             None => (before.clone(), Vec::new()),
         };
         let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
@@ -207,7 +216,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         for (h, hp) in &headers {
             let (hdir, hname) = h.rsplit_once('/').unwrap_or(("", h));
             let old = tree.read(h).map_err(bad_input)?;
-            let new = hp.apply(&old).map_err(|e| bad_input(format!("{h}: {e}")))?;
+            let new = hp.apply(&old).map_err(bad_input)?;
             if hdir == dir {
                 if before.contains(&format!("\"{hname}\"")) {
                     reached = true;
@@ -255,7 +264,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         let a = tu::compile(&unit, &tree.root, &kdir.path, &work.0.join("after"), &after_text, &local_headers);
         (b.join().unwrap_or_else(|_| Err("the compiler thread failed".into())), a)
     });
-    let before_o = before_o.map_err(|e| Failure::Fatal(e))?;
+    let before_o = before_o.map_err(|e| bad_input(format!("the kernel's own source does not compile: {e}")))?;
     let after_o = after_o.map_err(|e| bad_input(format!("the fixed source does not compile: {e}")))?;
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| objdiff::Unit::read(&d)).map_err(Failure::Fatal)
@@ -279,8 +288,9 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     }
     if found.replaced.is_empty() {
         eprintln!(
-            "error[E0100]: the fix changes no function's code in {rel}: there is nothing to patch\n  = note: moved \
-             lines (`__LINE__` in WARN and BUG) and comments change no code"
+            "error[{}]: the fix changes no function's code in {rel}: there is nothing to patch\n  = note: moved \
+             lines (`__LINE__` in WARN and BUG) and comments change no code",
+            kgraft_lang::from_diff_codes::E0100
         );
         return Err(Failure::Reported);
     }
@@ -327,7 +337,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     let out_name = args.out.display().to_string();
     let verdicts =
         proof::prove(&generated.text, &out_name, &names, &after, &kdir.path, &tree.root, &work.0.join("proof"))
-            .map_err(|e| bad_input(e))?;
+            .map_err(bad_input)?;
     let mut proved = true;
     for v in &verdicts {
         match &v.difference {
@@ -340,7 +350,8 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     }
     if !proved {
         eprintln!(
-            "error[E0107]: the generated patch does not compile to the fixed kernel's code; {} is not written",
+            "error[{}]: the generated patch does not compile to the fixed kernel's code; {} is not written",
+            kgraft_lang::from_diff_codes::E0107,
             args.out.display()
         );
         return Err(Failure::Reported);
@@ -357,7 +368,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
             target: crate::Target::Linux,
             kernel: args.kernel.clone(),
             ksrc: Some(tree.root.clone()),
-            out: None,
+            out: Some(args.out.with_extension("ko")),
             engine: args.engine,
             sign_key: None,
             sign_cert: None,

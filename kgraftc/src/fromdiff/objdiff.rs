@@ -32,12 +32,8 @@ pub(crate) struct Function {
 /// One datum of an object (an `OBJECT` symbol).
 #[derive(Clone, Debug)]
 pub(crate) struct Datum {
-    /// Its symbol's name.
-    pub(crate) name: String,
     /// The section that holds it.
     pub(crate) section: String,
-    /// Whether its symbol is global.
-    pub(crate) global: bool,
     /// Its size in bytes.
     pub(crate) size: u64,
     /// Its initial bytes with relocated places zeroed (none for `.bss`).
@@ -180,11 +176,6 @@ impl Function {
     pub(crate) fn is_init(&self) -> bool {
         self.section.starts_with(".init.") || self.section.starts_with(".exit.")
     }
-
-    /// Its size in bytes.
-    pub(crate) fn size(&self) -> usize {
-        self.code.len()
-    }
 }
 
 impl Unit {
@@ -240,14 +231,7 @@ impl Unit {
                 };
                 unit.functions.insert(name.to_string(), function);
             } else {
-                let datum = Datum {
-                    name: name.to_string(),
-                    section: section_name,
-                    global: sym.is_global(),
-                    size,
-                    bytes,
-                    relocs,
-                };
+                let datum = Datum { section: section_name, size, bytes, relocs };
                 unit.data.insert(name.to_string(), datum);
             }
         }

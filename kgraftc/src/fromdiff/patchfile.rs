@@ -3,7 +3,8 @@
 //! `kgraftc from-diff` starts from a fix given as a unified diff. [`parse`] reads it in any of the forms a fix
 //! usually comes in: `git diff` output, a `git format-patch` mail (whose subject it keeps), `git show` output, or
 //! `diff -Nupr old/ new/` output. Text between the file diffs (the commit message, the diffstat, the `diff`,
-//! `index` and mode lines) is skipped; a `--- ` line is a file header only when a `+++ ` line follows it.
+//! `index`, `new file mode` and `deleted file mode` lines) is skipped; a `--- ` line is a file header only when a
+//! `+++ ` line follows it.
 //!
 //! [`FilePatch::apply`] applies one file's hunks to the original text the way GNU `patch` does without fuzz: the
 //! context and removed lines must match exactly, but a hunk may be found at an offset from its stated line (the
@@ -70,6 +71,8 @@ pub(crate) struct Hunk {
 }
 
 /// One line of a hunk: its text without the leading marker and without the newline.
+///
+/// A carriage return before the newline is part of the text, so that CR LF lines match CR LF lines only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Line {
     /// A line both files have (marker ` `).
@@ -235,6 +238,36 @@ impl FilePatch {
     }
 
     /// Whether the diff creates the file.
+    /// The patch that undoes this one: what it adds is removed, and what it removes is added.
+    pub(crate) fn reversed(&self) -> FilePatch {
+        let flip = |l: &Line| match l {
+            Line::Added(t) => Line::Removed(t.clone()),
+            Line::Removed(t) => Line::Added(t.clone()),
+            Line::Context(t) => Line::Context(t.clone()),
+        };
+        FilePatch {
+            old_path: self.new_path.clone(),
+            new_path: self.old_path.clone(),
+            new_file: self.deleted_file,
+            deleted_file: self.new_file,
+            hunks: self
+                .hunks
+                .iter()
+                .map(|h| Hunk {
+                    old_start: h.new_start,
+                    old_len: h.new_len,
+                    new_start: h.old_start,
+                    new_len: h.old_len,
+                    lines: h.lines.iter().map(flip).collect(),
+                    header: h.header.clone(),
+                    diff_line: h.diff_line,
+                    old_no_newline: h.new_no_newline,
+                    new_no_newline: h.old_no_newline,
+                })
+                .collect(),
+        }
+    }
+
     pub(crate) fn is_new_file(&self) -> bool {
         self.new_file
     }
@@ -328,11 +361,6 @@ impl FilePatch {
 }
 
 impl Hunk {
-    /// The `@@` header line as written in the diff.
-    pub(crate) fn header(&self) -> &str {
-        &self.header
-    }
-
     /// The texts of the old file's lines the hunk covers (context and removed), in order.
     fn old_side(&self) -> impl Iterator<Item = &str> {
         self.lines.iter().filter_map(|line| match line {
@@ -376,13 +404,8 @@ impl Hunk {
             // Without context, a pure insertion fits anywhere: it goes exactly where it says.
             return fits(expected).then_some(expected);
         }
-        let nearest = if expected < min {
-            min - expected
-        } else if expected > max {
-            expected - max
-        } else {
-            0
-        };
+        // The distance from the expected position to the nearest possible one.
+        let nearest = min.saturating_sub(expected).max(expected.saturating_sub(max));
         let farthest = expected.abs_diff(min).max(expected.abs_diff(max));
         (nearest..=farthest).find_map(|distance| {
             let later = expected.checked_add(distance).filter(|&pos| fits(pos));
@@ -423,9 +446,13 @@ fn bare(line: &str) -> &str {
 /// The diff parser's state: the lines (without their newlines), the position, the files read so far, and the git
 /// section (`diff --git` and its extended header lines) being read.
 struct Parser<'a> {
+    /// The diff's lines without their newlines.
     lines: &'a [&'a str],
+    /// The index of the next line to read.
     pos: usize,
+    /// The files read so far.
     files: Vec<FilePatch>,
+    /// The current `diff --git` section, if any.
     section: Option<GitSection>,
 }
 
@@ -434,16 +461,25 @@ struct Parser<'a> {
 struct GitSection {
     /// The line of `diff --git` (1-based).
     line: usize,
-    /// The old and new paths of the `diff --git` line, as written (with their `a/` and `b/` prefixes).
+    /// The old path of the `diff --git` line, as written (with its `a/` prefix).
     old: String,
+    /// The new path of the `diff --git` line, as written (with its `b/` prefix).
     new: String,
+    /// The path of `rename from`, without prefix.
     rename_from: Option<String>,
+    /// The path of `rename to`, without prefix.
     rename_to: Option<String>,
+    /// The path of `copy from`, without prefix.
     copy_from: Option<String>,
+    /// The path of `copy to`, without prefix.
     copy_to: Option<String>,
+    /// Whether an `old mode` or `new mode` line was seen.
     mode_change: bool,
+    /// Whether a `similarity index` line was seen.
     similarity: bool,
+    /// Whether a `new file mode` line was seen.
     new_file: bool,
+    /// Whether a `deleted file mode` line was seen.
     deleted_file: bool,
     /// Whether the section's `---`/`+++` file header has been read (which ends its extended header lines).
     has_file_header: bool,
@@ -843,6 +879,8 @@ fn strip_components(path: &str, strip: usize) -> Option<&str> {
 /// The subject of the fix: the `Subject:` of a mail header at the start of the text, or the title of a `git show`
 /// commit; `None` when the text starts with neither.
 fn subject(lines: &[&str]) -> Option<String> {
+    let start = lines.iter().position(|line| !bare(line).is_empty())?;
+    let lines = lines.get(start..)?;
     let mut header = lines.iter().map(|line| bare(line)).take_while(|line| !line.is_empty());
     let first = header.next()?;
     if first.strip_prefix("commit ").is_some_and(|rest| {
@@ -999,7 +1037,7 @@ diff -Nupr a/fs/gone.c b/fs/gone.c
         assert!(!file.is_new_file() && !file.is_deleted_file());
         let [hunk] = file.hunks.as_slice() else { panic!("one hunk") };
         assert_eq!((hunk.old_start, hunk.old_len, hunk.new_start, hunk.new_len), (3, 7, 3, 7));
-        assert_eq!(hunk.header(), "@@ -3,7 +3,7 @@ int do_sys_settimeofday64(void)");
+        assert_eq!(hunk.header, "@@ -3,7 +3,7 @@ int do_sys_settimeofday64(void)");
         assert_eq!(hunk.lines[0], Line::Context("line3".to_owned()));
         assert_eq!(hunk.lines[3], Line::Removed("line6".to_owned()));
         assert_eq!(hunk.lines[4], Line::Added("line6 fixed".to_owned()));
@@ -1040,7 +1078,7 @@ diff -Nupr a/fs/gone.c b/fs/gone.c
         assert_eq!(changed.old_path.as_deref(), Some("a/fs/x.c"));
         assert_eq!(changed.new_path.as_deref(), Some("b/fs/x.c"));
         assert!(!changed.is_new_file() && !changed.is_deleted_file());
-        assert_eq!(changed.hunks[0].header(), "@@ -2,3 +2,4 @@ static int foo(void)");
+        assert_eq!(changed.hunks[0].header, "@@ -2,3 +2,4 @@ static int foo(void)");
         let (new, touched) = changed.apply_with_lines(&numbered(5)).unwrap();
         assert_eq!(new, "line1\nline2\ninserted\nline3\nline4\nline5\n");
         assert_eq!(touched, [3]);
@@ -1279,7 +1317,7 @@ index 1111111..0000000
         assert_eq!(file.apply("a\r\nb\r\nc\r\n").unwrap(), "a\r\nB\r\nc\r\n");
         // The same lines with bare newlines are other lines.
         assert!(matches!(file.apply("a\nb\nc\n"), Err(PatchError::HunkFailed { .. })));
-        assert!(matches!(only_file(&diff.replace('\r', "")).apply("a\r\nb\r\nc\r\n"), Err(_)));
+        assert!(only_file(&diff.replace('\r', "")).apply("a\r\nb\r\nc\r\n").is_err());
     }
 
     #[test]
@@ -1287,7 +1325,7 @@ index 1111111..0000000
         let diff = GIT_DIFF.replace('\n', "\r\n");
         let file = only_file(&diff);
         assert_eq!(file.new_path.as_deref(), Some("b/kernel/time/time.c"));
-        assert_eq!(file.hunks[0].header(), "@@ -3,7 +3,7 @@ int do_sys_settimeofday64(void)");
+        assert_eq!(file.hunks[0].header, "@@ -3,7 +3,7 @@ int do_sys_settimeofday64(void)");
         assert_eq!(file.apply(&numbered(12)).unwrap(), numbered(12).replace("line6\n", "line6 fixed\n"));
         let mail = FORMAT_PATCH.replace('\n', "\r\n");
         let patch = parse(&mail).unwrap();
@@ -1370,6 +1408,7 @@ index 1..2 100644
         assert_eq!(subject_of("Subject: x: y\nX-Folded: a\n b"), Some("x: y".to_owned()));
         assert_eq!(subject_of("Subject:\n [PATCH] folded right away"), Some("folded right away".to_owned()));
         assert_eq!(subject_of("X-Mailer: none"), None);
+        assert_eq!(parse(&format!("\n\n{}", mail("Subject: [PATCH] late"))).unwrap().subject.as_deref(), Some("late"));
 
         let show = format!(
             "commit 0123456789abcdef0123456789abcdef01234567\nAuthor: A <a@b>\nDate:   Mon Jan 1 2024\n\n    \

@@ -1,0 +1,181 @@
+//! `kgraftc from-diff` on the fixes of `kernel-tests/fixes`, against Debian's 6.1 headers and
+//! its `linux-source-6.1` tarball: each generates a `.kgp` whose replacements are proved to be
+//! the fixed kernel's code, and each bad input is an error with nothing written. The qemu
+//! harness (`kernel-tests/run.sh`, scenario `from_diff`) loads the generated patches.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The installed kernel's build directory and Debian's source tarball, when both are here (CI
+/// has them: `scripts/setup.sh all`).
+fn target() -> Option<(PathBuf, PathBuf)> {
+    let tarball = PathBuf::from("/usr/src/linux-source-6.1.tar.xz");
+    let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("build"))
+        .filter(|p| p.join("Makefile").is_file())
+        .collect();
+    if kdirs.len() != 1 || !tarball.is_file() {
+        assert!(std::env::var_os("CI").is_none(), "CI has one kernel's headers and linux-source-6.1");
+        eprintln!("no kernel headers or no linux-source-6.1: from-diff is not run");
+        return None;
+    }
+    Some((kdirs[0].clone(), tarball))
+}
+
+/// Runs `kgraftc from-diff FIX` with `out` as `-o`; returns the exit status and standard error.
+fn from_diff(fix: &Path, ksrc: &Path, kdir: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .arg("from-diff")
+        .arg(fix)
+        .arg("--ksrc")
+        .arg(ksrc)
+        .arg("--kdir")
+        .arg(kdir)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("kgraftc runs");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn fixes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-tests/fixes")
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kgraft-from-diff-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+#[test]
+fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("ok");
+    // (fix, the function replaced, lines the .kgp must hold)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "cmdline_prefix.patch",
+            "cmdline_proc_show",
+            &[
+                "description: \"proc: mark /proc/cmdline of a fixed kernel with fixed=1\"",
+                "\tseq_puts(m, \"fixed=1 \");",
+            ],
+        ),
+        (
+            "cmdline_new_function.diff",
+            "cmdline_proc_show",
+            &["static noinline void show_fix_banner(struct seq_file *m)"],
+        ),
+        (
+            "meminfo_label.diff",
+            "meminfo_proc_show",
+            &[
+                "static void show_val_kb(struct seq_file *m, const char *s, unsigned long num)",
+                "#include \"fs/proc/internal.h\"",
+                "extern void arch_report_meminfo(struct seq_file *m);",
+                "\tshow_val_kb(m, \"MemTotalFixed:  \", i.totalram);",
+            ],
+        ),
+        ("meminfo_counter.diff", "meminfo_proc_show", &["static unsigned long meminfo_reads;"]),
+        (
+            "settimeofday_tz_range.diff",
+            "do_sys_settimeofday64",
+            &["extern int firsttime __asm__(\"firsttime.", "extern struct timezone sys_tz;"],
+        ),
+    ];
+    for (fix, function, lines) in cases {
+        let out = dir.join(fix.replace(['.', '-'], "_") + ".kgp");
+        let (code, err) = from_diff(&fixes().join(fix), &tarball, &kdir, &out, &[]);
+        assert_eq!(code, Some(0), "{fix}: {err}");
+        assert!(err.contains(&format!("  {function:<32} replaced: changed by the fix")), "{fix}: {err}");
+        assert!(err.contains(&format!("proof: {function:<32} same code as the fixed")), "{fix}: {err}");
+        let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+        assert!(kgp.contains(&format!("replace fn {function}(")), "{fix}: {kgp}");
+        for line in *lines {
+            assert!(kgp.contains(line), "{fix}: no `{line}` in\n{kgp}");
+        }
+        // Only the changed function is replaced.
+        assert_eq!(kgp.matches("replace fn ").count(), 1, "{fix}: {kgp}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_cannot_or_need_not_be_patched_is_an_error_and_nothing_is_written() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("bad");
+    let out = dir.join("out.kgp");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("a temporary file");
+        p
+    };
+    let cmdline = std::fs::read_to_string(fixes().join("cmdline_prefix.patch")).expect("the fix");
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (fixes().join("blank_line.diff"), "error[E0100]: the fix changes no function's code in kernel/time/time.c"),
+        (fixes().join("already_applied.diff"), "the fix is already in kernel/time/time.c of Linux 6.1."),
+        (
+            write("stale.diff", &cmdline.replace(" \tseq_puts(m, saved_command_line);", " \tseq_puts(m, other_line);")),
+            "does not apply",
+        ),
+        (
+            write(
+                "binary.diff",
+                "diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c\nindex 1..2 100644\nGIT binary patch\nliteral 1\n",
+            ),
+            "binary",
+        ),
+        (
+            write(
+                "rename.diff",
+                "diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline2.c\nsimilarity index 100%\nrename from \
+                 fs/proc/cmdline.c\nrename to fs/proc/cmdline2.c\n",
+            ),
+            "rename",
+        ),
+        (write("empty.diff", "just words\n"), "changes no file"),
+    ];
+    for (fix, want) in &cases {
+        let (code, err) = from_diff(fix, &tarball, &kdir, &out, &[]);
+        assert_eq!(code, Some(1), "{}: {err}", fix.display());
+        assert!(err.contains(want), "{}: expected `{want}` in: {err}", fix.display());
+        assert!(!out.exists(), "{}: nothing is written", fix.display());
+    }
+
+    // A source tree of another version than the kernel's.
+    let tree = dir.join("linux-6.1.1");
+    std::fs::create_dir_all(tree.join("fs/proc")).expect("a tree");
+    std::fs::create_dir_all(tree.join("kernel")).expect("a tree");
+    std::fs::write(tree.join("Makefile"), "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 1\nEXTRAVERSION =\n").expect("tree");
+    std::fs::write(tree.join("kernel/fork.c"), "").expect("tree");
+    let cmdline_c = "#include <linux/seq_file.h>\n\nstatic int cmdline_proc_show(struct seq_file *m, void *v)\n{\n\
+                     \tseq_puts(m, saved_command_line);\n\tseq_putc(m, '\\n');\n\treturn 0;\n}\n";
+    std::fs::write(tree.join("fs/proc/cmdline.c"), cmdline_c).expect("tree");
+    let (code, err) = from_diff(&fixes().join("cmdline_prefix.patch"), &tree, &kdir, &out, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the source is Linux 6.1.1, but 6.1.0-"), "{err}");
+    assert!(!out.exists());
+
+    // No compiler: the source's own unit cannot be built.
+    let output = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["from-diff", "--ksrc"])
+        .arg(&tarball)
+        .arg("--kdir")
+        .arg(&kdir)
+        .arg("-o")
+        .arg(&out)
+        .arg(fixes().join("cmdline_prefix.patch"))
+        .env("PATH", dir.join("no-such-bin"))
+        .output()
+        .expect("kgraftc runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot run make"), "{err}");
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
