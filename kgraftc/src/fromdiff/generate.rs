@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(rust_type("const char __user *").as_deref(), Ok("*const c_char"));
         assert_eq!(rust_type("void *").as_deref(), Ok("*mut c_void"));
         assert_eq!(rust_type("unsigned long").as_deref(), Ok("c_ulong"));
-        assert_eq!(rust_type("loff_t *").as_deref(), Ok("*mut loff_t"));
+        assert_eq!(rust_type("loff_t *").as_deref(), Ok("*mut i64"));
         assert_eq!(rust_type("char **").as_deref(), Ok("*mut *mut c_char"));
         assert!(rust_type("struct timespec64").is_err());
     }
