@@ -156,10 +156,13 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
                 }
             }
             let _ = base;
-        } else if args.tus.is_empty() {
+        } else {
+            // The kernel's build directory carries its own copy of these headers, first on the
+            // include path: the fixed one would not be seen.
             return Err(bad_input(format!(
-                "the fix changes the header {h}, which any translation unit of the kernel may include: name the \
-                 ones to patch with --tu FILE.c"
+                "the fix changes the header {h}, which translation units all over the kernel include: from-diff \
+                 handles a header beside its .c files, not yet one under include/; split the fix, or write the \
+                 patch by hand"
             )));
         }
         for c in reach {
