@@ -88,6 +88,7 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
             &["extern int firsttime __asm__(\"firsttime.", "extern struct timezone sys_tz;"],
         ),
     ];
+    let release = regex::Regex::new(r"6\.1\.0-\d+-amd64|Linux 6\.1\.\d+").expect("a regex");
     for (fix, function, lines) in cases {
         let out = dir.join(fix.split('.').next().unwrap_or("fix").to_string() + ".kgp");
         let (code, err) = from_diff(&fixes().join(fix), &tarball, &kdir, &out, &[]);
@@ -108,7 +109,6 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
             if std::env::var_os("KGRAFT_BLESS").is_some() {
                 std::fs::write(&shown, &kgp).expect("bless");
             }
-            let release = regex::Regex::new(r"6\.1\.0-\d+-amd64|Linux 6\.1\.\d+").expect("a regex");
             let norm = |t: &str| release.replace_all(t, "RELEASE").into_owned();
             let want = std::fs::read_to_string(&shown).expect("the book's copy");
             assert_eq!(norm(&kgp), norm(&want), "{} is stale: KGRAFT_BLESS=1 rewrites it", shown.display());
