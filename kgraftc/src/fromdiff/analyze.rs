@@ -192,21 +192,7 @@ pub(crate) fn analyze(before: &Unit, after: &Unit, touched: &BTreeSet<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn compile(c: &str, tag: &str) -> Option<Unit> {
-        let dir = std::env::temp_dir().join(format!("kgraft-analyze-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        std::fs::write(dir.join("t.c"), c).ok()?;
-        let out = std::process::Command::new("cc")
-            .args(["-O2", "-c", "-ffunction-sections", "-fdata-sections", "-fno-pic", "-pg", "-mfentry", "t.c"])
-            .current_dir(&dir)
-            .output()
-            .ok()?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let unit = Unit::read(&std::fs::read(dir.join("t.o")).ok()?).expect("an object");
-        let _ = std::fs::remove_dir_all(&dir);
-        Some(unit)
-    }
+    use crate::fromdiff::objdiff::tests::compile;
 
     const BEFORE: &str = r#"
         extern int ext(int);

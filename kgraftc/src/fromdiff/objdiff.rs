@@ -339,7 +339,7 @@ fn section_content(section: &object::Section<'_, '_>, place: i64) -> Option<Targ
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -356,7 +356,7 @@ mod tests {
     }
 
     /// Compiles `c` with the flags the comparison relies on; `None` without a C compiler.
-    fn compile(c: &str, tag: &str) -> Option<Unit> {
+    pub(crate) fn compile(c: &str, tag: &str) -> Option<Unit> {
         let dir = std::env::temp_dir().join(format!("kgraft-objdiff-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         std::fs::write(dir.join("t.c"), c).ok()?;

@@ -2,7 +2,6 @@
 //! file is, has the same code as the fixed translation unit's function.
 
 use std::path::Path;
-use std::process::Command;
 
 use super::objdiff::{self, Unit};
 
@@ -38,23 +37,8 @@ pub(crate) fn prove(
     );
     std::fs::write(work.join("Kbuild"), kbuild).map_err(|e| e.to_string())?;
     std::fs::write(work.join("kgraft_proof_c.c"), &c).map_err(|e| e.to_string())?;
-    let out = Command::new("make")
-        .arg("-C")
-        .arg(kdir)
-        .arg(format!("M={}", work.display()))
-        .arg("kgraft_proof_c.o")
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS")
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run make: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "the generated patch's C does not compile:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    super::tu::make_object(kdir, work, "kgraft_proof_c.o")
+        .map_err(|e| format!("the generated patch's C does not compile:\n{e}"))?;
     let data = std::fs::read(work.join("kgraft_proof_c.o")).map_err(|e| e.to_string())?;
     let patch = Unit::read(&data)?;
     let mut verdicts = Vec::new();

@@ -181,25 +181,27 @@ pub(crate) fn compile(
     for (name, text) in headers {
         write(&work.join(name), text)?;
     }
+    make_object(kdir, work, &object).map_err(|e| format!("kbuild could not compile {}:\n{e}", unit.rel))?;
+    Ok(work.join(object))
+}
+
+/// Builds the object `object` of the kbuild directory `work` with the kernel's `make`; the
+/// error is kbuild's output.
+pub(crate) fn make_object(kdir: &Path, work: &Path, object: &str) -> Result<(), String> {
     let out = Command::new("make")
         .arg("-C")
         .arg(kdir)
         .arg(format!("M={}", work.display()))
-        .arg(&object)
+        .arg(object)
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
         .env("LC_ALL", "C")
         .output()
         .map_err(|e| format!("cannot run make: {e} (Debian: apt-get install make gcc)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "kbuild could not compile {}:\n{}{}",
-            unit.rel,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    if out.status.success() {
+        return Ok(());
     }
-    Ok(work.join(object))
+    Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
