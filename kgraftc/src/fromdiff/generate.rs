@@ -122,34 +122,49 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     let mut extern_vars: BTreeSet<&str> = BTreeSet::new();
     let mut own_vars: BTreeSet<&str> = BTreeSet::new();
     let replaced_names: BTreeSet<&str> = replaced.iter().map(|(f, _)| f.name.as_str()).collect();
-    let mut work: Vec<&Function> = replaced.iter().map(|(f, _)| *f).collect();
+    let work: Vec<&Function> = replaced.iter().map(|(f, _)| *f).collect();
     let kernel_has_fn =
         |name: &str| input.before.functions.contains_key(name) && input.after.functions.contains_key(name);
     let kernel_has_var =
         |name: &str| input.before.data.keys().any(|d| objdiff::without_local_number(d) == name && !d.contains('.'));
-    while let Some(f) = work.pop() {
-        for id in src.identifiers_in(f.range.start..f.range.end) {
-            if id == f.name {
+    let macros = FileMacros::of(&top_level_items(&src, &functions, input.text));
+    let mut macro_extern: BTreeSet<&str> = BTreeSet::new();
+    let mut macro_own: BTreeSet<&str> = BTreeSet::new();
+    let mut expanded: BTreeSet<&str> = BTreeSet::new();
+    // The identifiers still to look at: those of the bodies, of what is copied, and of the
+    // file's macros they use.
+    let mut ids: Vec<String> = work.iter().flat_map(|f| src.identifiers_in(f.range.clone())).collect();
+    while let Some(id) = ids.pop() {
+        if let Some(g) = by_name.get(id.as_str()) {
+            let name = g.name.as_str();
+            if copied.contains(name) || extern_fns.contains(name) || replaced_names.contains(name) {
                 continue;
             }
-            if let Some(g) = by_name.get(id.as_str()) {
-                let name = g.name.as_str();
-                if copied.contains(name) || extern_fns.contains(name) || replaced_names.contains(name) {
-                    continue;
+            if kernel_has_fn(name) && g.macro_form.is_none() {
+                extern_fns.insert(name);
+            } else {
+                copied.insert(name);
+                // Every definition of the name: one per branch of a conditional.
+                for h in functions.iter().filter(|h| h.name == name) {
+                    ids.extend(src.identifiers_in(h.range.clone()));
                 }
-                if kernel_has_fn(name) && g.macro_form.is_none() {
-                    extern_fns.insert(name);
-                } else {
-                    copied.insert(name);
-                    work.push(g);
-                }
-            } else if let Some(v) = variables.iter().find(|v| v.name == id) {
-                let name = v.name.as_str();
-                if kernel_has_var(name) {
-                    extern_vars.insert(name);
-                } else {
-                    own_vars.insert(name);
-                }
+            }
+        } else if let Some(v) = variables.iter().find(|v| v.name == id) {
+            let name = v.name.as_str();
+            if kernel_has_var(name) {
+                extern_vars.insert(name);
+            } else {
+                own_vars.insert(name);
+            }
+        } else if let Some((name, words)) = macros.defines.get_key_value(id.as_str()) {
+            if expanded.insert(name.as_str()) {
+                ids.extend(words.iter().cloned());
+            }
+        } else if let Some(name) = macros.data.keys().find(|n| **n == id) {
+            if kernel_has_var(name) {
+                macro_extern.insert(name.as_str());
+            } else {
+                macro_own.insert(name.as_str());
             }
         }
     }
@@ -186,41 +201,15 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
         }
     }
     let _ = writeln!(kgp, "#undef KBUILD_MODNAME\n#define KBUILD_MODNAME \"{modname}\"\n");
-    let _ = writeln!(kgp, "// The includes, macros and types of {}.", input.unit.rel);
-    kgp.push_str(&skeleton(&src, &functions, input));
-    if !extern_fns.is_empty() || !extern_vars.is_empty() {
-        let _ =
-            writeln!(kgp, "\n// The running kernel's own functions and data of {}, reached by symbol.", input.unit.rel);
-        for name in &extern_fns {
-            let _ = writeln!(kgp, "extern {};", without_local_words(&by_name[name].declaration));
-        }
-        for name in &extern_vars {
-            if let Some(v) = variables.iter().find(|v| v.name == *name) {
-                let _ = writeln!(kgp, "extern {};", v.declarator.trim());
-            }
-        }
-    }
-    if !own_vars.is_empty() {
-        let _ = writeln!(
-            kgp,
-            "\n// Data the running kernel does not have (new with the fix, or folded away): the patch's own."
-        );
-        for v in variables.iter().filter(|v| own_vars.contains(v.name.as_str())) {
-            let _ = writeln!(kgp, "{}", &input.text[v.range.clone()]);
-        }
-    }
-    if !copied.is_empty() {
-        let _ = writeln!(
-            kgp,
-            "\n// Functions of {} that the kernel's compiler inlined into their callers, or that the fix\n\
-             // adds: copied, as the fix has them.",
-            input.unit.rel
-        );
-        for f in functions.iter().filter(|f| copied.contains(f.name.as_str())) {
-            kgp.push_str(&with_kernel_statics(&src, f, input, &input.text[f.doc_start..f.range.end]));
-            kgp.push_str("\n\n");
-        }
-    }
+    let needs = Needs { copied, extern_fns, extern_vars, own_vars, macro_extern, macro_own };
+    let _ = writeln!(
+        kgp,
+        "// {} in its order, so its conditionals enclose what they did: its includes, macros and\n\
+         // types; the running kernel's own functions and data that the bodies use, declared `extern`\n\
+         // (reached by symbol); what the kernel's compiler inlined, and what the fix adds, copied.",
+        input.unit.rel
+    );
+    kgp.push_str(&c_item(&src, &functions, &needs, input));
     kgp.push_str("}\n");
 
     // One replacement per function.
@@ -265,8 +254,8 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     }
     Ok(Generated {
         text: kgp,
-        copied: copied.iter().map(|s| s.to_string()).collect(),
-        referenced: extern_fns.iter().chain(&extern_vars).map(|s| s.to_string()).collect(),
+        copied: needs.copied.iter().map(|s| s.to_string()).collect(),
+        referenced: needs.extern_fns.iter().chain(&needs.extern_vars).map(|s| s.to_string()).collect(),
     })
 }
 
@@ -303,31 +292,248 @@ fn with_kernel_statics(src: &Source<'_>, f: &Function, input: &Input<'_>, text: 
     out
 }
 
-/// The file's preprocessor lines, type definitions and prototypes of non-static functions,
-/// in order, without its functions, its data and its registrations.
-fn skeleton(src: &Source<'_>, functions: &[Function], input: &Input<'_>) -> String {
-    let text = input.text;
+/// What the bodies need from their file, by name.
+struct Needs<'a> {
+    /// Functions copied into the patch: inlined by the kernel's compiler, or new.
+    copied: BTreeSet<&'a str>,
+    /// The running kernel's functions, declared `extern`.
+    extern_fns: BTreeSet<&'a str>,
+    /// The running kernel's data, declared `extern`.
+    extern_vars: BTreeSet<&'a str>,
+    /// Data the kernel does not have: the patch's own.
+    own_vars: BTreeSet<&'a str>,
+    /// Data defined through a macro (`DEFINE_MUTEX(m)`): the kernel's, declared `extern`...
+    macro_extern: BTreeSet<&'a str>,
+    /// ... or the patch's own.
+    macro_own: BTreeSet<&'a str>,
+}
+
+/// What the file defines through the preprocessor and through definition macros.
+struct FileMacros {
+    /// Each `#define NAME`, with the identifiers of its replacement text.
+    defines: BTreeMap<String, Vec<String>>,
+    /// Each datum defined through a macro (`static DEFINE_SPINLOCK(lock);`), with its `extern`
+    /// declaration.
+    data: BTreeMap<String, String>,
+}
+
+impl FileMacros {
+    fn of(items: &[String]) -> FileMacros {
+        let mut out = FileMacros { defines: BTreeMap::new(), data: BTreeMap::new() };
+        for item in items {
+            let item = item.trim();
+            if let Some(rest) = item.strip_prefix('#').map(str::trim_start).and_then(|r| r.strip_prefix("define")) {
+                let mut words = rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+                if let Some(name) = words.next() {
+                    let body = words.filter(|w| !w.starts_with(|c: char| c.is_ascii_digit())).map(str::to_string);
+                    out.defines.entry(name.to_string()).or_default().extend(body);
+                }
+            } else if let Some((name, decl)) = macro_datum(item) {
+                out.data.insert(name, decl);
+            }
+        }
+        out
+    }
+}
+
+/// The name and `extern` declaration of a datum a definition macro defines:
+/// `static DEFINE_PER_CPU(struct vm_struct *, cached_stacks[N]);` is `cached_stacks`, declared
+/// `DECLARE_PER_CPU(struct vm_struct *, cached_stacks[N]);`.
+fn macro_datum(item: &str) -> Option<(String, String)> {
+    const TYPED: &[(&str, &str)] = &[
+        ("DEFINE_MUTEX", "struct mutex"),
+        ("DEFINE_SPINLOCK", "spinlock_t"),
+        ("DEFINE_RAW_SPINLOCK", "raw_spinlock_t"),
+        ("DEFINE_RWLOCK", "rwlock_t"),
+        ("DEFINE_SEQLOCK", "seqlock_t"),
+        ("LIST_HEAD", "struct list_head"),
+        ("HLIST_HEAD", "struct hlist_head"),
+        ("DEFINE_IDR", "struct idr"),
+        ("DEFINE_IDA", "struct ida"),
+        ("DEFINE_XARRAY", "struct xarray"),
+        ("DEFINE_XARRAY_ALLOC", "struct xarray"),
+        ("DECLARE_WAIT_QUEUE_HEAD", "wait_queue_head_t"),
+        ("DEFINE_RATELIMIT_STATE", "struct ratelimit_state"),
+        ("DECLARE_RWSEM", "struct rw_semaphore"),
+        ("DEFINE_STATIC_SRCU", "struct srcu_struct"),
+        ("DEFINE_SRCU", "struct srcu_struct"),
+        ("DEFINE_PERCPU_RWSEM", "struct percpu_rw_semaphore"),
+        ("DEFINE_STATIC_PERCPU_RWSEM", "struct percpu_rw_semaphore"),
+    ];
+    let item = item.trim().strip_suffix(';')?.trim_end();
+    let rest = item.strip_prefix("static").filter(|r| r.starts_with(char::is_whitespace)).unwrap_or(item).trim();
+    let (mac, args) = rest.split_once('(')?;
+    let mac = mac.trim();
+    let args = args.strip_suffix(')')?;
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in args.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(args[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(args[start..].trim());
+    let ident = |p: &str| p.split('[').next().unwrap_or("").trim().to_string();
+    if mac.starts_with("DEFINE_PER_CPU") {
+        let name = ident(parts.last()?);
+        return Some((name, format!("{}({args});", mac.replacen("DEFINE_", "DECLARE_", 1))));
+    }
+    let name = ident(parts.first()?);
+    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    let decl = match mac {
+        "DEFINE_STATIC_KEY_FALSE" | "DEFINE_STATIC_KEY_TRUE" => {
+            format!("{}({name});", mac.replacen("DEFINE_", "DECLARE_", 1))
+        }
+        "DEFINE_HASHTABLE" => format!("extern struct hlist_head {name}[1 << ({})];", parts.get(1)?),
+        _ => format!("extern {} {name};", TYPED.iter().find(|(m, _)| *m == mac)?.1),
+    };
+    Some((name, decl))
+}
+
+/// The items at file scope outside the functions and data: preprocessor lines and statements.
+fn top_level_items(src: &Source<'_>, functions: &[Function], text: &str) -> Vec<String> {
     let mut cut: Vec<std::ops::Range<usize>> = functions.iter().map(|f| f.doc_start..f.range.end).collect();
     cut.extend(src.variables().into_iter().map(|v| v.range));
     cut.sort_by_key(|r| r.start);
-    let mut out = String::new();
+    let mut out = Vec::new();
     let mut at = 0;
     for r in cut.iter().chain(std::iter::once(&(text.len()..text.len()))) {
         if r.start > at {
-            keep_items(&text[at..r.start], input, &mut out);
+            out.extend(items(&text[at..r.start]));
         }
         at = at.max(r.end);
     }
     out
 }
 
-/// Appends what `gap` (text between definitions) holds that the bodies may need.
-fn keep_items(gap: &str, input: &Input<'_>, out: &mut String) {
+/// The file, item by item in its order: preprocessor lines, type definitions and prototypes
+/// kept; the functions and data the bodies need copied or declared `extern`; the rest (other
+/// functions and data, registrations) left out.
+fn c_item(src: &Source<'_>, functions: &[Function], needs: &Needs<'_>, input: &Input<'_>) -> String {
+    enum Def<'a> {
+        Function(&'a Function),
+        Data(Vec<Variable>),
+    }
+    let text = input.text;
+    let mut defs: Vec<(std::ops::Range<usize>, Def<'_>)> =
+        functions.iter().map(|f| (f.doc_start..f.range.end, Def::Function(f))).collect();
+    // `static int a, b;` names two variables in one declaration.
+    let mut data: BTreeMap<usize, Vec<Variable>> = BTreeMap::new();
+    for v in src.variables() {
+        data.entry(v.range.start).or_default().push(v);
+    }
+    defs.extend(data.into_values().map(|vs| (vs[0].range.clone(), Def::Data(vs))));
+    defs.sort_by_key(|(r, _)| r.start);
+    let mut out = String::new();
+    let mut at = 0;
+    for (range, def) in &defs {
+        if range.start < at {
+            continue;
+        }
+        keep_items(&text[at..range.start], needs, input, &mut out);
+        at = range.end;
+        match def {
+            Def::Function(f) if needs.copied.contains(f.name.as_str()) => {
+                out.push('\n');
+                out.push_str(&with_kernel_statics(src, f, input, &text[f.doc_start..f.range.end]));
+                out.push('\n');
+            }
+            Def::Function(f) if needs.extern_fns.contains(f.name.as_str()) => {
+                let _ = writeln!(out, "extern {}; /* the running kernel's */", without_local_words(&f.declaration));
+            }
+            // A definition left out keeps its conditionals: a header written in branches
+            // (`#ifdef CONFIG_CLONE_BACKWARDS` ... `#endif` before the `{`) opens or closes them.
+            Def::Function(f) => out.push_str(&conditionals(&text[f.range.clone()])),
+            Def::Data(vs) => {
+                // A declaration (`extern int x;`) is kept as it is; a definition the patch
+                // needs is its own or the kernel's.
+                if vs.iter().all(|v| v.is_extern) || vs.iter().any(|v| needs.own_vars.contains(v.name.as_str())) {
+                    out.push_str(&text[range.clone()]);
+                    out.push('\n');
+                } else {
+                    for v in vs.iter().filter(|v| needs.extern_vars.contains(v.name.as_str())) {
+                        let _ = writeln!(out, "extern {}; /* the running kernel's */", v.declarator.trim());
+                    }
+                }
+            }
+        }
+    }
+    keep_items(&text[at..], needs, input, &mut out);
+    without_empty_conditionals(&out)
+}
+
+/// Whether `line` is a conditional directive (`#if`, `#ifdef`, `#ifndef`, `#elif`, `#else`,
+/// `#endif`); the word, if so.
+fn conditional(line: &str) -> Option<&str> {
+    let word = line.trim_start().strip_prefix('#')?.trim_start();
+    let word = word.split(|c: char| !c.is_ascii_alphabetic()).next()?;
+    matches!(word, "if" | "ifdef" | "ifndef" | "elif" | "else" | "endif").then_some(word)
+}
+
+/// The conditional directives of `text`, one per line.
+fn conditionals(text: &str) -> String {
+    text.lines().filter(|l| conditional(l).is_some()).map(|l| format!("{}\n", l.trim())).collect()
+}
+
+/// `text` without conditionals that enclose nothing (`#ifdef X`, `#else`, `#endif` alone).
+fn without_empty_conditionals(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    loop {
+        let mut found = None;
+        for (i, line) in lines.iter().enumerate() {
+            if !matches!(conditional(line), Some("if" | "ifdef" | "ifndef")) {
+                continue;
+            }
+            let branches =
+                lines[i + 1..].iter().take_while(|l| matches!(conditional(l), Some("elif" | "else"))).count();
+            if lines.get(i + 1 + branches).is_some_and(|l| conditional(l) == Some("endif")) {
+                found = Some(i..i + branches + 2);
+                break;
+            }
+        }
+        match found {
+            Some(r) => {
+                lines.drain(r);
+            }
+            None => break,
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Appends what `gap` (text between definitions) holds that the bodies may need: preprocessor
+/// lines, type definitions, prototypes (a static one only of a function the patch copies, or
+/// declared `extern` for one it takes from the kernel).
+fn keep_items(gap: &str, needs: &Needs<'_>, input: &Input<'_>, out: &mut String) {
     for item in items(gap) {
         let item = item.trim();
         if item.starts_with('#') {
+            // The kernel defines the file's tracepoints; the patch uses them.
+            if item.split_whitespace().collect::<Vec<_>>() == ["#define", "CREATE_TRACE_POINTS"] {
+                out.push_str("/* #define CREATE_TRACE_POINTS: the running kernel's tracepoints are used */\n");
+                continue;
+            }
             out.push_str(&rewrite_include(item, input));
             out.push('\n');
+            continue;
+        }
+        if let Some((name, decl)) = macro_datum(item) {
+            if needs.macro_own.contains(name.as_str()) {
+                out.push_str(item);
+                out.push('\n');
+            } else if needs.macro_extern.contains(name.as_str()) {
+                let _ = writeln!(out, "{decl} /* the running kernel's */");
+            }
             continue;
         }
         let first = item.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("");
@@ -338,11 +544,24 @@ fn keep_items(gap: &str, input: &Input<'_>, out: &mut String) {
         let is_type = matches!(words.first(), Some(&("struct" | "union" | "enum" | "typedef")))
             && !item.contains('=')
             && (item.ends_with("};") || !item.contains('{'));
-        let is_prototype =
-            item.contains('(') && item.ends_with(';') && !words.contains(&"static") && !item.contains('=');
-        if is_type || is_prototype {
+        let is_prototype = item.contains('(') && item.ends_with(';') && !item.contains('=');
+        if is_type || (is_prototype && !words.contains(&"static")) {
             out.push_str(item);
             out.push('\n');
+        } else if is_prototype {
+            // The name declared: the last word before the parameter list.
+            let head = item.split('(').next().unwrap_or("");
+            let name = head.rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).find(|w| !w.is_empty());
+            match name {
+                Some(n) if needs.copied.contains(n) => {
+                    out.push_str(item);
+                    out.push('\n');
+                }
+                Some(n) if needs.extern_fns.contains(n) => {
+                    let _ = writeln!(out, "extern {}", without_local_words(item));
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -381,7 +600,9 @@ fn items(text: &str) -> Vec<String> {
     let mut line_start = true;
     while i < b.len() {
         let c = b[i];
-        if line_start && cur.trim().is_empty() && c == b'#' {
+        // A directive is an item of its own, even in the middle of a statement (a header
+        // written in `#ifdef` branches).
+        if line_start && c == b'#' {
             let mut end = i;
             while end < b.len() && !(b[end] == b'\n' && (end == 0 || b[end - 1] != b'\\')) {
                 end += 1;
@@ -547,6 +768,32 @@ mod tests {
         assert_eq!(rust_type("loff_t *").as_deref(), Ok("*mut i64"));
         assert_eq!(rust_type("char **").as_deref(), Ok("*mut *mut c_char"));
         assert!(rust_type("struct timespec64").is_err());
+    }
+
+    #[test]
+    fn definition_macros_are_declared_extern_by_their_kind() {
+        let d = |item: &str| macro_datum(item).map(|(n, decl)| format!("{n}: {decl}"));
+        assert_eq!(
+            d("static DEFINE_PER_CPU(struct vm_struct *, cached_stacks[NR_CACHED_STACKS]);").as_deref(),
+            Some("cached_stacks: DECLARE_PER_CPU(struct vm_struct *, cached_stacks[NR_CACHED_STACKS]);")
+        );
+        assert_eq!(d("static DEFINE_SPINLOCK(lock);").as_deref(), Some("lock: extern spinlock_t lock;"));
+        assert_eq!(d("DEFINE_MUTEX(m);").as_deref(), Some("m: extern struct mutex m;"));
+        assert_eq!(
+            d("static DEFINE_HASHTABLE(tbl, 7);").as_deref(),
+            Some("tbl: extern struct hlist_head tbl[1 << (7)];")
+        );
+        assert_eq!(d("EXPORT_SYMBOL(foo);"), None);
+        assert_eq!(d("static DEFINE_NOTHING_KNOWN(x);"), None);
+    }
+
+    #[test]
+    fn conditionals_that_enclose_nothing_go_and_others_stay() {
+        let text = "#ifdef A\n#else\n#endif\n#ifdef B\n#ifdef C\n#endif\n#endif\n#ifdef D\nint x;\n#endif\n";
+        assert_eq!(without_empty_conditionals(text), "#ifdef D\nint x;\n#endif\n");
+        // A header written in branches keeps its directives when the definition is left out.
+        let header = "SYSCALL_DEFINE1(a, int, x)\n#else\nSYSCALL_DEFINE1(a, long, x)\n#endif\n{\n#ifdef E\n#endif\n}";
+        assert_eq!(conditionals(header), "#else\n#endif\n#ifdef E\n#endif\n");
     }
 
     #[test]
