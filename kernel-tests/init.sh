@@ -202,6 +202,15 @@ scenario_from_diff() {
     unload settimeofday_tz_range || return
     [ "$(kgt settz 870)" = ok ] || { echo "settimeofday_tz_range not undone"; return; }
     kgt settz 0 > /dev/null
+
+    # kernel/fork.c's mm_alloc, which every exec calls: the kernel's mm_cachep (through the
+    # file's allocate_mm macro) and its tracepoints, bound by symbol.
+    load fd/mm_alloc_fatal_signal || return
+    [ -n "$(kgt now)" ] || { echo "mm_alloc_fatal_signal: exec of kgt failed"; return; }
+    unload mm_alloc_fatal_signal || return
+    # __nf_ip6_route's static locals, the kernel's own.
+    load fd/netfilter_null_flow || return
+    unload netfilter_null_flow || return
     echo ok
 }
 

@@ -82,6 +82,32 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
             ],
         ),
         ("meminfo_counter.diff", "meminfo_proc_show", &["static unsigned long meminfo_reads;"]),
+        // A quoted include outside the unit's directory; two static locals of the kernel's.
+        (
+            "netfilter_null_flow.diff",
+            "__nf_ip6_route",
+            &[
+                "#include \"net/bridge/br_private.h\"",
+                "extern const struct ipv6_pinfo fake_pinfo __asm__(\"fake_pinfo.",
+                "extern const struct inet_sock fake_sk __asm__(\"fake_sk.",
+            ],
+        ),
+        // kernel/fork.c: data reached through a macro of the file, conditionals, tracepoints.
+        (
+            "mm_alloc_fatal_signal.diff",
+            "mm_alloc",
+            &[
+                "extern struct kmem_cache *mm_cachep; /* the running kernel's */",
+                "/* #define CREATE_TRACE_POINTS: the running kernel's tracepoints are used */",
+                "#ifdef CONFIG_USER_NS\nextern int unprivileged_userns_clone;\n#else",
+            ],
+        ),
+        // The definition's attributes reach the C body, or its code would differ.
+        (
+            "cmdline_no_sibling_call.diff",
+            "cmdline_proc_show",
+            &["int __attribute__((optimize(\"-fno-optimize-sibling-calls\"))) __kgraft_c_cmdline_proc_show("],
+        ),
         (
             "settimeofday_tz_range.diff",
             "do_sys_settimeofday64",
@@ -130,6 +156,11 @@ fn what_cannot_or_need_not_be_patched_is_an_error_and_nothing_is_written() {
     let cmdline = std::fs::read_to_string(fixes().join("cmdline_prefix.patch")).expect("the fix");
     let cases: Vec<(PathBuf, &str)> = vec![
         (fixes().join("blank_line.diff"), "error[E0100]: the fix changes no function's code in kernel/time/time.c"),
+        // A module's unit (kvm), whose messages name their line (`__FILE__:__LINE__`).
+        (
+            fixes().join("kvm_comment_line.diff"),
+            "error[E0100]: the fix changes no function's code in arch/x86/kvm/x86.c",
+        ),
         (fixes().join("already_applied.diff"), "the fix is already in kernel/time/time.c of Linux 6.1."),
         (
             write("stale.diff", &cmdline.replace(" \tseq_puts(m, saved_command_line);", " \tseq_puts(m, other_line);")),

@@ -120,8 +120,17 @@ pub(crate) fn analyze(before: &Unit, after: &Unit, touched: &BTreeSet<String>) -
             }
             continue;
         }
+        // A static local by its own name (`symbols.12`); else, when its number moved, by the
+        // one datum of that name without its number.
+        let old = before.data.get(name).or_else(|| {
+            let base = objdiff::without_local_number(name);
+            let mut same = before.data.iter().filter(|(n, _)| objdiff::without_local_number(n) == base);
+            match (same.next(), same.next()) {
+                (Some((_, d)), None) => Some(d),
+                _ => None,
+            }
+        });
         let name = objdiff::without_local_number(name).to_string();
-        let old = before.data.iter().find(|(n, _)| objdiff::without_local_number(n) == name).map(|(_, d)| d);
         match old {
             None => out.new_data.push(name),
             Some(old) => {

@@ -210,6 +210,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
         input.unit.rel
     );
     kgp.push_str(&c_item(&src, &functions, &needs, input));
+    kgp.push_str(&attributes(&replaced, input));
     kgp.push_str("}\n");
 
     // One replacement per function.
@@ -257,6 +258,31 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
         copied: needs.copied.iter().map(|s| s.to_string()).collect(),
         referenced: needs.extern_fns.iter().chain(&needs.extern_vars).map(|s| s.to_string()).collect(),
     })
+}
+
+/// Declarations that give the C bodies the attributes their functions' definitions carry
+/// (`__attribute__((optimize(...)))`, `noinline`, `__cold`): the body's function is named as the
+/// patch language names it, and gcc merges a declaration's attributes into the definition.
+fn attributes(replaced: &[(&Function, &Why)], input: &Input<'_>) -> String {
+    const CODEGEN: &[&str] = &["noinline", "__noinline", "__cold", "__noclone", "__attribute_const__"];
+    let mut out = String::new();
+    for (f, _) in replaced {
+        let keep = f
+            .markers
+            .iter()
+            .any(|m| CODEGEN.contains(&m.as_str()) || (m.starts_with("__attribute__") && !m.contains("weak")));
+        let Some(at) = f.declaration.find(&format!("{}(", f.name)) else { continue };
+        if !keep {
+            continue;
+        }
+        let c_name = format!("{}{}", input.unit.c_body_prefix(), f.name);
+        let decl = format!("{}{c_name}{}", &f.declaration[..at], &f.declaration[at + f.name.len()..]);
+        if out.is_empty() {
+            out.push_str("\n// The attributes of the replaced functions' definitions, for their C bodies.\n");
+        }
+        let _ = writeln!(out, "{};", without_local_words(&decl));
+    }
+    out
 }
 
 /// `text` (a function's, or its body's) with each of its static locals that the running kernel
@@ -569,24 +595,10 @@ fn keep_items(gap: &str, needs: &Needs<'_>, input: &Input<'_>, out: &mut String)
 /// `#include "x.h"` of the unit's directory becomes `#include "DIR/x.h"`, which the module's
 /// build finds through `--ksrc`.
 fn rewrite_include(line: &str, input: &Input<'_>) -> String {
-    let Some(rest) = line.strip_prefix('#').map(str::trim_start).and_then(|l| l.strip_prefix("include")) else {
-        return line.to_string();
-    };
-    let Some(name) = rest.trim().strip_prefix('"').and_then(|r| r.split('"').next()) else {
-        return line.to_string();
-    };
-    let mut parts: Vec<&str> = input.unit.dir.split('/').filter(|p| !p.is_empty()).collect();
-    for piece in name.split('/') {
-        match piece {
-            ".." => {
-                parts.pop();
-            }
-            "." => {}
-            p => parts.push(p),
-        }
+    match super::ksrc::quoted_include(&input.unit.dir, line) {
+        Some(path) if (input.tree_has)(&path) => format!("#include \"{path}\""),
+        _ => line.to_string(),
     }
-    let joined = parts.join("/");
-    if (input.tree_has)(&joined) { format!("#include \"{joined}\"") } else { line.to_string() }
 }
 
 /// Splits text at file scope into items: preprocessor lines, and statements ending in `;` at

@@ -182,6 +182,47 @@ impl Tree {
     }
 }
 
+/// The path in the tree that the directive `line` (`#include "../x/y.h"`) of a file in `dir`
+/// names, when it is a quoted include.
+pub(crate) fn quoted_include(dir: &str, line: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix('#')?.trim_start().strip_prefix("include")?;
+    let name = rest.trim().strip_prefix('"')?.split('"').next()?;
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for piece in name.split('/') {
+        match piece {
+            ".." => {
+                parts.pop()?;
+            }
+            "." | "" => {}
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+impl Tree {
+    /// Unpacks the directories of the headers that `rel` includes by a quoted path outside its
+    /// own directory (`#include "../bridge/br_private.h"`), and theirs in turn.
+    pub(crate) fn unpack_includes(&self, rel: &str) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        let mut files = vec![rel.to_string()];
+        while let Some(file) = files.pop() {
+            if !seen.insert(file.clone()) || seen.len() > 64 {
+                continue;
+            }
+            let Ok(text) = self.read(&file) else { continue };
+            let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
+            let found: Vec<String> =
+                text.lines().filter_map(|l| quoted_include(dir, l)).filter(|p| self.exists(p)).collect();
+            let dirs: BTreeSet<String> =
+                found.iter().filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string())).collect();
+            self.unpack(&dirs)?;
+            files.extend(found);
+        }
+        Ok(())
+    }
+}
+
 /// The `VERSION.PATCHLEVEL.SUBLEVEL` a kernel `Makefile` sets.
 pub(crate) fn makefile_version(text: &str) -> Option<String> {
     let get = |key: &str| {
@@ -220,6 +261,20 @@ pub(crate) fn kdir_version(kdir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_includes_are_paths_in_the_tree() {
+        assert_eq!(
+            quoted_include("net/ipv6", "#include \"../bridge/br_private.h\"").as_deref(),
+            Some("net/bridge/br_private.h")
+        );
+        assert_eq!(
+            quoted_include("fs/proc", "# include \"internal.h\" /* x */").as_deref(),
+            Some("fs/proc/internal.h")
+        );
+        assert_eq!(quoted_include("fs/proc", "#include <linux/fs.h>"), None);
+        assert_eq!(quoted_include("fs", "#include \"../../x.h\""), None);
+    }
 
     #[test]
     fn versions_come_from_the_makefile_and_debian_package_header() {

@@ -178,6 +178,12 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         .collect();
     dirs.retain(|d| !d.is_empty());
     tree.unpack(&dirs).map_err(Failure::Fatal)?;
+    for u in &units {
+        tree.unpack_includes(u).map_err(Failure::Fatal)?;
+        if tree.read(u).is_ok_and(|t| t.contains("CREATE_TRACE_POINTS")) {
+            tree.unpack(&BTreeSet::from(["include/trace".to_string()])).map_err(Failure::Fatal)?;
+        }
+    }
 
     // The source must be the target's.
     let src_version = tree.version().map_err(bad_input)?;
@@ -272,7 +278,10 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| objdiff::Unit::read(&d)).map_err(Failure::Fatal)
     };
-    let (before, after) = (read(&before_o)?, read(&after_o)?);
+    let (mut before, mut after) = (read(&before_o)?, read(&after_o)?);
+    // A line that moved changes no code, even where a message names it.
+    before.without_line_numbers(&[&rel]);
+    after.without_line_numbers(&[&rel]);
     eprintln!("from-diff: compiled in {:.1}s", t.elapsed().as_secs_f64());
 
     // What the diff touches, by function, and what changed.
@@ -332,15 +341,9 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     }
 
     // The proof.
-    let prefix = match &unit.home {
-        tu::Home::Module(m) => format!("__kgraft_c_{m}__"),
-        _ => "__kgraft_c_".to_string(),
-    };
-    let names: Vec<(String, String)> = found.replaced.keys().map(|n| (n.clone(), format!("{prefix}{n}"))).collect();
     let out_name = args.out.display().to_string();
-    let verdicts =
-        proof::prove(&generated.text, &out_name, &names, &after, &kdir.path, &tree.root, &work.0.join("proof"))
-            .map_err(bad_input)?;
+    let verdicts = proof::prove(&generated.text, &out_name, &input, &kdir.path, &tree.root, &work.0.join("proof"))
+        .map_err(bad_input)?;
     let mut proved = true;
     for v in &verdicts {
         match &v.difference {

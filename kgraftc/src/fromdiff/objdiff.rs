@@ -238,6 +238,58 @@ impl Unit {
         Ok(unit)
     }
 
+    /// Takes the line out of every `FILE:LINE` that a string of this unit holds for one of
+    /// `files` (`__FILE__` and `__LINE__` in a message): a line that moved, or a body that now
+    /// lives in a `.kgp`, is the same code.
+    pub(crate) fn without_line_numbers(&mut self, files: &[&str]) {
+        let strip = |text: &mut Vec<u8>| {
+            for file in files {
+                let needle = format!("{file}:");
+                let mut out = Vec::with_capacity(text.len());
+                let mut i = 0;
+                while i < text.len() {
+                    if text[i..].starts_with(needle.as_bytes()) {
+                        out.extend_from_slice(b"FILE:LINE");
+                        i += needle.len();
+                        while i < text.len() && text[i].is_ascii_digit() {
+                            i += 1;
+                        }
+                    } else {
+                        out.push(text[i]);
+                        i += 1;
+                    }
+                }
+                *text = out;
+            }
+        };
+        let relocs = self.functions.values_mut().flat_map(|f| &mut f.relocs);
+        for r in relocs.chain(self.data.values_mut().flat_map(|d| &mut d.relocs)) {
+            if let Target::Str(text) = &mut r.target {
+                strip(text);
+            }
+        }
+    }
+
+    /// Names the patch's own functions as the kernel's: `__kgraft_c_foo` and its parts
+    /// (`__kgraft_c_foo.cold`) become `foo`, in definitions and references alike.
+    pub(crate) fn strip_prefix(&mut self, prefix: &str) {
+        let strip = |name: &mut String| {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                *name = rest.to_string();
+            }
+        };
+        let functions = std::mem::take(&mut self.functions);
+        for (_, mut f) in functions {
+            strip(&mut f.name);
+            for r in &mut f.relocs {
+                if let Target::Symbol(s) = &mut r.target {
+                    strip(s);
+                }
+            }
+            self.functions.insert(f.name.clone(), f);
+        }
+    }
+
     /// The functions of this unit that refer to `name` (call it, jump to it or take its
     /// address).
     pub(crate) fn callers_of(&self, name: &str) -> Vec<&str> {
@@ -260,6 +312,7 @@ fn relocations(
     by_section: &std::collections::HashMap<object::SectionIndex, Vec<(u64, u64, String)>>,
 ) -> Result<(Vec<u8>, Vec<Reloc>), String> {
     let mut out = Vec::new();
+    let section_bytes = section.data().unwrap_or(&[]);
     for (offset, reloc) in section.relocations() {
         if offset < start || offset >= start + size {
             continue;
@@ -282,17 +335,18 @@ fn relocations(
                 if sym.kind() == SymbolKind::Section {
                     let index = sym.section_index().ok_or("a section symbol without its section")?;
                     let target = file.section_by_index(index).map_err(|e| format!("relocation at {offset:#x}: {e}"))?;
-                    // Where the reference points: an instruction's PC-relative operand is
-                    // relative to its end, usually four bytes on.
-                    let skew = if pc_relative { 4 } else { 0 };
+                    // Where the reference points: a PC-relative operand is relative to the
+                    // instruction's end, four bytes on, or more when an immediate follows it
+                    // (`cmpb $0, x(%rip)`: five).
+                    let syms = by_section.get(&index).map_or(&[][..], Vec::as_slice);
+                    let skew = if pc_relative { 4 + immediate_after(section_bytes, offset as usize) } else { 0 };
                     let place = addend + skew;
                     // The symbol the place lies in; or the section's only symbol, which an
                     // operand's skew (an immediate after it) can put just outside.
-                    let named = by_section.get(&index).and_then(|syms| {
-                        syms.iter()
-                            .find(|(a, s, _)| place >= *a as i64 && place < (*a + (*s).max(1)) as i64)
-                            .or(if syms.len() == 1 { syms.first() } else { None })
-                    });
+                    let named = syms
+                        .iter()
+                        .find(|(a, s, _)| place >= *a as i64 && place < (*a + (*s).max(1)) as i64)
+                        .or(if syms.len() == 1 { syms.first() } else { None });
                     match named {
                         Some((a, _, name)) => {
                             addend -= *a as i64;
@@ -314,10 +368,44 @@ fn relocations(
             }
             _ => Target::Section(String::new()),
         };
+        // The kernel applies PLT32 as PC32: a call through either is the same call (gcc uses
+        // PC32 for a function of its own unit, PLT32 for an external one).
+        let r_type = if r_type == elf::R_X86_64_PLT32 { elf::R_X86_64_PC32 } else { r_type };
         out.push(Reloc { offset: offset - start, r_type, target, addend });
     }
     out.sort_by_key(|r| r.offset);
     Ok((bytes, out))
+}
+
+/// The size of the immediate that follows a RIP-relative displacement at `at` of `code`: what
+/// the instruction's opcode says, for the forms compilers emit with a memory operand and an
+/// immediate (`80`/`83`/`c6`/`c0`/`c1`/`6b`, `f6 /0`: one byte; `81`/`c7`/`69`, `f7 /0`: four,
+/// two after `66`; `0f ba`, `0f 3a`: one). Other instructions have none.
+fn immediate_after(code: &[u8], at: usize) -> i64 {
+    let byte = |back: usize| at.checked_sub(back).and_then(|i| code.get(i)).copied();
+    // A RIP-relative operand: ModRM with mod 00 and r/m 101, just before the displacement.
+    let Some(modrm) = byte(1).filter(|m| m & 0xc7 == 0x05) else { return 0 };
+    let reg = (modrm >> 3) & 7;
+    let Some(op) = byte(2) else { return 0 };
+    if byte(3) == Some(0x0f) {
+        return i64::from(op == 0xba);
+    }
+    if byte(3) == Some(0x3a) && byte(4) == Some(0x0f) {
+        return 1;
+    }
+    // An operand-size prefix before the opcode (and any REX prefix) makes a word immediate.
+    let mut back = 3;
+    while byte(back).is_some_and(|b| (0x40..=0x4f).contains(&b)) {
+        back += 1;
+    }
+    let word = if byte(back) == Some(0x66) { 2 } else { 4 };
+    match op {
+        0x80 | 0x82 | 0x83 | 0xc6 | 0xc0 | 0xc1 | 0x6b => 1,
+        0x81 | 0xc7 | 0x69 => word,
+        0xf6 if reg <= 1 => 1,
+        0xf7 if reg <= 1 => word,
+        _ => 0,
+    }
 }
 
 /// The string or constant at `place` of a mergeable section, if `section` is one.
@@ -341,6 +429,21 @@ fn section_content(section: &object::Section<'_, '_>, place: i64) -> Option<Targ
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_immediate_after_a_rip_relative_operand_is_read_from_the_opcode() {
+        // cmpb $0x0, x(%rip): 80 3d disp32 imm8.
+        assert_eq!(immediate_after(&[0x80, 0x3d, 0, 0, 0, 0, 0], 2), 1);
+        // movl $1, x(%rip): c7 05 disp32 imm32; with 66, movw: imm16.
+        assert_eq!(immediate_after(&[0xc7, 0x05, 0, 0, 0, 0, 1, 0, 0, 0], 2), 4);
+        assert_eq!(immediate_after(&[0x66, 0xc7, 0x05, 0, 0, 0, 0, 1, 0], 3), 2);
+        // mov x(%rip), %rsi: 48 8b 35 disp32: none.
+        assert_eq!(immediate_after(&[0x48, 0x8b, 0x35, 0, 0, 0, 0], 3), 0);
+        // call rel32 has no ModRM.
+        assert_eq!(immediate_after(&[0xe8, 0, 0, 0, 0], 1), 0);
+        // btl $3, x(%rip): 0f ba 2d disp32 imm8.
+        assert_eq!(immediate_after(&[0x0f, 0xba, 0x2d, 0, 0, 0, 0, 3], 3), 1);
+    }
 
     #[test]
     fn clones_are_named_by_their_origin() {

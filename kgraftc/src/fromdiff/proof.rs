@@ -13,17 +13,19 @@ pub(crate) struct Verdict {
     pub(crate) difference: Option<String>,
 }
 
-/// Lowers `kgp`, compiles its C file through kbuild as a module's (with `-I ksrc`) in `work`,
-/// and compares each C body with its function in `after`.
+/// Lowers `kgp` (generated from `input`, named `file_name`), compiles its C file through kbuild
+/// as a module's (with `-I ksrc`) in `work`, and compares the C body of each replaced function
+/// (the patch's names taken as the kernel's) with that function in the fixed unit.
 pub(crate) fn prove(
     kgp: &str,
     file_name: &str,
-    names: &[(String, String)],
-    after: &Unit,
+    input: &super::generate::Input<'_>,
     kdir: &Path,
     ksrc: &Path,
     work: &Path,
 ) -> Result<Vec<Verdict>, String> {
+    let (after, rel) = (input.after, input.unit.rel.as_str());
+    let prefix = input.unit.c_body_prefix();
     let checked = kgraft_lang::check(file_name, kgp).map_err(|d| {
         let first = d.list.first().map_or(String::new(), |d| format!("{}: {}", d.code, d.message));
         format!("the generated patch does not pass the language's checks ({first}); this is a bug of from-diff")
@@ -40,12 +42,15 @@ pub(crate) fn prove(
     super::tu::make_object(kdir, work, "kgraft_proof_c.o")
         .map_err(|e| format!("the generated patch's C does not compile:\n{e}"))?;
     let data = std::fs::read(work.join("kgraft_proof_c.o")).map_err(|e| e.to_string())?;
-    let patch = Unit::read(&data)?;
+    let mut patch = Unit::read(&data)?;
+    patch.strip_prefix(&prefix);
+    // The patch's messages name the `.kgp` where the kernel's name the unit.
+    patch.without_line_numbers(&[file_name, rel]);
     let mut verdicts = Vec::new();
-    for (name, c_name) in names {
-        let difference = match (patch.functions.get(c_name), after.functions.get(name)) {
+    for name in input.analysis.replaced.keys() {
+        let difference = match (patch.functions.get(name), after.functions.get(name)) {
             (Some(p), Some(a)) => objdiff::compare(a, p).map(|d| d.to_string()),
-            (None, _) => Some(format!("the patch has no function `{c_name}`")),
+            (None, _) => Some(format!("the patch has no function `{prefix}{name}`")),
             (_, None) => Some("the fixed unit has no such function".into()),
         };
         verdicts.push(Verdict { name: name.clone(), difference });

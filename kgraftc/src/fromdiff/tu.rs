@@ -45,6 +45,15 @@ impl Unit {
         self.composite.clone().unwrap_or_else(|| self.stem.clone()).replace('-', "_")
     }
 
+    /// What the patch language's lowering puts before a replaced function's name to name its C
+    /// body (`__kgraft_c_` in vmlinux, `__kgraft_c_MODULE__` in a module).
+    pub(crate) fn c_body_prefix(&self) -> String {
+        match &self.home {
+            Home::Module(m) => format!("__kgraft_c_{m}__"),
+            _ => "__kgraft_c_".to_string(),
+        }
+    }
+
     /// The object name the patch language uses for it.
     pub(crate) fn object(&self) -> &str {
         match &self.home {
@@ -167,13 +176,22 @@ pub(crate) fn compile(
         None => kbuild += &format!("{list} := {object}\n"),
     }
     let here = src_dir.display().to_string();
+    let root = src_root.display().to_string();
     for line in &unit.flags {
-        kbuild += &line.replace("$(srctree)/$(src)", &here).replace("$(src)", &here).replace("$(obj)", &here);
+        kbuild += &line
+            .replace("$(srctree)/$(src)", &here)
+            .replace("$(src)", &here)
+            .replace("$(obj)", &here)
+            .replace("$(srctree)", &root);
         kbuild.push('\n');
     }
+    // `-I ROOT/include/trace`: a unit that defines its tracepoints has `define_trace.h` include
+    // `TRACE_INCLUDE_PATH`, a path relative to include/trace of the tree, not of the headers.
     kbuild += &format!(
-        "ccflags-y += -I{work} -I{here} -ffunction-sections -fdata-sections -fmacro-prefix-map={work}/={dir}/\n",
+        "ccflags-y += -I{work} -I{here} -I{root}/include/trace -ffunction-sections -fdata-sections \
+         -fmacro-prefix-map={work}/={dir}/\n",
         work = work.display(),
+        root = src_root.display(),
         dir = unit.dir,
     );
     write(&work.join("Kbuild"), &kbuild)?;
