@@ -96,6 +96,20 @@ impl Checked {
         bindings::Uses::of_declarations(&self.file).types.into_keys().collect()
     }
 
+    /// The replacements with a C body, in source order.
+    pub fn c_bodies(&self) -> Vec<CBody> {
+        check::targets(&self.file)
+            .iter()
+            .filter(|t| t.func.in_c.is_some())
+            .map(|t| CBody {
+                object: t.object.to_owned(),
+                name: t.func.sig.name.name.clone(),
+                body: t.func.body.text.clone(),
+                start: t.func.head.start,
+            })
+            .collect()
+    }
+
     /// The kernel functions replaced, as `(object, name, sympos)`, in source order.
     pub fn targets(&self) -> Vec<(String, String, u32)> {
         let mut ignored = Diagnostics::default();
@@ -104,6 +118,19 @@ impl Checked {
             .map(|t| (t.object.to_owned(), t.func.sig.name.name.clone(), check::sympos(t.func, &mut ignored)))
             .collect()
     }
+}
+
+/// A replacement whose body is C (`replace fn NAME(...) in C { ... }`).
+#[derive(Clone, Debug)]
+pub struct CBody {
+    /// The object it replaces a function of (`vmlinux`, or a module's name as written).
+    pub object: String,
+    /// The function replaced.
+    pub name: String,
+    /// The body as written, braces included.
+    pub body: String,
+    /// Where the replacement starts in the source (the byte of `replace`).
+    pub start: usize,
 }
 
 /// The stack given to the thread that runs the parsers: syn descends recursively, and the

@@ -114,6 +114,8 @@ enum Command {
     /// Turns a kernel fix (a unified diff) into a patch source whose C bodies are the fixed
     /// functions, and proves that they compile to the fixed kernel's code.
     FromDiff(fromdiff::FromDiffArgs),
+    /// Prints each C body of a patch as a unified diff against the target kernel's own function.
+    Diff(fromdiff::review::DiffArgs),
 }
 
 /// Where a patch is built for.
@@ -297,6 +299,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Test(args) => guest_test::run(&args, &ui),
         Command::Package(args) => package::run(&args, &ui),
         Command::FromDiff(args) => fromdiff::run(&args, &ui),
+        Command::Diff(args) => fromdiff::review::run(&args, &ui),
     }
 }
 

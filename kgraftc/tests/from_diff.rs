@@ -222,3 +222,63 @@ fn what_cannot_or_need_not_be_patched_is_an_error_and_nothing_is_written() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kgraftc_diff_shows_a_c_body_against_the_kernels_function() {
+    let Some((_, tarball)) = target() else { return };
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+            .arg("diff")
+            .args(args)
+            .arg("--ksrc")
+            .arg(&tarball)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .output()
+            .expect("kgraftc runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A generated patch names its file: the diff is the fix, and the static local's declaration.
+    let (code, out, err) = run(&["kernel-tests/fixes/generated/settimeofday_tz_range.kgp"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("--- kernel/time/time.c\tdo_sys_settimeofday64 (the kernel's)\n"), "{out}");
+    assert!(out.contains("\n-\t\tif (tz->tz_minuteswest > 15*60 || tz->tz_minuteswest < -15*60)\n"), "{out}");
+    assert!(out.contains("\n+\t\tif (tz->tz_minuteswest > 14*60 || tz->tz_minuteswest < -14*60)\n"), "{out}");
+    assert!(out.contains("\n-\tstatic int firsttime = 1;\n+\textern int firsttime __asm__(\"firsttime."), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count(), 2, "{out}");
+    // A hand-written patch, with the file named.
+    let (code, out, err) = run(&["kernel-tests/patches/meminfo_string.kgp", "--source", "fs/proc/meminfo.c"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("\n-\tshow_val_kb(m, \"MemTotal:       \", i.totalram);\n+\tshow_val_kb(m, \"MemTOTAL:"),
+        "{out}"
+    );
+    // ... and without it, from a tarball, the file cannot be told.
+    let (code, _, err) = run(&["kernel-tests/patches/meminfo_string.kgp"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("give it with --source FILE.c"), "{err}");
+
+    // In a source directory, the file that defines the function is found.
+    let tree = scratch("diff-tree");
+    std::fs::create_dir_all(tree.join("fs/proc")).expect("a tree");
+    std::fs::create_dir_all(tree.join("kernel")).expect("a tree");
+    std::fs::write(tree.join("Makefile"), "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 1\n").expect("tree");
+    std::fs::write(tree.join("kernel/fork.c"), "int nr_threads;\n").expect("tree");
+    let cmdline = "static int cmdline_proc_show(struct seq_file *m, void *v)\n{\n\tseq_puts(m, saved_command_line);\n\
+                   \tseq_putc(m, '\\n');\n\treturn 0;\n}\n";
+    std::fs::write(tree.join("fs/proc/cmdline.c"), cmdline).expect("tree");
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["diff", "patches/c_banner.kgp", "--ksrc"])
+        .arg(&tree)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("kgraftc runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("--- fs/proc/cmdline.c\tcmdline_proc_show (the kernel's)\n"), "{text}");
+    assert!(text.contains("\n-\tseq_puts(m, saved_command_line);\n"), "{text}");
+    let _ = std::fs::remove_dir_all(&tree);
+}

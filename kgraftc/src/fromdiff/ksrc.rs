@@ -94,6 +94,11 @@ impl Tree {
         Ok(tree)
     }
 
+    /// Whether the tree is a directory given as such (not a tarball unpacked in part).
+    pub(crate) fn is_directory(&self) -> bool {
+        self.tarball.is_none()
+    }
+
     /// Whether the tree has the file `rel`.
     pub(crate) fn exists(&self, rel: &str) -> bool {
         match &self.tarball {

@@ -15,6 +15,7 @@ mod ksrc;
 mod objdiff;
 mod patchfile;
 mod proof;
+pub(crate) mod review;
 mod tu;
 
 use std::collections::BTreeSet;
