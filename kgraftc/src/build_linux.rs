@@ -76,6 +76,11 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let kernel = crate::check_kernel(&checked, &target, ui)?;
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     prepared.module_symbols = lowered.module_symbols.clone();
+    prepared.vmlinux_functions = kernel
+        .as_ref()
+        .and_then(|k| k.objects.get("vmlinux"))
+        .and_then(|o| o.symbols.as_ref())
+        .map(|s| s.keys().cloned().collect());
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
     let spec = match engine {

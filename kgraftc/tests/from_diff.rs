@@ -282,3 +282,51 @@ fn kgraftc_diff_shows_a_c_body_against_the_kernels_function() {
     assert!(text.contains("\n-\tseq_puts(m, saved_command_line);\n"), "{text}");
     let _ = std::fs::remove_dir_all(&tree);
 }
+
+#[test]
+fn a_static_helper_declared_instead_of_copied_is_refused_at_build() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("helper");
+    let kgp = dir.join("meminfo_label.kgp");
+    let (code, err) = from_diff(&fixes().join("meminfo_label.diff"), &tarball, &kdir, &kgp, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // The helper the kernel inlined everywhere, declared as if the kernel had it.
+    let text = std::fs::read_to_string(&kgp).expect("the .kgp");
+    let start = text.find("static void show_val_kb(").expect("show_val_kb is copied");
+    let end = start + text[start..].find("\n}\n").expect("its end") + 3;
+    let declared = format!(
+        "{}void show_val_kb(struct seq_file *m, const char *s, unsigned long num);\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    let bad = dir.join("declared.kgp");
+    std::fs::write(&bad, declared).expect("a temporary file");
+    // fs/proc/internal.h, which the patch includes, from the tarball.
+    let ksrc = dir.join("ksrc");
+    std::fs::create_dir_all(&ksrc).expect("a directory");
+    let tar = Command::new("tar")
+        .arg("-xJf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&ksrc)
+        .args(["--strip-components=1", "linux-source-6.1/fs/proc/internal.h"])
+        .status()
+        .expect("tar runs");
+    assert!(tar.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["build", "--target", "linux", "--kdir"])
+        .arg(&kdir)
+        .arg("--ksrc")
+        .arg(&ksrc)
+        .arg("-o")
+        .arg(dir.join("declared.ko"))
+        .arg(&bad)
+        .output()
+        .expect("kgraftc runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("error: the patch calls `show_val_kb`, which 6.1.0-"), "{err}");
+    assert!(err.contains("has no function of that name"), "{err}");
+    assert!(!dir.join("declared.ko").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

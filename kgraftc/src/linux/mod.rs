@@ -102,6 +102,9 @@ pub(crate) struct Prepared {
     pub(crate) module_symbols: Vec<(String, String)>,
     /// What applies the patch in the kernel.
     pub(crate) engine: crate::Engine,
+    /// The functions of the target's vmlinux, when its symbols were read (the probe): a call to
+    /// a name outside them could not be resolved at load.
+    pub(crate) vmlinux_functions: Option<std::collections::BTreeSet<String>>,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
     /// crate and kbuild directories.
     _cache_lock: crate::lock::Lock,
@@ -124,6 +127,7 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
         progress,
         module_symbols: Vec::new(),
         engine: crate::Engine::Klp,
+        vmlinux_functions: None,
         _cache_lock,
     })
 }
@@ -215,6 +219,28 @@ impl Prepared {
                 .into_iter()
                 .filter(|s| s != "__this_module" && !symvers.contains(s))
                 .collect();
+        }
+        // A function called that vmlinux lacks (a static helper the kernel's compiler inlined
+        // everywhere, declared instead of copied) would fail only at load: refuse it here.
+        if let Some(known) = &self.vmlinux_functions {
+            let called = object::called_symbols(&linked)?;
+            let missing: Vec<&str> = unexported
+                .iter()
+                .filter(|s| called.contains(*s) && !known.contains(*s))
+                .filter(|s| !self.module_symbols.iter().any(|(m, _)| m == *s))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::new(format!(
+                    "the patch calls {}, which {} has no function of that name",
+                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                    kdir.release
+                ))
+                .help(
+                    "a static function the kernel's compiler inlined everywhere has no symbol: copy its definition \
+                     into the `c { }` item (`kgraftc from-diff` does this); otherwise check the name",
+                ));
+            }
         }
         if let Some(map) = kdir::system_map(&kdir.release) {
             for sym in unexported.iter().filter(|s| !map.contains(*s)) {

@@ -136,6 +136,31 @@ pub(crate) fn undefined_symbols(path: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
+/// The undefined symbols the object at `path` calls or jumps to (`R_X86_64_PLT32`): functions,
+/// where its other references may be data.
+pub(crate) fn called_symbols(path: &Path) -> Result<std::collections::BTreeSet<String>, Error> {
+    let data = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| Error::new(format!("{} is not an object file: {e}", path.display())))?;
+    let mut names = std::collections::BTreeSet::new();
+    for section in file.sections() {
+        for (_, reloc) in section.relocations() {
+            let (RelocationFlags::Elf { r_type: elf::R_X86_64_PLT32 }, object::RelocationTarget::Symbol(index)) =
+                (reloc.flags(), reloc.target())
+            else {
+                continue;
+            };
+            if let Ok(sym) = file.symbol_by_index(index)
+                && sym.is_undefined()
+                && let Ok(name) = sym.name()
+            {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
