@@ -149,14 +149,12 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         let dir = h.rsplit_once('/').map_or("", |(d, _)| d);
         let mut reach: Vec<String> = args.tus.clone();
         if !h.starts_with("include/") && !h.starts_with("arch/x86/include/") {
-            let base = h.rsplit('/').next().unwrap_or(h);
+            // The units beside a local header; which of them include it is read once unpacked.
             for c in tree.c_files_in(dir) {
-                // A local header is included by its name; unpacked below, so read later.
                 if !reach.contains(&c) {
                     reach.push(c);
                 }
             }
-            let _ = base;
         } else {
             // The kernel's build directory carries its own copy of these headers, first on the
             // include path: the fixed one would not be seen.
