@@ -55,13 +55,13 @@ pub(crate) struct Generated {
 const LOCAL_WORDS: &[&str] =
     &["static", "inline", "__inline", "__inline__", "__always_inline", "noinline", "__noinline", "__weak"];
 
-/// Statements at file scope that register or export something: the kernel did it at boot.
+/// Statements at file scope that register or export something (and every `*_initcall`): the
+/// kernel did it at boot.
 const REGISTRATIONS: &[&str] = &[
     "EXPORT_SYMBOL",
     "EXPORT_TRACEPOINT",
     "module_init",
     "module_exit",
-    "initcall",
     "__setup",
     "early_param",
     "MODULE_",
@@ -70,17 +70,6 @@ const REGISTRATIONS: &[&str] = &[
     "ALLOW_ERROR_INJECTION",
     "NOKPROBE_SYMBOL",
     "__initcall",
-    "console_initcall",
-    "security_initcall",
-    "late_initcall",
-    "fs_initcall",
-    "subsys_initcall",
-    "arch_initcall",
-    "core_initcall",
-    "postcore_initcall",
-    "device_initcall",
-    "pure_initcall",
-    "rootfs_initcall",
 ];
 
 /// Writes the `.kgp`, or says why it cannot.
@@ -125,8 +114,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     let work: Vec<&Function> = replaced.iter().map(|(f, _)| *f).collect();
     let kernel_has_fn =
         |name: &str| input.before.functions.contains_key(name) && input.after.functions.contains_key(name);
-    let kernel_has_var =
-        |name: &str| input.before.data.keys().any(|d| objdiff::without_local_number(d) == name && !d.contains('.'));
+    let kernel_has_var = |name: &str| input.before.data.contains_key(name);
     let macros = FileMacros::of(&top_level_items(&src, &functions, input.text));
     let mut macro_extern: BTreeSet<&str> = BTreeSet::new();
     let mut macro_own: BTreeSet<&str> = BTreeSet::new();
