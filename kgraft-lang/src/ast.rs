@@ -299,12 +299,19 @@ pub struct Global {
 }
 
 /// A `c { ... }` item: `#include`s and helpers shared by the C bodies.
+///
+/// A named item, `c "kernel/fork.c" { ... }`, begins a C unit of its own: it and the C bodies
+/// and unnamed `c` items after it, up to the next named item, are compiled as one C file,
+/// apart from the others (as the kernel compiles each of its files apart).
 #[derive(Clone, Debug)]
 pub struct CItem {
     /// Doc comments before it.
     pub docs: Vec<Doc>,
     /// The `c` keyword.
     pub keyword: Span,
+    /// The unit's name as written between the quotes (the kernel file the C comes from),
+    /// with the string literal's span; `None` for an unnamed item.
+    pub unit: Option<(String, Span)>,
     /// The C text, braces included.
     pub body: Fragment,
 }

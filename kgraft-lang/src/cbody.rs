@@ -161,23 +161,28 @@ fn single_name(p: &syn::TypePath) -> Option<String> {
     .then(|| p.path.segments[0].ident.to_string())
 }
 
-/// Writes the patch's C file, or `None` when the patch has no C.
+/// The unit (an index into `named`, the named `c` items' starts in source order, plus one; 0
+/// for the C before any of them) that a piece starting at `at` belongs to.
+fn unit_at(named: &[usize], at: usize) -> usize {
+    named.partition_point(|&start| start <= at)
+}
+
+/// Writes the patch's C files, one per unit (see [`CItem`]); empty when the patch has no C.
 ///
 /// Only called on checked sources, whose C signatures all have a spelling.
-pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
+pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
     let targets: Vec<Target<'_>> = check::targets(file).into_iter().filter(|t| t.func.in_c.is_some()).collect();
     let items: Vec<&CItem> =
         file.items.iter().filter_map(|i| if let Item::C(c) = i { Some(c) } else { None }).collect();
     let params = crate::params::c_definitions(file);
     if targets.is_empty() && items.is_empty() && params.is_empty() {
-        return None;
+        return Vec::new();
     }
+    let named: Vec<usize> = items.iter().filter(|c| c.unit.is_some()).map(|c| c.keyword.start).collect();
+    let names: Vec<Option<String>> = std::iter::once(None)
+        .chain(items.iter().filter_map(|c| c.unit.as_ref().map(|(name, _)| Some(name.clone()))))
+        .collect();
     let file_name: String = source.name.chars().flat_map(char::escape_default).collect();
-    let mut out = format!(
-        "// Written by kgraftc: the C of the patch `{}`, from {}.\n",
-        header_name(file),
-        source.name.replace(['\n', '\r'], " ")
-    );
     // Copies `frag[from..to]` (the inside of its braces, or all of it) at its line and column.
     let verbatim = |out: &mut String, frag: &Fragment, from: usize, to: usize| {
         let at = frag.span.start + from;
@@ -190,16 +195,24 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
             out.push('\n');
         }
     };
-    let mut prototypes = Vec::new();
-    let mut structs = BTreeSet::new();
+    // Each unit's pieces: the signatures' struct names, its `c` items, its bodies.
+    let mut structs = vec![BTreeSet::new(); names.len()];
+    let mut unit_items: Vec<Vec<&CItem>> = vec![Vec::new(); names.len()];
+    let mut prototypes = vec![Vec::new(); names.len()];
+    let mut objects: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); names.len()];
+    for c in &items {
+        unit_items[unit_at(&named, c.keyword.start)].push(c);
+    }
     let mut ignored = Diagnostics::default();
     for t in &targets {
+        let unit = unit_at(&named, t.func.head.start);
+        objects[unit].insert(t.object);
         let sig = &t.func.sig;
         let sympos = check::sympos(t.func, &mut ignored);
         let ret = sig.ret.as_ref().and_then(|r| spell_fragment(r, true).ok()).map_or_else(
             || "void".to_owned(),
             |s| {
-                structs.extend(s.structs);
+                structs[unit].extend(s.structs);
                 s.text
             },
         );
@@ -211,7 +224,7 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
             let Ok(spelled) = spell_fragment(ty, false) else {
                 continue;
             };
-            structs.extend(spelled.structs);
+            structs[unit].extend(spelled.structs);
             let sep = if spelled.text.ends_with('*') { "" } else { " " };
             params.push(if name.name == "_" {
                 format!("{}{sep}__kgraft_unused_{i} __attribute__((unused))", spelled.text)
@@ -223,28 +236,81 @@ pub(crate) fn c_source(source: &SourceFile, file: &File) -> Option<String> {
         let sep = if ret.ends_with('*') { "" } else { " " };
         let proto = format!("{ret}{sep}{}({params})", symbol(t, sympos));
         let (head_line, _) = source.line_col(t.func.head.start);
-        prototypes.push((head_line, proto, &t.func.body));
+        prototypes[unit].push((head_line, proto, &t.func.body));
     }
-    // Generated text comes first: after the first `#line`, every line is the `.kgp` file's.
-    out.push_str(&params);
-    if !structs.is_empty() {
-        out.push_str("// The kernel types the signatures name, declared in case no header does.\n");
-        for s in &structs {
-            let _ = writeln!(out, "struct {s};");
+    let mut units = Vec::new();
+    let mut params = Some(params);
+    for (unit, name) in names.into_iter().enumerate() {
+        if unit_items[unit].is_empty() && prototypes[unit].is_empty() && (unit > 0 || params.as_deref() == Some("")) {
+            continue;
         }
+        let mut out = format!(
+            "// Written by kgraftc: the C of the patch `{}`, from {}{}.\n",
+            header_name(file),
+            source.name.replace(['\n', '\r'], " "),
+            name.as_ref().map(|n| format!(", unit \"{}\"", n.replace(['\n', '\r'], " "))).unwrap_or_default()
+        );
+        // Generated text comes first: after the first `#line`, every line is the `.kgp` file's.
+        // The module parameters' definitions go to the first file.
+        out.push_str(&params.take().unwrap_or_default());
+        if !structs[unit].is_empty() {
+            out.push_str("// The kernel types the signatures name, declared in case no header does.\n");
+            for s in &structs[unit] {
+                let _ = writeln!(out, "struct {s};");
+            }
+        }
+        for c in &unit_items[unit] {
+            let len = c.body.text.len();
+            verbatim(&mut out, &c.body, 1, len.saturating_sub(1).max(1));
+        }
+        for (head_line, proto, body) in &prototypes[unit] {
+            let _ = writeln!(out, "#line {head_line} \"{file_name}\"");
+            let _ = writeln!(out, "{proto};");
+            let _ = writeln!(out, "#line {head_line} \"{file_name}\"");
+            let _ = writeln!(out, "{proto}");
+            verbatim(&mut out, body, 0, body.text.len());
+        }
+        let module = match objects[unit].iter().collect::<Vec<_>>()[..] {
+            [m] if *m != "vmlinux" => Some((*m).to_owned()),
+            _ => None,
+        };
+        units.push(CUnit { name, module, text: out });
     }
-    for c in &items {
-        let len = c.body.text.len();
-        verbatim(&mut out, &c.body, 1, len.saturating_sub(1).max(1));
-    }
-    for (head_line, proto, body) in prototypes {
-        let _ = writeln!(out, "#line {head_line} \"{file_name}\"");
-        let _ = writeln!(out, "{proto};");
-        let _ = writeln!(out, "#line {head_line} \"{file_name}\"");
-        let _ = writeln!(out, "{proto}");
-        verbatim(&mut out, body, 0, body.text.len());
-    }
-    Some(out)
+    units
+}
+
+/// Which unit each C body is compiled in: the name of its unit's `c "NAME"` item, `None` for
+/// the C before any named item. Keyed by where the replacement starts.
+pub(crate) fn body_units(file: &File) -> Vec<(usize, Option<String>)> {
+    let named: Vec<(usize, String)> = file
+        .items
+        .iter()
+        .filter_map(
+            |i| if let Item::C(c) = i { c.unit.as_ref().map(|(n, _)| (c.keyword.start, n.clone())) } else { None },
+        )
+        .collect();
+    let starts: Vec<usize> = named.iter().map(|(s, _)| *s).collect();
+    check::targets(file)
+        .iter()
+        .filter(|t| t.func.in_c.is_some())
+        .map(|t| {
+            let unit = unit_at(&starts, t.func.head.start);
+            (t.func.head.start, unit.checked_sub(1).map(|i| named[i].1.clone()))
+        })
+        .collect()
+}
+
+/// One C file of a patch: the C before any named `c` item, or a named item's unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CUnit {
+    /// The name its `c "NAME" { }` item gives; `None` for the C before any named item.
+    pub name: Option<String>,
+    /// The module whose functions its C bodies replace, when they all replace functions of one
+    /// module (not vmlinux): the symbols its C leaves undefined are that module's first.
+    pub module: Option<String>,
+    /// The file's text. Its `#line` directives name the `.kgp` file as [`crate::Checked`]'s
+    /// source is named, so gcc's positions are the source's own (columns in bytes).
+    pub text: String,
 }
 
 fn header_name(file: &File) -> &str {
@@ -252,4 +318,57 @@ fn header_name(file: &File) -> &str {
         .iter()
         .find_map(|i| if let Item::Header(h) = i { Some(h.name.name.as_str()) } else { None })
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    const TWO_UNITS: &str = r#"patch two_units {
+    description: "two files",
+}
+
+c {
+#define SHARED 1
+}
+
+c "fs/proc/cmdline.c" {
+static int helper(void) { return SHARED; }
+}
+
+replace fn cmdline_proc_show(m: *mut seq_file, v: *mut c_void) -> c_int in C {
+    return helper();
+}
+
+c "kernel/fork.c" {
+static int helper(void) { return 2; }
+}
+
+module "xfs" {
+    replace fn xfs_stats_format(stats: *mut xfsstats, buf: *mut c_char) -> c_int in C {
+        return helper();
+    }
+}
+"#;
+
+    #[test]
+    fn each_named_c_item_begins_a_unit_of_its_own() {
+        let checked = crate::check("two.kgp", TWO_UNITS).map_err(|d| format!("{:?}", d.list)).expect("checks");
+        let lowered = crate::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("lowers");
+        let names: Vec<Option<&str>> = lowered.c_units.iter().map(|u| u.name.as_deref()).collect();
+        assert_eq!(names, [None, Some("fs/proc/cmdline.c"), Some("kernel/fork.c")]);
+        let [unnamed, cmdline, fork] = &lowered.c_units[..] else { unreachable!() };
+        assert!(unnamed.text.contains("#define SHARED 1") && !unnamed.text.contains("helper"));
+        assert!(cmdline.text.contains("return SHARED;") && cmdline.text.contains("__kgraft_c_cmdline_proc_show("));
+        assert!(!cmdline.text.contains("xfs_stats_format"), "a body belongs to the unit above it only");
+        assert!(fork.text.contains("return 2;") && fork.text.contains("__kgraft_c_xfs__xfs_stats_format("));
+        // The module whose functions a unit's bodies replace: its symbols are resolved there.
+        assert_eq!(lowered.c_units.iter().map(|u| u.module.as_deref()).collect::<Vec<_>>(), [None, None, Some("xfs")]);
+        let units: Vec<(String, Option<String>)> = checked.c_bodies().into_iter().map(|b| (b.name, b.unit)).collect();
+        assert_eq!(
+            units,
+            [
+                ("cmdline_proc_show".to_string(), Some("fs/proc/cmdline.c".to_string())),
+                ("xfs_stats_format".to_string(), Some("kernel/fork.c".to_string())),
+            ]
+        );
+    }
 }

@@ -43,6 +43,7 @@ pub use codes::{CODES, CodeInfo, explain};
 pub mod from_diff_codes {
     pub use crate::codes::{E0100, E0101, E0102, E0103, E0104, E0105, E0106, E0107};
 }
+pub use cbody::CUnit;
 pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
 pub use lower::{LineMap, Lowered};
 
@@ -98,6 +99,7 @@ impl Checked {
 
     /// The replacements with a C body, in source order.
     pub fn c_bodies(&self) -> Vec<CBody> {
+        let units = cbody::body_units(&self.file);
         check::targets(&self.file)
             .iter()
             .filter(|t| t.func.in_c.is_some())
@@ -106,6 +108,7 @@ impl Checked {
                 name: t.func.sig.name.name.clone(),
                 body: t.func.body.text.clone(),
                 start: t.func.head.start,
+                unit: units.iter().find(|(at, _)| *at == t.func.head.start).and_then(|(_, u)| u.clone()),
             })
             .collect()
     }
@@ -131,6 +134,8 @@ pub struct CBody {
     pub body: String,
     /// Where the replacement starts in the source (the byte of `replace`).
     pub start: usize,
+    /// The name of the C unit it is compiled in (its `c "NAME" { }` item), if any.
+    pub unit: Option<String>,
 }
 
 /// The stack given to the thread that runs the parsers: syn descends recursively, and the

@@ -15,6 +15,7 @@ use syn::visit::Visit;
 use crate::Checked;
 use crate::ast::*;
 use crate::bindings;
+use crate::cbody::CUnit;
 use crate::check::{self, Target};
 use crate::diagnostic::{Diagnostic, Diagnostics, Span, line_starts, offset_of};
 use crate::kernel::Kernel;
@@ -33,11 +34,9 @@ pub struct Lowered {
     pub build_source: String,
     /// Where each piece of `build_source` came from.
     pub line_map: LineMap,
-    /// The patch's C file, when it has C bodies or `c { }` items: compiled next to the crate
-    /// (by kbuild for Linux, by `cc` for the host). Its `#line` directives name the `.kgp`
-    /// file as [`Checked::source`]'s name, so gcc's positions are the source's own (columns in
-    /// bytes).
-    pub c_source: Option<String>,
+    /// The patch's C files, one per unit, when it has C bodies or `c { }` items: compiled next
+    /// to the crate, each apart (by kbuild for Linux, by `cc` for the host).
+    pub c_units: Vec<CUnit>,
     /// The symbols the patch declares in `module` blocks, with their module: the Linux build
     /// resolves those it must through livepatch relocations against that module, not vmlinux.
     pub module_symbols: Vec<(String, String)>,
@@ -758,7 +757,7 @@ impl Lowering<'_> {
             expanded,
             build_source: build,
             line_map: LineMap { pieces, line_starts },
-            c_source: crate::cbody::c_source(&self.checked.source, &self.checked.file),
+            c_units: crate::cbody::c_units(&self.checked.source, &self.checked.file),
             module_symbols: module_symbols(&self.checked.file),
         })
     }

@@ -33,6 +33,9 @@ impl Lowering<'_> {
         let item = |params: &[TokenStream], ret: &TokenStream| {
             quote! {
                 #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
+                // Only pointers cross to C: the Rust shape of what they point to (a kernel type
+                // from BTF, opaque or not) is never passed by value.
+                #[allow(improper_ctypes)]
                 unsafe extern "C" {
                     #docs
                     #sep

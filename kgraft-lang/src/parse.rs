@@ -599,12 +599,17 @@ fn c_item(pair: Pair<'_, Rule>, base: usize) -> CItem {
     let mut c = CItem {
         docs: Vec::new(),
         keyword: Span::default(),
+        unit: None,
         body: Fragment { text: String::new(), span: Span::default() },
     };
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => c.docs.push(doc(p, base, 3)),
             Rule::kw_c => c.keyword = span(&p, base),
+            Rule::string => {
+                let at = span(&p, base);
+                c.unit = Some((p.into_inner().next().map(|t| t.as_str().to_owned()).unwrap_or_default(), at));
+            }
             Rule::c_block => c.body = fragment(p, base),
             _ => {}
         }

@@ -45,7 +45,7 @@ fn manifest(spec: &CrateSpec, lowered: &Lowered) -> String {
     let path_of = |krate: &str| root.join(krate).display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
     // No build script, whatever the directory holds, except the one kgraftc itself writes
     // (anew before every build) to link a host patch's C bodies.
-    let build = if spec.rt_feature == Some("host") && lowered.c_source.is_some() {
+    let build = if spec.rt_feature == Some("host") && !lowered.c_units.is_empty() {
         "# kgraftc's own script, rewritten before every build.\nbuild = \"build.rs\""
     } else {
         "# No build script, whatever the directory holds.\nbuild = false"
@@ -285,7 +285,7 @@ pub(crate) fn check(args: &crate::BuildArgs, ui: &Ui) -> Result<(), Failure> {
     ui.progress(&format!("building `{}` with cargo", lowered.name));
     run_cargo(cargo, &dir, &checked, &lowered, ui)?;
     ui.progress(&format!("`{}` type-checks", lowered.name));
-    if lowered.c_source.is_some() {
+    if !lowered.c_units.is_empty() {
         ui.progress(
             "its C bodies were not compiled: they need the target's headers (build with --target host or linux)",
         );

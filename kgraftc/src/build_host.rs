@@ -43,8 +43,8 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let _lock = crate::lock::take(&crate_dir.join(crate::lock::FILE), &format!("`{}`", lowered.name))
         .map_err(Failure::Fatal)?;
     let manifest = write_crate(&crate_dir, &HOST, &lowered)?;
-    let c_object = crate::cbuild::compile_host(&crate_dir, &checked, &lowered, ui)?;
-    crate::cbuild::link_script(&crate_dir, c_object.as_deref())?;
+    let c_objects = crate::cbuild::compile_host(&crate_dir, &checked, &lowered, ui)?;
+    crate::cbuild::link_script(&crate_dir, &c_objects)?;
     eprintln!("   Compiling {} for the user-mode host", lowered.name);
     // The host's own build settings (a target, flags for a sanitizer, another target
     // directory) are not the patch's.

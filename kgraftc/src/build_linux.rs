@@ -81,6 +81,16 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         .and_then(|k| k.objects.get("vmlinux"))
         .and_then(|o| o.symbols.as_ref())
         .map(|s| s.keys().cloned().collect());
+    prepared.module_symbol_names = kernel
+        .as_ref()
+        .map(|k| {
+            k.objects
+                .iter()
+                .filter(|(name, _)| *name != "vmlinux")
+                .filter_map(|(name, o)| Some((name.clone(), o.symbols.as_ref()?.keys().cloned().collect())))
+                .collect()
+        })
+        .unwrap_or_default();
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
     let spec = match engine {
@@ -97,7 +107,11 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         .find(|f| f.extension().is_some_and(|e| e == "a"))
         .ok_or_else(|| Failure::Fatal(format!("cargo built no archive for `{crate_name}`")))?;
     let report = |output: &str| crate::cbuild::report(output, &checked, ui);
-    let c = lowered.c_source.as_deref().map(|text| linux::CFile { text, ksrc: args.ksrc.as_deref(), report: &report });
+    let c = (!lowered.c_units.is_empty()).then(|| linux::CFile {
+        units: &lowered.c_units,
+        ksrc: args.ksrc.as_deref(),
+        report: &report,
+    });
     let kdir = prepared.kdir_path().to_path_buf();
     let out = prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(fatal)?;
     if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {

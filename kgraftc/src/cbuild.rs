@@ -18,17 +18,36 @@ use crate::render::Ui;
 pub(crate) const DIAGNOSTIC_FLAGS: &[&str] =
     &["-fdiagnostics-column-unit=byte", "-fno-diagnostics-show-caret", "-fdiagnostics-color=never"];
 
-/// Returns the name of the patch's C file.
-pub(crate) fn file_name(lowered: &Lowered) -> String {
-    format!("{}_c.c", lowered.name)
+/// Returns the name, without `.c`, of the patch's C file of unit `index` (of `c_units`):
+/// `NAME_c`, then `NAME_c1`, `NAME_c2`, ...
+pub(crate) fn file_stem(patch: &str, index: usize) -> String {
+    if index == 0 { format!("{patch}_c") } else { format!("{patch}_c{index}") }
 }
 
-/// Returns the line `kgraftc expand` prints between the Rust crate and the C file.
-pub(crate) fn separator(lowered: &Lowered) -> String {
+/// Removes from `dir` the C files of `patch` that are not in `keep` (units an earlier version
+/// of the patch had), so that no build compiles them.
+pub(crate) fn remove_stale(dir: &Path, patch: &str, keep: &[String]) {
+    let prefix = format!("{patch}_c");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".c")) else {
+            continue;
+        };
+        if rest.bytes().all(|b| b.is_ascii_digit()) && !keep.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Returns the line `kgraftc expand` prints between the Rust crate and the C file of unit
+/// `index`.
+pub(crate) fn separator(lowered: &Lowered, index: usize) -> String {
+    let unit = lowered.c_units.get(index).and_then(|u| u.name.as_deref());
     format!(
         "// ---------------------------------------------------------------------------------------\n\
-         // {}: the patch's C file, compiled by gcc next to the crate above.",
-        file_name(lowered)
+         // {}.c: {}, compiled by gcc next to the crate above.",
+        file_stem(&lowered.name, index),
+        unit.map_or_else(|| "the patch's C file".to_owned(), |u| format!("the patch's C unit \"{u}\""))
     )
 }
 
@@ -37,20 +56,10 @@ pub(crate) fn host_include_dir() -> PathBuf {
     workspace_root().join("kgraft-host").join("csrc").join("include")
 }
 
-/// Compiles the C file of `lowered` for the user-mode host into an object in `dir`, reporting
-/// gcc's messages on the `.kgp` source; returns the object, named after a hash of the C file
-/// and the flags so that cargo relinks when either changes.
-pub(crate) fn compile_host(
-    dir: &Path,
-    checked: &Checked,
-    lowered: &Lowered,
-    ui: &Ui,
-) -> Result<Option<PathBuf>, Failure> {
-    let Some(c) = &lowered.c_source else {
-        return Ok(None);
-    };
-    let source = dir.join(file_name(lowered));
-    write_if_changed(&source, c.as_bytes()).map_err(|e| Failure::Fatal(e.to_string()))?;
+/// Compiles the C files of `lowered` for the user-mode host into objects in `dir`, reporting
+/// gcc's messages on the `.kgp` source; returns the objects, each named after a hash of its C
+/// file and the flags so that cargo relinks when either changes.
+pub(crate) fn compile_host(dir: &Path, checked: &Checked, lowered: &Lowered, ui: &Ui) -> Result<Vec<PathBuf>, Failure> {
     let include = host_include_dir();
     let mut flags: Vec<String> = ["-c", "-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-fno-common"]
         .iter()
@@ -59,42 +68,52 @@ pub(crate) fn compile_host(
         .collect();
     flags.push(format!("-I{}", include.display()));
     let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let hash = fnv1a(format!("{c}\0{}\0{}", flags.join(" "), compiler.to_string_lossy()).as_bytes());
-    let object = dir.join(format!("{}_c-{hash:016x}.o", lowered.name));
-    ui.progress(&format!("compiling the C of `{}` with {}", lowered.name, compiler.to_string_lossy()));
-    let output = Command::new(&compiler)
-        .args(&flags)
-        .arg("-o")
-        .arg(&object)
-        .arg(&source)
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .env("LANG", "C")
-        .output()
-        .map_err(|e| Failure::io(format!("cannot run the C compiler `{}`", compiler.to_string_lossy()), e))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors = report(&stderr, checked, ui);
-    if errors || !output.status.success() {
-        if !errors {
-            return Err(Failure::Fatal(format!(
-                "the C compiler failed on `{}` ({}):\n{}",
-                source.display(),
-                output.status,
-                stderr.trim_end()
-            )));
+    let mut objects = Vec::new();
+    let mut sources = Vec::new();
+    for (index, unit) in lowered.c_units.iter().enumerate() {
+        let stem = file_stem(&lowered.name, index);
+        let source = dir.join(format!("{stem}.c"));
+        write_if_changed(&source, unit.text.as_bytes()).map_err(|e| Failure::Fatal(e.to_string()))?;
+        sources.push(format!("{stem}.c"));
+        let hash = fnv1a(format!("{}\0{}\0{}", unit.text, flags.join(" "), compiler.to_string_lossy()).as_bytes());
+        let object = dir.join(format!("{stem}-{hash:016x}.o"));
+        ui.progress(&format!("compiling {stem}.c of `{}` with {}", lowered.name, compiler.to_string_lossy()));
+        let output = Command::new(&compiler)
+            .args(&flags)
+            .arg("-o")
+            .arg(&object)
+            .arg(&source)
+            .current_dir(dir)
+            .env("LC_ALL", "C")
+            .env("LANG", "C")
+            .output()
+            .map_err(|e| Failure::io(format!("cannot run the C compiler `{}`", compiler.to_string_lossy()), e))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors = report(&stderr, checked, ui);
+        if errors || !output.status.success() {
+            if !errors {
+                return Err(Failure::Fatal(format!(
+                    "the C compiler failed on `{}` ({}):\n{}",
+                    source.display(),
+                    output.status,
+                    stderr.trim_end()
+                )));
+            }
+            return Err(Failure::Reported);
         }
-        return Err(Failure::Reported);
+        objects.push(object);
     }
+    remove_stale(dir, &lowered.name, &sources);
     // Objects of earlier versions of the C are of no further use.
-    let stale_prefix = format!("{}_c-", lowered.name);
+    let stale_prefix = format!("{}_c", lowered.name);
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&stale_prefix) && name.ends_with(".o") && path != object {
+        if name.starts_with(&stale_prefix) && name.ends_with(".o") && !objects.contains(&path) {
             let _ = std::fs::remove_file(path);
         }
     }
-    Ok(Some(object))
+    Ok(objects)
 }
 
 /// Reports gcc's messages about the `.kgp` file found in `output` (warnings and errors, with
@@ -174,24 +193,28 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Writes the lowered crate's build script, which links the C bodies' object into the shared
+/// Writes the lowered crate's build script, which links the C bodies' objects into the shared
 /// object, or removes it when the patch has no C (cargo runs a `build.rs` it finds).
 ///
-/// The object's name changes with its content, so the script changes and cargo relinks when
+/// An object's name changes with its content, so the script changes and cargo relinks when
 /// only the C changed.
-pub(crate) fn link_script(crate_dir: &Path, object: Option<&Path>) -> Result<(), Failure> {
+pub(crate) fn link_script(crate_dir: &Path, objects: &[PathBuf]) -> Result<(), Failure> {
     let path = crate_dir.join("build.rs");
-    match object {
-        Some(object) => {
+    match objects {
+        [_, ..] => {
+            let links: String = objects
+                .iter()
+                .map(|o| {
+                    format!("    println!(\"cargo::rustc-link-arg-cdylib={{}}\", {:?});\n", o.display().to_string())
+                })
+                .collect();
             let script = format!(
                 "// Written by kgraftc: links the patch's C bodies into the shared object.\n\
-                 fn main() {{\n    println!(\"cargo::rustc-link-arg-cdylib={{}}\", {:?});\n    \
-                 println!(\"cargo::rerun-if-changed=build.rs\");\n}}\n",
-                object.display().to_string()
+                 fn main() {{\n{links}    println!(\"cargo::rerun-if-changed=build.rs\");\n}}\n"
             );
             write_if_changed(&path, script.as_bytes()).map_err(|e| Failure::Fatal(e.to_string()))
         }
-        None => match std::fs::remove_file(&path) {
+        [] => match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(Failure::io(format!("cannot remove `{}`", path.display()), e))
             }

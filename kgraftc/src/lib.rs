@@ -270,8 +270,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let lowered = lower(&checked, kernel.as_ref(), &ui)?;
             let text = if for_build { &lowered.build_source } else { &lowered.expanded };
             let mut text = text.clone();
-            if let Some(c) = &lowered.c_source {
-                text.push_str(&format!("\n{}\n{c}", cbuild::separator(&lowered)));
+            for (index, unit) in lowered.c_units.iter().enumerate() {
+                text.push_str(&format!("\n{}\n{}", cbuild::separator(&lowered, index), unit.text));
             }
             output::stdout(&text)
         }

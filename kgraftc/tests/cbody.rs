@@ -97,7 +97,8 @@ fn the_c_file_keeps_each_line_at_its_kgp_line_and_column() {
         let source = std::fs::read_to_string(&path).expect("the sample");
         let checked = kgraft_lang::check("sample.kgp", &source).map_err(|d| format!("{:?}", d.list)).expect("checks");
         let lowered = kgraft_lang::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("lowers");
-        let c = lowered.c_source.expect("a C file");
+        let c: String = lowered.c_units.iter().map(|u| u.text.as_str()).collect();
+        assert!(!c.is_empty(), "a C file");
         let src_lines: Vec<&str> = source.lines().collect();
         // After `#line N`, the next line is either a generated prototype (it starts in column
         // 1) or line N indented to its column, and every line up to the next `#line` is the

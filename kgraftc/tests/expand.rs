@@ -50,7 +50,7 @@ fn build_source_keeps_bodies_verbatim() {
         let lowered = kgraft_lang::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("sample lowers");
         // `expand` prints the C file, if any, after the crate.
         assert!(build.starts_with(&lowered.build_source), "{}", path.display());
-        assert_eq!(build.len() == lowered.build_source.len(), lowered.c_source.is_none());
+        assert_eq!(build.len() == lowered.build_source.len(), lowered.c_units.is_empty());
         // Each body's first line (the `{` and what follows) is found verbatim in the build source,
         // and maps back to the same place in the `.kgp` file.
         for (line_no, line) in source.lines().enumerate() {
@@ -60,7 +60,7 @@ fn build_source_keeps_bodies_verbatim() {
             }
             let Some(at) = lowered.build_source.find(line) else {
                 // A line of a C body is in the C file instead, as it is.
-                let in_c = lowered.c_source.as_deref().is_some_and(|c| c.lines().any(|l| l == line));
+                let in_c = lowered.c_units.iter().any(|c| c.text.lines().any(|l| l == line));
                 assert!(in_c, "{trimmed} not verbatim in build source nor in the C file");
                 continue;
             };

@@ -82,14 +82,15 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
             ],
         ),
         ("meminfo_counter.diff", "meminfo_proc_show", &["static unsigned long meminfo_reads;"]),
-        // A quoted include outside the unit's directory; two static locals of the kernel's.
+        // A quoted include outside the unit's directory; two read-only static locals, copied
+        // (written ones are the kernel's: `firsttime` below).
         (
             "netfilter_null_flow.diff",
             "__nf_ip6_route",
             &[
                 "#include \"net/bridge/br_private.h\"",
-                "extern const struct ipv6_pinfo fake_pinfo __asm__(\"fake_pinfo.",
-                "extern const struct inet_sock fake_sk __asm__(\"fake_sk.",
+                "\tstatic const struct ipv6_pinfo fake_pinfo;",
+                "\tstatic const struct inet_sock fake_sk = {",
             ],
         ),
         // kernel/fork.c: data reached through a macro of the file, conditionals, tracepoints.
@@ -140,6 +141,57 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
             assert_eq!(norm(&kgp), norm(&want), "{} is stale: KGRAFT_BLESS=1 rewrites it", shown.display());
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fix of three files (a shadow variable allocated in kernel/fork.c, shown in fs/proc/array.c,
+/// freed in kernel/exit.c) is one patch with a C unit per file, each proved, each reviewable.
+#[test]
+fn a_fix_of_three_files_is_one_patch_with_a_unit_per_file() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("units");
+    let out = dir.join("shadow_fork_serial.kgp");
+    let (code, err) = from_diff(&fixes().join("shadow_fork_serial.diff"), &tarball, &kdir, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+    // The units, in the diff's order, each followed by its replacements.
+    let at = |needle: &str| kgp.find(needle).unwrap_or_else(|| panic!("no `{needle}` in\n{kgp}"));
+    let order = [
+        at("\nc \"fs/proc/array.c\" {"),
+        at("replace fn proc_pid_status("),
+        at("\nc \"kernel/exit.c\" {"),
+        at("replace fn do_exit("),
+        at("\nc \"kernel/fork.c\" {"),
+        at("replace fn kernel_clone("),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{kgp}");
+    assert_eq!(kgp.matches("replace fn ").count(), 3, "{kgp}");
+    // The counter the fix adds is the patch's own; what the kernel writes is the kernel's.
+    assert!(kgp.contains("\tstatic atomic_t forks_seen = ATOMIC_INIT(0);"), "{kgp}");
+    assert!(err.contains("  do_exit                          replaced: changed by the fix"), "{err}");
+    assert!(
+        err.contains("  proc_pid_status                  replaced: changed: a changed function is inlined"),
+        "{err}"
+    );
+    for f in ["do_exit", "kernel_clone"] {
+        assert!(err.contains(&format!("proof: {f:<32} same code as the fixed")), "{err}");
+    }
+    // The proof goes with the patch.
+    assert!(kgp.contains("//   kernel_clone: same code as the fixed kernel/fork.c"), "{kgp}");
+    // kgraftc diff finds each body's file by its unit.
+    let review = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .arg("diff")
+        .arg(&out)
+        .arg("--ksrc")
+        .arg(&tarball)
+        .output()
+        .expect("kgraftc runs");
+    let text = String::from_utf8_lossy(&review.stdout);
+    assert_eq!(review.status.code(), Some(0), "{}", String::from_utf8_lossy(&review.stderr));
+    for head in ["--- kernel/exit.c\tdo_exit (the kernel's)", "--- kernel/fork.c\tkernel_clone (the kernel's)"] {
+        assert!(text.contains(head), "no `{head}` in\n{text}");
+    }
+    assert!(text.contains("\n+\tklp_shadow_free(tsk, 0x4b47, NULL);\n"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

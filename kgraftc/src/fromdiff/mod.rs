@@ -16,7 +16,7 @@ mod objdiff;
 mod patchfile;
 mod proof;
 pub(crate) mod review;
-mod tu;
+pub(crate) mod tu;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -245,115 +245,141 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     if work_units.is_empty() {
         return Err(bad_input("the fix touches no translation unit that could be found; name them with --tu FILE.c"));
     }
-    if work_units.len() > 1 {
-        let names: Vec<&str> = work_units.iter().map(|u| u.0.as_str()).collect();
-        return Err(bad_input(format!(
-            "the fix changes {} translation units ({}): from-diff makes a patch of one unit for now; split the \
-             fix by file",
-            names.len(),
-            names.join(", ")
-        )));
-    }
-    let (rel, before_text, after_text, lines, local_headers) = work_units.remove(0);
 
-    // Compile before and after, side by side.
+    // Compile each unit before and after, side by side, and compare.
     let auto_conf = std::fs::read_to_string(kdir.path.join("include/config/auto.conf")).unwrap_or_default();
-    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
-    let makefile = tree.read(&format!("{dir}/Makefile")).ok();
-    let unit = tu::describe(makefile.as_deref(), &auto_conf, &rel);
-    if let tu::Home::NotBuilt(option) = &unit.home {
-        return Err(bad_input(format!("{rel} is not built in {}: {option} is not set", kdir.release)));
-    }
     let work = tempdir(&cache)?;
-    eprintln!("from-diff: compiling {rel} before and after the fix ({})", unit.object());
-    let t = Instant::now();
-    let (before_o, after_o) = std::thread::scope(|s| {
-        let b = s.spawn(|| tu::compile(&unit, &tree.root, &kdir.path, &work.0.join("before"), &before_text, &[]));
-        let a = tu::compile(&unit, &tree.root, &kdir.path, &work.0.join("after"), &after_text, &local_headers);
-        (b.join().unwrap_or_else(|_| Err("the compiler thread failed".into())), a)
-    });
-    let before_o = before_o.map_err(|e| bad_input(format!("the kernel's own source does not compile: {e}")))?;
-    let after_o = after_o.map_err(|e| bad_input(format!("the fixed source does not compile: {e}")))?;
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| objdiff::Unit::read(&d)).map_err(Failure::Fatal)
-    };
-    let (mut before, mut after) = (read(&before_o)?, read(&after_o)?);
-    // A line that moved changes no code, even where a message names it.
-    before.without_line_numbers(&[&rel]);
-    after.without_line_numbers(&[&rel]);
-    eprintln!("from-diff: compiled in {:.1}s", t.elapsed().as_secs_f64());
+    let mut compiled = Vec::new();
+    for (index, (rel, before_text, after_text, lines, local_headers)) in work_units.into_iter().enumerate() {
+        let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        let makefile = tree.read(&format!("{dir}/Makefile")).ok();
+        let unit = tu::describe(makefile.as_deref(), &auto_conf, &rel);
+        if let tu::Home::NotBuilt(option) = &unit.home {
+            return Err(bad_input(format!("{rel} is not built in {}: {option} is not set", kdir.release)));
+        }
+        let unit_work = work.0.join(format!("unit{index}"));
+        eprintln!("from-diff: compiling {rel} before and after the fix ({})", unit.object());
+        let t = Instant::now();
+        let (before_o, after_o) = std::thread::scope(|s| {
+            let b =
+                s.spawn(|| tu::compile(&unit, &tree.root, &kdir.path, &unit_work.join("before"), &before_text, &[]));
+            let a = tu::compile(&unit, &tree.root, &kdir.path, &unit_work.join("after"), &after_text, &local_headers);
+            (b.join().unwrap_or_else(|_| Err("the compiler thread failed".into())), a)
+        });
+        let before_o = before_o.map_err(|e| bad_input(format!("the kernel's own source does not compile: {e}")))?;
+        let after_o = after_o.map_err(|e| bad_input(format!("the fixed source does not compile: {e}")))?;
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| objdiff::Unit::read(&d)).map_err(Failure::Fatal)
+        };
+        let (mut before, mut after) = (read(&before_o)?, read(&after_o)?);
+        // A line that moved changes no code, even where a message names it.
+        before.without_line_numbers(&[&rel]);
+        after.without_line_numbers(&[&rel]);
+        eprintln!("from-diff: compiled in {:.1}s", t.elapsed().as_secs_f64());
 
-    // What the diff touches, by function, and what changed.
-    let csrc = csource::Source::new(&after_text);
-    let touched: BTreeSet<String> = csrc
-        .functions()
-        .into_iter()
-        .filter(|f| lines.iter().any(|l| (f.first_line..=f.last_line).contains(l)))
-        .map(|f| f.name)
-        .collect();
-    let found = analyze::analyze(&before, &after, &touched);
-    report(&found, &rel);
-    if !found.refusals.is_empty() {
-        found.refusals.iter().for_each(refuse);
+        // What the diff touches, by function, and what changed.
+        let csrc = csource::Source::new(&after_text);
+        let touched: BTreeSet<String> = csrc
+            .functions()
+            .into_iter()
+            .filter(|f| lines.iter().any(|l| (f.first_line..=f.last_line).contains(l)))
+            .map(|f| f.name)
+            .collect();
+        let found = analyze::analyze(&before, &after, &touched);
+        report(&found, &rel);
+        compiled.push(Compiled { unit, after_text, before, after, found, touched });
+    }
+    let refusals: Vec<&analyze::Refusal> = compiled.iter().flat_map(|c| &c.found.refusals).collect();
+    if !refusals.is_empty() {
+        refusals.into_iter().for_each(refuse);
         return Err(Failure::Reported);
     }
-    if found.replaced.is_empty() {
+    // A unit whose code the fix leaves as it was (a comment, a moved line) gets no section; one
+    // that only adds a global function gets one, for the units that call it.
+    let adds_globals =
+        |c: &Compiled| c.found.new_functions.iter().any(|n| c.after.functions.get(n).is_some_and(|f| f.global));
+    let (changed, unchanged): (Vec<Compiled>, Vec<Compiled>) =
+        compiled.into_iter().partition(|c| !c.found.replaced.is_empty() || adds_globals(c));
+    if changed.iter().all(|c| c.found.replaced.is_empty()) && !changed.is_empty() {
+        let names: Vec<&str> = changed.iter().map(|c| c.unit.rel.as_str()).collect();
         eprintln!(
-            "error[{}]: the fix changes no function's code in {rel}: there is nothing to patch\n  = note: moved \
-             lines (`__LINE__` in WARN and BUG) and comments change no code",
-            kgraft_lang::from_diff_codes::E0100
+            "error[{}]: the fix only adds functions ({}), which nothing the kernel runs calls: there is nothing \
+             to patch",
+            kgraft_lang::from_diff_codes::E0100,
+            names.join(", ")
         );
         return Err(Failure::Reported);
     }
+    if changed.is_empty() {
+        let names: Vec<&str> = unchanged.iter().map(|c| c.unit.rel.as_str()).collect();
+        eprintln!(
+            "error[{}]: the fix changes no function's code in {}: there is nothing to patch\n  = note: moved \
+             lines (`__LINE__` in WARN and BUG) and comments change no code",
+            kgraft_lang::from_diff_codes::E0100,
+            names.join(", ")
+        );
+        return Err(Failure::Reported);
+    }
+    for c in &unchanged {
+        eprintln!("note: the fix changes no code in {}: nothing of it is in the patch", c.unit.rel);
+    }
 
-    // The `.kgp`.
+    // The `.kgp`: a section per unit.
     let diff_name = args.diff.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let description = patch.subject.clone().unwrap_or_else(|| {
-        format!("{} as {diff_name} changes it", touched.iter().cloned().collect::<Vec<_>>().join(", "))
+        let touched: Vec<&str> = changed.iter().flat_map(|c| c.touched.iter().map(String::as_str)).collect();
+        format!("{} as {diff_name} changes it", touched.join(", "))
     });
     let tree_has = |p: &str| tree.exists(p);
-    let input = generate::Input {
-        name: &name,
-        description: &description,
-        diff_name: &diff_name,
-        release: &kdir.release,
-        version: &src_version,
-        unit: &unit,
-        text: &after_text,
-        before: &before,
-        after: &after,
-        analysis: &found,
-        tree_has: &tree_has,
-    };
-    let generated = match generate::generate(&input) {
-        Ok(g) => g,
-        Err(refusals) => {
-            refusals.iter().for_each(refuse);
-            return Err(Failure::Reported);
+    let inputs: Vec<generate::Input<'_>> = changed
+        .iter()
+        .map(|c| generate::Input {
+            name: &name,
+            description: &description,
+            diff_name: &diff_name,
+            release: &kdir.release,
+            version: &src_version,
+            unit: &c.unit,
+            text: &c.after_text,
+            before: &c.before,
+            after: &c.after,
+            analysis: &c.found,
+            tree_has: &tree_has,
+        })
+        .collect();
+    let rels: Vec<&str> = changed.iter().map(|c| c.unit.rel.as_str()).collect();
+    let mut text = generate::header(&inputs[0], &rels);
+    let mut refusals = Vec::new();
+    for input in &inputs {
+        match generate::generate(input) {
+            Ok(g) => {
+                if inputs.len() > 1 {
+                    eprintln!("from-diff: {}:", input.unit.rel);
+                }
+                for c in &g.copied {
+                    eprintln!("  {c:<32} copied into the patch (inlined by the kernel's compiler, or new)");
+                }
+                for r in &g.referenced {
+                    eprintln!("  {r:<32} the running kernel's, reached by symbol");
+                }
+                text.push_str(&g.text);
+            }
+            Err(r) => refusals.extend(r),
         }
-    };
-    for c in &generated.copied {
-        eprintln!("  {c:<32} copied into the patch (inlined by the kernel's compiler, or new)");
     }
-    for r in &generated.referenced {
-        eprintln!("  {r:<32} the running kernel's, reached by symbol");
+    if !refusals.is_empty() {
+        refusals.iter().for_each(refuse);
+        return Err(Failure::Reported);
     }
 
     // The proof.
     let out_name = args.out.display().to_string();
-    let verdicts = proof::prove(&generated.text, &out_name, &input, &kdir.path, &tree.root, &work.0.join("proof"))
-        .map_err(bad_input)?;
-    let mut proved = true;
+    let verdicts =
+        proof::prove(&text, &out_name, &inputs, &kdir.path, &tree.root, &work.0.join("proof")).map_err(bad_input)?;
     for v in &verdicts {
-        match &v.difference {
-            None => eprintln!("proof: {:<32} same code as the fixed {rel}", v.name),
-            Some(d) => {
-                proved = false;
-                eprintln!("proof: {:<32} DIFFERS from the fixed {rel}: {d}", v.name);
-            }
-        }
+        eprintln!("proof: {:<32} {}", v.name, v.describe());
     }
-    if !proved {
+    if !verdicts.iter().all(proof::Verdict::holds) {
         eprintln!(
             "error[{}]: the generated patch does not compile to the fixed kernel's code; {} is not written",
             kgraft_lang::from_diff_codes::E0107,
@@ -361,7 +387,13 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         );
         return Err(Failure::Reported);
     }
-    crate::build::write_if_changed(&args.out, generated.text.as_bytes())
+    // The proof goes with the patch, for its reviewer.
+    text.push_str("\n// The proof, by `kgraftc from-diff`: each body compiled as this patch compiles it, against\n");
+    text.push_str("// its function in the fixed unit as the kernel compiles it.\n");
+    for v in &verdicts {
+        text.push_str(&format!("//   {}: {}\n", v.name, v.describe()));
+    }
+    crate::build::write_if_changed(&args.out, text.as_bytes())
         .map_err(|e| Failure::io(format!("cannot write `{}`", args.out.display()), e))?;
     eprintln!("wrote {} in {:.1}s", args.out.display(), start.elapsed().as_secs_f64());
     drop(work);
@@ -385,6 +417,21 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         crate::guest_test::run(&test, ui)?;
     }
     Ok(())
+}
+
+/// One translation unit of the fix, compiled before and after and compared.
+struct Compiled {
+    /// Where and how the kernel builds it.
+    unit: tu::Unit,
+    /// Its fixed source.
+    after_text: String,
+    /// Its objects before and after the fix.
+    before: objdiff::Unit,
+    after: objdiff::Unit,
+    /// What changed.
+    found: analyze::Analysis,
+    /// The functions whose lines the diff touches.
+    touched: BTreeSet<String>,
 }
 
 /// Prints what changed, function by function.

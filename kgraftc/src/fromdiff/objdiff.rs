@@ -52,7 +52,7 @@ struct Reloc {
 }
 
 /// What a relocation refers to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     /// A symbol, by its name (a static local's number left out).
     Symbol(String),
@@ -111,6 +111,17 @@ pub(crate) fn compare(before: &Function, after: &Function) -> Option<Difference>
     compare_parts(&before.code, &before.relocs, &after.code, &after.relocs)
 }
 
+/// Whether two functions make the same references (calls, jumps out, data, strings and
+/// constants, each with its kind and addend, as many times each), whatever their instructions.
+pub(crate) fn same_references(before: &Function, after: &Function) -> bool {
+    let key = |r: &Reloc| (r.r_type, r.target.clone(), r.addend);
+    let mut a: Vec<_> = before.relocs.iter().map(key).collect();
+    let mut b: Vec<_> = after.relocs.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
 /// Compares two data; `None` when their initial values and references are the same.
 pub(crate) fn compare_data(before: &Datum, after: &Datum) -> Option<Difference> {
     if before.size != after.size {
@@ -151,6 +162,19 @@ pub(crate) fn clone_origin(name: &str) -> Option<&str> {
 
 /// A static local's name without gcc's number (`fake_sk.1` is `fake_sk`), for comparing two
 /// units where the numbers may have moved; other names are returned as they are.
+/// `name` as references are compared: without a static's number, and without the counter of a
+/// `__UNIQUE_ID_` name (`__UNIQUE_ID_ddebug401`: gcc's `__COUNTER__`, which counts every use
+/// in the unit before it, so any code added above changes it).
+fn comparable_name(name: &str) -> &str {
+    let name = without_local_number(name);
+    match name.strip_prefix("__UNIQUE_ID_") {
+        Some(rest) if rest.ends_with(|c: char| c.is_ascii_digit()) => {
+            name.trim_end_matches(|c: char| c.is_ascii_digit())
+        }
+        _ => name,
+    }
+}
+
 pub(crate) fn without_local_number(name: &str) -> &str {
     match name.rsplit_once('.') {
         Some((base, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && clone_origin(name).is_none() => {
@@ -350,7 +374,7 @@ fn relocations(
                     match named {
                         Some((a, _, name)) => {
                             addend -= *a as i64;
-                            Target::Symbol(without_local_number(name).to_string())
+                            Target::Symbol(comparable_name(name).to_string())
                         }
                         None => section_content(&target, place).map_or_else(
                             || Target::Section(target.name().unwrap_or("").to_string()),
@@ -363,7 +387,7 @@ fn relocations(
                 } else {
                     let name = sym.name().map_err(|e| format!("relocation at {offset:#x}: {e}"))?;
                     // The patch declares a static local by its symbol (`fake_sk.1`), undefined.
-                    Target::Symbol(without_local_number(name).to_string())
+                    Target::Symbol(comparable_name(name).to_string())
                 }
             }
             _ => Target::Section(String::new()),

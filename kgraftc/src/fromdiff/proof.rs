@@ -7,53 +7,92 @@ use super::objdiff::{self, Unit};
 
 /// The verdict for one replacement.
 pub(crate) struct Verdict {
+    /// The unit it comes from.
+    pub(crate) unit: String,
     /// The replaced function.
     pub(crate) name: String,
     /// `None` when the code is the same; else how it differs.
     pub(crate) difference: Option<String>,
+    /// Whether, the code differing, the two make the same references (calls, data, strings),
+    /// as many times each: gcc compiled the same source differently in a smaller unit.
+    pub(crate) same_references: bool,
 }
 
-/// Lowers `kgp` (generated from `input`, named `file_name`), compiles its C file through kbuild
-/// as a module's (with `-I ksrc`) in `work`, and compares the C body of each replaced function
-/// (the patch's names taken as the kernel's) with that function in the fixed unit.
+impl Verdict {
+    /// Whether the patch's function is accepted as the fix's: the same code, or the same
+    /// references where gcc's optimisation of the smaller unit differs.
+    pub(crate) fn holds(&self) -> bool {
+        self.difference.is_none() || self.same_references
+    }
+
+    /// The verdict in words, as printed and as written in the `.kgp`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.difference {
+            None => format!("same code as the fixed {}", self.unit),
+            Some(d) if self.same_references => format!(
+                "same calls and data as the fixed {}, other instructions ({d}): gcc optimises the patch's smaller \
+                 unit differently",
+                self.unit
+            ),
+            Some(d) => format!("DIFFERS from the fixed {}: {d}", self.unit),
+        }
+    }
+}
+
+/// Lowers `kgp` (generated from `inputs`, one per unit, named `file_name`), compiles each of its
+/// C units through kbuild as a module's (with `-I ksrc`) in `work`, and compares the C body of
+/// each replaced function (the patch's names taken as the kernel's) with that function in its
+/// fixed unit.
 pub(crate) fn prove(
     kgp: &str,
     file_name: &str,
-    input: &super::generate::Input<'_>,
+    inputs: &[super::generate::Input<'_>],
     kdir: &Path,
     ksrc: &Path,
     work: &Path,
 ) -> Result<Vec<Verdict>, String> {
-    let (after, rel) = (input.after, input.unit.rel.as_str());
-    let prefix = input.unit.c_body_prefix();
     let checked = kgraft_lang::check(file_name, kgp).map_err(|d| {
         let first = d.list.first().map_or(String::new(), |d| format!("{}: {}", d.code, d.message));
         format!("the generated patch does not pass the language's checks ({first}); this is a bug of from-diff")
     })?;
     let lowered = kgraft_lang::lower(&checked).map_err(|_| "the generated patch does not lower".to_string())?;
-    let c = lowered.c_source.ok_or("the generated patch has no C file")?;
     std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    let kbuild = format!(
-        "obj-m := kgraft_proof.o\nkgraft_proof-y := kgraft_proof_c.o\nccflags-y := -I{} -ffunction-sections -fdata-sections\n",
-        ksrc.display()
-    );
-    std::fs::write(work.join("Kbuild"), kbuild).map_err(|e| e.to_string())?;
-    std::fs::write(work.join("kgraft_proof_c.c"), &c).map_err(|e| e.to_string())?;
-    super::tu::make_object(kdir, work, "kgraft_proof_c.o")
-        .map_err(|e| format!("the generated patch's C does not compile:\n{e}"))?;
-    let data = std::fs::read(work.join("kgraft_proof_c.o")).map_err(|e| e.to_string())?;
-    let mut patch = Unit::read(&data)?;
-    patch.strip_prefix(&prefix);
-    // The patch's messages name the `.kgp` where the kernel's name the unit.
-    patch.without_line_numbers(&[file_name, rel]);
+    let kbuild =
+        format!("obj-m := kgraft_proof.o\nccflags-y := -I{} -ffunction-sections -fdata-sections\n", ksrc.display());
     let mut verdicts = Vec::new();
-    for name in input.analysis.replaced.keys() {
-        let difference = match (patch.functions.get(name), after.functions.get(name)) {
-            (Some(p), Some(a)) => objdiff::compare(a, p).map(|d| d.to_string()),
-            (None, _) => Some(format!("the patch has no function `{prefix}{name}`")),
-            (_, None) => Some("the fixed unit has no such function".into()),
-        };
-        verdicts.push(Verdict { name: name.clone(), difference });
+    for (index, input) in inputs.iter().enumerate() {
+        let (after, rel) = (input.after, input.unit.rel.as_str());
+        let prefix = input.unit.c_body_prefix();
+        let c = lowered
+            .c_units
+            .iter()
+            .find(|u| u.name.as_deref() == Some(rel))
+            .ok_or_else(|| format!("the generated patch has no C unit \"{rel}\""))?;
+        let stem = format!("kgraft_proof_c{index}");
+        // The unit's flags, as `kgraftc build --ksrc` gives them.
+        let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
+        let flags = super::tu::unit_cflags(ksrc, &auto_conf, rel);
+        std::fs::write(
+            work.join("Kbuild"),
+            format!("{kbuild}CFLAGS_{stem}.o := {}\n", flags.join(" ").replace('$', "$$")),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(work.join(format!("{stem}.c")), &c.text).map_err(|e| e.to_string())?;
+        super::tu::make_object(kdir, work, &format!("{stem}.o"))
+            .map_err(|e| format!("the generated patch's C unit \"{rel}\" does not compile:\n{e}"))?;
+        let data = std::fs::read(work.join(format!("{stem}.o"))).map_err(|e| e.to_string())?;
+        let mut patch = Unit::read(&data)?;
+        patch.strip_prefix(&prefix);
+        // The patch's messages name the `.kgp` where the kernel's name the unit.
+        patch.without_line_numbers(&[file_name, rel]);
+        for name in input.analysis.replaced.keys() {
+            let (difference, same_references) = match (patch.functions.get(name), after.functions.get(name)) {
+                (Some(p), Some(a)) => (objdiff::compare(a, p).map(|d| d.to_string()), objdiff::same_references(a, p)),
+                (None, _) => (Some(format!("the patch has no function `{prefix}{name}`")), false),
+                (_, None) => (Some("the fixed unit has no such function".into()), false),
+            };
+            verdicts.push(Verdict { unit: rel.to_owned(), name: name.clone(), difference, same_references });
+        }
     }
     Ok(verdicts)
 }

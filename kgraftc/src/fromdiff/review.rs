@@ -1,9 +1,10 @@
 //! `kgraftc diff`: each C body of a patch as a unified diff against the target kernel's own
 //! function, so a reviewer reads what the patch changes and nothing else.
 //!
-//! The function's file is the one the replacement's doc comment names (`/// fs/proc/cmdline.c:7:`,
-//! as `from-diff` writes it), or `--source FILE.c`, or, in a source directory, the `.c` file
-//! that defines the function.
+//! The function's file is `--source FILE.c`, or the unit its body is compiled in (the
+//! `c "fs/proc/cmdline.c" { }` item above it), or the one the replacement's doc comment names
+//! (`/// fs/proc/cmdline.c:7:`), or, in a source directory, the `.c` file that defines the
+//! function.
 
 use std::path::PathBuf;
 
@@ -38,7 +39,8 @@ pub(crate) fn run(args: &DiffArgs, ui: &Ui) -> Result<(), Failure> {
     let kgp = &checked.source.text;
     let mut out = String::new();
     for c in &bodies {
-        let file = match args.source.clone().or_else(|| named_in_docs(kgp, c.start)) {
+        let unit = c.unit.clone().filter(|u| u.ends_with(".c"));
+        let file = match args.source.clone().or(unit).or_else(|| named_in_docs(kgp, c.start)) {
             Some(f) => f,
             // A tarball is unpacked only in part: searching it would find what happens to be.
             None => tree.is_directory().then(|| find_definition(&tree, &c.name)).flatten().ok_or_else(|| {

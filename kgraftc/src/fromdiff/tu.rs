@@ -155,6 +155,55 @@ pub(crate) fn describe(makefile: Option<&str>, auto_conf: &str, rel: &str) -> Un
     Unit { rel: rel.to_string(), dir: dir.to_string(), stem, composite, home, flags }
 }
 
+/// The flags a patch's C unit named `rel` (a `.c` file of the source tree at `src_root`) needs
+/// to find what its file's own includes find: the file's directory, and the `-I`, `-D` and
+/// `-include` flags its Makefile gives it (`ccflags-y`, `ccflags-$(CONFIG_X)` of a set option,
+/// `CFLAGS_FILE.o`), with kbuild's `$(src)` and `$(srctree)` made paths of the tree. Empty when
+/// the tree has no such file.
+pub(crate) fn unit_cflags(src_root: &Path, auto_conf: &str, rel: &str) -> Vec<String> {
+    if !rel.ends_with(".c") || rel.split('/').any(|part| part == "..") || !src_root.join(rel).is_file() {
+        return Vec::new();
+    }
+    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+    let here = src_root.join(dir).display().to_string();
+    let root = src_root.display().to_string();
+    let makefile = std::fs::read_to_string(src_root.join(dir).join("Makefile")).ok();
+    let unit = describe(makefile.as_deref(), auto_conf, rel);
+    let set = |option: &str| {
+        auto_conf.lines().any(|l| l.split_once('=').is_some_and(|(k, v)| k == option && (v == "y" || v == "m")))
+    };
+    let mut flags = vec![format!("-I{here}")];
+    for line in &unit.flags {
+        let Some((lhs, rhs)) = assignment(line) else { continue };
+        let applies = match lhs.strip_prefix("ccflags-") {
+            Some("y") => true,
+            Some(rest) => rest.strip_prefix("$(").and_then(|r| r.strip_suffix(')')).is_some_and(set),
+            None => lhs.starts_with("CFLAGS_") && !lhs.starts_with("CFLAGS_REMOVE_"),
+        };
+        if !applies {
+            continue;
+        }
+        let rhs = rhs
+            .replace("$(srctree)/$(src)", &here)
+            .replace("$(src)", &here)
+            .replace("$(obj)", &here)
+            .replace("$(srctree)", &root);
+        let mut words = rhs.split_whitespace();
+        while let Some(word) = words.next() {
+            match word {
+                "-I" | "-include" => {
+                    if let Some(arg) = words.next() {
+                        flags.push(if word == "-I" { format!("-I{arg}") } else { format!("-include {arg}") });
+                    }
+                }
+                w if (w.starts_with("-I") || w.starts_with("-D")) && !w.contains("$(") => flags.push(w.to_owned()),
+                _ => {}
+            }
+        }
+    }
+    flags
+}
+
 /// Compiles `text` as the unit through kbuild in `work` (a directory of its own), with
 /// `headers` (name, text) beside it, which take the place of the directory's headers of those
 /// names; returns the object.
@@ -256,5 +305,26 @@ ccflags-y += -I$(src)
         assert_eq!(u.home, Home::Module("bar_drv".into()));
         let u = describe(Some(MAKEFILE), "", "fs/proc/test_foo.c");
         assert_eq!(u.home, Home::NotBuilt("CONFIG_TEST_FOO".into()), "an option that is not set: not built");
+    }
+
+    #[test]
+    fn a_patch_unit_gets_the_include_flags_its_makefile_gives_its_file() {
+        let root = std::env::temp_dir().join(format!("kgraft-unit-cflags-{}", std::process::id()));
+        let dir = root.join("fs/xfs");
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::write(
+            dir.join("Makefile"),
+            "ccflags-y += -I $(srctree)/$(src)/libxfs -Wno-foo\nccflags-$(CONFIG_XFS_DEBUG) += -DDEBUG=1\n\
+             ccflags-$(CONFIG_NOPE) += -DNOPE\nCFLAGS_xfs_stats.o := -DSTATS\nCFLAGS_other.o := -DOTHER\n\
+             obj-$(CONFIG_XFS_FS) += xfs.o\nxfs-y += xfs_stats.o\n",
+        )
+        .expect("a Makefile");
+        std::fs::write(dir.join("xfs_stats.c"), "").expect("a unit");
+        let flags = unit_cflags(&root, "CONFIG_XFS_FS=m\nCONFIG_XFS_DEBUG=y\n", "fs/xfs/xfs_stats.c");
+        let here = dir.display().to_string();
+        assert_eq!(flags, vec![format!("-I{here}"), format!("-I{here}/libxfs"), "-DDEBUG=1".into(), "-DSTATS".into()]);
+        assert!(unit_cflags(&root, "", "fs/xfs/missing.c").is_empty(), "a file the tree lacks: no flags");
+        assert!(unit_cflags(&root, "", "fs/xfs/../xfs/xfs_stats.c").is_empty(), "no way out of the tree");
+        std::fs::remove_dir_all(&root).expect("cleaned up");
     }
 }

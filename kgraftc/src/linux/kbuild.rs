@@ -73,23 +73,33 @@ pub(crate) fn link(
     } else {
         let _ = std::fs::remove_file(&engine_path);
     }
-    let c_path = build_dir.join(format!("{name}_c.c"));
-    match c {
-        Some(c) => {
-            makefile = makefile.replace("kgraft_layout.o\n", &format!("kgraft_layout.o {name}_c.o\n"));
-            // gcc's positions in the `.kgp` file: columns in bytes, one line per message.
-            let mut flags = crate::cbuild::DIAGNOSTIC_FLAGS.join(" ");
-            if let Some(ksrc) = c.ksrc {
-                let ksrc = std::path::absolute(ksrc).unwrap_or_else(|_| ksrc.to_path_buf());
-                flags += &format!(" -I{}", ksrc.display().to_string().replace('$', "$$"));
-            }
-            makefile += &format!("CFLAGS_{name}_c.o := {flags}\n");
-            write_if_changed(&c_path, c.text.as_bytes())?;
+    // One object per C unit; files of units a previous version of the patch had go.
+    let mut c_files = Vec::new();
+    if let Some(c) = c {
+        // gcc's positions in the `.kgp` file: columns in bytes, one line per message.
+        let mut flags = crate::cbuild::DIAGNOSTIC_FLAGS.join(" ");
+        if let Some(ksrc) = c.ksrc {
+            let ksrc = std::path::absolute(ksrc).unwrap_or_else(|_| ksrc.to_path_buf());
+            flags += &format!(" -I{}", ksrc.display().to_string().replace('$', "$$"));
         }
-        None => {
-            let _ = std::fs::remove_file(&c_path);
+        let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
+        for (index, unit) in c.units.iter().enumerate() {
+            let stem = crate::cbuild::file_stem(name, index);
+            // A unit named after a file of the source tree is compiled as the kernel compiles
+            // that file: with its directory and its Makefile's include flags.
+            let mut unit_flags = flags.clone();
+            if let (Some(ksrc), Some(rel)) = (c.ksrc, unit.name.as_deref()) {
+                let ksrc = std::path::absolute(ksrc).unwrap_or_else(|_| ksrc.to_path_buf());
+                for flag in crate::fromdiff::tu::unit_cflags(&ksrc, &auto_conf, rel) {
+                    unit_flags += &format!(" {}", flag.replace('$', "$$"));
+                }
+            }
+            makefile += &format!("{name}-y += {stem}.o\nCFLAGS_{stem}.o := {unit_flags}\n");
+            write_if_changed(&build_dir.join(format!("{stem}.c")), unit.text.as_bytes())?;
+            c_files.push(format!("{stem}.c"));
         }
     }
+    crate::cbuild::remove_stale(build_dir, name, &c_files);
     write_if_changed(&build_dir.join("Makefile"), makefile.as_bytes())?;
     write_if_changed(&build_dir.join("kgraft_layout.c"), layout_c(kgraft.is_some()).as_bytes())?;
     // kbuild links a prebuilt object from `<obj>_shipped`; modpost also wants its command file.

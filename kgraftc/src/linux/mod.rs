@@ -81,10 +81,10 @@ impl Progress {
     }
 }
 
-/// The patch's C file, compiled by kbuild into the module.
+/// The patch's C files, compiled by kbuild into the module.
 pub(crate) struct CFile<'a> {
-    /// Its text (`Lowered::c_source`).
-    pub(crate) text: &'a str,
+    /// Its units (`Lowered::c_units`), each compiled apart.
+    pub(crate) units: &'a [kgraft_lang::CUnit],
     /// A kernel source tree for its include path (`--ksrc`).
     pub(crate) ksrc: Option<&'a Path>,
     /// Reports gcc's messages about the `.kgp` file in kbuild's output; returns whether any was
@@ -105,6 +105,8 @@ pub(crate) struct Prepared {
     /// The functions of the target's vmlinux, when its symbols were read (the probe): a call to
     /// a name outside them could not be resolved at load.
     pub(crate) vmlinux_functions: Option<std::collections::BTreeSet<String>>,
+    /// The symbols of each module the patch replaces functions of, when they were read.
+    pub(crate) module_symbol_names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
     /// crate and kbuild directories.
     _cache_lock: crate::lock::Lock,
@@ -128,6 +130,7 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
         module_symbols: Vec::new(),
         engine: crate::Engine::Klp,
         vmlinux_functions: None,
+        module_symbol_names: std::collections::BTreeMap::new(),
         _cache_lock,
     })
 }
@@ -219,6 +222,24 @@ impl Prepared {
                 .into_iter()
                 .filter(|s| s != "__this_module" && !symvers.contains(s))
                 .collect();
+        }
+        // What a module's C unit leaves undefined is that module's (its statics, declared
+        // `extern`), where the module has the symbol, or vmlinux lacks it.
+        if let Some(c) = &c {
+            for (index, unit) in c.units.iter().enumerate() {
+                let Some(module) = &unit.module else { continue };
+                let object = build_dir.join(format!("{}.o", crate::cbuild::file_stem(name, index)));
+                for sym in object::undefined_symbols(&object)? {
+                    let theirs = match (self.module_symbol_names.get(module), &self.vmlinux_functions) {
+                        (Some(known), _) => known.contains(&sym),
+                        (None, Some(vmlinux)) => !vmlinux.contains(&sym),
+                        (None, None) => false,
+                    };
+                    if theirs && unexported.contains(&sym) && !self.module_symbols.iter().any(|(s, _)| *s == sym) {
+                        self.module_symbols.push((sym, module.clone()));
+                    }
+                }
+            }
         }
         // A function called that vmlinux lacks (a static helper the kernel's compiler inlined
         // everywhere, declared instead of copied) would fail only at load: refuse it here.
