@@ -223,6 +223,13 @@ scenario_from_diff() {
     grep -q '^fork_serial:' /proc/1/status && { echo "shadow_fork_serial: init, older than the patch, has one"; return; }
     unload shadow_fork_serial || return
     [ -z "$(serial)" ] || { echo "shadow_fork_serial not undone"; return; }
+
+    # A system call's SYSCALL_DEFINE body, replaced in every entry: uname's version is marked.
+    v="$(uname -v)"
+    load fd/uname_version_mark || return
+    [ "$(uname -v)" = "$v +uname-fix" ] || { echo "uname_version_mark: $(uname -v)"; return; }
+    unload uname_version_mark || return
+    [ "$(uname -v)" = "$v" ] || { echo "uname_version_mark not undone: $(uname -v)"; return; }
     echo ok
 }
 

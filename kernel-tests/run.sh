@@ -88,7 +88,8 @@ done
 # Debian's source tarball (scenario from_diff), for the run's engine.
 mkdir -p "$rootfs/m/fd" "$work/fixes"
 for fix in cmdline_prefix.patch cmdline_new_function.diff meminfo_label.diff meminfo_counter.diff \
-    settimeofday_tz_range.diff mm_alloc_fatal_signal.diff netfilter_null_flow.diff shadow_fork_serial.diff; do
+    settimeofday_tz_range.diff mm_alloc_fatal_signal.diff netfilter_null_flow.diff shadow_fork_serial.diff \
+    uname_version_mark.diff; do
     p=${fix%.*}
     say "from-diff $fix ($engine)"
     t=$(now)

@@ -332,6 +332,8 @@ pub struct Syscall {
     pub sig: Signature,
     /// The body, braces included.
     pub body: Fragment,
+    /// `in C` when the body is C (compiled into the patch's C file).
+    pub in_c: Option<Span>,
     /// From `replace` to the end of the signature.
     pub head: Span,
 }

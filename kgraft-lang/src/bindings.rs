@@ -179,7 +179,9 @@ impl Uses {
                 Item::Callback(cb) => uses.block(&cb.body),
                 Item::Syscall(sc) => {
                     uses.signature(&sc.sig);
-                    uses.block(&sc.body);
+                    if sc.in_c.is_none() {
+                        uses.block(&sc.body);
+                    }
                 }
                 Item::State(st) => {
                     uses.declared.insert(st.name.name.clone());

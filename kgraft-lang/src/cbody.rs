@@ -16,20 +16,65 @@ use crate::check::{self, Target};
 use crate::codes;
 use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile, Span};
 
+/// A function whose body is C: a `replace fn ... in C` or a `replace syscall ... in C`.
+struct CFn<'a> {
+    /// The object whose function it replaces (`vmlinux` for a system call).
+    object: &'a str,
+    sig: &'a Signature,
+    /// Its C name.
+    symbol: String,
+    /// Where its item starts (`replace`).
+    start: usize,
+    body: &'a Fragment,
+}
+
+/// The functions of `file` whose bodies are C, in source order.
+fn c_functions(file: &File) -> Vec<CFn<'_>> {
+    let mut ignored = Diagnostics::default();
+    let mut out: Vec<CFn<'_>> = check::targets(file)
+        .into_iter()
+        .filter(|t| t.func.in_c.is_some())
+        .map(|t| CFn {
+            object: t.object,
+            sig: &t.func.sig,
+            symbol: symbol(&t, check::sympos(t.func, &mut ignored)),
+            start: t.func.head.start,
+            body: &t.func.body,
+        })
+        .collect();
+    for item in &file.items {
+        if let Item::Syscall(sc) = item
+            && sc.in_c.is_some()
+        {
+            out.push(CFn {
+                object: "vmlinux",
+                sig: &sc.sig,
+                symbol: syscall_symbol(&sc.sig.name.name),
+                start: sc.head.start,
+                body: &sc.body,
+            });
+        }
+    }
+    out.sort_by_key(|f| f.start);
+    out
+}
+
+/// The C name of the body of `replace syscall NAME ... in C`, which the entries call.
+pub(crate) fn syscall_symbol(name: &str) -> String {
+    format!("__kgraft_c_sys_{name}")
+}
+
 /// Checks that every C-bodied replacement's signature has a C spelling.
 pub(crate) fn check(file: &File, diags: &mut Diagnostics) {
-    for t in check::targets(file) {
-        if t.func.in_c.is_none() {
-            continue;
-        }
-        for p in &t.func.sig.params {
+    for f in c_functions(file) {
+        for p in &f.sig.params {
             if let Param::Named { ty, .. } = p
                 && let Err((span, why)) = spell_fragment(ty, false)
             {
                 diags.push(unspellable(span, &why));
             }
         }
-        if let Some(ret) = &t.func.sig.ret
+        if let Some(ret) = &f.sig.ret
             && let Err((span, why)) = spell_fragment(ret, true)
         {
             diags.push(unspellable(span, &why));
@@ -171,11 +216,11 @@ fn unit_at(named: &[usize], at: usize) -> usize {
 ///
 /// Only called on checked sources, whose C signatures all have a spelling.
 pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
-    let targets: Vec<Target<'_>> = check::targets(file).into_iter().filter(|t| t.func.in_c.is_some()).collect();
+    let functions = c_functions(file);
     let items: Vec<&CItem> =
         file.items.iter().filter_map(|i| if let Item::C(c) = i { Some(c) } else { None }).collect();
     let params = crate::params::c_definitions(file);
-    if targets.is_empty() && items.is_empty() && params.is_empty() {
+    if functions.is_empty() && items.is_empty() && params.is_empty() {
         return Vec::new();
     }
     let named: Vec<usize> = items.iter().filter(|c| c.unit.is_some()).map(|c| c.keyword.start).collect();
@@ -203,12 +248,10 @@ pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
     for c in &items {
         unit_items[unit_at(&named, c.keyword.start)].push(c);
     }
-    let mut ignored = Diagnostics::default();
-    for t in &targets {
-        let unit = unit_at(&named, t.func.head.start);
-        objects[unit].insert(t.object);
-        let sig = &t.func.sig;
-        let sympos = check::sympos(t.func, &mut ignored);
+    for f in &functions {
+        let unit = unit_at(&named, f.start);
+        objects[unit].insert(f.object);
+        let sig = f.sig;
         let ret = sig.ret.as_ref().and_then(|r| spell_fragment(r, true).ok()).map_or_else(
             || "void".to_owned(),
             |s| {
@@ -234,9 +277,9 @@ pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
         }
         let params = if params.is_empty() { "void".to_owned() } else { params.join(", ") };
         let sep = if ret.ends_with('*') { "" } else { " " };
-        let proto = format!("{ret}{sep}{}({params})", symbol(t, sympos));
-        let (head_line, _) = source.line_col(t.func.head.start);
-        prototypes[unit].push((head_line, proto, &t.func.body));
+        let proto = format!("{ret}{sep}{}({params})", f.symbol);
+        let (head_line, _) = source.line_col(f.start);
+        prototypes[unit].push((head_line, proto, f.body));
     }
     let mut units = Vec::new();
     let mut params = Some(params);
@@ -290,12 +333,11 @@ pub(crate) fn body_units(file: &File) -> Vec<(usize, Option<String>)> {
         )
         .collect();
     let starts: Vec<usize> = named.iter().map(|(s, _)| *s).collect();
-    check::targets(file)
+    c_functions(file)
         .iter()
-        .filter(|t| t.func.in_c.is_some())
-        .map(|t| {
-            let unit = unit_at(&starts, t.func.head.start);
-            (t.func.head.start, unit.checked_sub(1).map(|i| named[i].1.clone()))
+        .map(|f| {
+            let unit = unit_at(&starts, f.start);
+            (f.start, unit.checked_sub(1).map(|i| named[i].1.clone()))
         })
         .collect()
 }
@@ -348,6 +390,37 @@ module "xfs" {
     }
 }
 "#;
+
+    #[test]
+    fn a_system_calls_c_body_is_a_function_of_its_unit_that_each_entry_calls() {
+        let source = r#"patch sys {
+    description: "uname",
+}
+
+c "kernel/sys.c" {
+#include <linux/utsname.h>
+}
+
+/// The fixed body.
+replace syscall newuname(name: *mut new_utsname) -> c_long in C {
+    return name ? 0 : -EFAULT;
+}
+"#;
+        let checked = crate::check("sys.kgp", source).map_err(|d| format!("{:?}", d.list)).expect("checks");
+        let lowered = crate::lower(&checked).map_err(|d| format!("{:?}", d.list)).expect("lowers");
+        let [unit] = &lowered.c_units[..] else { panic!("one unit: {:?}", lowered.c_units) };
+        assert_eq!(unit.name.as_deref(), Some("kernel/sys.c"));
+        assert!(unit.text.contains("long __kgraft_c_sys_newuname(struct new_utsname *name)\n"), "{}", unit.text);
+        assert!(unit.text.contains("return name ? 0 : -EFAULT;"), "{}", unit.text);
+        // Each entry unpacks the registers and calls the C body.
+        for entry in ["__kgraft_x64_sys_newuname", "__kgraft_ia32_sys_newuname"] {
+            assert!(lowered.build_source.contains(entry), "{}", lowered.build_source);
+        }
+        assert!(lowered.build_source.contains("fn __kgraft_c_sys_newuname("), "{}", lowered.build_source);
+        let bodies = checked.c_bodies();
+        assert_eq!(bodies.len(), 1);
+        assert!(bodies[0].syscall && bodies[0].name == "newuname" && bodies[0].unit.as_deref() == Some("kernel/sys.c"));
+    }
 
     #[test]
     fn each_named_c_item_begins_a_unit_of_its_own() {

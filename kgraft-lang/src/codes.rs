@@ -352,10 +352,11 @@ in other files. Fix a traceable caller instead."
 symbols for other modules to link against. Keep the new function inside the patch."
 
     E0105 "from-diff: a changed function whose source cannot be copied"
-"The function's code changed, but its definition is written through a macro (a system call's
-`SYSCALL_DEFINEn` makes `__x64_sys_NAME` and `__do_sys_NAME`) or is not in the file at all, so
-it cannot become a C body of the patch. Write that replacement by hand (`replace syscall` for a
-system call)."
+"The function's code changed, but its definition is written through a macro other than
+`SYSCALL_DEFINEn` (`COMPAT_SYSCALL_DEFINEn`, `BPF_CALL_n`, ...) or is not in the file at all, so
+it cannot become a C body of the patch. Write that replacement by hand (`replace fn` of the
+entry the macro makes). A system call's `SYSCALL_DEFINEn` becomes a `replace syscall NAME(...)
+in C` of its own."
 
     E0106 "from-diff: a prototype the patch language cannot spell"
 "The replaced function takes or returns a structure by value, or is variadic; C bodies take

@@ -109,7 +109,19 @@ impl Checked {
                 body: t.func.body.text.clone(),
                 start: t.func.head.start,
                 unit: units.iter().find(|(at, _)| *at == t.func.head.start).and_then(|(_, u)| u.clone()),
+                syscall: false,
             })
+            .chain(self.file.items.iter().filter_map(|i| match i {
+                ast::Item::Syscall(sc) if sc.in_c.is_some() => Some(CBody {
+                    object: "vmlinux".to_owned(),
+                    name: sc.sig.name.name.clone(),
+                    body: sc.body.text.clone(),
+                    start: sc.head.start,
+                    unit: units.iter().find(|(at, _)| *at == sc.head.start).and_then(|(_, u)| u.clone()),
+                    syscall: true,
+                }),
+                _ => None,
+            }))
             .collect()
     }
 
@@ -123,7 +135,7 @@ impl Checked {
     }
 }
 
-/// A replacement whose body is C (`replace fn NAME(...) in C { ... }`).
+/// A replacement whose body is C (`replace fn NAME(...) in C { ... }`, or `replace syscall`).
 #[derive(Clone, Debug)]
 pub struct CBody {
     /// The object it replaces a function of (`vmlinux`, or a module's name as written).
@@ -136,6 +148,9 @@ pub struct CBody {
     pub start: usize,
     /// The name of the C unit it is compiled in (its `c "NAME" { }` item), if any.
     pub unit: Option<String>,
+    /// Whether it is the body of a system call (`replace syscall NAME ... in C`, `name` the
+    /// call's, whose source is `SYSCALL_DEFINEn(NAME, ...)`).
+    pub syscall: bool,
 }
 
 /// The stack given to the thread that runs the parsers: syn descends recursively, and the

@@ -83,29 +83,54 @@ impl Lowering<'_> {
     /// names of the replacements.
     pub(super) fn syscall(&mut self, sc: &Syscall) -> Result<SyscallItems, Box<Diagnostic>> {
         let name = &sc.sig.name.name;
-        let body_ident = format_ident!("__kgraft_sys_{}", name);
-        let params = self.params(&sc.sig, false)?;
-        let ret = self.ret(&sc.sig)?;
         let docs = doc_attrs(&sc.sig.docs);
         let sep = (!sc.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
-        let marker = self.safety_marker(format!(
-            "the entries of the system call `{name}` call this body with the call's arguments, in the calling task's \
-             context; the body is the reviewed patch source."
-        ));
-        let (block, n) = self.body(&sc.body)?;
-        let head = |params: &[TokenStream], ret: &TokenStream| {
-            quote! {
-                #docs
-                #sep
-                #[doc = " # Safety"]
-                #[doc = ""]
-                #[doc = " Called by the system call's entries below, with its arguments, in the calling task's context."]
-                unsafe fn #body_ident(#(#params),*) #ret
-            }
+        let (body_ident, mut out) = if sc.in_c.is_some() {
+            // The body is a C function of the patch's C file; the entries call it.
+            let body_ident = format_ident!("{}", cbody::syscall_symbol(name));
+            let note = format!(" The body of the system call `{name}`, in the patch's C file.");
+            let item = |params: &[TokenStream], ret: &TokenStream| {
+                quote! {
+                    // Only pointers cross to C: the Rust shape of what they point to is never
+                    // passed by value.
+                    #[allow(improper_ctypes)]
+                    unsafe extern "C" {
+                        #docs
+                        #sep
+                        #[doc = #note]
+                        fn #body_ident(#(#params),*) #ret;
+                    }
+                }
+            };
+            let full = item(&self.params(&sc.sig, true)?, &self.ret(&sc.sig)?);
+            let sketch = item(&self.verbatim_params(&sc.sig, true)?, &self.verbatim_ret(&sc.sig));
+            (body_ident, vec![(full, sketch)])
+        } else {
+            let body_ident = format_ident!("__kgraft_sys_{}", name);
+            let params = self.params(&sc.sig, false)?;
+            let ret = self.ret(&sc.sig)?;
+            let marker = self.safety_marker(format!(
+                "the entries of the system call `{name}` call this body with the call's arguments, in the calling \
+                 task's context; the body is the reviewed patch source."
+            ));
+            let (block, n) = self.body(&sc.body)?;
+            let head = |params: &[TokenStream], ret: &TokenStream| {
+                quote! {
+                    #docs
+                    #sep
+                    #[doc = " # Safety"]
+                    #[doc = ""]
+                    #[doc = " Called by the system call's entries below, with its arguments, in the calling task's context."]
+                    unsafe fn #body_ident(#(#params),*) #ret
+                }
+            };
+            let full = head(&params, &ret);
+            let sketch = head(&self.verbatim_params(&sc.sig, false)?, &self.verbatim_ret(&sc.sig));
+            (
+                body_ident,
+                vec![(quote!(#full { #marker unsafe #block }), quote!(#sketch { #marker __kgraft_body!(#n); }))],
+            )
         };
-        let full = head(&params, &ret);
-        let sketch = head(&self.verbatim_params(&sc.sig, false)?, &self.verbatim_ret(&sc.sig));
-        let mut out = vec![(quote!(#full { #marker unsafe #block }), quote!(#sketch { #marker __kgraft_body!(#n); }))];
         let mut names = Vec::new();
         let ret_ty = match &sc.sig.ret {
             Some(r) => {

@@ -637,18 +637,20 @@ fn replace_sys(pair: Pair<'_, Rule>, base: usize) -> Syscall {
     let mut rest = Vec::new();
     let mut body = Fragment { text: String::new(), span: Span::default() };
     let mut head_start = whole.start;
+    let mut in_c = None;
     for p in pair.into_inner() {
         match p.as_rule() {
             Rule::outer_doc => docs.push(doc(p, base, 3)),
             Rule::kw_replace => head_start = span(&p, base).start,
             Rule::kw_syscall => {}
-            Rule::block => body = fragment(p, base),
+            Rule::block | Rule::c_block => body = fragment(p, base),
+            Rule::in_c => in_c = Some(span(&p, base)),
             _ => rest.push(p),
         }
     }
     let sig = signature(&mut rest, docs, base);
     let head_end = sig.ret.as_ref().map(|r| r.span.end).unwrap_or(body.span.start).max(head_start);
-    Syscall { sig, body, head: Span::new(head_start, head_end) }
+    Syscall { sig, body, in_c, head: Span::new(head_start, head_end) }
 }
 
 /// The `(key = value, key)` options of a shadow block or a state.

@@ -96,7 +96,9 @@ pub(crate) fn check(file: &File, shadows: &Shadows, diags: &mut Diagnostics) {
                 Param::Variadic(_) => None,
             })
             .collect();
-        checks::check_body(&sc.body, &params, shadows, diags);
+        if sc.in_c.is_none() {
+            checks::check_body(&sc.body, &params, shadows, diags);
+        }
     }
 }
 

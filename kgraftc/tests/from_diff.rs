@@ -144,6 +144,26 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A fix inside a `SYSCALL_DEFINE` body becomes one `replace syscall ... in C`, proved through
+/// the call's entries.
+#[test]
+fn a_fix_to_a_system_call_becomes_a_replace_syscall_proved_through_its_entries() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("syscall");
+    let out = dir.join("uname_version_mark.kgp");
+    let (code, err) = from_diff(&fixes().join("uname_version_mark.diff"), &tarball, &kdir, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    for entry in ["__x64_sys_newuname", "__ia32_sys_newuname", "__do_sys_newuname"] {
+        assert!(err.contains(&format!("proof: {entry:<32} same code as the fixed kernel/sys.c")), "{err}");
+    }
+    let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+    assert!(kgp.contains("replace syscall newuname(name: *mut new_utsname) -> c_long in C {"), "{kgp}");
+    assert!(kgp.contains("\tstrlcat(tmp.version, \" +uname-fix\", sizeof(tmp.version));"), "{kgp}");
+    assert_eq!(kgp.matches("replace ").count(), 1, "one replacement for both entries:\n{kgp}");
+    assert!(!kgp.contains("SYSCALL_DEFINE1(newuname"), "the kernel's entries are not redefined:\n{kgp}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A fix of three files (a shadow variable allocated in kernel/fork.c, shown in fs/proc/array.c,
 /// freed in kernel/exit.c) is one patch with a C unit per file, each proved, each reviewable.
 #[test]

@@ -87,6 +87,13 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     for (name, why) in &input.analysis.replaced {
         match by_name.get(name.as_str()) {
             Some(f) if f.macro_form.is_none() => replaced.push((f, why)),
+            // A system call's entry: the `SYSCALL_DEFINE` it comes from, replaced once as
+            // `replace syscall` (which replaces every entry the kernel has).
+            None if let Some(f) = syscall_source(name, &by_name) => {
+                if !replaced.iter().any(|(g, _)| g.range == f.range) {
+                    replaced.push((f, why));
+                }
+            }
             found => {
                 let how = match found.and_then(|f| f.macro_form.as_ref()) {
                     Some((mac, _)) => format!("it is defined through `{mac}`"),
@@ -212,6 +219,38 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
                 format!("calls `{callee}`, which the fix changes and the kernel cannot patch itself")
             }
         };
+        if let Some((_, call)) = &f.macro_form {
+            let entries: Vec<String> = input
+                .analysis
+                .replaced
+                .keys()
+                .filter(|n| syscall_source(n, &BTreeMap::from([(f.name.as_str(), *f)])).is_some())
+                .map(|n| format!("`{n}`"))
+                .collect();
+            let _ = writeln!(
+                kgp,
+                "\n/// {}:{line}: the system call `{call}` (its entries {}): {reason}.",
+                input.unit.rel,
+                entries.join(", ")
+            );
+            let sig = match signature(f) {
+                Ok(sig) => sig,
+                Err(why) => {
+                    refusals.push(Refusal {
+                        code: kgraft_lang::from_diff_codes::E0106,
+                        message: format!(
+                            "the arguments of the system call `{call}` cannot be written in the patch language: {why}"
+                        ),
+                        help: "write this replacement by hand".into(),
+                    });
+                    continue;
+                }
+            };
+            let _ = write!(kgp, "replace syscall {call}{sig} in C {{");
+            kgp.push_str(&with_kernel_statics(&src, f, input, &input.text[f.body.clone()]));
+            kgp.push_str("}\n");
+            continue;
+        }
         let _ = writeln!(kgp, "\n/// {}:{line}: {reason}.", input.unit.rel);
         let sig = match signature(f) {
             Ok(sig) => sig,
@@ -250,6 +289,14 @@ pub(crate) fn new_globals<'a>(input: &'a Input<'_>) -> impl Iterator<Item = &'a 
         .iter()
         .filter(|n| input.after.functions.get(n.as_str()).is_some_and(|f| f.global))
         .map(String::as_str)
+}
+
+/// The `SYSCALL_DEFINE` definition of the system call whose entry is `symbol`
+/// (`__x64_sys_NAME`, `__ia32_sys_NAME`), if the file has it.
+pub(crate) fn syscall_source<'a>(symbol: &str, by_name: &BTreeMap<&str, &'a Function>) -> Option<&'a Function> {
+    let call = symbol.strip_prefix("__x64_sys_").or_else(|| symbol.strip_prefix("__ia32_sys_"))?;
+    let f = by_name.get(format!("sys_{call}").as_str())?;
+    f.macro_form.as_ref().is_some_and(|(m, _)| m.starts_with("SYSCALL_DEFINE")).then_some(*f)
 }
 
 /// The `.kgp`'s head: what it is, where it comes from, the `patch` header. `units` are the
@@ -291,6 +338,9 @@ fn attributes(replaced: &[(&Function, &Why)], input: &Input<'_>) -> String {
     const CODEGEN: &[&str] = &["noinline", "__noinline", "__cold", "__noclone", "__attribute_const__"];
     let mut out = String::new();
     for (f, _) in replaced {
+        if f.macro_form.is_some() {
+            continue;
+        }
         let keep = f
             .markers
             .iter()

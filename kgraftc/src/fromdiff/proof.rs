@@ -68,6 +68,24 @@ pub(crate) fn prove(
             .iter()
             .find(|u| u.name.as_deref() == Some(rel))
             .ok_or_else(|| format!("the generated patch has no C unit \"{rel}\""))?;
+        // A system call's body is proved through its entries: the proof's file defines the call
+        // again with `SYSCALL_DEFINE` around the patch's C body, as the kernel's file does, and
+        // its entries (and `__do_sys_NAME`, where gcc kept it out of line) are compared.
+        let mut text = c.text.clone();
+        let mut syscall_parts = Vec::new();
+        let src = super::csource::Source::new(input.text);
+        let functions = src.functions();
+        for body in checked.c_bodies().iter().filter(|b| b.syscall && b.unit.as_deref() == Some(rel)) {
+            let Some(f) = functions.iter().find(|f| f.name == format!("sys_{}", body.name) && f.macro_form.is_some())
+            else {
+                return Err(format!("{rel} defines no system call `{}`", body.name));
+            };
+            text.push_str(&format!("\n{}\n{}\n", f.declaration, body.body));
+            let inner = format!("__do_sys_{}", body.name);
+            if after.functions.contains_key(&inner) {
+                syscall_parts.push(inner);
+            }
+        }
         let stem = format!("kgraft_proof_c{index}");
         // The unit's flags, as `kgraftc build --ksrc` gives them.
         let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
@@ -77,7 +95,7 @@ pub(crate) fn prove(
             format!("{kbuild}CFLAGS_{stem}.o := {}\n", flags.join(" ").replace('$', "$$")),
         )
         .map_err(|e| e.to_string())?;
-        std::fs::write(work.join(format!("{stem}.c")), &c.text).map_err(|e| e.to_string())?;
+        std::fs::write(work.join(format!("{stem}.c")), &text).map_err(|e| e.to_string())?;
         super::tu::make_object(kdir, work, &format!("{stem}.o"))
             .map_err(|e| format!("the generated patch's C unit \"{rel}\" does not compile:\n{e}"))?;
         let data = std::fs::read(work.join(format!("{stem}.o"))).map_err(|e| e.to_string())?;
@@ -85,7 +103,7 @@ pub(crate) fn prove(
         patch.strip_prefix(&prefix);
         // The patch's messages name the `.kgp` where the kernel's name the unit.
         patch.without_line_numbers(&[file_name, rel]);
-        for name in input.analysis.replaced.keys() {
+        for name in input.analysis.replaced.keys().chain(&syscall_parts) {
             let (difference, same_references) = match (patch.functions.get(name), after.functions.get(name)) {
                 (Some(p), Some(a)) => (objdiff::compare(a, p).map(|d| d.to_string()), objdiff::same_references(a, p)),
                 (None, _) => (Some(format!("the patch has no function `{prefix}{name}`")), false),

@@ -39,11 +39,13 @@ pub(crate) fn run(args: &DiffArgs, ui: &Ui) -> Result<(), Failure> {
     let kgp = &checked.source.text;
     let mut out = String::new();
     for c in &bodies {
+        // A system call's body is its `SYSCALL_DEFINEn(NAME, ...)`, `sys_NAME` to the scanner.
+        let defined = if c.syscall { format!("sys_{}", c.name) } else { c.name.clone() };
         let unit = c.unit.clone().filter(|u| u.ends_with(".c"));
         let file = match args.source.clone().or(unit).or_else(|| named_in_docs(kgp, c.start)) {
             Some(f) => f,
             // A tarball is unpacked only in part: searching it would find what happens to be.
-            None => tree.is_directory().then(|| find_definition(&tree, &c.name)).flatten().ok_or_else(|| {
+            None => tree.is_directory().then(|| find_definition(&tree, &defined)).flatten().ok_or_else(|| {
                 Failure::Fatal(format!(
                     "cannot tell which file of {} defines `{}`: give it with --source FILE.c",
                     args.ksrc.display(),
@@ -58,7 +60,7 @@ pub(crate) fn run(args: &DiffArgs, ui: &Ui) -> Result<(), Failure> {
         tree.unpack(&std::collections::BTreeSet::from([dir])).map_err(Failure::Fatal)?;
         let text = tree.read(&file).map_err(Failure::Fatal)?;
         let src = Source::new(&text);
-        let Some(f) = src.functions().into_iter().find(|f| f.name == c.name) else {
+        let Some(f) = src.functions().into_iter().find(|f| f.name == defined) else {
             return Err(Failure::Fatal(format!("{file} of {} defines no `{}`", args.ksrc.display(), c.name)));
         };
         let theirs = &text[f.body.start - 1..f.body.end + 1];
@@ -93,7 +95,8 @@ fn named_in_docs(kgp: &str, start: usize) -> Option<String> {
 /// The `.c` file of a source directory that defines `name` (the first, in path order).
 fn find_definition(tree: &Tree, name: &str) -> Option<String> {
     let mut dirs = vec![tree.root.clone()];
-    let needle = format!("{name}(");
+    // A quick filter before the scan; a system call's `sys_NAME` is written `(NAME, ...`.
+    let needle = name.strip_prefix("sys_").unwrap_or(name);
     let mut found = Vec::new();
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -103,7 +106,7 @@ fn find_definition(tree: &Tree, name: &str) -> Option<String> {
                 dirs.push(path);
             } else if path.extension().is_some_and(|x| x == "c") {
                 let Ok(text) = std::fs::read_to_string(&path) else { continue };
-                if text.contains(&needle) && Source::new(&text).functions().iter().any(|f| f.name == name) {
+                if text.contains(needle) && Source::new(&text).functions().iter().any(|f| f.name == name) {
                     found.push(path.strip_prefix(&tree.root).ok()?.display().to_string());
                 }
             }
