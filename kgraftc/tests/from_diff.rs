@@ -238,6 +238,17 @@ fn what_cannot_or_need_not_be_patched_is_an_error_and_nothing_is_written() {
             write("stale.diff", &cmdline.replace(" \tseq_puts(m, saved_command_line);", " \tseq_puts(m, other_line);")),
             "does not apply",
         ),
+        // A header of another tool's build, which the kernel's source does not have.
+        (
+            write(
+                "kpatch_header.diff",
+                &cmdline.replace("@@ -6,6 +6,7 @@", "@@ -6,6 +6,8 @@").replace(
+                    "+\tseq_puts(m, \"fixed=1 \");",
+                    "+#include \"kpatch-macros.h\"\n+\tseq_puts(m, \"fixed=1 \");",
+                ),
+            ),
+            "include \"kpatch-macros.h\", which the kernel source does not have (a header of kpatch's own",
+        ),
         (
             write(
                 "binary.diff",

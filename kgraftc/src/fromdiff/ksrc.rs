@@ -153,7 +153,9 @@ impl Tree {
         // A directory's name extracts it with everything under it.
         let mut cmd = Command::new("tar");
         cmd.arg("-xJf").arg(&t.file).arg("-C").arg(base).arg(format!("{}/Makefile", t.top));
-        for d in &missing {
+        // Only the outermost directories: tar counts a member for the first name that matches
+        // it, and calls a name under another "not found".
+        for d in missing.iter().filter(|d| !covered_by_another(d, &missing)) {
             cmd.arg(format!("{}/{d}", t.top));
         }
         let out = cmd.output().map_err(|e| format!("cannot run tar to unpack {}: {e}", t.file.display()))?;
@@ -263,9 +265,25 @@ pub(crate) fn kdir_version(kdir: &Path) -> Option<String> {
     makefile_version(&std::fs::read_to_string(included).ok()?)
 }
 
+/// Whether one of `dirs` other than `dir` contains it (`drivers/input` contains
+/// `drivers/input/misc`).
+fn covered_by_another(dir: &str, dirs: &[&String]) -> bool {
+    dirs.iter().any(|d| dir.len() > d.len() && dir.starts_with(d.as_str()) && dir.as_bytes()[d.len()] == b'/')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_under_another_is_unpacked_with_it() {
+        let (input, misc, inputs) =
+            ("drivers/input".to_string(), "drivers/input/misc".to_string(), "drivers/inputs".to_string());
+        let all = [&input, &misc, &inputs];
+        assert!(covered_by_another(&misc, &all));
+        assert!(!covered_by_another(&input, &all));
+        assert!(!covered_by_another(&inputs, &all), "a sibling whose name starts alike is not under it");
+    }
 
     #[test]
     fn quoted_includes_are_paths_in_the_tree() {

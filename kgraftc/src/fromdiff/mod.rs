@@ -240,6 +240,23 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         if !headers.is_empty() && fp.is_none() {
             eprintln!("from-diff: {rel} includes a changed header");
         }
+        // A header the fix includes that the tree does not have would fail in the compiler,
+        // far from the reason.
+        for header in quoted_includes(&after).difference(&quoted_includes(&before)) {
+            let beside = if dir.is_empty() { header.clone() } else { format!("{dir}/{header}") };
+            let new_here = local_headers.iter().any(|(name, _)| name == header);
+            if !new_here && !tree.exists(&beside) && !tree.exists(header) {
+                let whose = if header.starts_with("kpatch-") {
+                    " (a header of kpatch's own, for its build: kgraft patches say the same with `callback` \
+                     items and `replace syscall`; take the include and its macros out of the fix)"
+                } else {
+                    ""
+                };
+                return Err(bad_input(format!(
+                    "the fix has {rel} include \"{header}\", which the kernel source does not have{whose}"
+                )));
+            }
+        }
         work_units.push((rel.clone(), before, after, lines, local_headers));
     }
     if work_units.is_empty() {
@@ -417,6 +434,17 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         crate::guest_test::run(&test, ui)?;
     }
     Ok(())
+}
+
+/// The headers `text` includes with quotes (`#include "x.h"`).
+fn quoted_includes(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix('#')?.trim_start().strip_prefix("include")?.trim_start();
+            let rest = rest.strip_prefix('"')?;
+            Some(rest[..rest.find('"')?].to_string())
+        })
+        .collect()
 }
 
 /// One translation unit of the fix, compiled before and after and compared.
