@@ -76,6 +76,11 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         kernel: kernel_info::KernelArgs,
+        /// The target's source (a directory or Debian's `linux-source-*.tar.xz`): says, for
+        /// each static function of its file a C body calls, whether the target inlined it
+        /// (the patch must copy it) or kept it (the patch may call the kernel's).
+        #[arg(long)]
+        ksrc: Option<PathBuf>,
     },
     /// Prints the Rust crate a patch source lowers to.
     Expand {
@@ -257,10 +262,22 @@ pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>, ui: &Ui) -> Resu
 fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui { format: cli.message_format, color: cli.color };
     match cli.command {
-        Command::Check { file, kernel } => {
+        Command::Check { file, kernel, ksrc } => {
             let checked = load(&file, &ui)?;
-            if check_kernel(&checked, &kernel, &ui)?.is_none() {
-                note_opaque(&checked, &ui);
+            let target = check_kernel(&checked, &kernel, &ui)?;
+            match (&target, &ksrc) {
+                (None, Some(_)) => {
+                    return Err(Failure::Fatal(
+                        "--ksrc compares the C bodies with a target kernel: give it (--kdir, --vmlinux)".into(),
+                    ));
+                }
+                (None, None) => note_opaque(&checked, &ui),
+                (Some(kernel), Some(ksrc)) => {
+                    if !fromdiff::statics::report(&checked, kernel, ksrc)? {
+                        return Err(Failure::Reported);
+                    }
+                }
+                (Some(_), None) => {}
             }
             Ok(())
         }

@@ -411,5 +411,28 @@ fn a_static_helper_declared_instead_of_copied_is_refused_at_build() {
     assert!(err.contains("error: the patch calls `show_val_kb`, which 6.1.0-"), "{err}");
     assert!(err.contains("has no function of that name"), "{err}");
     assert!(!dir.join("declared.ko").exists());
+    // `kgraftc check --ksrc` says so before any build, and what the generated patch does right.
+    let check = |kgp: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+            .arg("check")
+            .arg(kgp)
+            .arg("--kdir")
+            .arg(&kdir)
+            .arg("--ksrc")
+            .arg(&tarball)
+            .output()
+            .expect("kgraftc runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check(&bad);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("check: the static functions of fs/proc/meminfo.c that C bodies call:"), "{err}");
+    assert!(
+        err.contains("show_val_kb                  (from meminfo_proc_show) error: inlined everywhere by the kernel"),
+        "{err}"
+    );
+    let (code, err) = check(&kgp);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("the patch carries a copy: right"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,6 +16,7 @@ mod objdiff;
 mod patchfile;
 mod proof;
 pub(crate) mod review;
+pub(crate) mod statics;
 pub(crate) mod tu;
 
 use std::collections::BTreeSet;

@@ -79,7 +79,7 @@ pub(crate) fn run(args: &DiffArgs, ui: &Ui) -> Result<(), Failure> {
 
 /// The path a replacement's doc comment gives, as `from-diff` writes it (`/// PATH:LINE: why`),
 /// looking at the comment lines just before `start`.
-fn named_in_docs(kgp: &str, start: usize) -> Option<String> {
+pub(crate) fn named_in_docs(kgp: &str, start: usize) -> Option<String> {
     let before = &kgp[..start];
     let docs =
         before.lines().rev().skip_while(|l| l.trim().is_empty()).take_while(|l| l.trim_start().starts_with("///"));
