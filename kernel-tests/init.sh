@@ -233,6 +233,12 @@ scenario_from_diff() {
     [ "$(uname -v)" = "$v +uname-fix" ] || { echo "uname_version_mark: $(uname -v)"; return; }
     unload uname_version_mark || return
     [ "$(uname -v)" = "$v" ] || { echo "uname_version_mark not undone: $(uname -v)"; return; }
+
+    # A helper the fix adds to include/linux/seq_file.h, called by fs/proc/version.c.
+    load fd/version_header_helper || return
+    [ "$(sed -n 2p /proc/version)" = "fixed: version-header" ] || { echo "version_header_helper: $(cat /proc/version)"; return; }
+    unload version_header_helper || return
+    [ "$(wc -l < /proc/version)" = 1 ] || { echo "version_header_helper not undone: $(cat /proc/version)"; return; }
     echo ok
 }
 

@@ -91,7 +91,8 @@ mkdir -p "$rootfs/m/fd" "$work/fixes"
 # (`__jump_table`) before the kgraft engine can resolve them: it is built for the livepatch
 # core only (the build refuses it with the kgraft engine, and says so).
 fixes="cmdline_prefix.patch cmdline_new_function.diff meminfo_label.diff meminfo_counter.diff \
-    settimeofday_tz_range.diff mm_alloc_fatal_signal.diff netfilter_null_flow.diff uname_version_mark.diff"
+    settimeofday_tz_range.diff mm_alloc_fatal_signal.diff netfilter_null_flow.diff uname_version_mark.diff \
+    version_header_helper.diff"
 [ "$engine" = kgraft ] || fixes="$fixes shadow_fork_serial.diff"
 for fix in $fixes; do
     p=${fix%.*}

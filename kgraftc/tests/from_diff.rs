@@ -164,6 +164,46 @@ fn a_fix_to_a_system_call_becomes_a_replace_syscall_proved_through_its_entries()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A fix to a header of the kernel's include directories: the units to patch are the fix's own
+/// `.c` files, or those named with `--tu`; each reads the fixed header before its includes, in
+/// the patch as in the proof.
+#[test]
+fn a_header_fix_patches_the_units_that_read_it() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("header");
+    // A static inline function of include/linux/utsname.h: with no unit named, an error.
+    let fix = fixes().join("utsname_exiting_task.diff");
+    let out = dir.join("utsname_exiting_task.kgp");
+    let (code, err) = from_diff(&fix, &tarball, &kdir, &out, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the fix changes the header include/linux/utsname.h, which translation units all over"),
+        "{err}"
+    );
+    assert!(err.contains("name the units to patch with --tu FILE.c"), "{err}");
+    assert!(!out.exists());
+    // Named: each function of theirs that inlines it is replaced (the system calls of
+    // kernel/sys.c as `replace syscall`), and proved.
+    let (code, err) = from_diff(&fix, &tarball, &kdir, &out, &["--tu", "fs/proc/version.c", "--tu", "kernel/sys.c"]);
+    assert_eq!(code, Some(0), "{err}");
+    for f in ["version_proc_show", "__x64_sys_newuname", "__x64_sys_sethostname", "__do_sys_newuname"] {
+        assert!(err.contains(&format!("proof: {f:<32} same code as the fixed")), "{err}");
+    }
+    let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+    assert_eq!(kgp.matches("// include/linux/utsname.h as the fix changes it").count(), 2, "{kgp}");
+    assert!(kgp.contains("\treturn ns ? &ns->uts_ns->name : &init_uts_ns.name;"), "{kgp}");
+    assert!(kgp.contains("replace fn version_proc_show(") && kgp.contains("replace syscall newuname("), "{kgp}");
+    // A header helper the fix adds and its own .c file calls: no --tu needed.
+    let out = dir.join("version_header_helper.kgp");
+    let (code, err) = from_diff(&fixes().join("version_header_helper.diff"), &tarball, &kdir, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("note: the fix changes the header include/linux/seq_file.h"), "{err}");
+    assert!(err.contains("proof: version_proc_show                same code as the fixed fs/proc/version.c"), "{err}");
+    let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+    assert!(kgp.contains("static inline void seq_put_fix_mark(struct seq_file *m, const char *fix)"), "{kgp}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A fix of three files (a shadow variable allocated in kernel/fork.c, shown in fs/proc/array.c,
 /// freed in kernel/exit.c) is one patch with a C unit per file, each proved, each reviewable.
 #[test]

@@ -40,6 +40,9 @@ pub(crate) struct Input<'a> {
     pub(crate) analysis: &'a Analysis,
     /// Whether the source tree has this file (for rewriting a local `#include "x.h"`).
     pub(crate) tree_has: &'a dyn Fn(&str) -> bool,
+    /// Headers of the kernel's include directories as the fix changes them (path, text): the
+    /// unit reads them before its own includes.
+    pub(crate) headers: &'a [(String, String)],
 }
 
 /// What was generated, for the report.
@@ -190,6 +193,14 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
         }
     }
     let _ = writeln!(kgp, "#undef KBUILD_MODNAME\n#define KBUILD_MODNAME \"{modname}\"\n");
+    for (path, text) in input.headers {
+        let _ = writeln!(
+            kgp,
+            "// {path} as the fix changes it, read before the file's own includes (its include guard\n\
+             // keeps the kernel's copy out).\n{}\n// The end of {path}.\n",
+            text.trim_end()
+        );
+    }
     let needs = Needs { copied, extern_fns, extern_vars, own_vars, macro_extern, macro_own };
     let _ = writeln!(
         kgp,

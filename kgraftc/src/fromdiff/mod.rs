@@ -156,13 +156,19 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
                     reach.push(c);
                 }
             }
-        } else {
-            // The kernel's build directory carries its own copy of these headers, first on the
-            // include path: the fixed one would not be seen.
+        } else if args.tus.is_empty() && patch.files.iter().any(|f| f.path(strip).is_some_and(|p| p.ends_with(".c"))) {
+            // The fix's own units read it; others that include it are the user's to name.
+            eprintln!(
+                "note: the fix changes the header {h}: from-diff compiles it with the fix's own .c files; other units \
+                 whose code it changes are patched only when named with --tu FILE.c"
+            );
+        } else if args.tus.is_empty() {
+            // Which of the kernel's files include it, and inline what changed, only a build of
+            // the whole kernel would tell.
             return Err(bad_input(format!(
-                "the fix changes the header {h}, which translation units all over the kernel include: from-diff \
-                 handles a header beside its .c files, not yet one under include/; split the fix, or write the \
-                 patch by hand"
+                "the fix changes the header {h}, which translation units all over the kernel include: name the \
+                 units to patch with --tu FILE.c (each is compiled before and after, and what changed in it is \
+                 replaced)"
             )));
         }
         for c in reach {
@@ -201,6 +207,17 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         }
     }
 
+    // The fixed headers of the kernel's include directories: read ahead of each named unit's
+    // own includes (their guards keep the kernel's copies out), since the build directory's
+    // copies come first on the include path.
+    let mut global_headers: Vec<(String, String)> = Vec::new();
+    for (h, hp) in &headers {
+        if h.starts_with("include/") || h.starts_with("arch/x86/include/") {
+            let old = tree.read(h).map_err(bad_input)?;
+            global_headers.push((h.clone(), hp.apply(&old).map_err(bad_input)?));
+        }
+    }
+
     // Apply the diff: to each unit, and to the headers beside it.
     let mut work_units = Vec::new();
     for rel in &units {
@@ -224,6 +241,11 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         let mut reached = fp.is_some();
         for (h, hp) in &headers {
             let (hdir, hname) = h.rsplit_once('/').unwrap_or(("", h));
+            if global_headers.iter().any(|(g, _)| g == h) {
+                reached |= args.tus.contains(rel);
+                eprintln!("from-diff: {rel} reads {h} as the fix changes it, before its own includes");
+                continue;
+            }
             let old = tree.read(h).map_err(bad_input)?;
             let new = hp.apply(&old).map_err(bad_input)?;
             if hdir == dir {
@@ -279,9 +301,18 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         eprintln!("from-diff: compiling {rel} before and after the fix ({})", unit.object());
         let t = Instant::now();
         let (before_o, after_o) = std::thread::scope(|s| {
-            let b =
-                s.spawn(|| tu::compile(&unit, &tree.root, &kdir.path, &unit_work.join("before"), &before_text, &[]));
-            let a = tu::compile(&unit, &tree.root, &kdir.path, &unit_work.join("after"), &after_text, &local_headers);
+            let b = s.spawn(|| {
+                tu::compile(&unit, &tree.root, &kdir.path, &unit_work.join("before"), &before_text, &[], &[])
+            });
+            let a = tu::compile(
+                &unit,
+                &tree.root,
+                &kdir.path,
+                &unit_work.join("after"),
+                &after_text,
+                &local_headers,
+                &global_headers,
+            );
             (b.join().unwrap_or_else(|_| Err("the compiler thread failed".into())), a)
         });
         let before_o = before_o.map_err(|e| bad_input(format!("the kernel's own source does not compile: {e}")))?;
@@ -363,6 +394,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
             after: &c.after,
             analysis: &c.found,
             tree_has: &tree_has,
+            headers: &global_headers,
         })
         .collect();
     let rels: Vec<&str> = changed.iter().map(|c| c.unit.rel.as_str()).collect();

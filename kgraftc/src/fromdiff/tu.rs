@@ -204,7 +204,8 @@ pub(crate) fn unit_cflags(src_root: &Path, auto_conf: &str, rel: &str) -> Vec<St
     flags
 }
 
-/// Compiles `text` as the unit through kbuild in `work` (a directory of its own), with
+/// Compiles `text` as the unit through kbuild in `work` (a directory of its own), `first`
+/// (headers of the kernel's include directories, by path, with their text) read before it, with
 /// `headers` (name, text) beside it, which take the place of the directory's headers of those
 /// names; returns the object.
 pub(crate) fn compile(
@@ -214,6 +215,7 @@ pub(crate) fn compile(
     work: &Path,
     text: &str,
     headers: &[(String, String)],
+    first: &[(String, String)],
 ) -> Result<PathBuf, String> {
     std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let src_dir = src_root.join(&unit.dir);
@@ -243,6 +245,15 @@ pub(crate) fn compile(
         root = src_root.display(),
         dir = unit.dir,
     );
+    // Headers of the kernel's include directories, as the fix changes them: read first.
+    for (rel, text) in first {
+        let path = work.join("first").join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        write(&path, text)?;
+        kbuild += &format!("ccflags-y += -include {}\n", path.display());
+    }
     write(&work.join("Kbuild"), &kbuild)?;
     write(&work.join(format!("{}.c", unit.stem)), text)?;
     for (name, text) in headers {
