@@ -239,6 +239,16 @@ scenario_from_diff() {
     [ "$(sed -n 2p /proc/version)" = "fixed: version-header" ] || { echo "version_header_helper: $(cat /proc/version)"; return; }
     unload version_header_helper || return
     [ "$(wc -l < /proc/version)" = 1 ] || { echo "version_header_helper not undone: $(cat /proc/version)"; return; }
+
+    # A fix of a module's function: xfs's statistics end with the fix's line while it is on.
+    for m in /m/x/*.ko; do insmod "$m" || { echo "insmod $m failed"; return; }; done
+    stats=/sys/fs/xfs/stats/stats
+    [ "$(tail -n 1 $stats)" != "fixed 1" ] || { echo "xfs_stats_mark: fixed before the patch"; return; }
+    load fd/xfs_stats_mark || return
+    [ "$(tail -n 1 $stats)" = "fixed 1" ] || { echo "xfs_stats_mark: $(tail -n 1 $stats)"; return; }
+    unload xfs_stats_mark || return
+    [ "$(tail -n 1 $stats)" != "fixed 1" ] || { echo "xfs_stats_mark not undone"; return; }
+    rmmod xfs || { echo "rmmod xfs failed"; return; }
     echo ok
 }
 

@@ -105,6 +105,25 @@ for fix in $fixes; do
     echo "from-diff $p $(since "$t")s" >> "$times"
     cp "$work/fixes/$p.ko" "$rootfs/m/fd/$p.ko"
 done
+# A fix of a module's function (xfs_stats_format, in xfs): the guest inserts xfs and what it
+# needs (libcrc32c, and the crc32c algorithm libcrc32c asks the crypto API for) from the
+# kernel's own modules, then loads the patch.
+mods=/lib/modules/$release/kernel
+for m in crypto/crc32c_generic lib/libcrc32c fs/xfs/xfs; do
+    [ -e "$mods/$m.ko" ] || { say "no $mods/$m.ko: the xfs fix needs the kernel's modules (linux-image-$release)"; exit 2; }
+done
+mkdir -p "$rootfs/m/x"
+cp "$mods/crypto/crc32c_generic.ko" "$rootfs/m/x/1-crc32c_generic.ko"
+cp "$mods/lib/libcrc32c.ko" "$rootfs/m/x/2-libcrc32c.ko"
+cp "$mods/fs/xfs/xfs.ko" "$rootfs/m/x/3-xfs.ko"
+say "from-diff xfs_stats_mark.diff ($engine)"
+t=$(now)
+if ! "$KGRAFTC" from-diff "$here/fixes/xfs_stats_mark.diff" --ksrc "$tarball_src" --kdir "$KDIR" --engine "$engine" \
+    --module "$mods/fs/xfs/xfs.ko" --build -o "$work/fixes/xfs_stats_mark.kgp" > "$work/fixes/xfs_stats_mark.log" 2>&1; then
+    cat "$work/fixes/xfs_stats_mark.log" >&2; say "from-diff xfs_stats_mark.diff failed"; exit 1
+fi
+echo "from-diff xfs_stats_mark $(since "$t")s" >> "$times"
+cp "$work/fixes/xfs_stats_mark.ko" "$rootfs/m/fd/xfs_stats_mark.ko"
 # Two versions of one package (`kgraftc package`), unpacked as dpkg would for the guest to run
 # their maintainer scripts: version 2 is cmdline_banner_v2, which replaces version 1. Packages
 # are built for the run's engine, as the samples are.

@@ -93,9 +93,13 @@ cd /tmp
 if [ @MODE@ = shell ]; then out=/dev/console; else out=/dev/ttyS1; export TERM=dumb; fi
 step() { [ @MODE@ = shell ] || echo "KGRAFT-STEP $*" > $out; }
 step booted
+# The target modules, in the order given: a module's dependencies come before it.
 for m in /m/modules/*.ko; do
     [ -e "$m" ] || continue
-    insmod "$m" > $out 2>&1 || step module-failed "$m"
+    if ! insmod "$m" > $out 2>&1; then
+        step module-failed "${m#/m/modules/???-}"
+        [ @MODE@ = shell ] || { step done; poweroff -f; }
+    fi
 done
 step loading
 kgraftc kernel load --timeout @TIMEOUT@ /m/@NAME@.ko > $out 2>&1
@@ -158,10 +162,11 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
     cpio.program("bin/kgraftc", &strip(&me, &stripped)).map_err(Failure::Fatal)?;
     let bytes = std::fs::read(&ko).map_err(|e| Failure::io(format!("cannot read `{}`", ko.display()), e))?;
     cpio.file(&format!("m/{}.ko", module.name), 0o644, &bytes);
-    for m in &args.kernel.modules {
+    for (index, m) in args.kernel.modules.iter().enumerate() {
         let bytes = std::fs::read(m).map_err(|e| Failure::io(format!("cannot read `{}`", m.display()), e))?;
         let name = m.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "module.ko".into());
-        cpio.file(&format!("m/modules/{name}"), 0o644, &bytes);
+        // Numbered, so that the guest inserts them in the order given.
+        cpio.file(&format!("m/modules/{index:03}-{name}"), 0o644, &bytes);
     }
     cpio.file("script", 0o755, script.as_deref().unwrap_or(b"exit 0\n"));
     let init = INIT
@@ -302,6 +307,13 @@ fn verdict(reader: &Reader, ended: vm::Ended, name: &str, console: &Path, vm_tim
         eprintln!("error: {what}");
         Err(Failure::Reported)
     };
+    if let Some(module) = reader.step("module-failed") {
+        return failed(format!(
+            "the guest could not insert the target module {module} (its output is above), so the patch was not \
+             loaded: give a module's dependencies with --module before it, in the order the kernel needs them \
+             (`modinfo` lists them under `depends` and `softdep`)"
+        ));
+    }
     if reader.step("done").is_none() {
         let why = if ended == vm::Ended::TimedOut {
             format!("the guest did not finish within {vm_timeout} s")

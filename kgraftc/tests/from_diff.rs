@@ -204,6 +204,36 @@ fn a_header_fix_patches_the_units_that_read_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A fix of a module's function: the replacement is in a `module` block, and the module's own
+/// statics the body calls are resolved in that module, not in vmlinux.
+#[test]
+fn a_fix_of_a_modules_function_resolves_its_statics_in_that_module() {
+    let Some((kdir, tarball)) = target() else { return };
+    let release = kdir.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+    let xfs = PathBuf::from(format!("/lib/modules/{}/kernel/fs/xfs/xfs.ko", release.unwrap_or_default()));
+    if !xfs.is_file() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs the kernel's modules");
+        return;
+    }
+    let dir = scratch("module");
+    let out = dir.join("xfs_stats_mark.kgp");
+    let xfs_arg = xfs.display().to_string();
+    let (code, err) =
+        from_diff(&fixes().join("xfs_stats_mark.diff"), &tarball, &kdir, &out, &["--module", &xfs_arg, "--build"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("from-diff: compiling fs/xfs/xfs_stats.c before and after the fix (xfs)"), "{err}");
+    assert!(err.contains("proof: xfs_stats_format                 same code as the fixed fs/xfs/xfs_stats.c"), "{err}");
+    let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+    assert!(kgp.contains("module \"xfs\" {\n"), "{kgp}");
+    // counter_val, a static of xfs the kernel kept out of line: a relocation against xfs.
+    let sections = Command::new("readelf").arg("-SW").arg(out.with_extension("ko")).output().expect("readelf runs");
+    let sections = String::from_utf8_lossy(&sections.stdout);
+    assert!(sections.contains(".klp.rela.xfs..text"), "{sections}");
+    let symbols = Command::new("readelf").arg("-sW").arg(out.with_extension("ko")).output().expect("readelf runs");
+    assert!(String::from_utf8_lossy(&symbols.stdout).contains(".klp.sym.xfs.counter_val,0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A fix of three files (a shadow variable allocated in kernel/fork.c, shown in fs/proc/array.c,
 /// freed in kernel/exit.c) is one patch with a C unit per file, each proved, each reviewable.
 #[test]
