@@ -206,6 +206,24 @@ fn single_name(p: &syn::TypePath) -> Option<String> {
     .then(|| p.path.segments[0].ident.to_string())
 }
 
+/// `text` as the inside of a C string literal: `\\` and `"` escaped, control characters as octal
+/// escapes, everything else (non-ASCII included) as it is, since gcc prints a `#line` name back
+/// byte for byte and the diagnostics are matched on the name as given.
+fn c_string_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_control() => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The unit (an index into `named`, the named `c` items' starts in source order, plus one; 0
 /// for the C before any of them) that a piece starting at `at` belongs to.
 fn unit_at(named: &[usize], at: usize) -> usize {
@@ -227,7 +245,7 @@ pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
     let names: Vec<Option<String>> = std::iter::once(None)
         .chain(items.iter().filter_map(|c| c.unit.as_ref().map(|(name, _)| Some(name.clone()))))
         .collect();
-    let file_name: String = source.name.chars().flat_map(char::escape_default).collect();
+    let file_name = c_string_text(&source.name);
     // Copies `frag[from..to]` (the inside of its braces, or all of it) at its line and column.
     let verbatim = |out: &mut String, frag: &Fragment, from: usize, to: usize| {
         let at = frag.span.start + from;

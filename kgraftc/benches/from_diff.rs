@@ -1,5 +1,6 @@
 //! What turning a fix into a patch costs, through `kgraftc from-diff` as a user runs it, on the
-//! fixes of `kernel-tests/fixes` against Debian's 6.1 source tarball:
+//! fixes of `kernel-tests/fixes` against Debian's 6.1 source tarball (one file each, a system
+//! call, and three files):
 //!
 //! - cold: an empty cache, so the 138 MB tarball is listed and the fix's directories unpacked,
 //!   then both compiles, the comparison, the `.kgp` and the proof;
@@ -55,8 +56,14 @@ fn main() {
     std::fs::create_dir_all(&work).expect("a work directory");
     let out = work.join("fix.kgp");
     let cache = |n: usize| -> PathBuf { work.join(format!("cache-{n}")) };
-    let fixes =
-        ["cmdline_prefix.patch", "meminfo_label.diff", "settimeofday_tz_range.diff", "mm_alloc_fatal_signal.diff"];
+    let fixes = [
+        "cmdline_prefix.patch",
+        "meminfo_label.diff",
+        "settimeofday_tz_range.diff",
+        "mm_alloc_fatal_signal.diff",
+        "uname_version_mark.diff",
+        "shadow_fork_serial.diff",
+    ];
     println!("{:<28} {:>10} {:>10}", "fix", "cold", "warm");
     for (i, fix) in fixes.iter().enumerate() {
         let cold = from_diff(fix, &kdir, &out, &cache(i), false);

@@ -65,6 +65,22 @@ fn gcc_mistakes_are_reported_at_the_kgp_line_on_the_host() {
     assert!(!dir.join("never.so").exists(), "nothing was built");
 }
 
+/// A patch under a directory whose name is not ASCII (and has a space and a quote): the C
+/// file's `#line` names it as gcc reads C strings, so gcc's messages still land on the `.kgp`.
+#[test]
+fn a_c_body_under_a_non_ascii_directory_is_reported_at_its_kgp_line() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cbody-caf\u{e9} \"q\"");
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    std::fs::write(dir.join("c_mistakes.kgp"), MISTAKES).expect("a temporary file");
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["--message-format", "json", "build", "--target", "host", "-o"])
+        .arg(dir.join("never.so"))
+        .arg(dir.join("c_mistakes.kgp"))
+        .output()
+        .expect("kgraftc runs");
+    assert_mistakes(&out);
+}
+
 #[test]
 fn gcc_mistakes_are_reported_at_the_kgp_line_by_kbuild() {
     let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
