@@ -22,6 +22,14 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Prints a line on standard output through [`crate::output::stdout`]: a reader that closed
+/// the pipe (`kgraftc kernel list | head -1`) ends the output quietly, not with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::output::stdout(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 use crate::{Engine, Failure};
 
 /// The arguments of `kgraftc kernel`.
@@ -847,15 +855,15 @@ fn list(sys: &Sys) -> Result<(), Failure> {
     sys.require_livepatch()?;
     let all = patches(sys);
     if all.is_empty() {
-        println!("no live patches");
+        say!("no live patches");
         return Ok(());
     }
     let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0).max(5);
-    println!("{:width$}  {:10}  {:6}  FUNCTIONS", "PATCH", "STATE", "ENGINE");
+    say!("{:width$}  {:10}  {:6}  FUNCTIONS", "PATCH", "STATE", "ENGINE");
     for p in &all {
         let functions: Vec<String> =
             p.objects.iter().flat_map(|o| o.functions.iter().map(move |f| format!("{}:{f}", o.name))).collect();
-        println!("{:width$}  {:10}  {:6}  {}", p.name, state_word(p), engine_word(p.engine), functions.join(", "));
+        say!("{:width$}  {:10}  {:6}  {}", p.name, state_word(p), engine_word(p.engine), functions.join(", "));
     }
     Ok(())
 }
@@ -871,15 +879,15 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
         None => patches(sys),
     };
     if all.is_empty() {
-        println!("no live patches");
+        say!("no live patches");
     }
     for p in &all {
         match p.engine {
-            Engine::Klp => println!("{}: {}", p.name, state_word(p)),
-            Engine::Kgraft => println!("{}: {} (kgraft engine)", p.name, state_word(p)),
+            Engine::Klp => say!("{}: {}", p.name, state_word(p)),
+            Engine::Kgraft => say!("{}: {} (kgraft engine)", p.name, state_word(p)),
         }
         let module = if sys.module(&p.name).exists() { "loaded" } else { "not loaded" };
-        println!("  module {}: {module}", p.name);
+        say!("  module {}: {module}", p.name);
         for o in &p.objects {
             let state = if o.patched {
                 "patched"
@@ -888,16 +896,16 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
             } else {
                 "not patched"
             };
-            println!("  {}: {state}", o.name);
+            say!("  {}: {state}", o.name);
             for f in &o.functions {
-                println!("    {f}");
+                say!("    {f}");
             }
         }
         if p.transition {
             let left = behind(sys, p.engine, &p.name, p.enabled);
-            println!("  transition to {}: {} tasks left", if p.enabled { "patched" } else { "unpatched" }, left.len());
+            say!("  transition to {}: {} tasks left", if p.enabled { "patched" } else { "unpatched" }, left.len());
             for line in left.lines(sys, 20) {
-                println!("    {line}");
+                say!("    {line}");
             }
         }
     }

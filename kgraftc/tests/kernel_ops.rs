@@ -95,6 +95,26 @@ fn list_shows_patches_states_and_functions() {
     );
 }
 
+/// `kgraftc kernel list | head -1`: a reader that has gone is no reason to panic.
+#[test]
+fn list_and_status_end_quietly_when_the_reader_closes_the_pipe() {
+    let root = made_up_kernel("list_and_status_end_quietly_when_the_reader_closes_the_pipe");
+    for command in ["list", "status"] {
+        let mut child = kgraftc()
+            .args(["kernel", command])
+            .env("KGRAFT_SYSROOT", &root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kgraftc runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("kgraftc ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+    }
+}
+
 #[test]
 fn status_reads_the_kgraft_engine_s_own_files() {
     let root = made_up_kernel("status_reads_the_kgraft_engine_s_own_files");
