@@ -401,27 +401,7 @@ fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
     } else {
         format!("/boot/vmlinuz-{}", names.release)
     };
-    let spec = format!(
-        "Name: {pkg}\nVersion: {version}\nRelease: 1\nSummary: live patch {patch} for Linux {release}\n\
-         License: GPL-2.0-only\nBuildArch: x86_64\nAutoReqProv: no\nRequires: {requires}\n\
-         %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n%define __strip /bin/true\n\n\
-         %description\n{description}\n\nBuilt by kgraftc; the patch is loaded at install and at boot when the \
-         running kernel is {release}, and applied by {by}.\n\n\
-         %install\nmkdir -p %{{buildroot}}\ncp -a {stage}/. %{{buildroot}}/\n\n\
-         %files\n/lib/modules/{release}/updates/kgraft/{patch}.ko\n{helper}\n\
-         /usr/lib/systemd/system/{pkg}.service\n/usr/lib/systemd/system/multi-user.target.wants/{pkg}.service\n\n\
-         %post\ndepmod -a {release} 2>/dev/null || :\n{helper} load\n\n\
-         %preun\n# $1 is 0 at removal, 1 at upgrade (the new version's %post replaced the patch).\n\
-         if [ \"$1\" -eq 0 ]; then\n    {helper} unload\nfi\n\n\
-         %postun\nif [ \"$1\" -eq 0 ]; then\n    depmod -a {release} 2>/dev/null || :\n    rm -f /var/lib/kgraft/{pkg}\nfi\n",
-        pkg = names.pkg,
-        version = args.pkg_version,
-        patch = names.patch,
-        release = names.release,
-        helper = names.helper,
-        stage = root.display(),
-        by = names.applied_by(),
-    );
+    let spec = spec(names, &args.pkg_version, description, &requires, &root);
     let spec_path = dir.join(format!("{}.spec", names.pkg));
     write(&spec_path, spec.as_bytes(), 0o644)?;
     let top = dir.join("rpmbuild");
@@ -442,6 +422,38 @@ fn rpm(dir: &Path, names: &Names, ko: &[u8], args: &PackageArgs, description: &s
     Ok(())
 }
 
+/// `text` for an rpm spec: rpmbuild expands `%` everywhere (`%(cmd)` runs a command,
+/// `%{lua:...}` a script), so each is doubled.
+fn rpm_literal(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
+/// The spec of the package: every text that does not come from kgraftc itself is literal.
+fn spec(names: &Names, version: &str, description: &str, requires: &str, root: &Path) -> String {
+    format!(
+        "Name: {pkg}\nVersion: {version}\nRelease: 1\nSummary: live patch {patch} for Linux {release}\n\
+         License: GPL-2.0-only\nBuildArch: x86_64\nAutoReqProv: no\nRequires: {requires}\n\
+         %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n%define __strip /bin/true\n\n\
+         %description\n{description}\n\nBuilt by kgraftc; the patch is loaded at install and at boot when the \
+         running kernel is {release}, and applied by {by}.\n\n\
+         %install\nmkdir -p %{{buildroot}}\ncp -a {stage}/. %{{buildroot}}/\n\n\
+         %files\n/lib/modules/{release}/updates/kgraft/{patch}.ko\n{helper}\n\
+         /usr/lib/systemd/system/{pkg}.service\n/usr/lib/systemd/system/multi-user.target.wants/{pkg}.service\n\n\
+         %post\ndepmod -a {release} 2>/dev/null || :\n{helper} load\n\n\
+         %preun\n# $1 is 0 at removal, 1 at upgrade (the new version's %post replaced the patch).\n\
+         if [ \"$1\" -eq 0 ]; then\n    {helper} unload\nfi\n\n\
+         %postun\nif [ \"$1\" -eq 0 ]; then\n    depmod -a {release} 2>/dev/null || :\n    rm -f /var/lib/kgraft/{pkg}\nfi\n",
+        pkg = names.pkg,
+        patch = names.patch,
+        release = rpm_literal(&names.release),
+        helper = names.helper,
+        stage = rpm_literal(&root.display().to_string()),
+        by = names.applied_by(),
+        description = rpm_literal(description),
+        requires = rpm_literal(requires),
+    )
+}
+
 /// Runs `kgraftc package`.
 pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
     if !valid_version(&args.pkg_version) {
@@ -450,6 +462,26 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
             args.pkg_version
         )));
     }
+    // What reaches a control file or a spec line by line: a newline would start a field (or a
+    // section) of its own.
+    if let Some(c) = args.maintainer.chars().find(|c| c.is_control()) {
+        return Err(Failure::Fatal(format!(
+            "--maintainer holds the control character {c:?}: give one line, `Name <email>`"
+        )));
+    }
+    let source = args.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    if source.chars().any(char::is_control) {
+        return Err(Failure::Fatal(format!(
+            "the patch file's name {source:?} holds a control character: rename it before packaging"
+        )));
+    }
+    // `-o` naming an input (the patch, the signing key or certificate) would destroy it.
+    let inputs: Vec<&Path> = [Some(&args.file), args.sign_key.as_ref(), args.sign_cert.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect();
+    crate::output::refuse_input(&args.out, &inputs).map_err(Failure::Fatal)?;
     let checked = crate::load(&args.file, ui)?;
     let pkg = args
         .name
@@ -498,6 +530,28 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rpmbuild expands `%(...)` and `%{lua:...}` anywhere in a spec: a description is text.
+    #[test]
+    fn a_description_reaches_the_spec_as_text() {
+        let dir = std::env::temp_dir().join(format!("kgraft-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let marker = dir.join("ran");
+        let description = format!("Fixes 100% of it. %(touch {}) %{{lua: os.exit(3)}}", marker.display());
+        let text = spec(&names(crate::Engine::Klp), "1", &description, "/boot/vmlinuz-x", &dir.join("stage%{nil}"));
+        assert!(text.contains(&format!("Fixes 100%% of it. %%(touch {}) %%{{lua: os.exit(3)}}", marker.display())));
+        assert!(text.contains("stage%%{nil}/."), "{text}");
+        // Where rpm is installed, it reads the spec without running a thing.
+        let path = dir.join("p.spec");
+        std::fs::write(&path, &text).expect("the spec");
+        if let Ok(out) = Command::new("rpmspec").arg("-P").arg(&path).output() {
+            let parsed = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(parsed.contains(&format!("Fixes 100% of it. %(touch {})", marker.display())), "{parsed}");
+            assert!(!marker.exists(), "rpm ran the description's command");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn names_and_versions() {

@@ -275,6 +275,32 @@ fn signing_is_for_the_linux_target_and_takes_both_files() {
     assert!(text(&out).contains("--sign-cert"), "{}", text(&out));
 }
 
+/// `-o` naming the signing key or certificate would write the module over it (and a failed
+/// signing would then delete it): refused before anything is built.
+#[test]
+fn an_output_that_is_the_signing_key_is_refused() {
+    let dir = tmp("sign-output");
+    let (key, cert) = (dir.join("signing_key.pem"), dir.join("signing_cert.pem"));
+    put(&key, "-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n");
+    put(&cert, "-----BEGIN CERTIFICATE-----\nnot a real certificate\n-----END CERTIFICATE-----\n");
+    for target in [&key, &cert] {
+        let out = kgraftc()
+            .args(["build", "--target", "linux", "patches/cmdline_banner.kgp", "--sign-key"])
+            .arg(&key)
+            .arg("--sign-cert")
+            .arg(&cert)
+            .arg("-o")
+            .arg(target)
+            .output()
+            .expect("kgraftc runs");
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(t.contains("names the input"), "{t}");
+    }
+    assert!(std::fs::read_to_string(&key).expect("the key is still there").contains("not a real key"));
+    assert!(std::fs::read_to_string(&cert).expect("the certificate is still there").contains("not a real"));
+}
+
 #[test]
 fn package_refuses_bad_names_and_versions_before_building() {
     let out = kgraftc()
@@ -291,6 +317,45 @@ fn package_refuses_bad_names_and_versions_before_building() {
     assert!(text(&out).contains("is not a package name"), "{}", text(&out));
     let out = kgraftc().args(["test", "patches/cmdline_banner.kgp"]).output().expect("kgraftc runs");
     assert_eq!(out.status.code(), Some(2), "a script or --shell is required");
+}
+
+/// A newline in what reaches the control file would add fields of its own (`Essential: yes`);
+/// `-o` naming an input would destroy it. Both refused before anything is built.
+#[test]
+fn package_refuses_what_would_inject_fields_or_destroy_an_input() {
+    let dir = tmp("package-inject");
+    let out = kgraftc()
+        .args(["package", "patches/cmdline_banner.kgp", "--format", "deb", "--maintainer", "A <a@b>\nEssential: yes"])
+        .arg("-o")
+        .arg(dir.join("x.deb"))
+        .output()
+        .expect("kgraftc runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--maintainer holds the control character '\\n'"), "{}", text(&out));
+    let odd = dir.join("banner\nEssential: yes.kgp");
+    std::fs::copy("../patches/cmdline_banner.kgp", &odd).expect("a copy");
+    let out = kgraftc()
+        .args(["package", "--format", "deb", "-o"])
+        .arg(dir.join("x.deb"))
+        .arg(&odd)
+        .output()
+        .expect("kgraftc runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("holds a control character: rename it"), "{}", text(&out));
+    let key = dir.join("key.pem");
+    put(&key, "not a key\n");
+    let out = kgraftc()
+        .args(["package", "patches/cmdline_banner.kgp", "--format", "rpm", "--sign-key"])
+        .arg(&key)
+        .arg("--sign-cert")
+        .arg(&key)
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("kgraftc runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("names the input"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&key).expect("the key is still there"), "not a key\n");
 }
 
 /// Whether the tests that need the kernel target's set-up and qemu run.
