@@ -912,10 +912,29 @@ fn status(sys: &Sys, name: Option<&str>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Whether `name` can be a module's name (and so a patch's): what the kernel allows in one,
+/// and nothing that makes a path.
+fn is_module_name(name: &str) -> bool {
+    (1..=55).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Runs `kgraftc kernel`.
 pub(crate) fn run(args: &KernelCtlArgs) -> Result<(), Failure> {
     let sys = Sys::new();
     let secs = Duration::from_secs;
+    // A name becomes a sysfs path: it must be a module's name, never a path.
+    let name = match &args.command {
+        KernelCommand::Status { name: Some(n) }
+        | KernelCommand::Unload { name: n, .. }
+        | KernelCommand::Signal { name: n }
+        | KernelCommand::Force { name: n } => Some(n),
+        _ => None,
+    };
+    if let Some(n) = name.filter(|n| !is_module_name(n)) {
+        return Err(Failure::Fatal(format!(
+            "{n:?} is not the name of a live patch: a module's name is letters, digits, `_` and `-` (at most 55)"
+        )));
+    }
     match &args.command {
         KernelCommand::List => list(&sys),
         KernelCommand::Status { name } => status(&sys, name.as_deref()),

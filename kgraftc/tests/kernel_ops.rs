@@ -115,6 +115,23 @@ fn list_and_status_end_quietly_when_the_reader_closes_the_pipe() {
     }
 }
 
+/// A name is a module's name: one that makes a path (into another patch's directory, or out
+/// of sysfs) is refused, not followed.
+#[test]
+fn a_patch_name_that_is_a_path_is_refused() {
+    let root = made_up_kernel("a_patch_name_that_is_a_path_is_refused");
+    for args in [
+        ["kernel", "status", "../livepatch/cmdline_banner"],
+        ["kernel", "unload", "../../../../tmp"],
+        ["kernel", "force", "x/../cmdline_banner"],
+        ["kernel", "signal", ".."],
+    ] {
+        let out = kgraftc().args(args).env("KGRAFT_SYSROOT", &root).output().expect("kgraftc runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("is not the name of a live patch"), "{args:?}: {}", text(&out));
+    }
+}
+
 #[test]
 fn status_reads_the_kgraft_engine_s_own_files() {
     let root = made_up_kernel("status_reads_the_kgraft_engine_s_own_files");
