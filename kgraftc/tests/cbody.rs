@@ -146,3 +146,55 @@ fn the_c_file_keeps_each_line_at_its_kgp_line_and_column() {
     }
     assert!(lines_checked > 150, "only {lines_checked} lines checked");
 }
+
+/// A `--ksrc` path reaches kbuild's Makefile, which make expands and a shell reads: a `$(...)`
+/// in it is part of the name, never a command.
+#[test]
+fn a_ksrc_path_is_never_run_as_a_command() {
+    let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("build"))
+        .filter(|d| d.join("Module.symvers").exists())
+        .collect();
+    let [kdir] = kdirs.as_slice() else {
+        eprintln!("skipped: this machine has not exactly one kernel build directory under /lib/modules");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cbody-ksrc");
+    let _ = std::fs::remove_dir_all(&dir);
+    let marker = dir.join("ran");
+    let ksrc = dir.join(format!("src $(touch {}) #x", marker.display()));
+    std::fs::create_dir_all(ksrc.join("fs/proc")).expect("a source tree");
+    std::fs::write(ksrc.join("fs/proc/internal.h"), "/* nothing */\n").expect("a header");
+    let kgp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/c_banner.kgp");
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["build", "--target", "linux", "--kdir"])
+        .arg(kdir)
+        .arg("--ksrc")
+        .arg(&ksrc)
+        .arg("-o")
+        .arg(dir.join("c_banner.ko"))
+        .arg(&kgp)
+        .output()
+        .expect("kgraftc runs");
+    assert!(!marker.exists(), "make's shell ran the path's command");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A path holding a quote cannot be given safely: refused, nothing run.
+    let quoted = dir.join("it's");
+    std::fs::create_dir_all(&quoted).expect("a directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["build", "--target", "linux", "--kdir"])
+        .arg(kdir)
+        .arg("--ksrc")
+        .arg(&quoted)
+        .arg("-o")
+        .arg(dir.join("never.ko"))
+        .arg(&kgp)
+        .output()
+        .expect("kgraftc runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds a quote or a control character"), "{stderr}");
+}

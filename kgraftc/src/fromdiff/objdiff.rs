@@ -484,7 +484,10 @@ pub(crate) mod tests {
 
     /// Compiles `c` with the flags the comparison relies on; `None` without a C compiler.
     pub(crate) fn compile(c: &str, tag: &str) -> Option<Unit> {
-        let dir = std::env::temp_dir().join(format!("kgraft-objdiff-{tag}-{}", std::process::id()));
+        // Tests run in parallel and share tags: each compile has a directory of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kgraft-objdiff-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         std::fs::write(dir.join("t.c"), c).ok()?;
         let out = std::process::Command::new("cc")

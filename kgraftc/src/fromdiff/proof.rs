@@ -57,8 +57,10 @@ pub(crate) fn prove(
     })?;
     let lowered = kgraft_lang::lower(&checked).map_err(|_| "the generated patch does not lower".to_string())?;
     std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    let kbuild =
-        format!("obj-m := kgraft_proof.o\nccflags-y := -I{} -ffunction-sections -fdata-sections\n", ksrc.display());
+    let kbuild = format!(
+        "obj-m := kgraft_proof.o\nccflags-y := -I{} -ffunction-sections -fdata-sections\n",
+        crate::linux::kbuild::make_path(ksrc).map_err(|e| e.to_string())?
+    );
     let mut verdicts = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
         let (after, rel) = (input.after, input.unit.rel.as_str());
@@ -90,11 +92,8 @@ pub(crate) fn prove(
         // The unit's flags, as `kgraftc build --ksrc` gives them.
         let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
         let flags = super::tu::unit_cflags(ksrc, &auto_conf, rel);
-        std::fs::write(
-            work.join("Kbuild"),
-            format!("{kbuild}CFLAGS_{stem}.o := {}\n", flags.join(" ").replace('$', "$$")),
-        )
-        .map_err(|e| e.to_string())?;
+        std::fs::write(work.join("Kbuild"), format!("{kbuild}CFLAGS_{stem}.o := {}\n", flags.join(" ")))
+            .map_err(|e| e.to_string())?;
         std::fs::write(work.join(format!("{stem}.c")), &text).map_err(|e| e.to_string())?;
         super::tu::make_object(kdir, work, &format!("{stem}.o"))
             .map_err(|e| format!("the generated patch's C unit \"{rel}\" does not compile:\n{e}"))?;

@@ -165,8 +165,13 @@ pub(crate) fn unit_cflags(src_root: &Path, auto_conf: &str, rel: &str) -> Vec<St
         return Vec::new();
     }
     let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
-    let here = src_root.join(dir).display().to_string();
-    let root = src_root.display().to_string();
+    // Quoted for the Makefile the flags go into (a path it cannot carry gives no flags).
+    let (Some(here), Some(root)) = (
+        crate::linux::kbuild::make_word(&src_root.join(dir).display().to_string()),
+        crate::linux::kbuild::make_word(&src_root.display().to_string()),
+    ) else {
+        return Vec::new();
+    };
     let makefile = std::fs::read_to_string(src_root.join(dir).join("Makefile")).ok();
     let unit = describe(makefile.as_deref(), auto_conf, rel);
     let set = |option: &str| {
@@ -183,12 +188,15 @@ pub(crate) fn unit_cflags(src_root: &Path, auto_conf: &str, rel: &str) -> Vec<St
         if !applies {
             continue;
         }
-        let rhs = rhs
-            .replace("$(srctree)/$(src)", &here)
-            .replace("$(src)", &here)
-            .replace("$(obj)", &here)
-            .replace("$(srctree)", &root);
-        let mut words = rhs.split_whitespace();
+        // Split first: a quoted path may hold spaces.
+        let at_paths = |w: &str| {
+            w.replace("$(srctree)/$(src)", &here)
+                .replace("$(src)", &here)
+                .replace("$(obj)", &here)
+                .replace("$(srctree)", &root)
+        };
+        let words: Vec<String> = rhs.split_whitespace().map(at_paths).collect();
+        let mut words = words.iter().map(String::as_str);
         while let Some(word) = words.next() {
             match word {
                 "-I" | "-include" => {
@@ -196,7 +204,9 @@ pub(crate) fn unit_cflags(src_root: &Path, auto_conf: &str, rel: &str) -> Vec<St
                         flags.push(if word == "-I" { format!("-I{arg}") } else { format!("-include {arg}") });
                     }
                 }
-                w if (w.starts_with("-I") || w.starts_with("-D")) && !w.contains("$(") => flags.push(w.to_owned()),
+                w if (w.starts_with("-I") || w.starts_with("-D")) && !w.contains("$(") && !w.contains("$$(") => {
+                    flags.push(w.to_owned())
+                }
                 _ => {}
             }
         }
@@ -226,8 +236,8 @@ pub(crate) fn compile(
         Some(c) => kbuild += &format!("{list} := {c}.o\n{c}-y := {object}\n"),
         None => kbuild += &format!("{list} := {object}\n"),
     }
-    let here = src_dir.display().to_string();
-    let root = src_root.display().to_string();
+    let quote = |p: &Path| crate::linux::kbuild::make_path(p).map_err(|e| e.to_string());
+    let (here, root, work_q) = (quote(&src_dir)?, quote(src_root)?, quote(work)?);
     for line in &unit.flags {
         kbuild += &line
             .replace("$(srctree)/$(src)", &here)
@@ -238,12 +248,11 @@ pub(crate) fn compile(
     }
     // `-I ROOT/include/trace`: a unit that defines its tracepoints has `define_trace.h` include
     // `TRACE_INCLUDE_PATH`, a path relative to include/trace of the tree, not of the headers.
+    let dir = crate::linux::kbuild::make_word(&unit.dir)
+        .ok_or_else(|| format!("{:?} is not a path kbuild can take", unit.dir))?;
     kbuild += &format!(
-        "ccflags-y += -I{work} -I{here} -I{root}/include/trace -ffunction-sections -fdata-sections \
-         -fmacro-prefix-map={work}/={dir}/\n",
-        work = work.display(),
-        root = src_root.display(),
-        dir = unit.dir,
+        "ccflags-y += -I{work_q} -I{here} -I{root}/include/trace -ffunction-sections -fdata-sections \
+         -fmacro-prefix-map={work_q}/={dir}/\n"
     );
     // Headers of the kernel's include directories, as the fix changes them: read first.
     for (rel, text) in first {
@@ -252,7 +261,7 @@ pub(crate) fn compile(
             std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
         write(&path, text)?;
-        kbuild += &format!("ccflags-y += -include {}\n", path.display());
+        kbuild += &format!("ccflags-y += -include {}\n", quote(&path)?);
     }
     write(&work.join("Kbuild"), &kbuild)?;
     write(&work.join(format!("{}.c", unit.stem)), text)?;
@@ -332,7 +341,7 @@ ccflags-y += -I$(src)
         .expect("a Makefile");
         std::fs::write(dir.join("xfs_stats.c"), "").expect("a unit");
         let flags = unit_cflags(&root, "CONFIG_XFS_FS=m\nCONFIG_XFS_DEBUG=y\n", "fs/xfs/xfs_stats.c");
-        let here = dir.display().to_string();
+        let here = format!("'{}'", dir.display());
         assert_eq!(flags, vec![format!("-I{here}"), format!("-I{here}/libxfs"), "-DDEBUG=1".into(), "-DSTATS".into()]);
         assert!(unit_cflags(&root, "", "fs/xfs/missing.c").is_empty(), "a file the tree lacks: no flags");
         assert!(unit_cflags(&root, "", "fs/xfs/../xfs/xfs_stats.c").is_empty(), "no way out of the tree");

@@ -5,6 +5,27 @@ use std::process::Command;
 
 use super::{CFile, Error, run, write_if_changed};
 
+/// `path` as one word of a kbuild Makefile's flags, which make expands and a shell then reads:
+/// in single quotes (the shell takes it as it is), with make's `$` and `#` escaped. `None` when
+/// it holds what neither can carry safely: a single quote or a control character.
+pub(crate) fn make_word(path: &str) -> Option<String> {
+    if path.contains('\'') || path.chars().any(char::is_control) {
+        return None;
+    }
+    Some(format!("'{}'", path.replace('$', "$$").replace('#', "\\#")))
+}
+
+/// [`make_word`], or the error that names the path.
+pub(crate) fn make_path(path: &Path) -> Result<String, Error> {
+    let text = path.display().to_string();
+    make_word(&text).ok_or_else(|| {
+        Error::new(format!(
+            "the path {text:?} holds a quote or a control character, which kbuild's make and shell cannot be \
+             given safely: use a directory without them"
+        ))
+    })
+}
+
 /// The C file compiled into every patch module: each fact of [`kgraft_rt::layout::FACTS`] (the
 /// layouts and constants `kgraft-rt`'s kernel glue assumes) as a `static_assert` against the
 /// target kernel's own headers. A kernel that disagrees fails here, at build time, and gcc's
@@ -80,7 +101,7 @@ pub(crate) fn link(
         let mut flags = crate::cbuild::DIAGNOSTIC_FLAGS.join(" ");
         if let Some(ksrc) = c.ksrc {
             let ksrc = std::path::absolute(ksrc).unwrap_or_else(|_| ksrc.to_path_buf());
-            flags += &format!(" -I{}", ksrc.display().to_string().replace('$', "$$"));
+            flags += &format!(" -I{}", make_path(&ksrc)?);
         }
         let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
         for (index, unit) in c.units.iter().enumerate() {
@@ -91,7 +112,7 @@ pub(crate) fn link(
             if let (Some(ksrc), Some(rel)) = (c.ksrc, unit.name.as_deref()) {
                 let ksrc = std::path::absolute(ksrc).unwrap_or_else(|_| ksrc.to_path_buf());
                 for flag in crate::fromdiff::tu::unit_cflags(&ksrc, &auto_conf, rel) {
-                    unit_flags += &format!(" {}", flag.replace('$', "$$"));
+                    unit_flags += &format!(" {flag}");
                 }
             }
             makefile += &format!("{name}-y += {stem}.o\nCFLAGS_{stem}.o := {unit_flags}\n");
