@@ -439,9 +439,9 @@ fn spec(names: &Names, version: &str, description: &str, requires: &str, root: &
          %install\nmkdir -p %{{buildroot}}\ncp -a {stage}/. %{{buildroot}}/\n\n\
          %files\n/lib/modules/{release}/updates/kgraft/{patch}.ko\n{helper}\n\
          /usr/lib/systemd/system/{pkg}.service\n/usr/lib/systemd/system/multi-user.target.wants/{pkg}.service\n\n\
-         %post\ndepmod -a {release} 2>/dev/null || :\n{helper} load\n\n\
-         %preun\n# $1 is 0 at removal, 1 at upgrade (the new version's %post replaced the patch).\n\
-         if [ \"$1\" -eq 0 ]; then\n    {helper} unload\nfi\n\n\
+         %post\n{same_root}depmod -a {release} 2>/dev/null || :\nif same_root; then\n    {helper} load\nfi\n\n\
+         %preun\n{same_root}# $1 is 0 at removal, 1 at upgrade (the new version's %post replaced the patch).\n\
+         if [ \"$1\" -eq 0 ] && same_root; then\n    {helper} unload\nfi\n\n\
          %postun\nif [ \"$1\" -eq 0 ]; then\n    depmod -a {release} 2>/dev/null || :\n    rm -f /var/lib/kgraft/{pkg}\nfi\n",
         pkg = names.pkg,
         patch = names.patch,
@@ -451,8 +451,15 @@ fn spec(names: &Names, version: &str, description: &str, requires: &str, root: &
         by = names.applied_by(),
         description = rpm_literal(description),
         requires = rpm_literal(requires),
+        same_root = rpm_literal(SAME_ROOT),
     )
 }
+
+/// A shell function for the rpm scriptlets: whether they run in the running system's root.
+/// Under `rpm --root DIR` they run chrooted into DIR, where `insmod` would still reach the
+/// running kernel: they leave it alone there (and where `/proc` is not mounted to tell).
+const SAME_ROOT: &str = "# Under `rpm --root DIR` this runs chrooted into DIR: the running kernel is not DIR's.\n\
+     same_root() { [ \"$(stat -Lc %d:%i / 2>/dev/null)\" = \"$(stat -Lc %d:%i /proc/1/root 2>/dev/null)\" ]; }\n";
 
 /// Runs `kgraftc package`.
 pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
@@ -551,6 +558,31 @@ mod tests {
             assert!(!marker.exists(), "rpm ran the description's command");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `rpm --root DIR` runs the scriptlets chrooted into DIR: they must not load or unload the
+    /// running kernel's patch there.
+    #[test]
+    fn the_rpm_scriptlets_leave_the_running_kernel_alone_under_another_root() {
+        let text = spec(&names(crate::Engine::Klp), "1", "d", "r", Path::new("/stage"));
+        let section = |name: &str| {
+            let start = text.find(&format!("\n%{name}\n")).expect("the scriptlet");
+            let rest = &text[start + name.len() + 3..];
+            rest[..rest.find("\n%").unwrap_or(rest.len())].to_owned()
+        };
+        let (post, preun) = (section("post"), section("preun"));
+        assert!(post.contains("if same_root; then\n    /usr/lib/kgraft/kgraft-patch-banner load\nfi"), "{post}");
+        assert!(preun.contains("if [ \"$1\" -eq 0 ] && same_root; then"), "{preun}");
+        // The function, as rpm hands it to the shell, tells this root from another.
+        let function = SAME_ROOT.lines().last().expect("the function");
+        let run = |root_check: &str| {
+            let script = format!("{function}\n{root_check}");
+            Command::new("sh").arg("-c").arg(script).status().expect("sh runs").success()
+        };
+        if Path::new("/proc/1/root").exists() && run("[ -r /proc/1/root/. ]") {
+            assert!(run("same_root"), "the running system's root is its own");
+        }
+        assert!(text.contains("stat -Lc %%d:%%i"), "rpm would expand %d: {text}");
     }
 
     #[test]
