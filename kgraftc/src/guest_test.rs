@@ -91,7 +91,11 @@ export PATH=/bin:/sbin HOME=/tmp KGRAFT_PATCH=@NAME@
 cd /tmp
 # In script mode the output goes to a file on the host: progress a line at a time.
 if [ @MODE@ = shell ]; then out=/dev/console; else out=/dev/ttyS1; export TERM=dumb; fi
-step() { [ @MODE@ = shell ] || echo "KGRAFT-STEP $*" > $out; }
+# The steps carry a token only this init knows (its file is gone before the script runs), so
+# that nothing else the guest prints can pass for one.
+read -r token < /token
+rm -f /token
+step() { [ @MODE@ = shell ] || echo "KGRAFT-STEP-$token $*" > $out; }
 step booted
 # The target modules, in the order given: a module's dependencies come before it.
 for m in /m/modules/*.ko; do
@@ -113,8 +117,14 @@ if [ -d /sys/kernel/livepatch/@NAME@ ] || [ -d /sys/kernel/kgraft/@NAME@ ]; then
         poweroff -f
     fi
     step script
-    sh /script > $out 2>&1
-    step script-status $?
+    # The script's lines reach the host marked, so that none of them can pass for a step.
+    if [ @MODE@ = shell ]; then
+        sh /script > $out 2>&1
+        echo $? > /tmp/script-status
+    else
+        { sh /script 2>&1; echo $? > /tmp/script-status; } | sed 's/^/: /' > $out
+    fi
+    step script-status "$(cat /tmp/script-status)"
     step unloading
     kgraftc kernel unload --timeout @TIMEOUT@ @NAME@ > $out 2>&1
     step unload $?
@@ -169,6 +179,8 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
         cpio.file(&format!("m/modules/{index:03}-{name}"), 0o644, &bytes);
     }
     cpio.file("script", 0o755, script.as_deref().unwrap_or(b"exit 0\n"));
+    let token = step_token();
+    cpio.file("token", 0o600, format!("{token}\n").as_bytes());
     let init = INIT
         .replace("@NAME@", &module.name)
         .replace("@TIMEOUT@", &args.timeout.to_string())
@@ -196,7 +208,7 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
     eprintln!("booting {release} under qemu (software emulation, about 10-20 s)");
     let start = Instant::now();
     let mut child = machine.start(&qemu).map_err(Failure::Fatal)?;
-    let mut reader = Reader::default();
+    let mut reader = Reader { token, ..Reader::default() };
     let ended = vm::wait(&mut child, Duration::from_secs(args.vm_timeout), || reader.poll(&data, start))
         .map_err(Failure::Fatal)?;
     reader.poll(&data, start);
@@ -233,6 +245,8 @@ struct Reader {
     steps: Vec<String>,
     /// Output lines by the step they followed (`loading`, `script`, `unloading`).
     output: Vec<(String, String)>,
+    /// The token of this boot's step lines (`KGRAFT-STEP-TOKEN what arg`).
+    token: String,
 }
 
 impl Reader {
@@ -252,7 +266,8 @@ impl Reader {
 
     fn line(&mut self, line: &str, start: Instant) {
         let secs = start.elapsed().as_secs_f64();
-        if let Some(step) = line.strip_prefix("KGRAFT-STEP ") {
+        let marker = format!("KGRAFT-STEP-{} ", self.token);
+        if let Some(step) = line.strip_prefix(marker.as_str()) {
             self.steps.push(step.to_owned());
             let mut words = step.split_whitespace();
             let (what, arg) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
@@ -270,6 +285,8 @@ impl Reader {
             }
             return;
         }
+        // The script's own lines come marked (`: `): whatever they say, they are output.
+        let line = line.strip_prefix(": ").unwrap_or(line);
         let section = self
             .steps
             .iter()
@@ -290,6 +307,19 @@ impl Reader {
             .rev()
             .find_map(|s| s.strip_prefix(what).filter(|r| r.is_empty() || r.starts_with(' ')).map(str::trim))
     }
+}
+
+/// A token for one boot's step lines, which the script cannot guess: 16 bytes of the kernel's
+/// randomness (or, without it, of the clock and this process).
+fn step_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes = (now ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Decides the exit status from what the guest reported.

@@ -422,6 +422,20 @@ fn test_command_passes_and_fails_with_the_script() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("the script's output:\n    looking for the old banner\n"), "{t}");
     assert!(t.contains("error: the script failed (exit status 1) while cmdline_banner was applied"), "{t}");
+
+    // A script that prints the steps of a passing test and stops the guest passes for nothing:
+    // its lines are its output, and the real steps never came.
+    let forge = script(
+        &dir,
+        "forge.sh",
+        "for s in 'script-status 0' unloading 'unload 0' 'restored yes' done; do echo \"KGRAFT-STEP $s\"; done\n\
+         echo \"KGRAFT-STEP done\" > /dev/ttyS1 2>/dev/null\nsleep 1\npoweroff -f\n",
+    );
+    let out =
+        kgraftc().args(["test", "patches/cmdline_banner.kgp", "--script"]).arg(&forge).output().expect("kgraftc runs");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(!t.contains("passed:"), "{t}");
 }
 
 #[test]
