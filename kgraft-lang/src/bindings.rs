@@ -554,7 +554,7 @@ impl<'k> Gen<'k> {
                     let ty = self.rust_ty(b.ty, Need::Full);
                     let resolved = kernel.ty(kernel.resolve(b.ty));
                     let getter = member_ident(field);
-                    let setter = format_ident!("set_{}", field);
+                    let setter = format_ident!("set_{}", getter.to_string().trim_start_matches("r#"));
                     let doc = format!(" The bitfield `{}` ({} bits).", kernel.c_decl(b.ty, field), b.bitfield_size);
                     let (get, set) = match resolved {
                         Ty::Int { boolean: true, .. } => (
@@ -719,15 +719,28 @@ fn int_ty(name: &str, size: u32, signed: bool, boolean: bool) -> TokenStream {
 }
 
 /// A kernel name as a Rust type name (`r#type` for a keyword).
-fn type_ident(name: &str) -> Ident {
+pub(crate) fn type_ident(name: &str) -> Ident {
     member_ident(name)
 }
 
 /// A kernel name as a Rust identifier: raw for keywords, with `_` added where raw is not allowed.
+/// A name that is no identifier at all (BTF may hold any text: `a.b`, `1st`, `é`, nothing)
+/// becomes `__kgraft_name_` and its bytes in hex: an identifier no C name spells, one per name.
 fn member_ident(name: &str) -> Ident {
     match name {
         "self" | "Self" | "super" | "crate" | "_" => format_ident!("{}_", name),
         _ if check::is_keyword(name) => Ident::new_raw(name, proc_macro2::Span::call_site()),
-        _ => format_ident!("{}", name),
+        _ if is_plain_ident(name) => format_ident!("{}", name),
+        _ => {
+            let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+            format_ident!("__kgraft_name_{}", hex)
+        }
     }
+}
+
+/// Whether `name` is an ASCII identifier (a letter or `_`, then letters, digits and `_`).
+fn is_plain_ident(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

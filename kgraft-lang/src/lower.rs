@@ -465,7 +465,7 @@ impl Lowering<'_> {
             bindings = b.items;
             self.opaque = b.opaque;
         }
-        let opaque: Vec<Ident> = self.opaque.iter().map(|n| format_ident!("{}", n)).collect();
+        let opaque: Vec<Ident> = self.opaque.iter().map(|n| bindings::type_ident(n)).collect();
         let opaque = (!opaque.is_empty()).then(|| quote!(kgraft_rt::opaque_types!(#(#opaque),*);));
         let head = quote! {
             #(#![doc = #docs])*
