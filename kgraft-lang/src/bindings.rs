@@ -298,7 +298,14 @@ struct Gen<'k> {
     opaque: BTreeSet<String>,
     aligns: HashMap<TypeId, u64>,
     enums_done: BTreeSet<TypeId>,
+    /// How deep the spelling of types has gone: BTF may make a type its own element, target
+    /// or base (`int *p` where the pointer is its own target), which no C type is.
+    depth: u32,
 }
+
+/// The deepest a type's spelling goes (C types are a few levels deep); deeper, the type is
+/// taken for a loop and spelled as `c_void`.
+const MAX_TYPE_DEPTH: u32 = 64;
 
 impl<'k> Gen<'k> {
     fn new(kernel: &'k Kernel) -> Gen<'k> {
@@ -313,6 +320,7 @@ impl<'k> Gen<'k> {
             opaque: BTreeSet::new(),
             aligns: HashMap::new(),
             enums_done: BTreeSet::new(),
+            depth: 0,
         }
     }
 
@@ -336,6 +344,16 @@ impl<'k> Gen<'k> {
 
     /// The Rust spelling of a kernel type, queueing the definitions it needs.
     fn rust_ty(&mut self, id: TypeId, need: Need) -> TokenStream {
+        if self.depth >= MAX_TYPE_DEPTH {
+            return quote!(c_void);
+        }
+        self.depth += 1;
+        let spelled = self.rust_ty_at(id, need);
+        self.depth -= 1;
+        spelled
+    }
+
+    fn rust_ty_at(&mut self, id: TypeId, need: Need) -> TokenStream {
         let kernel = self.kernel;
         match kernel.ty(id) {
             Ty::Void | Ty::Proto(_) => quote!(c_void),
@@ -465,7 +483,12 @@ impl<'k> Gen<'k> {
             Ty::Int { size, .. } | Ty::Float { size } => u64::from(*size).clamp(1, 16),
             Ty::Enum(e) => u64::from(e.size).max(1),
             Ty::Ptr(_) => 8,
-            Ty::Array { elem, .. } => self.align(*elem),
+            Ty::Array { elem, .. } if self.depth < MAX_TYPE_DEPTH => {
+                self.depth += 1;
+                let a = self.align(*elem);
+                self.depth -= 1;
+                a
+            }
             Ty::Struct(_) | Ty::Union(_) => {
                 let id = kernel.resolve(id);
                 if let Some(a) = self.aligns.get(&id) {

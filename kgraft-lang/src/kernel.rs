@@ -260,12 +260,20 @@ impl Kernel {
         id
     }
 
-    /// The size of a type in bytes (`None` for `void`, functions and forward declarations).
+    /// The size of a type in bytes (`None` for `void`, functions and forward declarations, and
+    /// for an array that is its own element, which only a broken BTF writes).
     pub fn size_of(&self, id: TypeId) -> Option<u64> {
+        self.size_of_depth(id, 0)
+    }
+
+    fn size_of_depth(&self, id: TypeId, depth: u32) -> Option<u64> {
+        if depth > 64 {
+            return None;
+        }
         match self.ty(self.resolve(id)) {
             Ty::Int { size, .. } | Ty::Float { size } => Some(u64::from(*size)),
             Ty::Ptr(_) => Some(8),
-            Ty::Array { elem, len } => Some(self.size_of(*elem)? * u64::from(*len)),
+            Ty::Array { elem, len } => self.size_of_depth(*elem, depth + 1)?.checked_mul(u64::from(*len)),
             Ty::Struct(c) | Ty::Union(c) => Some(u64::from(c.size)),
             Ty::Enum(e) => Some(u64::from(e.size)),
             _ => None,

@@ -64,3 +64,60 @@ replace fn read_task(t: *mut task) -> c_int {
     // Every identifier of the generated code parses: the crate is valid Rust.
     syn::parse_file(code).unwrap_or_else(|e| panic!("{e}\n{code}"));
 }
+
+/// A kernel whose types refer to themselves in every way BTF allows to be written: a pointer to
+/// itself, a typedef loop, a struct holding itself, an array of itself, a const of itself.
+fn looping_kernel() -> Kernel {
+    let member =
+        |name: &str, ty: u32, bit_offset: u32| Member { name: Some(name.into()), ty, bit_offset, bitfield_size: 0 };
+    let types = vec![
+        Ty::Void,
+        Ty::Ptr(1),
+        Ty::Typedef { name: "loop_a".into(), ty: 3 },
+        Ty::Typedef { name: "loop_b".into(), ty: 2 },
+        Ty::Struct(Composite { name: Some("holds_itself".into()), size: 16, members: vec![member("me", 4, 0)] }),
+        Ty::Array { elem: 5, len: 2 },
+        Ty::Const(6),
+        Ty::Struct(Composite {
+            name: Some("task".into()),
+            size: 64,
+            members: vec![
+                member("p", 1, 0),
+                member("t", 2, 64),
+                member("h", 4, 128),
+                member("a", 5, 256),
+                member("c", 6, 384),
+            ],
+        }),
+    ];
+    let mut kernel = Kernel::default();
+    kernel.release = "loops".into();
+    kernel.types = types;
+    kernel.objects.insert("vmlinux".into(), Object { has_btf: true, ..Object::default() });
+    kernel.index();
+    kernel
+}
+
+#[test]
+fn types_that_refer_to_themselves_end_in_a_result() {
+    let src = r#"patch loops { description: "loops" }
+
+replace fn read_task(t: *mut task) -> c_int {
+    0
+}
+"#;
+    let checked = kgraft_lang::check("loops.kgp", src).map_err(|d| format!("{:?}", d.list)).expect("checks");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let kernel = looping_kernel();
+            let _ = kgraft_lang::check_against(&checked, &kernel);
+            let lowered =
+                kgraft_lang::lower_for(&checked, &kernel).map(|l| l.build_source.len()).map_err(|d| d.list.len());
+            let _ = tx.send(lowered);
+        })
+        .expect("a thread");
+    let result = rx.recv_timeout(std::time::Duration::from_secs(20));
+    assert!(result.is_ok(), "lowering against looping types did not end within 20 s");
+}
