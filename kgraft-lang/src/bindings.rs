@@ -19,7 +19,7 @@ use crate::ast::{ExternItem, File, Fragment, Item, Param};
 use crate::check;
 use crate::codes;
 use crate::diagnostic::{Diagnostic, Diagnostics, Span};
-use crate::kernel::{Kernel, Ty, TypeId};
+use crate::kernel::{self, Kernel, Ty, TypeId};
 use crate::lower::is_known_type;
 
 /// The names a patch uses: types (with where each is first written), values and called
@@ -33,6 +33,11 @@ pub(crate) struct Uses {
     pub(crate) declared: BTreeSet<String>,
     /// Whether bodies and initial values are skipped (declarations only: no body is parsed).
     skip_bodies: bool,
+    /// For each type name, the objects whose code uses it: `vmlinux` for the patch's own items,
+    /// a module's name for its `module` block. A module's own types come first there.
+    pub(crate) scopes: BTreeMap<String, BTreeSet<String>>,
+    /// The object of the item being read.
+    scope: String,
 }
 
 struct Collect<'a> {
@@ -53,6 +58,8 @@ impl<'ast> Visit<'ast> for Collect<'_> {
         if let Some(name) = kernel_type_name(tp) {
             let span = check::node_span(name.span(), self.frag);
             self.uses.types.entry(name.to_string()).or_insert(span);
+            let scope = self.uses.scope.clone();
+            self.uses.scopes.entry(name.to_string()).or_default().insert(scope);
         }
         syn::visit::visit_type_path(self, tp);
     }
@@ -135,6 +142,12 @@ impl Uses {
         }
     }
 
+    /// The kernel type `name` means where the patch uses it (see [`Kernel::type_in_scopes`]).
+    pub(crate) fn resolve(&self, kernel: &Kernel, name: &str) -> Result<Option<TypeId>, kernel::Ambiguity> {
+        let scopes = self.scopes.get(name).into_iter().flatten().map(String::as_str);
+        kernel.type_in_scopes(name, scopes)
+    }
+
     /// Collects the names used anywhere in a source.
     pub(crate) fn of(file: &File) -> Uses {
         Uses::collect(file, false)
@@ -147,13 +160,14 @@ impl Uses {
     }
 
     fn collect(file: &File, skip_bodies: bool) -> Uses {
-        let mut uses = Uses { skip_bodies, ..Uses::default() };
+        let mut uses = Uses { skip_bodies, scope: "vmlinux".into(), ..Uses::default() };
         for item in &file.items {
             match item {
                 Item::Header(_) => {}
                 Item::Extern(block) => uses.extern_block(block),
                 Item::Shadow(block) => {
                     uses.types.entry(block.ty.name.clone()).or_insert(block.ty.span);
+                    uses.scopes.entry(block.ty.name.clone()).or_default().insert(uses.scope.clone());
                     for f in &block.fields {
                         uses.ty(&f.ty);
                         uses.expr(&f.init);
@@ -161,9 +175,11 @@ impl Uses {
                 }
                 Item::Replace(r) => uses.replacement(r),
                 Item::Module(m) => {
+                    uses.scope = m.name.replace('-', "_");
                     m.externs.iter().for_each(|b| uses.extern_block(b));
                     m.fns.iter().for_each(|r| uses.replacement(r));
                     m.callbacks.iter().for_each(|cb| uses.block(&cb.body));
+                    uses.scope = "vmlinux".into();
                 }
                 Item::Helper(h) => {
                     uses.declared.insert(h.sig.name.name.clone());
@@ -205,6 +221,27 @@ impl Uses {
 pub(crate) fn check_types(file: &File, kernel: &Kernel, diags: &mut Diagnostics) {
     let uses = Uses::of(file);
     for (name, span) in &uses.types {
+        if let Err(a) = uses.resolve(kernel, name) {
+            let list: Vec<String> = a
+                .candidates
+                .iter()
+                .map(|(object, _, size)| match size {
+                    Some(n) => format!("{object}'s ({n} bytes)"),
+                    None => format!("{object}'s"),
+                })
+                .collect();
+            diags.push(
+                Diagnostic::error(codes::E0047, format!("`{name}` names {} different types", a.candidates.len()))
+                    .primary(*span, format!("which one: {}?", list.join(", ")))
+                    .note(
+                        "a name means the type of the object whose code uses it (a `module` block's own, then \
+                         vmlinux's); here the objects the patch uses it in, or one object's BTF, define it \
+                         differently",
+                    )
+                    .help("use the name in one object's code only, or patch the objects in separate patches"),
+            );
+            continue;
+        }
         if kernel.type_named(name).is_none() {
             let mut d = Diagnostic::warning(codes::E0045, format!("the target kernel has no type `{name}`"))
                 .primary(*span, "not in the kernel's BTF: it stays opaque, without fields")
@@ -234,9 +271,10 @@ pub(crate) fn generate(kernel: &Kernel, uses: &Uses) -> Bindings {
     let mut g = Gen::new(kernel);
     let mut unknown = BTreeSet::new();
     for name in uses.types.keys() {
-        match kernel.type_named(name) {
-            Some(id) => g.want_named(name, id),
-            None => {
+        match uses.resolve(kernel, name) {
+            Ok(Some(id)) => g.want_named(name, id),
+            // An ambiguity is an error of the checks; here the type stays opaque.
+            Ok(None) | Err(_) => {
                 unknown.insert(name.clone());
             }
         }

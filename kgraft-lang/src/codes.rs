@@ -318,6 +318,14 @@ replaced function's body into its callers. Those callers never jump through the 
 entry, so they keep running the old code after the patch is applied. Replace each of them too,
 with the fix applied to its inlined copy; this is how kGraft extends a patch's function list."
 
+    E0047 "a type name that names different types"
+"The patch names a kernel type (`bictcp`) that means different types where the patch uses it:
+each object's code means its own definition first (a `module \"tcp_bic\"` block, tcp_bic's
+`struct bictcp`), then vmlinux's, and the objects the patch uses the name in define it
+differently (tcp_bic's is 24 bytes, vmlinux's tcp_cubic one 60); or one object's BTF holds two
+different types of that name. kgraftc does not guess: a wrong guess writes the wrong field of a
+live kernel. Use the name in one object's code, or patch the objects in separate patches."
+
     E0045 "a type the target kernel does not have"
 "A type named in the patch is not a struct, union, enum or typedef of the target kernel's BTF.
 It stays opaque: pointers to it can be passed around, but it has no fields. Check the spelling;

@@ -160,6 +160,18 @@ pub struct Object {
     pub has_btf: bool,
     /// Where it was read from, for messages.
     pub origin: String,
+    /// The ids of the types its own BTF defines (`start..end` of [`Kernel::types`]); a module's
+    /// split BTF refers to vmlinux's types and adds its own.
+    #[serde(default)]
+    pub type_ids: Option<(TypeId, TypeId)>,
+}
+
+/// A type name the patch uses that names different types: each candidate, with the object
+/// that defines it and its size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ambiguity {
+    /// `(object, type id, size in bytes)` of each candidate.
+    pub candidates: Vec<(String, TypeId, Option<u64>)>,
 }
 
 /// The target kernel, as far as a patch needs to know it.
@@ -226,6 +238,77 @@ impl Kernel {
             _ => 3,
         };
         ids.iter().min_by_key(|id| rank(id)).copied()
+    }
+
+    /// The object whose BTF defines type `id`: the module whose range holds it, else vmlinux.
+    pub fn owner_of(&self, id: TypeId) -> &str {
+        self.objects
+            .iter()
+            .filter(|(name, _)| name.as_str() != "vmlinux")
+            .find(|(_, o)| o.type_ids.is_some_and(|(start, end)| (start..end).contains(&id)))
+            .map_or("vmlinux", |(name, _)| name.as_str())
+    }
+
+    /// Finds the type a patch means by a bare name used in the code of `scopes` (`vmlinux`, or
+    /// modules the patch replaces functions of): in each scope, that object's own definition
+    /// first, else vmlinux's. The best kind of each (as [`Kernel::type_named`] ranks them) must
+    /// be one type, or types of the same shape: several (two `struct bictcp` of different sizes)
+    /// are an [`Ambiguity`], never a guess.
+    pub fn type_in_scopes<'s>(
+        &self,
+        name: &str,
+        scopes: impl IntoIterator<Item = &'s str>,
+    ) -> Result<Option<TypeId>, Ambiguity> {
+        let Some(ids) = self.index.types.get(name) else { return Ok(None) };
+        let rank = |id: &TypeId| match self.ty(*id) {
+            Ty::Struct(_) | Ty::Union(_) => 0,
+            Ty::Enum(_) => 1,
+            Ty::Typedef { .. } => 2,
+            _ => 3,
+        };
+        let mut chosen: Vec<TypeId> = Vec::new();
+        for scope in scopes {
+            let own: Vec<TypeId> = ids.iter().copied().filter(|id| self.owner_of(*id) == scope).collect();
+            let from = if own.is_empty() {
+                ids.iter().copied().filter(|id| self.owner_of(*id) == "vmlinux").collect()
+            } else {
+                own
+            };
+            let Some(best) = from.iter().map(rank).min() else { continue };
+            chosen.extend(from.into_iter().filter(|id| rank(id) == best));
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        let Some(&first) = chosen.first() else {
+            // Used nowhere that has one: the first of any object, as before.
+            return Ok(self.type_named(name));
+        };
+        if chosen.iter().all(|id| self.same_shape(first, *id)) {
+            return Ok(Some(first));
+        }
+        Err(Ambiguity {
+            candidates: chosen.iter().map(|id| (self.owner_of(*id).to_owned(), *id, self.size_of(*id))).collect(),
+        })
+    }
+
+    /// Whether two types are laid out alike: the same kind, size and member names and offsets.
+    fn same_shape(&self, a: TypeId, b: TypeId) -> bool {
+        if a == b {
+            return true;
+        }
+        match (self.ty(a), self.ty(b)) {
+            (Ty::Struct(x), Ty::Struct(y)) | (Ty::Union(x), Ty::Union(y)) => {
+                x.size == y.size
+                    && x.members.len() == y.members.len()
+                    && x.members.iter().zip(&y.members).all(|(m, n)| {
+                        m.name == n.name && m.bit_offset == n.bit_offset && m.bitfield_size == n.bitfield_size
+                    })
+            }
+            (Ty::Enum(x), Ty::Enum(y)) => x.size == y.size && x.values == y.values,
+            (Ty::Typedef { .. }, Ty::Typedef { .. }) => self.size_of(a) == self.size_of(b),
+            (Ty::Fwd { union: x, .. }, Ty::Fwd { union: y, .. }) => x == y,
+            _ => false,
+        }
     }
 
     /// Finds an enumerator: its enum and its value.

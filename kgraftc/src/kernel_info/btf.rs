@@ -105,5 +105,6 @@ pub(crate) fn append(btf: &Btf, kernel: &mut Kernel, base_len: u32, origin: &str
         };
         kernel.types.push(ty);
     }
+    object.type_ids = Some((if split { offset } else { 0 }, kernel.types.len() as TypeId));
     Ok(object)
 }

@@ -53,8 +53,9 @@ impl KernelArgs {
 }
 
 /// Bumped whenever the cached form of [`Kernel`] changes, or what a reading puts in it (3: the
-/// fentry sites of a linked vmlinux, which the linker script puts inside the init data).
-const CACHE_FORMAT: u32 = 3;
+/// fentry sites of a linked vmlinux, which the linker script puts inside the init data; 4: each
+/// object's own type ids).
+const CACHE_FORMAT: u32 = 4;
 
 /// What vmlinux's reading leaves in the cache: the model, and beside it in a file of its own
 /// the raw BTF, which a module's split BTF needs as its base (read only then).
