@@ -29,6 +29,7 @@ macro_rules! eprint {
 mod build;
 mod build_host;
 mod build_linux;
+mod cache;
 mod cbuild;
 mod fromdiff;
 mod guest_test;

@@ -374,14 +374,15 @@ fn kallsyms() -> Option<BTreeMap<String, Symbol>> {
 }
 
 fn cache_dir() -> Option<PathBuf> {
-    let base = if let Some(dir) = std::env::var_os("KGRAFT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        PathBuf::from(dir).join("kgraft")
-    } else {
-        PathBuf::from(std::env::var_os("HOME")?).join(".cache").join("kgraft")
-    };
-    Some(base.join("kernels"))
+    match crate::cache::dir("kernels") {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            // Without a cache of its own the kernel is read again each time, which is slower,
+            // not wrong.
+            eprintln!("warning: {e}");
+            None
+        }
+    }
 }
 
 /// The cache file of an image: its absolute path, size and modification time, hashed.

@@ -306,20 +306,9 @@ impl Prepared {
     }
 }
 
-/// Returns the cache directory of kernel builds, creating it.
+/// Returns the cache directory of kernel builds, creating it (see `crate::cache`).
 pub(crate) fn cache_dir() -> Result<PathBuf, Error> {
-    let base = if let Some(dir) = std::env::var_os("KGRAFT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        PathBuf::from(dir).join("kgraft")
-    } else if let Some(home) = std::env::var_os("HOME") {
-        PathBuf::from(home).join(".cache").join("kgraft")
-    } else {
-        return Err(Error::new("no cache directory: set KGRAFT_CACHE_DIR or HOME"));
-    };
-    let dir = base.join("linux");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
-    Ok(dir)
+    crate::cache::dir("linux").map_err(Error::new)
 }
 
 /// Writes `contents` to `path` unless the file already holds exactly that (see

@@ -1,0 +1,89 @@
+//! The cache holds what kgraftc trusts (kernel descriptions, builds, sources): a cache directory
+//! that is a symbolic link, or another user's, is refused and nothing is read from or written
+//! to it; one of this user's that others could write is made private.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cache-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory");
+    dir
+}
+
+/// `kgraftc check` of the fixture kernel, which caches its description, with `cache` as the
+/// cache; returns the exit status and standard error.
+fn check_with_cache(cache: &Path) -> (Option<i32>, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["check", "--no-probe", "--vmlinux"])
+        .arg(root.join("tests/fixtures/kernel/vmlinux"))
+        .arg(root.join("tests/ui/kernel_type_module_own.kgp"))
+        .arg("--module")
+        .arg(root.join("tests/fixtures/kernel/fixture_mod.ko"))
+        .env("KGRAFT_CACHE_DIR", cache)
+        .output()
+        .expect("kgraftc runs");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn entries(dir: &Path) -> usize {
+    walk(dir)
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+        .sum()
+}
+
+#[test]
+fn a_symlinked_cache_is_refused_and_left_alone() {
+    let dir = scratch("symlink");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("a directory");
+    let link = dir.join("cache");
+    std::os::unix::fs::symlink(&elsewhere, &link).expect("a symlink");
+    let (code, err) = check_with_cache(&link);
+    assert_eq!(code, Some(0), "the check itself goes on without a cache: {err}");
+    assert!(err.contains("is a symbolic link: kgraftc trusts what its cache holds"), "{err}");
+    assert_eq!(entries(&elsewhere), 0, "nothing written through the link");
+}
+
+#[test]
+fn a_cache_others_can_write_is_made_private_and_used() {
+    let dir = scratch("mode");
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).expect("a directory");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (code, err) = check_with_cache(&cache);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning: the cache directory"), "{err}");
+    let mode = std::fs::metadata(&cache).expect("the cache").mode() & 0o777;
+    assert_eq!(mode & 0o022, 0, "still writable by others: {mode:o}");
+    assert!(entries(&cache) > 0, "the description was cached");
+}
+
+#[test]
+fn another_users_cache_is_refused() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let dir = scratch("owner");
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(cache.join("kernels")).expect("a directory");
+    // A description planted by `nobody`, as a shared XDG_CACHE_HOME would let it.
+    std::fs::write(cache.join("kernels/planted.kernel"), b"planted").expect("a file");
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).expect("chown");
+    let (code, err) = check_with_cache(&cache);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("belongs to user 65534, not to this one (0)"), "{err}");
+    assert_eq!(entries(&cache), 1, "nothing added to another user's cache");
+}
