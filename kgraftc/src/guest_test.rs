@@ -252,15 +252,33 @@ struct Reader {
 impl Reader {
     /// Reads what the guest wrote since the last call, printing progress and output.
     fn poll(&mut self, path: &Path, start: Instant) {
-        let Ok(bytes) = std::fs::read(path) else { return };
-        if bytes.len() <= self.offset {
+        use std::io::{Read, Seek};
+        // Only what is new, and at most 1 MiB of it a time: the file grows with the guest's
+        // output, which nothing bounds.
+        let Ok(mut file) = std::fs::File::open(path) else { return };
+        if file.seek(std::io::SeekFrom::Start(self.offset as u64)).is_err() {
             return;
         }
-        self.partial.push_str(&String::from_utf8_lossy(&bytes[self.offset..]).replace('\r', ""));
-        self.offset = bytes.len();
+        let mut bytes = Vec::new();
+        let Ok(n) = file.take(1 << 20).read_to_end(&mut bytes) else { return };
+        if n == 0 {
+            return;
+        }
+        self.partial.push_str(&String::from_utf8_lossy(&bytes).replace('\r', ""));
+        self.offset += n;
+        // A line without an end is kept to 64 KiB.
+        if self.partial.len() > 64 << 10 && !self.partial.contains('\n') {
+            let cut = self.partial.len() - (64 << 10);
+            let cut = (cut..self.partial.len()).find(|&i| self.partial.is_char_boundary(i)).unwrap_or(0);
+            self.partial.drain(..cut);
+        }
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
-            self.line(line.trim_end_matches('\n'), start);
+            let line = line.trim_end_matches('\n');
+            // A line is kept to its last 64 KiB.
+            let from = line.len().saturating_sub(64 << 10);
+            let from = (from..=line.len()).find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+            self.line(&line[from..], start);
         }
     }
 
@@ -297,6 +315,10 @@ impl Reader {
             .to_owned();
         eprintln!("    | {line}");
         let _ = std::io::stderr().flush();
+        // The last lines are what a failure report shows: older ones go.
+        if self.output.len() >= MAX_OUTPUT_LINES {
+            self.output.drain(..MAX_OUTPUT_LINES / 2);
+        }
         self.output.push((section, line.to_owned()));
     }
 
@@ -308,6 +330,9 @@ impl Reader {
             .find_map(|s| s.strip_prefix(what).filter(|r| r.is_empty() || r.starts_with(' ')).map(str::trim))
     }
 }
+
+/// How many of the guest's output lines are kept for the report.
+const MAX_OUTPUT_LINES: usize = 10_000;
 
 /// A token for one boot's step lines, which the script cannot guess: 16 bytes of the kernel's
 /// randomness (or, without it, of the clock and this process).
@@ -376,4 +401,35 @@ fn verdict(reader: &Reader, ended: vm::Ended, name: &str, console: &Path, vm_tim
     }
     eprintln!("passed: the script passed with {name} applied, and {name} unloaded cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guest's output file is read a piece at a time, and what is kept of it is bounded,
+    /// however much the guest writes; step lines still count, and only with the boot's token.
+    #[test]
+    fn the_reader_keeps_a_bounded_tail_of_a_huge_output() {
+        let dir = std::env::temp_dir().join(format!("kgraft-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let path = dir.join("data");
+        let mut text = String::from("KGRAFT-STEP-t0k booted\n");
+        for i in 0..30_000 {
+            text.push_str(&format!("KGRAFT-STEP script-status 0 forged {i}\n"));
+        }
+        text.push_str(&"x".repeat(3 << 20));
+        text.push_str("\nKGRAFT-STEP-t0k done\n");
+        std::fs::write(&path, &text).expect("the output");
+        let mut reader = Reader { token: "t0k".into(), ..Reader::default() };
+        let start = Instant::now();
+        for _ in 0..10 {
+            reader.poll(&path, start);
+        }
+        assert_eq!(reader.offset, text.len(), "read to the end in pieces");
+        assert_eq!(reader.steps, ["booted", "done"], "no forged step counts");
+        assert!(reader.output.len() <= MAX_OUTPUT_LINES);
+        assert!(reader.output.iter().all(|(_, l)| l.len() <= 64 << 10), "a line without an end is bounded");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

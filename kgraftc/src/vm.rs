@@ -307,21 +307,22 @@ pub(crate) enum Ended {
 /// Waits for `child` to end, calling `tick` every 100 ms; stops it after `timeout`.
 pub(crate) fn wait(child: &mut Child, timeout: Duration, mut tick: impl FnMut()) -> Result<Ended, String> {
     let start = Instant::now();
+    // qemu's standard error is read as it comes: a pipe left unread fills, and a chatty qemu
+    // would then stall until the timeout. Only its end is kept.
+    let stderr = child.stderr.take().map(|err| std::thread::spawn(move || read_tail(err, STDERR_KEPT)));
+    let mut stderr = Some(stderr);
+    let mut collect = || stderr.take().flatten().and_then(|t| t.join().ok()).unwrap_or_default();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
                 tick();
-                let mut stderr = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = err.read_to_string(&mut stderr);
-                }
-                return Ok(Ended::Exited { success: status.success(), stderr });
+                return Ok(Ended::Exited { success: status.success(), stderr: collect() });
             }
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
                 tick();
+                drop(collect());
                 return Ok(Ended::TimedOut);
             }
             Ok(None) => {
@@ -333,9 +334,42 @@ pub(crate) fn wait(child: &mut Child, timeout: Duration, mut tick: impl FnMut())
     }
 }
 
-/// Returns the last `n` lines of a console file, without carriage returns.
+/// How much of qemu's standard error is kept (its end).
+const STDERR_KEPT: usize = 64 << 10;
+
+/// Reads `from` to its end, keeping its last `keep` bytes.
+fn read_tail(mut from: impl std::io::Read, keep: usize) -> String {
+    let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend(&buf[..n]);
+        let over = kept.len().saturating_sub(keep);
+        kept.drain(..over);
+    }
+    String::from_utf8_lossy(kept.make_contiguous()).into_owned()
+}
+
+/// Reads at most the first `max` bytes of `path`: what a guest wrote, which nothing bounds.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Returns the last `n` lines of a console file, without carriage returns (read from its last
+/// MiB: a console may be huge).
 pub(crate) fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
+    use std::io::{Read, Seek};
+    let mut text = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let len = file.metadata().map_or(0, |m| m.len());
+        let _ = file.seek(std::io::SeekFrom::Start(len.saturating_sub(1 << 20)));
+        let _ = file.take(1 << 20).read_to_end(&mut text);
+    }
     let text = String::from_utf8_lossy(&text).replace('\r', "");
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -344,6 +378,27 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child that writes more to its standard error than a pipe holds, then exits: waiting
+    /// sees it exit, with the end of what it wrote.
+    #[test]
+    fn a_chatty_child_is_seen_to_exit() {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 4000 ]; do echo \"line $i of a chatty qemu\" >&2; i=$((i+1)); done; exit 3",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let ended = wait(&mut child, Duration::from_secs(20), || {}).expect("waited");
+        let Ended::Exited { success, stderr } = ended else { panic!("timed out: the pipe was never read") };
+        assert!(!success);
+        assert!(stderr.ends_with("line 3999 of a chatty qemu\n"), "{}", &stderr[stderr.len().saturating_sub(100)..]);
+        assert!(stderr.len() <= STDERR_KEPT);
+    }
 
     #[test]
     fn ldd_lines() {

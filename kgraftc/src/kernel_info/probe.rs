@@ -71,11 +71,15 @@ fn boot(
     if vm::wait(&mut child, TIMEOUT, || {})? == vm::Ended::TimedOut {
         return Err(format!("the kernel did not finish within {} s under qemu", TIMEOUT.as_secs()));
     }
-    let text = std::fs::read(&dump).map_err(|e| format!("the probe printed nothing ({e})"))?;
+    // The lists of a kernel's symbols are a few MiB; more is not a probe's output.
+    let text = vm::read_bounded(&dump, MAX_DUMP).map_err(|e| format!("the probe printed nothing ({e})"))?;
     let text = String::from_utf8_lossy(&text).replace('\r', "");
     parse(&text)
         .ok_or_else(|| format!("the probe's output is incomplete; the console ended with:\n{}", vm::tail(&console, 8)))
 }
+
+/// The most of the probe's output read (its symbol lists: about 5 MiB for Debian's 6.1).
+const MAX_DUMP: u64 = 128 << 20;
 
 /// Reads the probe's two lists; `None` unless both are complete.
 fn parse(text: &str) -> Option<BTreeMap<String, Symbol>> {
