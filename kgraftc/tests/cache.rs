@@ -87,3 +87,45 @@ fn another_users_cache_is_refused() {
     assert!(err.contains("belongs to user 65534, not to this one (0)"), "{err}");
     assert_eq!(entries(&cache), 1, "nothing added to another user's cache");
 }
+
+/// An image rewritten with its size and modification time put back (`touch -r`) is read
+/// again: the cached description is keyed by what no one can put back (change time, inode).
+#[test]
+fn an_image_rewritten_with_the_same_size_and_time_is_read_again() {
+    let dir = scratch("stale");
+    let image = dir.join("vmlinux");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kernel/vmlinux"), &image).expect("a copy");
+    let kgp = dir.join("p.kgp");
+    std::fs::write(
+        &kgp,
+        "patch p { description: \"d\" }\nreplace fn cmdline_proc_show(m: *mut seq_file, v: *mut c_void) -> c_int { 0 }\n",
+    )
+    .expect("a patch");
+    let expand = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+            .args(["expand", "--no-probe", "--vmlinux"])
+            .arg(&image)
+            .arg(&kgp)
+            .env("KGRAFT_CACHE_DIR", dir.join("cache"))
+            .output()
+            .expect("kgraftc runs");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(expand().contains("pub index: loff_t"));
+    // A member renamed in the BTF's strings, the file's size and times put back.
+    let before = std::fs::metadata(&image).expect("the image");
+    let bytes = std::fs::read(&image).expect("the image");
+    let at = bytes.windows(7).position(|w| w == b"\0index\0").expect("the member's name");
+    let mut changed = bytes.clone();
+    changed[at + 5] = b'y';
+    std::fs::write(&image, &changed).expect("rewritten");
+    let times = std::fs::FileTimes::new()
+        .set_accessed(before.accessed().expect("atime"))
+        .set_modified(before.modified().expect("mtime"));
+    std::fs::File::options().write(true).open(&image).expect("the image").set_times(times).expect("times put back");
+    let after = std::fs::metadata(&image).expect("the image");
+    assert_eq!((after.len(), after.modified().ok()), (before.len(), before.modified().ok()));
+    let text = expand();
+    assert!(text.contains("pub indey: loff_t"), "the stale description was used:\n{text}");
+}

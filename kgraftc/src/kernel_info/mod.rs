@@ -66,6 +66,8 @@ struct Cached {
     btf: Vec<u8>,
     /// Whether the image has no symbol table to be found (raw BTF, or the probe could not run).
     probe_failed: bool,
+    /// Why the probe failed, when it did.
+    probe_error: String,
 }
 
 /// Reads the target kernel for a patch that replaces `targets` (object, function).
@@ -260,6 +262,20 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             };
             if let Some(cached) = cache.as_deref().and_then(read_cache).filter(complete) {
                 check_release(&path, Some(&cached.kernel.release), release)?;
+                if cached.probe_failed && !args.no_probe {
+                    // Said each time, not only the first: the checks are weaker for it.
+                    eprintln!(
+                        "warning: the symbols and fentry sites of {} are unknown: the probe failed when this kernel was \
+                         first read{}\nnote: the checks rely on its BTF alone; remove {} to probe it again",
+                        cached.kernel.release,
+                        if cached.probe_error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", cached.probe_error)
+                        },
+                        cache.as_deref().map_or_else(String::new, |c| c.display().to_string())
+                    );
+                }
                 let btf = cache
                     .as_deref()
                     .map(|c| RawBtf::File(c.with_extension("btf")))
@@ -270,8 +286,8 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             let bad = |e: String| Failure::Fatal(format!("`{}`: {e}", path.display()));
             // Raw BTF never has symbols, and not probing was asked for: neither is a failure.
             let no_symbols_expected = data.starts_with(&BTF_MAGIC_BYTES) || args.no_probe;
-            let (btf, found_release, symbols) = if data.starts_with(&BTF_MAGIC_BYTES) {
-                (data, None, None)
+            let (btf, found_release, symbols, probe_error) = if data.starts_with(&BTF_MAGIC_BYTES) {
+                (data, None, None, String::new())
             } else {
                 let data_was_elf = data.starts_with(b"\x7fELF");
                 let elf = if data_was_elf {
@@ -290,6 +306,7 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
                     ))
                 })?;
                 // A compressed image has no symbol table: ask the kernel itself.
+                let mut probe_error = String::new();
                 let symbols = match info.symbols {
                     Some(symbols) => Some(symbols),
                     None if bzimage && !args.no_probe => {
@@ -301,13 +318,14 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
                                     "warning: the symbols and fentry sites of {release} are unknown: {e}\n\
                                      note: the checks rely on its BTF alone, which lists functions without fentry sites too"
                                 );
+                                probe_error = e.lines().next().unwrap_or_default().to_owned();
                                 None
                             }
                         }
                     }
                     None => None,
                 };
-                (btf, info.release, symbols)
+                (btf, info.release, symbols, probe_error)
             };
             check_release(&path, found_release.as_ref(), release)?;
             let mut kernel = from_btf(&btf, &path.display().to_string())?;
@@ -320,7 +338,7 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             }
             let probe_failed =
                 !no_symbols_expected && kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_none());
-            let cached = Cached { kernel, btf, probe_failed };
+            let cached = Cached { kernel, btf, probe_failed, probe_error };
             if let Some(cache) = &cache {
                 write_cache(cache, &cached);
             }
@@ -385,13 +403,20 @@ fn cache_dir() -> Option<PathBuf> {
     }
 }
 
-/// The cache file of an image: its absolute path, size and modification time, hashed.
+/// The cache file of an image: its absolute path, size, modification and change times, device
+/// and inode, hashed.
 fn cache_path(path: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::fs::canonicalize(path).ok()?.hash(&mut h);
     meta.len().hash(&mut h);
     meta.modified().ok()?.hash(&mut h);
+    // A file rewritten with its size and modification time put back still gets a new change
+    // time (no one can set it), and a file put in its place a new inode.
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()).hash(&mut h);
+    }
     CACHE_FORMAT.hash(&mut h);
     Some(cache_dir()?.join(format!("{:016x}.kernel", h.finish())))
 }
