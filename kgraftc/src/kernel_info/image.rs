@@ -13,6 +13,11 @@ pub(crate) const BTF_MAGIC: [u8; 2] = [0x9f, 0xeb];
 /// The payload's place is read from the setup header (`setup_sects` at 0x1f1,
 /// `payload_offset` and `payload_length` at 0x248); Debian compresses it with xz.
 pub(crate) fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>, String> {
+    decompress_bzimage_to(image, MAX_KERNEL)
+}
+
+/// [`decompress_bzimage`], refusing a payload that decompresses to more than `max` bytes.
+fn decompress_bzimage_to(image: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let u32_at = |at: usize| -> Option<u32> { Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?)) };
     if image.get(0x202..0x206) != Some(b"HdrS") {
         return Err("not an x86 bzImage (no `HdrS` setup header)".into());
@@ -39,17 +44,24 @@ pub(crate) fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>, String> {
     }
     // The payload ends with the decompressed size, which is not part of the xz stream.
     let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(80 << 20);
+    // Never more room than `max` and a byte: past it, the payload is no kernel.
+    let mut out = Vec::with_capacity((80usize << 20).min(max + 1));
     let mut input = payload;
     loop {
         if out.capacity() - out.len() < (1 << 20) {
-            out.reserve(16 << 20);
+            out.reserve_exact((16usize << 20).min(max + 1 - out.len().min(max)));
         }
         let before_in = stream.total_in();
         let status = stream
             .process_vec(input, &mut out, xz2::stream::Action::Run)
             .map_err(|e| format!("the xz payload is corrupt: {e}"))?;
         input = &input[(stream.total_in() - before_in) as usize..];
+        if out.len() > max {
+            return Err(format!(
+                "the xz payload decompresses to more than {} MiB: not a kernel (Debian's 6.1 is about 60 MiB)",
+                max >> 20
+            ));
+        }
         match status {
             xz2::stream::Status::StreamEnd => break,
             _ if input.is_empty() && out.len() < out.capacity() => {
@@ -60,6 +72,10 @@ pub(crate) fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>, String> {
     }
     Ok(out)
 }
+
+/// The most a bzImage's payload is decompressed to: a kernel is tens of MiB, and a crafted
+/// image could otherwise ask for all the memory there is.
+const MAX_KERNEL: usize = 1 << 30;
 
 /// What an ELF image of the kernel (or of a module) holds.
 pub(crate) struct ElfInfo {
@@ -172,4 +188,33 @@ fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, 
         entry.traceable += u32::from(traced);
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bzImage whose payload decompresses to more than a kernel could be is refused before it
+    /// takes the memory it asks for.
+    #[test]
+    fn a_payload_too_large_for_a_kernel_is_refused() {
+        use std::io::Write;
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 0);
+        xz.write_all(&vec![0u8; 64 << 20]).expect("compressed");
+        let payload = xz.finish().expect("compressed");
+        let setup_sects = 4usize;
+        let start = (setup_sects + 1) * 512;
+        let mut image = vec![0u8; start];
+        image[0x1f1] = setup_sects as u8;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image.extend_from_slice(&payload);
+        match decompress_bzimage_to(&image, 16 << 20) {
+            Err(e) => assert!(e.contains("more than 16 MiB: not a kernel"), "{e}"),
+            Ok(k) => panic!("read whole: {} bytes", k.len()),
+        }
+        // Within the bound, the same payload is read whole.
+        assert_eq!(decompress_bzimage_to(&image, 128 << 20).map(|k| k.len()), Ok(64 << 20));
+    }
 }
