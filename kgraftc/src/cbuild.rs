@@ -78,15 +78,9 @@ pub(crate) fn compile_host(dir: &Path, checked: &Checked, lowered: &Lowered, ui:
         let hash = fnv1a(format!("{}\0{}\0{}", unit.text, flags.join(" "), compiler.to_string_lossy()).as_bytes());
         let object = dir.join(format!("{stem}-{hash:016x}.o"));
         ui.progress(&format!("compiling {stem}.c of `{}` with {}", lowered.name, compiler.to_string_lossy()));
-        let output = Command::new(&compiler)
-            .args(&flags)
-            .arg("-o")
-            .arg(&object)
-            .arg(&source)
-            .current_dir(dir)
-            .env("LC_ALL", "C")
-            .env("LANG", "C")
-            .output()
+        let mut cc = Command::new(&compiler);
+        cc.args(&flags).arg("-o").arg(&object).arg(&source).current_dir(dir).env("LC_ALL", "C").env("LANG", "C");
+        let output = crate::process::output(&mut cc)
             .map_err(|e| Failure::io(format!("cannot run the C compiler `{}`", compiler.to_string_lossy()), e))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         let errors = report(&stderr, checked, ui);

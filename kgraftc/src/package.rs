@@ -350,7 +350,7 @@ fn stage(root: &Path, names: &Names, ko: &[u8], systemd: &str) -> Result<(), Fai
 
 /// Runs a packaging tool, failing with its output.
 fn run_tool(cmd: &mut Command, what: &str, install: &str) -> Result<(), Failure> {
-    let out = cmd.output().map_err(|e| {
+    let out = crate::process::output(cmd).map_err(|e| {
         Failure::Fatal(format!("cannot run {what} ({e})\nhelp: install it (Debian: apt-get install {install})"))
     })?;
     if !out.status.success() {

@@ -1,4 +1,4 @@
-//! Running the tools a build needs (cargo, make) so that none outlives kgraftc.
+//! Running the tools kgraftc needs (cargo, make, the C compiler, qemu) so that none outlives it.
 //!
 //! A tool runs in a process group of its own, with the parent-death signal set to `SIGKILL`:
 //! when kgraftc is killed, even with `SIGKILL`, the tool dies with it. When kgraftc is
@@ -50,26 +50,8 @@ fn install_handlers() {
 /// Runs `cmd` to completion, with its standard input empty and its output captured, in a process
 /// group of its own that dies with kgraftc (see the module's documentation).
 pub(crate) fn output(cmd: &mut Command) -> std::io::Result<Output> {
-    install_handlers();
-    // SAFETY: getpid cannot fail.
-    let parent = unsafe { libc::getpid() };
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and calls only
-    // async-signal-safe functions (prctl, getppid), allocating nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // kgraftc died before the signal was armed: do not run orphaned.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        })
-    };
-    let mut child = cmd.spawn()?;
-    GROUP.store(child.id() as i32, Ordering::SeqCst);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn(cmd)?;
     let mut stdout = child.stdout.take().expect("piped above");
     let stderr = child.stderr.take().expect("piped above");
     let errors = std::thread::spawn(move || {
@@ -88,8 +70,39 @@ pub(crate) fn output(cmd: &mut Command) -> std::io::Result<Output> {
     let mut out = Vec::new();
     let read = stdout.read_to_end(&mut out);
     let status = child.wait();
-    GROUP.store(0, Ordering::SeqCst);
+    ended();
     let err = errors.join().unwrap_or_default();
     read?;
     Ok(Output { status: status?, stdout: out, stderr: err })
+}
+
+/// Starts `cmd` (its standard streams as the caller set them) in a process group of its own
+/// that dies with kgraftc; call [`ended`] once it has been waited for.
+pub(crate) fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    install_handlers();
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
+    cmd.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // kgraftc died before the signal was armed: do not run orphaned.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+    let child = cmd.spawn()?;
+    GROUP.store(child.id() as i32, Ordering::SeqCst);
+    Ok(child)
+}
+
+/// Says that the tool [`spawn`] started has been waited for: a signal no longer kills a group.
+pub(crate) fn ended() {
+    GROUP.store(0, Ordering::SeqCst);
 }

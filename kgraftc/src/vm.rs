@@ -291,7 +291,9 @@ impl Machine<'_> {
 
     /// Starts the machine.
     pub(crate) fn start(&self, qemu: &Path) -> Result<Child, String> {
-        self.command(qemu).spawn().map_err(|e| format!("cannot start {}: {e}", qemu.display()))
+        // In a group of its own that dies with kgraftc: an interrupted test or probe leaves no
+        // qemu behind.
+        crate::process::spawn(&mut self.command(qemu)).map_err(|e| format!("cannot start {}: {e}", qemu.display()))
     }
 }
 
@@ -315,12 +317,14 @@ pub(crate) fn wait(child: &mut Child, timeout: Duration, mut tick: impl FnMut())
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
+                crate::process::ended();
                 tick();
                 return Ok(Ended::Exited { success: status.success(), stderr: collect() });
             }
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
+                crate::process::ended();
                 tick();
                 drop(collect());
                 return Ok(Ended::TimedOut);

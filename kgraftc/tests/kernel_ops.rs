@@ -438,6 +438,45 @@ fn test_command_passes_and_fails_with_the_script() {
     assert!(!t.contains("passed:"), "{t}");
 }
 
+/// `kgraftc test` stopped by SIGTERM while its guest runs takes qemu down with it.
+#[test]
+fn a_terminated_test_leaves_no_qemu_behind() {
+    if !qemu_enabled("a_terminated_test_leaves_no_qemu_behind") {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = tmp("terminated");
+    let slow = script(&dir, "slow.sh", "sleep 600\n");
+    let mut child = kgraftc()
+        .args(["test", "patches/cmdline_banner.kgp", "--script"])
+        .arg(&slow)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kgraftc runs");
+    let me = child.id();
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    // Wait until the script runs in the guest: qemu is up.
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("running the script")), "the guest never ran it");
+    let children = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+    let qemu: Vec<u32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("qemu")))
+        .collect();
+    assert_eq!(qemu.len(), 1, "one qemu: {children}");
+    // SAFETY: kill with a pid of a child this test started has no memory effects.
+    unsafe { libc::kill(me as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !Path::new(&format!("/proc/{}", qemu[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", qemu[0])).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(gone, "qemu {} outlived kgraftc", qemu[0]);
+}
+
 #[test]
 fn test_command_reports_a_guest_that_cannot_run() {
     if !qemu_enabled("test_command_reports_a_guest_that_cannot_run") {

@@ -55,10 +55,7 @@ impl Tree {
             Ok(text) => text,
             Err(_) => {
                 eprintln!("from-diff: listing {} (once; cached)", path.display());
-                let out = Command::new("tar")
-                    .arg("-tJf")
-                    .arg(path)
-                    .output()
+                let out = crate::process::output(Command::new("tar").arg("-tJf").arg(path))
                     .map_err(|e| format!("cannot run tar (and xz) to read {}: {e}", path.display()))?;
                 if !out.status.success() {
                     return Err(format!(
@@ -158,7 +155,8 @@ impl Tree {
         for d in missing.iter().filter(|d| !covered_by_another(d, &missing)) {
             cmd.arg(format!("{}/{d}", t.top));
         }
-        let out = cmd.output().map_err(|e| format!("cannot run tar to unpack {}: {e}", t.file.display()))?;
+        let out = crate::process::output(&mut cmd)
+            .map_err(|e| format!("cannot run tar to unpack {}: {e}", t.file.display()))?;
         if !out.status.success() {
             return Err(format!(
                 "tar cannot unpack {}: {}",

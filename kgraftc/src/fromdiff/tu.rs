@@ -275,15 +275,15 @@ pub(crate) fn compile(
 /// Builds the object `object` of the kbuild directory `work` with the kernel's `make`; the
 /// error is kbuild's output.
 pub(crate) fn make_object(kdir: &Path, work: &Path, object: &str) -> Result<(), String> {
-    let out = Command::new("make")
-        .arg("-C")
+    let mut make = Command::new("make");
+    make.arg("-C")
         .arg(kdir)
         .arg(format!("M={}", work.display()))
         .arg(object)
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
-        .env("LC_ALL", "C")
-        .output()
+        .env("LC_ALL", "C");
+    let out = crate::process::output(&mut make)
         .map_err(|e| format!("cannot run make: {e} (Debian: apt-get install make gcc)"))?;
     if out.status.success() {
         return Ok(());

@@ -144,7 +144,8 @@ pub(crate) fn link(
     }
     // gcc's messages in plain ASCII, as `cbuild` parses them (kbuild unexports LC_ALL).
     cmd.env("LC_ALL", "C").env("LC_CTYPE", "C").env("LC_MESSAGES", "C").env("LANG", "C");
-    let out = cmd.output().map_err(|e| Error::new(format!("cannot run kbuild (make modules): {e}")).help(help))?;
+    let out = crate::process::output(&mut cmd)
+        .map_err(|e| Error::new(format!("cannot run kbuild (make modules): {e}")).help(help))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
