@@ -812,7 +812,8 @@ static struct kobj_attribute kg_attr_enabled = __ATTR_RW(enabled);
 static struct kobj_attribute kg_attr_force = __ATTR_WO(force);
 static struct kobj_attribute kg_attr_functions = __ATTR_RO(functions);
 static struct kobj_attribute kg_attr_transition = __ATTR_RO(transition);
-static struct kobj_attribute kg_attr_stragglers = __ATTR_RO(stragglers);
+/* The stacks of other users' tasks are root's to read (as /proc/PID/stack is): 0400. */
+static struct kobj_attribute kg_attr_stragglers = __ATTR(stragglers, 0400, stragglers_show, NULL);
 static struct attribute *kg_attrs[] = {
 	&kg_attr_enabled.attr,
 	&kg_attr_transition.attr,
