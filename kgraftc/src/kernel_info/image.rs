@@ -175,12 +175,14 @@ fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, 
     for (section, addr) in &sites {
         *by_start.entry((*section, *addr)).or_default() += 1;
     }
+    // Once, not per function: a kernel has some 60,000 functions and 40,000 sites.
+    let sites_by_section = sites.iter().any(|(s, _)| s.is_some());
     let mut out: BTreeMap<String, Symbol> = BTreeMap::new();
     for (name, section, addr, size) in funcs {
         if !is_text(section) {
             continue;
         }
-        let key_section = if sites.iter().any(|(s, _)| s.is_some()) { Some(section) } else { None };
+        let key_section = if sites_by_section { Some(section) } else { None };
         // The site is the first instruction, or follows a 4-byte `endbr64`.
         let traced = (0..=4).any(|d| by_start.contains_key(&(key_section, addr + d))) && size > 0;
         let entry = out.entry(name).or_default();
