@@ -704,5 +704,10 @@ fn packages_install_where_they_should() {
     );
     let scripts = query(&["--scripts"]);
     assert!(scripts.contains(&format!("/usr/lib/kgraft/{pkg} load")), "{scripts}");
-    assert!(scripts.contains(&format!("if [ \"$1\" -eq 0 ]; then\n    /usr/lib/kgraft/{pkg} unload")), "{scripts}");
+    assert!(
+        scripts.contains(&format!("if [ \"$1\" -eq 0 ] && same_root; then\n    /usr/lib/kgraft/{pkg} unload")),
+        "{scripts}"
+    );
+    // Under `rpm --root`, the scriptlets leave the running kernel alone.
+    assert!(scripts.contains(&format!("if same_root; then\n    /usr/lib/kgraft/{pkg} load")), "{scripts}");
 }
