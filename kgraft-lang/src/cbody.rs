@@ -26,6 +26,8 @@ struct CFn<'a> {
     /// Where its item starts (`replace`).
     start: usize,
     body: &'a Fragment,
+    /// Whether it is a system call's body.
+    syscall: bool,
 }
 
 /// The functions of `file` whose bodies are C, in source order.
@@ -40,6 +42,7 @@ fn c_functions(file: &File) -> Vec<CFn<'_>> {
             symbol: symbol(&t, check::sympos(t.func, &mut ignored)),
             start: t.func.head.start,
             body: &t.func.body,
+            syscall: false,
         })
         .collect();
     for item in &file.items {
@@ -52,6 +55,7 @@ fn c_functions(file: &File) -> Vec<CFn<'_>> {
                 symbol: syscall_symbol(&sc.sig.name.name),
                 start: sc.head.start,
                 body: &sc.body,
+                syscall: true,
             });
         }
     }
@@ -340,22 +344,26 @@ pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
     units
 }
 
-/// Which unit each C body is compiled in: the name of its unit's `c "NAME"` item, `None` for
-/// the C before any named item. Keyed by where the replacement starts.
-pub(crate) fn body_units(file: &File) -> Vec<(usize, Option<String>)> {
-    let named: Vec<(usize, String)> = file
+/// The functions with a C body, in source order, each with the name of its unit's `c "NAME"`
+/// item (`None` for the C before any named item).
+pub(crate) fn c_bodies(file: &File) -> Vec<crate::CBody> {
+    let named: Vec<(usize, &str)> = file
         .items
         .iter()
         .filter_map(
-            |i| if let Item::C(c) = i { c.unit.as_ref().map(|(n, _)| (c.keyword.start, n.clone())) } else { None },
+            |i| if let Item::C(c) = i { c.unit.as_ref().map(|(n, _)| (c.keyword.start, n.as_str())) } else { None },
         )
         .collect();
     let starts: Vec<usize> = named.iter().map(|(s, _)| *s).collect();
     c_functions(file)
-        .iter()
-        .map(|f| {
-            let unit = unit_at(&starts, f.start);
-            (f.start, unit.checked_sub(1).map(|i| named[i].1.clone()))
+        .into_iter()
+        .map(|f| crate::CBody {
+            object: f.object.to_owned(),
+            name: f.sig.name.name.clone(),
+            body: f.body.text.clone(),
+            start: f.start,
+            unit: unit_at(&starts, f.start).checked_sub(1).map(|i| named[i].1.to_owned()),
+            syscall: f.syscall,
         })
         .collect()
 }

@@ -97,32 +97,9 @@ impl Checked {
         bindings::Uses::of_declarations(&self.file).types.into_keys().collect()
     }
 
-    /// The replacements with a C body, in source order.
+    /// The replacements with a C body (functions and system calls), in source order.
     pub fn c_bodies(&self) -> Vec<CBody> {
-        let units = cbody::body_units(&self.file);
-        check::targets(&self.file)
-            .iter()
-            .filter(|t| t.func.in_c.is_some())
-            .map(|t| CBody {
-                object: t.object.to_owned(),
-                name: t.func.sig.name.name.clone(),
-                body: t.func.body.text.clone(),
-                start: t.func.head.start,
-                unit: units.iter().find(|(at, _)| *at == t.func.head.start).and_then(|(_, u)| u.clone()),
-                syscall: false,
-            })
-            .chain(self.file.items.iter().filter_map(|i| match i {
-                ast::Item::Syscall(sc) if sc.in_c.is_some() => Some(CBody {
-                    object: "vmlinux".to_owned(),
-                    name: sc.sig.name.name.clone(),
-                    body: sc.body.text.clone(),
-                    start: sc.head.start,
-                    unit: units.iter().find(|(at, _)| *at == sc.head.start).and_then(|(_, u)| u.clone()),
-                    syscall: true,
-                }),
-                _ => None,
-            }))
-            .collect()
+        cbody::c_bodies(&self.file)
     }
 
     /// The kernel functions replaced, as `(object, name, sympos)`, in source order.
