@@ -231,13 +231,18 @@ impl Kernel {
     /// an `enum`, a `typedef`, and a forward declaration last.
     pub fn type_named(&self, name: &str) -> Option<TypeId> {
         let ids = self.index.types.get(name)?;
-        let rank = |id: &TypeId| match self.ty(*id) {
+        ids.iter().min_by_key(|id| self.rank(**id)).copied()
+    }
+
+    /// How well a named type answers a bare name: a defined `struct` or `union` best, then an
+    /// `enum`, a `typedef`, and a forward declaration last.
+    fn rank(&self, id: TypeId) -> u8 {
+        match self.ty(id) {
             Ty::Struct(_) | Ty::Union(_) => 0,
             Ty::Enum(_) => 1,
             Ty::Typedef { .. } => 2,
             _ => 3,
-        };
-        ids.iter().min_by_key(|id| rank(id)).copied()
+        }
     }
 
     /// The object whose BTF defines type `id`: the module whose range holds it, else vmlinux.
@@ -260,12 +265,7 @@ impl Kernel {
         scopes: impl IntoIterator<Item = &'s str>,
     ) -> Result<Option<TypeId>, Ambiguity> {
         let Some(ids) = self.index.types.get(name) else { return Ok(None) };
-        let rank = |id: &TypeId| match self.ty(*id) {
-            Ty::Struct(_) | Ty::Union(_) => 0,
-            Ty::Enum(_) => 1,
-            Ty::Typedef { .. } => 2,
-            _ => 3,
-        };
+        let rank = |id: &TypeId| self.rank(*id);
         let mut chosen: Vec<TypeId> = Vec::new();
         for scope in scopes {
             let own: Vec<TypeId> = ids.iter().copied().filter(|id| self.owner_of(*id) == scope).collect();

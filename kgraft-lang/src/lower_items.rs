@@ -31,18 +31,10 @@ impl Lowering<'_> {
         let note = format!(" The body is C, in the patch's C file; it replaces `{target}` (object `{object}`).");
         let sep = (!r.sig.docs.is_empty()).then(|| quote!(#[doc = ""]));
         let item = |params: &[TokenStream], ret: &TokenStream| {
-            quote! {
-                #[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]
-                // Only pointers cross to C: the Rust shape of what they point to (a kernel type
-                // from BTF, opaque or not) is never passed by value.
-                #[allow(improper_ctypes)]
-                unsafe extern "C" {
-                    #docs
-                    #sep
-                    #[doc = #note]
-                    pub fn #symbol(#(#params),*) #ret;
-                }
-            }
+            c_extern(
+                quote!(#[kgraft_macros::replace(name = #target, object = #object, sympos = #sympos)]),
+                quote!(#docs #sep #[doc = #note] pub fn #symbol(#(#params),*) #ret;),
+            )
         };
         let full = item(&params, &ret);
         let sketch = item(&self.verbatim_params(&r.sig, true)?, &self.verbatim_ret(&r.sig));
@@ -90,17 +82,7 @@ impl Lowering<'_> {
             let body_ident = format_ident!("{}", cbody::syscall_symbol(name));
             let note = format!(" The body of the system call `{name}`, in the patch's C file.");
             let item = |params: &[TokenStream], ret: &TokenStream| {
-                quote! {
-                    // Only pointers cross to C: the Rust shape of what they point to is never
-                    // passed by value.
-                    #[allow(improper_ctypes)]
-                    unsafe extern "C" {
-                        #docs
-                        #sep
-                        #[doc = #note]
-                        fn #body_ident(#(#params),*) #ret;
-                    }
-                }
+                c_extern(TokenStream::new(), quote!(#docs #sep #[doc = #note] fn #body_ident(#(#params),*) #ret;))
             };
             let full = item(&self.params(&sc.sig, true)?, &self.ret(&sc.sig)?);
             let sketch = item(&self.verbatim_params(&sc.sig, true)?, &self.verbatim_ret(&sc.sig));
@@ -173,6 +155,17 @@ impl Lowering<'_> {
             names.push(fn_ident);
         }
         Ok(SyscallItems { items: out, replacements: names })
+    }
+}
+
+/// The `extern "C"` block, under `attrs`, that declares a C body (`decl`) to the crate.
+fn c_extern(attrs: TokenStream, decl: TokenStream) -> TokenStream {
+    quote! {
+        #attrs
+        // Only pointers cross to C: the Rust shape of what they point to (a kernel type from
+        // BTF, opaque or not) is never passed by value.
+        #[allow(improper_ctypes)]
+        unsafe extern "C" { #decl }
     }
 }
 
