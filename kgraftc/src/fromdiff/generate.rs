@@ -136,7 +136,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     let mut ids: Vec<String> = work.iter().flat_map(|f| src.identifiers_in(f.range.clone())).collect();
     // A global function the fix adds is for the other units (they declare and call it): it is
     // the patch's own, whether or not this unit's bodies use it.
-    for name in new_globals(input) {
+    for name in new_globals(input.analysis, input.after) {
         if let Some(f) = by_name.get(name) {
             copied.insert(f.name.as_str());
             ids.extend(src.identifiers_in(f.range.clone()));
@@ -235,7 +235,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
                 .analysis
                 .replaced
                 .keys()
-                .filter(|n| syscall_source(n, &BTreeMap::from([(f.name.as_str(), *f)])).is_some())
+                .filter(|n| syscall_of_entry(n) == Some(call.as_str()))
                 .map(|n| format!("`{n}`"))
                 .collect();
             let _ = writeln!(
@@ -293,21 +293,24 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
 }
 
 /// The global functions the fix adds to the unit (not the compiler's `.cold` parts).
-pub(crate) fn new_globals<'a>(input: &'a Input<'_>) -> impl Iterator<Item = &'a str> {
-    input
-        .analysis
+pub(crate) fn new_globals<'a>(analysis: &'a Analysis, after: &'a Unit) -> impl Iterator<Item = &'a str> {
+    analysis
         .new_functions
         .iter()
-        .filter(|n| input.after.functions.get(n.as_str()).is_some_and(|f| f.global))
+        .filter(|n| after.functions.get(n.as_str()).is_some_and(|f| f.global))
         .map(String::as_str)
 }
 
 /// The `SYSCALL_DEFINE` definition of the system call whose entry is `symbol`
 /// (`__x64_sys_NAME`, `__ia32_sys_NAME`), if the file has it.
-pub(crate) fn syscall_source<'a>(symbol: &str, by_name: &BTreeMap<&str, &'a Function>) -> Option<&'a Function> {
-    let call = symbol.strip_prefix("__x64_sys_").or_else(|| symbol.strip_prefix("__ia32_sys_"))?;
-    let f = by_name.get(format!("sys_{call}").as_str())?;
+fn syscall_source<'a>(symbol: &str, by_name: &BTreeMap<&str, &'a Function>) -> Option<&'a Function> {
+    let f = by_name.get(format!("sys_{}", syscall_of_entry(symbol)?).as_str())?;
     f.macro_form.as_ref().is_some_and(|(m, _)| m.starts_with("SYSCALL_DEFINE")).then_some(*f)
+}
+
+/// The system call whose entry is `symbol` (`__x64_sys_NAME`, `__ia32_sys_NAME`).
+fn syscall_of_entry(symbol: &str) -> Option<&str> {
+    symbol.strip_prefix("__x64_sys_").or_else(|| symbol.strip_prefix("__ia32_sys_"))
 }
 
 /// The `.kgp`'s head: what it is, where it comes from, the `patch` header. `units` are the

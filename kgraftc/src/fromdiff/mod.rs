@@ -345,10 +345,9 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     }
     // A unit whose code the fix leaves as it was (a comment, a moved line) gets no section; one
     // that only adds a global function gets one, for the units that call it.
-    let adds_globals =
-        |c: &Compiled| c.found.new_functions.iter().any(|n| c.after.functions.get(n).is_some_and(|f| f.global));
-    let (changed, unchanged): (Vec<Compiled>, Vec<Compiled>) =
-        compiled.into_iter().partition(|c| !c.found.replaced.is_empty() || adds_globals(c));
+    let (changed, unchanged): (Vec<Compiled>, Vec<Compiled>) = compiled
+        .into_iter()
+        .partition(|c| !c.found.replaced.is_empty() || generate::new_globals(&c.found, &c.after).next().is_some());
     if changed.iter().all(|c| c.found.replaced.is_empty()) && !changed.is_empty() {
         let names: Vec<&str> = changed.iter().map(|c| c.unit.rel.as_str()).collect();
         eprintln!(

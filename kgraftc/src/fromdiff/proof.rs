@@ -61,6 +61,7 @@ pub(crate) fn prove(
         "obj-m := kgraft_proof.o\nccflags-y := -I{} -ffunction-sections -fdata-sections\n",
         crate::linux::kbuild::make_path(ksrc).map_err(|e| e.to_string())?
     );
+    let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
     let mut verdicts = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
         let (after, rel) = (input.after, input.unit.rel.as_str());
@@ -90,7 +91,6 @@ pub(crate) fn prove(
         }
         let stem = format!("kgraft_proof_c{index}");
         // The unit's flags, as `kgraftc build --ksrc` gives them.
-        let auto_conf = std::fs::read_to_string(kdir.join("include/config/auto.conf")).unwrap_or_default();
         let flags = super::tu::unit_cflags(ksrc, &auto_conf, rel);
         std::fs::write(work.join("Kbuild"), format!("{kbuild}CFLAGS_{stem}.o := {}\n", flags.join(" ")))
             .map_err(|e| e.to_string())?;

@@ -155,6 +155,12 @@ pub(crate) fn describe(makefile: Option<&str>, auto_conf: &str, rel: &str) -> Un
     Unit { rel: rel.to_string(), dir: dir.to_string(), stem, composite, home, flags }
 }
 
+/// `text` of a Makefile with kbuild's `$(src)` and `$(obj)` as `here` (the unit's directory) and
+/// `$(srctree)` as `root`, both already quoted for the Makefile.
+fn at_paths(text: &str, here: &str, root: &str) -> String {
+    text.replace("$(srctree)/$(src)", here).replace("$(src)", here).replace("$(obj)", here).replace("$(srctree)", root)
+}
+
 /// The flags a patch's C unit named `rel` (a `.c` file of the source tree at `src_root`) needs
 /// to find what its file's own includes find: the file's directory, and the `-I`, `-D` and
 /// `-include` flags its Makefile gives it (`ccflags-y`, `ccflags-$(CONFIG_X)` of a set option,
@@ -189,13 +195,7 @@ pub(crate) fn unit_cflags(src_root: &Path, auto_conf: &str, rel: &str) -> Vec<St
             continue;
         }
         // Split first: a quoted path may hold spaces.
-        let at_paths = |w: &str| {
-            w.replace("$(srctree)/$(src)", &here)
-                .replace("$(src)", &here)
-                .replace("$(obj)", &here)
-                .replace("$(srctree)", &root)
-        };
-        let words: Vec<String> = rhs.split_whitespace().map(at_paths).collect();
+        let words: Vec<String> = rhs.split_whitespace().map(|w| at_paths(w, &here, &root)).collect();
         let mut words = words.iter().map(String::as_str);
         while let Some(word) = words.next() {
             match word {
@@ -239,11 +239,7 @@ pub(crate) fn compile(
     let quote = |p: &Path| crate::linux::kbuild::make_path(p).map_err(|e| e.to_string());
     let (here, root, work_q) = (quote(&src_dir)?, quote(src_root)?, quote(work)?);
     for line in &unit.flags {
-        kbuild += &line
-            .replace("$(srctree)/$(src)", &here)
-            .replace("$(src)", &here)
-            .replace("$(obj)", &here)
-            .replace("$(srctree)", &root);
+        kbuild += &at_paths(line, &here, &root);
         kbuild.push('\n');
     }
     // `-I ROOT/include/trace`: a unit that defines its tracepoints has `define_trace.h` include
