@@ -61,14 +61,7 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     };
     let checked = crate::load(&args.file, ui)?;
     if let Some(out) = &args.out {
-        // The signing key and certificate are inputs too: `-o KEY` would write the module over
-        // the key, and a failed signing would then remove it.
-        let inputs: Vec<&std::path::Path> = [Some(&args.file), args.sign_key.as_ref(), args.sign_cert.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|p| p.as_path())
-            .collect();
-        crate::output::refuse_input(out, &inputs).map_err(Failure::Fatal)?;
+        crate::output::refuse_input(out, &args.inputs()).map_err(Failure::Fatal)?;
     }
     let engine = match (args.engine, checked.engine()) {
         (Some(engine), _) => engine,

@@ -176,6 +176,19 @@ pub(crate) struct BuildArgs {
     pub(crate) sign_cert: Option<PathBuf>,
 }
 
+impl BuildArgs {
+    /// The files a build reads, which no output may name: the patch, and the signing key and
+    /// certificate (`-o KEY` would write the module over the key, and a failed signing would
+    /// then remove it).
+    pub(crate) fn inputs(&self) -> Vec<&Path> {
+        [Some(&self.file), self.sign_key.as_ref(), self.sign_cert.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect()
+    }
+}
+
 /// Why a command failed.
 #[derive(Debug)]
 pub(crate) enum Failure {

@@ -482,13 +482,18 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
             "the patch file's name {source:?} holds a control character: rename it before packaging"
         )));
     }
-    // `-o` naming an input (the patch, the signing key or certificate) would destroy it.
-    let inputs: Vec<&Path> = [Some(&args.file), args.sign_key.as_ref(), args.sign_cert.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|p| p.as_path())
-        .collect();
-    crate::output::refuse_input(&args.out, &inputs).map_err(Failure::Fatal)?;
+    let build = BuildArgs {
+        file: args.file.clone(),
+        target: Target::Linux,
+        kernel: args.kernel.clone(),
+        ksrc: args.ksrc.clone(),
+        out: None,
+        engine: args.engine,
+        sign_key: args.sign_key.clone(),
+        sign_cert: args.sign_cert.clone(),
+    };
+    // `-o` naming an input would destroy it.
+    crate::output::refuse_input(&args.out, &build.inputs()).map_err(Failure::Fatal)?;
     let checked = crate::load(&args.file, ui)?;
     let pkg = args
         .name
@@ -501,16 +506,6 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
     }
     let dir = crate::vm::TempDir::new("package", "KGRAFT_PACKAGE_KEEP").map_err(Failure::Fatal)?;
     let ko_path = dir.path().join("patch.ko");
-    let build = BuildArgs {
-        file: args.file.clone(),
-        target: Target::Linux,
-        kernel: args.kernel.clone(),
-        ksrc: args.ksrc.clone(),
-        out: None,
-        engine: args.engine,
-        sign_key: args.sign_key.clone(),
-        sign_cert: args.sign_cert.clone(),
-    };
     let (module, release) = crate::build_linux::build_module(build, &ko_path, ui)?;
     let ko = std::fs::read(&ko_path).map_err(|e| Failure::io(format!("cannot read `{}`", ko_path.display()), e))?;
     // The module says which engine applies it, whatever chose it (the option or the header).

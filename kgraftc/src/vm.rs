@@ -311,9 +311,8 @@ pub(crate) fn wait(child: &mut Child, timeout: Duration, mut tick: impl FnMut())
     let start = Instant::now();
     // qemu's standard error is read as it comes: a pipe left unread fills, and a chatty qemu
     // would then stall until the timeout. Only its end is kept.
-    let stderr = child.stderr.take().map(|err| std::thread::spawn(move || read_tail(err, STDERR_KEPT)));
-    let mut stderr = Some(stderr);
-    let mut collect = || stderr.take().flatten().and_then(|t| t.join().ok()).unwrap_or_default();
+    let mut reader = child.stderr.take().map(|err| std::thread::spawn(move || read_tail(err, STDERR_KEPT)));
+    let mut collect = || reader.take().and_then(|t| t.join().ok()).unwrap_or_default();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
