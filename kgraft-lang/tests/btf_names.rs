@@ -4,6 +4,16 @@
 
 use kgraft_lang::kernel::{Composite, Kernel, Member, Object, Ty};
 
+/// A kernel of release `release` whose vmlinux's BTF holds `types`.
+fn kernel_of(release: &str, types: Vec<Ty>) -> Kernel {
+    let mut kernel = Kernel::default();
+    kernel.release = release.into();
+    kernel.types = types;
+    kernel.objects.insert("vmlinux".into(), Object { has_btf: true, ..Object::default() });
+    kernel.index();
+    kernel
+}
+
 /// A kernel with `struct task` whose members and member types have names of every odd kind.
 fn odd_kernel() -> Kernel {
     let int = |name: &str| Ty::Int { name: name.into(), size: 4, signed: true, boolean: false };
@@ -40,12 +50,7 @@ fn odd_kernel() -> Kernel {
             ],
         }),
     ];
-    let mut kernel = Kernel::default();
-    kernel.release = "odd".into();
-    kernel.types = types;
-    kernel.objects.insert("vmlinux".into(), Object { has_btf: true, ..Object::default() });
-    kernel.index();
-    kernel
+    kernel_of("odd", types)
 }
 
 #[test]
@@ -90,12 +95,7 @@ fn looping_kernel() -> Kernel {
             ],
         }),
     ];
-    let mut kernel = Kernel::default();
-    kernel.release = "loops".into();
-    kernel.types = types;
-    kernel.objects.insert("vmlinux".into(), Object { has_btf: true, ..Object::default() });
-    kernel.index();
-    kernel
+    kernel_of("loops", types)
 }
 
 #[test]

@@ -81,8 +81,8 @@ fn a_c_body_under_a_non_ascii_directory_is_reported_at_its_kgp_line() {
     assert_mistakes(&out);
 }
 
-#[test]
-fn gcc_mistakes_are_reported_at_the_kgp_line_by_kbuild() {
+/// The machine's one kernel build directory, or `None` (saying the test is skipped).
+fn one_kdir() -> Option<PathBuf> {
     let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
         .into_iter()
         .flatten()
@@ -90,10 +90,19 @@ fn gcc_mistakes_are_reported_at_the_kgp_line_by_kbuild() {
         .map(|e| e.path().join("build"))
         .filter(|d| d.join("Module.symvers").exists())
         .collect();
-    let [kdir] = kdirs.as_slice() else {
-        eprintln!("skipped: this machine has not exactly one kernel build directory under /lib/modules");
-        return;
-    };
+    match <[PathBuf; 1]>::try_from(kdirs) {
+        Ok([kdir]) => Some(kdir),
+        Err(_) => {
+            eprintln!("skipped: this machine has not exactly one kernel build directory under /lib/modules");
+            None
+        }
+    }
+}
+
+#[test]
+fn gcc_mistakes_are_reported_at_the_kgp_line_by_kbuild() {
+    let Some(kdir) = one_kdir() else { return };
+    let kdir = &kdir;
     let dir = write_case("linux");
     let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
         .current_dir(&dir)
@@ -151,17 +160,8 @@ fn the_c_file_keeps_each_line_at_its_kgp_line_and_column() {
 /// in it is part of the name, never a command.
 #[test]
 fn a_ksrc_path_is_never_run_as_a_command() {
-    let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("build"))
-        .filter(|d| d.join("Module.symvers").exists())
-        .collect();
-    let [kdir] = kdirs.as_slice() else {
-        eprintln!("skipped: this machine has not exactly one kernel build directory under /lib/modules");
-        return;
-    };
+    let Some(kdir) = one_kdir() else { return };
+    let kdir = &kdir;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cbody-ksrc");
     let _ = std::fs::remove_dir_all(&dir);
     let marker = dir.join("ran");
