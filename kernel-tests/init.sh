@@ -233,6 +233,11 @@ scenario_from_diff() {
     [ "$(uname -v)" = "$v +uname-fix" ] || { echo "uname_version_mark: $(uname -v)"; return; }
     unload uname_version_mark || return
     [ "$(uname -v)" = "$v" ] || { echo "uname_version_mark not undone: $(uname -v)"; return; }
+    # The same kind of fix written for kpatch-build (its header, KPATCH_SYSCALL_DEFINE1).
+    load fd/uname_kpatch_style || return
+    [ "$(uname -v)" = "$v +kpatch-style" ] || { echo "uname_kpatch_style: $(uname -v)"; return; }
+    unload uname_kpatch_style || return
+    [ "$(uname -v)" = "$v" ] || { echo "uname_kpatch_style not undone: $(uname -v)"; return; }
 
     # A helper the fix adds to include/linux/seq_file.h, called by fs/proc/version.c.
     load fd/version_header_helper || return

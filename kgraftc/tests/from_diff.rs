@@ -150,17 +150,25 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
 fn a_fix_to_a_system_call_becomes_a_replace_syscall_proved_through_its_entries() {
     let Some((kdir, tarball)) = target() else { return };
     let dir = scratch("syscall");
-    let out = dir.join("uname_version_mark.kgp");
-    let (code, err) = from_diff(&fixes().join("uname_version_mark.diff"), &tarball, &kdir, &out, &[]);
-    assert_eq!(code, Some(0), "{err}");
-    for entry in ["__x64_sys_newuname", "__ia32_sys_newuname", "__do_sys_newuname"] {
-        assert!(err.contains(&format!("proof: {entry:<32} same code as the fixed kernel/sys.c")), "{err}");
+    // The second fix is written for kpatch-build: its header, KPATCH_SYSCALL_DEFINE1 and
+    // KPATCH_PRINTK, read as the kernel's own macros.
+    for (fix, line) in [
+        ("uname_version_mark", "\tstrlcat(tmp.version, \" +uname-fix\", sizeof(tmp.version));"),
+        ("uname_kpatch_style", "\tprintk(\"newuname: kpatch-style fix\\n\");"),
+    ] {
+        let out = dir.join(format!("{fix}.kgp"));
+        let (code, err) = from_diff(&fixes().join(format!("{fix}.diff")), &tarball, &kdir, &out, &[]);
+        assert_eq!(code, Some(0), "{err}");
+        for entry in ["__x64_sys_newuname", "__ia32_sys_newuname", "__do_sys_newuname"] {
+            assert!(err.contains(&format!("proof: {entry:<32} same code as the fixed kernel/sys.c")), "{err}");
+        }
+        let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+        assert!(kgp.contains("replace syscall newuname(name: *mut new_utsname) -> c_long in C {"), "{kgp}");
+        assert!(kgp.contains(line), "{kgp}");
+        assert_eq!(kgp.matches("replace ").count(), 1, "one replacement for both entries:\n{kgp}");
+        assert!(!kgp.contains("SYSCALL_DEFINE1(newuname"), "the kernel's entries are not redefined:\n{kgp}");
+        assert!(!kgp.contains("KPATCH") && !kgp.contains("kpatch-syscall.h"), "{kgp}");
     }
-    let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
-    assert!(kgp.contains("replace syscall newuname(name: *mut new_utsname) -> c_long in C {"), "{kgp}");
-    assert!(kgp.contains("\tstrlcat(tmp.version, \" +uname-fix\", sizeof(tmp.version));"), "{kgp}");
-    assert_eq!(kgp.matches("replace ").count(), 1, "one replacement for both entries:\n{kgp}");
-    assert!(!kgp.contains("SYSCALL_DEFINE1(newuname"), "the kernel's entries are not redefined:\n{kgp}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -308,16 +316,28 @@ fn what_cannot_or_need_not_be_patched_is_an_error_and_nothing_is_written() {
             write("stale.diff", &cmdline.replace(" \tseq_puts(m, saved_command_line);", " \tseq_puts(m, other_line);")),
             "does not apply",
         ),
-        // A header of another tool's build, which the kernel's source does not have.
+        // A header the kernel's source does not have.
         (
             write(
-                "kpatch_header.diff",
+                "unknown_header.diff",
                 &cmdline.replace("@@ -6,6 +6,7 @@", "@@ -6,6 +6,8 @@").replace(
                     "+\tseq_puts(m, \"fixed=1 \");",
-                    "+#include \"kpatch-macros.h\"\n+\tseq_puts(m, \"fixed=1 \");",
+                    "+#include \"fix-helpers.h\"\n+\tseq_puts(m, \"fixed=1 \");",
                 ),
             ),
-            "include \"kpatch-macros.h\", which the kernel source does not have (a header of kpatch's own",
+            "include \"fix-helpers.h\", which the kernel source does not have",
+        ),
+        // kpatch's callback macros, which mean nothing in a C file of a kgraft patch.
+        (
+            write(
+                "kpatch_callback.diff",
+                &cmdline.replace("@@ -6,6 +6,7 @@", "@@ -6,6 +6,8 @@").replace(
+                    "+\tseq_puts(m, \"fixed=1 \");",
+                    "+\tseq_puts(m, \"fixed=1 \");\n+KPATCH_PRE_PATCH_CALLBACK(pre);",
+                ),
+            ),
+            "uses kpatch's `KPATCH_PRE_PATCH_CALLBACK`, which has no meaning in a kgraft patch: write the callback \
+             as `on pre_patch(obj) { ... }`",
         ),
         (
             write(

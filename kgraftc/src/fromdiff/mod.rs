@@ -11,6 +11,7 @@
 mod analyze;
 mod csource;
 mod generate;
+mod kpatch;
 mod ksrc;
 mod objdiff;
 mod patchfile;
@@ -220,6 +221,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
 
     // Apply the diff: to each unit, and to the headers beside it.
     let mut work_units = Vec::new();
+    let mut ignored: Vec<String> = Vec::new();
     for rel in &units {
         let before = tree.read(rel).map_err(bad_input)?;
         let fp = patch.files.iter().find(|f| f.path(strip).as_deref() == Some(rel.as_str()));
@@ -236,6 +238,13 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
             })?,
             None => (before.clone(), Vec::new()),
         };
+        // A fix written for kpatch-build says some things with kpatch's macros.
+        let kpatched = kpatch::translate(rel, &after).map_err(bad_input)?;
+        for note in &kpatched.notes {
+            eprintln!("note: {note}");
+        }
+        let after = kpatched.text;
+        ignored.extend(kpatched.ignored);
         let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
         let mut local_headers = Vec::new();
         let mut reached = fp.is_some();
@@ -269,14 +278,8 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
             let beside = if dir.is_empty() { header.clone() } else { format!("{dir}/{header}") };
             let new_here = local_headers.iter().any(|(name, _)| name == header);
             if !new_here && !tree.exists(&beside) && !tree.exists(header) {
-                let whose = if header.starts_with("kpatch-") {
-                    " (a header of kpatch's own, for its build: kgraft patches say the same with `callback` \
-                     items and `replace syscall`; take the include and its macros out of the fix)"
-                } else {
-                    ""
-                };
                 return Err(bad_input(format!(
-                    "the fix has {rel} include \"{header}\", which the kernel source does not have{whose}"
+                    "the fix has {rel} include \"{header}\", which the kernel source does not have"
                 )));
             }
         }
@@ -334,7 +337,12 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
             .filter(|f| lines.iter().any(|l| (f.first_line..=f.last_line).contains(l)))
             .map(|f| f.name)
             .collect();
-        let found = analyze::analyze(&before, &after, &touched);
+        let mut found = analyze::analyze(&before, &after, &touched);
+        for f in &ignored {
+            if found.replaced.remove(f).is_some() {
+                eprintln!("note: {f} changed, and is left out of the patch as the fix asks (KPATCH_IGNORE_FUNCTION)");
+            }
+        }
         report(&found, &rel);
         compiled.push(Compiled { unit, after_text, before, after, found, touched });
     }
