@@ -239,6 +239,20 @@ scenario_from_diff() {
     unload uname_kpatch_style || return
     [ "$(uname -v)" = "$v" ] || { echo "uname_kpatch_style not undone: $(uname -v)"; return; }
 
+    # Names other files share: mode_show, replaced at its position in kallsyms (with type_show,
+    # which the kernel inlined into it), and the kernel's sig_enforce, bound by position.
+    m="$(cat /sys/kernel/reboot/mode)"
+    t="$(cat /sys/kernel/reboot/type)"
+    load fd/reboot_mode_type || return
+    [ "$(cat /sys/kernel/reboot/mode)" = "$m $t" ] || { echo "reboot_mode_type: $(cat /sys/kernel/reboot/mode)"; return; }
+    unload reboot_mode_type || return
+    [ "$(cat /sys/kernel/reboot/mode)" = "$m" ] || { echo "reboot_mode_type not undone"; return; }
+    load fd/module_sig_reason || return
+    load fd/cmdline_prefix || return
+    dmesg | grep -q 'module_sig_check: .* (enforced: 0)' || { echo "module_sig_reason: no message at insmod"; return; }
+    unload cmdline_prefix || return
+    unload module_sig_reason || return
+
     # A helper the fix adds to include/linux/seq_file.h, called by fs/proc/version.c.
     load fd/version_header_helper || return
     [ "$(sed -n 2p /proc/version)" = "fixed: version-header" ] || { echo "version_header_helper: $(cat /proc/version)"; return; }

@@ -92,7 +92,7 @@ mkdir -p "$rootfs/m/fd" "$work/fixes"
 # core only (the build refuses it with the kgraft engine, and says so).
 fixes="cmdline_prefix.patch cmdline_new_function.diff meminfo_label.diff meminfo_counter.diff \
     settimeofday_tz_range.diff mm_alloc_fatal_signal.diff netfilter_null_flow.diff uname_version_mark.diff \
-    uname_kpatch_style.diff version_header_helper.diff"
+    uname_kpatch_style.diff version_header_helper.diff reboot_mode_type.diff module_sig_reason.diff"
 [ "$engine" = kgraft ] || fixes="$fixes shadow_fork_serial.diff"
 for fix in $fixes; do
     p=${fix%.*}

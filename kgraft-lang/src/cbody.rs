@@ -237,6 +237,21 @@ fn unit_at(named: &[usize], at: usize) -> usize {
 /// Writes the patch's C files, one per unit (see [`CItem`]); empty when the patch has no C.
 ///
 /// Only called on checked sources, whose C signatures all have a spelling.
+/// The object section `KGRAFT_SYMPOS` writes its records to (`name,N`, each NUL-terminated),
+/// which the build reads from each C object; the module's linker script drops it.
+pub const SYMPOS_SECTION: &str = ".discard.kgraft_sympos";
+
+/// The C prelude's `KGRAFT_SYMPOS("name", N);`: the running kernel's symbol `name` (a function
+/// or datum the C declares and the kernel does not export) is the Nth of that name in its
+/// kallsyms, for names that several files' statics share.
+const SYMPOS_MACRO: &str = "\
+/* KGRAFT_SYMPOS(\"name\", N): the running kernel's `name` is the Nth of that name in kallsyms. */
+#define KGRAFT_SYMPOS(name, n) KGRAFT_SYMPOS_1(__COUNTER__, name, n)
+#define KGRAFT_SYMPOS_1(id, name, n) KGRAFT_SYMPOS_2(id, name, n)
+#define KGRAFT_SYMPOS_2(id, name, n) static const char __kgraft_sympos_##id[] \\
+\t__attribute__((used, section(\".discard.kgraft_sympos\"))) = name \",\" #n
+";
+
 pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
     let functions = c_functions(file);
     let items: Vec<&CItem> =
@@ -317,6 +332,7 @@ pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {
         );
         // Generated text comes first: after the first `#line`, every line is the `.kgp` file's.
         // The module parameters' definitions go to the first file.
+        out.push_str(SYMPOS_MACRO);
         out.push_str(&params.take().unwrap_or_default());
         if !structs[unit].is_empty() {
             out.push_str("// The kernel types the signatures name, declared in case no header does.\n");

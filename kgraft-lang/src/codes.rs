@@ -376,6 +376,15 @@ is compiled and compares each replacement with the fixed translation unit's func
 named by symbol. A difference means the patch would not run the fixed kernel's code (a helper
 the compiler treated differently, a macro that depends on the file's name), so the `.kgp` is not
 written. The message names the first difference; `KGRAFT_KEEP_WORK=1` keeps the objects."
+
+    E0108 "from-diff: a kernel symbol whose name other files share, and no telling which"
+"The patch uses a static of the fixed file that the running kernel has, and other files define
+symbols of the same name, so the kernel needs its position among them (`KGRAFT_SYMPOS`). The
+position is found from the target's kallsyms: kallsyms is sorted by address and a file's
+symbols lie together, so the occurrence among the file's own other symbols is the file's. Here
+none, or more than one, occurrence has them around it. Find the address in the running kernel
+(`/proc/kallsyms`, beside the file's other statics) and write the patch by hand with
+`KGRAFT_SYMPOS(\"NAME\", N);`, N counted from 1 in kallsyms order."
 }
 
 /// Looks up a code (case-insensitive; `0001` and `E1` are accepted for `E0001`).

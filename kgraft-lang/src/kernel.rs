@@ -151,6 +151,11 @@ pub struct Object {
     /// The text symbols, when a symbol table was read (`/proc/kallsyms`, a `vmlinux` with
     /// symbols, a module's `.ko`).
     pub symbols: Option<BTreeMap<String, Symbol>>,
+    /// Every named symbol, functions and data, in the order of `/proc/kallsyms` (vmlinux: from
+    /// the probe or the running kernel; a module: its symbol table), when it was read: where a
+    /// name occurs more than once, its position tells the occurrences apart (`sympos`).
+    #[serde(default)]
+    pub kallsyms: Vec<String>,
     /// For replaced functions that the compiler inlined somewhere, the functions they were
     /// inlined into (from debug information, when it was given).
     #[serde(default)]

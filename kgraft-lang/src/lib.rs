@@ -41,9 +41,9 @@ pub use codes::{CODES, CodeInfo, explain};
 /// The codes of `kgraftc from-diff`'s refusals, which the command reports itself (it reads
 /// objects and source trees, which this crate does not).
 pub mod from_diff_codes {
-    pub use crate::codes::{E0100, E0101, E0102, E0103, E0104, E0105, E0106, E0107};
+    pub use crate::codes::{E0100, E0101, E0102, E0103, E0104, E0105, E0106, E0107, E0108};
 }
-pub use cbody::CUnit;
+pub use cbody::{CUnit, SYMPOS_SECTION};
 pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
 pub use lower::{LineMap, Lowered};
 

@@ -91,6 +91,10 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
                 .collect()
         })
         .unwrap_or_default();
+    prepared.kallsyms = kernel
+        .as_ref()
+        .map(|k| k.objects.iter().map(|(name, o)| (name.clone(), o.kallsyms.clone())).collect())
+        .unwrap_or_default();
     let crate_name = crate::build::crate_name(&lowered);
     let crate_dir = prepared.crate_dir(&crate_name);
     let spec = match engine {

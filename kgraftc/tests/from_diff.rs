@@ -144,6 +144,69 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Names other files use too, in the target's kallsyms: the replaced `mode_show` (four in
+/// Debian's 6.1) gets `#[sympos]`, the kernel's `sig_enforce` (two) a `KGRAFT_SYMPOS`, each the
+/// fixed file's by the symbols around it (`sig_enforce`'s by its directory's, as signing.c has
+/// no other data). `type_show`, which the kernel keeps out of line but inlined into
+/// `mode_show`, is copied so that the patch's code is the kernel's.
+#[test]
+fn names_other_files_share_are_bound_by_position() {
+    let Some((kdir, tarball)) = target() else { return };
+    let dir = scratch("sympos");
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "reboot_mode_type.diff",
+            "mode_show",
+            &[
+                "/// Other files have a `mode_show` too: this file's is the 1st in kallsyms.\n#[sympos(1)]\nreplace fn \
+                 mode_show(",
+                "static ssize_t type_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)\n{",
+            ],
+        ),
+        (
+            "module_sig_reason.diff",
+            "module_sig_check",
+            &[
+                "extern bool sig_enforce; /* the running kernel's */",
+                "KGRAFT_SYMPOS(\"sig_enforce\", 1); /* other files have a `sig_enforce` too: this file's is the 1st */",
+            ],
+        ),
+    ];
+    for (fix, function, lines) in cases {
+        let out = dir.join(fix.replace(".diff", ".kgp"));
+        let (code, err) = from_diff(&fixes().join(fix), &tarball, &kdir, &out, &["--build"]);
+        assert_eq!(code, Some(0), "{fix}: {err}");
+        assert!(err.contains(&format!("proof: {function:<32} same code as the fixed")), "{fix}: {err}");
+        let kgp = std::fs::read_to_string(&out).expect("the .kgp is written");
+        for line in *lines {
+            assert!(kgp.contains(line), "{fix}: no `{line}` in\n{kgp}");
+        }
+        // The module's livepatch symbols carry the positions.
+        let ko = std::fs::read(out.with_extension("ko")).expect("the module is built");
+        let want: &[u8] = if *function == "mode_show" { b"mode_show" } else { b".klp.sym.vmlinux.sig_enforce,1\0" };
+        assert!(ko.windows(want.len()).any(|w| w == want), "{fix}: no {} in the module", String::from_utf8_lossy(want));
+    }
+    // Without its position the build refuses the name, before anything is loaded.
+    let bare = dir.join("bare.kgp");
+    let text = "patch bare {\n    description: \"sig_enforce without a position\",\n}\n\nc {\n#include \
+                <linux/types.h>\nextern bool sig_enforce;\n}\n\nreplace fn is_module_sig_enforced() -> bool in C {\n\
+                \treturn sig_enforce;\n}\n";
+    std::fs::write(&bare, text).expect("a .kgp");
+    let output = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["build", "--target", "linux", "--kdir"])
+        .arg(&kdir)
+        .arg(&bare)
+        .arg("-o")
+        .arg(dir.join("bare.ko"))
+        .output()
+        .expect("kgraftc runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("`sig_enforce` names 2 symbols of vmlinux"), "{err}");
+    assert!(!dir.join("bare.ko").exists(), "nothing is written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A fix inside a `SYSCALL_DEFINE` body becomes one `replace syscall ... in C`, proved through
 /// the call's entries.
 #[test]

@@ -63,6 +63,7 @@ fn is_bookkeeping(name: &str, section: &str) -> bool {
         "__ksymtab",
         "__kstrtab",
         "__func__",
+        "CSWTCH",
         "__already_done",
         "__print_once",
         "__warned",

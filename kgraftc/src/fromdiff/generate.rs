@@ -43,7 +43,13 @@ pub(crate) struct Input<'a> {
     /// Headers of the kernel's include directories as the fix changes them (path, text): the
     /// unit reads them before its own includes.
     pub(crate) headers: &'a [(String, String)],
+    /// The position of a kernel symbol of this unit among the symbols of its name in the
+    /// target's kallsyms (0: the only one), or why it cannot be told.
+    pub(crate) position: &'a dyn Fn(&str) -> Result<u32, String>,
 }
+
+/// A unit's answer to where a kernel symbol is among those of its name (see [`Input::position`]).
+pub(crate) type Position<'a> = Box<dyn Fn(&str) -> Result<u32, String> + 'a>;
 
 /// What was generated, for the report.
 pub(crate) struct Generated {
@@ -134,6 +140,34 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     // The identifiers still to look at: those of the bodies, of what is copied, and of the
     // file's macros they use.
     let mut ids: Vec<String> = work.iter().flat_map(|f| src.identifiers_in(f.range.clone())).collect();
+    // What the replaced functions' fixed code calls and reads by symbol (their `.cold` parts
+    // included): a static function of the file the kernel keeps out of line, but which the
+    // fixed code does not call, was inlined there; it is copied, so that the patch's compiler
+    // inlines it as the kernel's did.
+    let compiled: BTreeSet<&str> = input
+        .analysis
+        .replaced
+        .keys()
+        .chain(input.analysis.through_callers.keys())
+        .map(|n| objdiff::clone_origin(n).unwrap_or(n))
+        .collect();
+    let compiled_code: Vec<&objdiff::Function> = input
+        .after
+        .functions
+        .iter()
+        .filter(|(n, _)| compiled.contains(objdiff::clone_origin(n).unwrap_or(n)))
+        .map(|(_, f)| f)
+        .collect();
+    let called_after: BTreeSet<&str> =
+        compiled_code.iter().flat_map(|f| f.references()).map(|r| objdiff::clone_origin(r).unwrap_or(r)).collect();
+    let direct: BTreeSet<String> = ids.iter().cloned().collect();
+    let inlined_here = |g: &Function| {
+        !compiled_code.is_empty()
+            && g.is_static
+            && !g.is_inline
+            && direct.contains(&g.name)
+            && !called_after.contains(g.name.as_str())
+    };
     // A global function the fix adds is for the other units (they declare and call it): it is
     // the patch's own, whether or not this unit's bodies use it.
     for name in new_globals(input.analysis, input.after) {
@@ -148,7 +182,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
             if copied.contains(name) || extern_fns.contains(name) || replaced_names.contains(name) {
                 continue;
             }
-            if kernel_has_fn(name) && g.macro_form.is_none() {
+            if kernel_has_fn(name) && g.macro_form.is_none() && !inlined_here(g) {
                 extern_fns.insert(name);
             } else {
                 copied.insert(name);
@@ -211,6 +245,7 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     );
     kgp.push_str(&c_item(&src, &functions, &needs, input));
     kgp.push_str(&attributes(&replaced, input));
+    let c_end = kgp.len();
     kgp.push_str("}\n");
 
     // One replacement per function.
@@ -274,6 +309,22 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
                 continue;
             }
         };
+        match (input.position)(&f.name) {
+            Ok(0) => {}
+            Ok(n) => {
+                let _ = writeln!(
+                    kgp,
+                    "/// Other files have a `{}` too: this file's is the {} in kallsyms.\n#[sympos({n})]",
+                    f.name,
+                    ordinal(n)
+                );
+            }
+            Err(why) => refusals.push(Refusal {
+                code: kgraft_lang::from_diff_codes::E0108,
+                message: format!("cannot tell which `{}` of the kernel is {}'s: {why}", f.name, input.unit.rel),
+                help: "write the replacement by hand with `#[sympos(N)]`".into(),
+            }),
+        }
         let _ = write!(kgp, "replace fn {}{sig} in C {{", f.name);
         let body = with_kernel_statics(&src, f, input, &input.text[f.body.clone()]);
         kgp.push_str(&body);
@@ -281,6 +332,37 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     }
     if module.is_some() {
         kgp.push_str("}\n");
+    }
+    // The kernel's symbols whose names other files' statics share, bound by position.
+    let mut kernel_symbols: BTreeSet<String> =
+        needs.extern_fns.iter().chain(&needs.extern_vars).chain(&needs.macro_extern).map(|s| s.to_string()).collect();
+    kernel_symbols.extend(asm_labels(&kgp));
+    let mut positions = String::new();
+    for symbol in &kernel_symbols {
+        match (input.position)(symbol) {
+            Ok(0) => {}
+            Ok(n) => {
+                let _ = writeln!(
+                    positions,
+                    "KGRAFT_SYMPOS(\"{symbol}\", {n}); /* other files have a `{symbol}` too: this file's is the {} */",
+                    ordinal(n)
+                );
+            }
+            Err(why) => refusals.push(Refusal {
+                code: kgraft_lang::from_diff_codes::E0108,
+                message: format!("cannot tell which kernel symbol {} needs: {why}", input.unit.rel),
+                help: "write the patch by hand and give the symbol's position with `KGRAFT_SYMPOS(\"NAME\", N);`"
+                    .into(),
+            }),
+        }
+    }
+    if !positions.is_empty() {
+        kgp.insert_str(
+            c_end,
+            &format!(
+                "// Names of the kernel's that other files use too, told apart by position in kallsyms.\n{positions}"
+            ),
+        );
     }
     if !refusals.is_empty() {
         return Err(refusals);
@@ -290,6 +372,28 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
         copied: needs.copied.iter().map(|s| s.to_string()).collect(),
         referenced: needs.extern_fns.iter().chain(&needs.extern_vars).map(|s| s.to_string()).collect(),
     })
+}
+
+/// The symbols `__asm__("NAME")` labels name in `text` (the kernel's static locals).
+fn asm_labels(text: &str) -> Vec<String> {
+    text.match_indices("__asm__(\"")
+        .filter_map(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
+        .collect()
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`, ...
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// The global functions the fix adds to the unit (not the compiler's `.cold` parts).

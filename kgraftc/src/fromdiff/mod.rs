@@ -386,10 +386,60 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         let touched: Vec<&str> = changed.iter().flat_map(|c| c.touched.iter().map(String::as_str)).collect();
         format!("{} as {diff_name} changes it", touched.join(", "))
     });
+    // The target's symbols in kallsyms order, to tell apart the kernel's statics that share a
+    // name with other files' (the probe's, read once per kernel with its types).
+    let targets: Vec<(String, String)> = changed
+        .iter()
+        .flat_map(|c| c.found.replaced.keys().map(|f| (c.unit.object().to_string(), f.clone())))
+        .collect();
+    let mut kernel_args = args.kernel.clone();
+    kernel_args.kdir = Some(kdir.path.clone());
+    let kernel = match crate::kernel_info::load(&kernel_args, &targets) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            if let Failure::Fatal(why) = e {
+                eprintln!("warning: {why}");
+            }
+            eprintln!(
+                "warning: the symbols of {} are unknown: statics whose names other files share are not told apart",
+                kdir.release
+            );
+            None
+        }
+    };
+    // Evidence of where a file's symbols are: its own object's names, then those its
+    // directory's other files define (linked beside it).
+    let evidence: Vec<(BTreeSet<String>, BTreeSet<String>)> = changed
+        .iter()
+        .map(|c| {
+            let own: BTreeSet<String> = c.before.functions.keys().chain(c.before.data.keys()).cloned().collect();
+            let dir = c.unit.rel.rsplit_once('/').map_or("", |(d, _)| d);
+            let mut siblings = BTreeSet::new();
+            for file in tree.c_files_in(dir).iter().filter(|f| **f != c.unit.rel) {
+                if let Ok(text) = tree.read(file) {
+                    let src = csource::Source::new(&text);
+                    siblings.extend(src.functions().into_iter().map(|f| f.name));
+                    siblings.extend(src.variables().into_iter().filter(|v| !v.is_extern).map(|v| v.name));
+                }
+            }
+            (own, siblings)
+        })
+        .collect();
+    let no_order = Vec::new();
+    let positions: Vec<generate::Position<'_>> = changed
+        .iter()
+        .zip(&evidence)
+        .map(|(c, (own, siblings))| {
+            let order = kernel.as_ref().and_then(|k| k.objects.get(c.unit.object())).map_or(&no_order, |o| &o.kallsyms);
+            Box::new(move |symbol: &str| crate::linux::sympos::position(order, symbol, &[own, siblings]))
+                as generate::Position<'_>
+        })
+        .collect();
     let tree_has = |p: &str| tree.exists(p);
     let inputs: Vec<generate::Input<'_>> = changed
         .iter()
-        .map(|c| generate::Input {
+        .zip(&positions)
+        .map(|(c, position)| generate::Input {
             name: &name,
             description: &description,
             diff_name: &diff_name,
@@ -402,6 +452,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
             analysis: &c.found,
             tree_has: &tree_has,
             headers: &global_headers,
+            position: position.as_ref(),
         })
         .collect();
     let rels: Vec<&str> = changed.iter().map(|c| c.unit.rel.as_str()).collect();

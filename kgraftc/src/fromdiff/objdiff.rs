@@ -295,11 +295,17 @@ impl Unit {
     }
 
     /// Names the patch's own functions as the kernel's: `__kgraft_c_foo` and its parts
-    /// (`__kgraft_c_foo.cold`) become `foo`, in definitions and references alike.
+    /// (`__kgraft_c_foo.cold`, and `__kgraft_c_foo__sympos2` for a `#[sympos]` replacement)
+    /// become `foo`, in definitions and references alike.
     pub(crate) fn strip_prefix(&mut self, prefix: &str) {
         let strip = |name: &mut String| {
             if let Some(rest) = name.strip_prefix(prefix) {
-                *name = rest.to_string();
+                let (base, part) = rest.split_once('.').map_or((rest, ""), |(b, p)| (b, p));
+                let base = match base.rsplit_once("__sympos") {
+                    Some((b, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => b,
+                    _ => base,
+                };
+                *name = if part.is_empty() { base.to_string() } else { format!("{base}.{part}") };
             }
         };
         let functions = std::mem::take(&mut self.functions);

@@ -85,6 +85,9 @@ pub(crate) struct ElfInfo {
     pub(crate) release: Option<String>,
     /// The function symbols with their fentry sites, when the image has a symbol table.
     pub(crate) symbols: Option<BTreeMap<String, Symbol>>,
+    /// Every named function and data symbol, in the symbol table's order (a module's kallsyms
+    /// order).
+    pub(crate) order: Vec<String>,
 }
 
 /// Reads an ELF kernel image or module.
@@ -96,7 +99,12 @@ pub(crate) fn read_elf(data: &[u8]) -> Result<ElfInfo, String> {
     };
     let release = banner_release(data);
     let symbols = symbols(&file)?;
-    Ok(ElfInfo { btf, release, symbols })
+    let order = file
+        .symbols()
+        .filter(|s| s.is_definition() && matches!(s.kind(), SymbolKind::Text | SymbolKind::Data | SymbolKind::Tls))
+        .filter_map(|s| s.name().ok().filter(|n| !n.is_empty()).map(str::to_owned))
+        .collect();
+    Ok(ElfInfo { btf, release, symbols, order })
 }
 
 /// Finds `Linux version RELEASE ` in the image.

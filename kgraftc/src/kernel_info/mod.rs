@@ -55,7 +55,7 @@ impl KernelArgs {
 /// Bumped whenever the cached form of [`Kernel`] changes, or what a reading puts in it (3: the
 /// fentry sites of a linked vmlinux, which the linker script puts inside the init data; 4: each
 /// object's own type ids).
-const CACHE_FORMAT: u32 = 4;
+const CACHE_FORMAT: u32 = 5;
 
 /// What vmlinux's reading leaves in the cache: the model, and beside it in a file of its own
 /// the raw BTF, which a module's split BTF needs as its base (read only then).
@@ -131,6 +131,7 @@ pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Ke
             None => kgraft_lang::kernel::Object { origin, ..Default::default() },
         };
         object.symbols = info.symbols;
+        object.kallsyms = info.order;
         kernel.objects.insert(name, object);
     }
     lap("modules read");
@@ -247,8 +248,11 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             let btf = std::fs::read("/sys/kernel/btf/vmlinux")
                 .map_err(|e| Failure::io("cannot read /sys/kernel/btf/vmlinux", e))?;
             let mut kernel = from_btf(&btf, "/sys/kernel/btf/vmlinux")?;
-            if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
-                vmlinux.symbols = kallsyms();
+            if let Some(vmlinux) = kernel.objects.get_mut("vmlinux")
+                && let Some((symbols, order)) = kallsyms()
+            {
+                vmlinux.symbols = Some(symbols);
+                vmlinux.kallsyms = order;
             }
             Ok((kernel, RawBtf::Bytes(btf)))
         }
@@ -308,11 +312,11 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
                 // A compressed image has no symbol table: ask the kernel itself.
                 let mut probe_error = String::new();
                 let symbols = match info.symbols {
-                    Some(symbols) => Some(symbols),
+                    Some(symbols) => Some((symbols, info.order)),
                     None if bzimage && !args.no_probe => {
                         let release = info.release.as_deref().or(release).unwrap_or("the kernel");
                         match probe::probe(&path, release) {
-                            Ok(symbols) => Some(symbols),
+                            Ok(probed) => Some(probed),
                             Err(e) => {
                                 eprintln!(
                                     "warning: the symbols and fentry sites of {release} are unknown: {e}\n\
@@ -333,8 +337,11 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             // named by its file.
             kernel.release = found_release
                 .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            if let Some(vmlinux) = kernel.objects.get_mut("vmlinux") {
-                vmlinux.symbols = symbols;
+            if let Some(vmlinux) = kernel.objects.get_mut("vmlinux")
+                && let Some((symbols, order)) = symbols
+            {
+                vmlinux.symbols = Some(symbols);
+                vmlinux.kallsyms = order;
             }
             let probe_failed =
                 !no_symbols_expected && kernel.objects.get("vmlinux").is_some_and(|v| v.symbols.is_none());
@@ -367,18 +374,23 @@ fn from_btf(bytes: &[u8], origin: &str) -> Result<Kernel, Failure> {
     Ok(kernel)
 }
 
-/// The running kernel's text symbols, and which of them ftrace can trace; `None` unless both
-/// lists are readable.
-fn kallsyms() -> Option<BTreeMap<String, Symbol>> {
+/// The running kernel's text symbols, and which of them ftrace can trace, with vmlinux's
+/// symbol names in kallsyms order; `None` unless both lists are readable.
+fn kallsyms() -> Option<probe::Probed> {
     let all = std::fs::read_to_string("/proc/kallsyms").ok()?;
     let traced = std::fs::read_to_string("/sys/kernel/tracing/available_filter_functions").ok()?;
     let mut out: BTreeMap<String, Symbol> = BTreeMap::new();
+    let mut order = Vec::new();
     for line in all.lines() {
         let mut it = line.split_whitespace();
         let (_, kind, name) = (it.next(), it.next()?, it.next()?);
-        if it.next().is_none() && matches!(kind, "t" | "T") {
+        if it.next().is_some() {
+            continue;
+        }
+        if matches!(kind, "t" | "T") {
             out.entry(name.to_owned()).or_default().count += 1;
         }
+        order.push(name.to_owned());
     }
     for line in traced.lines() {
         let mut it = line.split_whitespace();
@@ -388,7 +400,7 @@ fn kallsyms() -> Option<BTreeMap<String, Symbol>> {
             s.traceable += 1;
         }
     }
-    Some(out)
+    Some((out, order))
 }
 
 fn cache_dir() -> Option<PathBuf> {

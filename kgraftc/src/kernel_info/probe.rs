@@ -16,7 +16,8 @@ use kgraft_lang::kernel::Symbol;
 
 use crate::vm;
 
-/// The guest's `/init`: the text symbols of vmlinux, in kallsyms order, then the traceable ones.
+/// The guest's `/init`: vmlinux's symbols with their kinds, in kallsyms order, then the
+/// traceable functions.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 exec > /dev/ttyS0 2>&1
@@ -25,7 +26,7 @@ exec > /dev/ttyS0 2>&1
 /bin/busybox mount -t tracefs tracefs /sys/kernel/tracing
 out=/dev/ttyS1
 echo KGRAFT-PROBE-SYMBOLS > $out
-/bin/busybox awk '($2 == "t" || $2 == "T") && NF == 3 { print $3 }' /proc/kallsyms > $out
+/bin/busybox awk 'NF == 3 { print $2, $3 }' /proc/kallsyms > $out
 echo KGRAFT-PROBE-TRACEABLE > $out
 /bin/busybox awk 'NF == 1 { print $1 }' /sys/kernel/tracing/available_filter_functions > $out
 echo KGRAFT-PROBE-END > $out
@@ -35,21 +36,19 @@ echo KGRAFT-PROBE-END > $out
 /// How long the guest may take.
 const TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Boots `image` and returns its text symbols with their fentry sites.
-pub(crate) fn probe(image: &Path, release: &str) -> Result<BTreeMap<String, Symbol>, String> {
+/// What the probe read: the text symbols with their fentry sites, and every symbol's name in
+/// kallsyms order.
+pub(crate) type Probed = (BTreeMap<String, Symbol>, Vec<String>);
+
+/// Boots `image` and returns what it says of its symbols.
+pub(crate) fn probe(image: &Path, release: &str) -> Result<Probed, String> {
     let qemu = vm::qemu()?;
     let busybox = vm::busybox()?;
     let dir = vm::TempDir::new("probe", "KGRAFT_PROBE_KEEP")?;
     boot(&qemu, &busybox, image, release, dir.path())
 }
 
-fn boot(
-    qemu: &Path,
-    busybox: &Path,
-    image: &Path,
-    release: &str,
-    dir: &Path,
-) -> Result<BTreeMap<String, Symbol>, String> {
+fn boot(qemu: &Path, busybox: &Path, image: &Path, release: &str, dir: &Path) -> Result<Probed, String> {
     let mut cpio = vm::Cpio::default();
     cpio.busybox(busybox, false)?;
     cpio.file("init", 0o755, INIT.as_bytes());
@@ -82,13 +81,18 @@ fn boot(
 const MAX_DUMP: u64 = 128 << 20;
 
 /// Reads the probe's two lists; `None` unless both are complete.
-fn parse(text: &str) -> Option<BTreeMap<String, Symbol>> {
+fn parse(text: &str) -> Option<Probed> {
     let symbols = text.split("KGRAFT-PROBE-SYMBOLS\n").nth(1)?;
     let (symbols, rest) = symbols.split_once("KGRAFT-PROBE-TRACEABLE\n")?;
     let (traceable, _) = rest.split_once("KGRAFT-PROBE-END")?;
     let mut out: BTreeMap<String, Symbol> = BTreeMap::new();
-    for name in symbols.lines().filter(|l| !l.is_empty()) {
-        out.entry(name.to_owned()).or_default().count += 1;
+    let mut order = Vec::new();
+    for line in symbols.lines() {
+        let Some((kind, name)) = line.split_once(' ') else { continue };
+        if matches!(kind, "t" | "T") {
+            out.entry(name.to_owned()).or_default().count += 1;
+        }
+        order.push(name.to_owned());
     }
     if out.len() < 1000 {
         return None;
@@ -98,5 +102,5 @@ fn parse(text: &str) -> Option<BTreeMap<String, Symbol>> {
             s.traceable += 1;
         }
     }
-    Some(out)
+    Some((out, order))
 }

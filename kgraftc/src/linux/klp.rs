@@ -9,6 +9,7 @@
 //! load fail with "symbol 'NAME' not found in symbol table" in the kernel log. Linkers do not
 //! keep these flags, so the conversion runs on the linked `.ko`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use object::build::elf::{Builder, SectionData};
@@ -22,12 +23,14 @@ const SHN_LIVEPATCH: u16 = 0xff20;
 const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
 
 /// Copies the module `ko` to `out`, turning references to the `unexported` symbols into
-/// livepatch relocations: against the module `module_symbols` names for a symbol, else vmlinux.
+/// livepatch relocations: against the module `module_symbols` names for a symbol, else vmlinux,
+/// at the symbol's position among those of its name where `positions` gives one.
 pub(crate) fn convert(
     ko: &Path,
     out: &Path,
     unexported: &[String],
     module_symbols: &[(String, String)],
+    positions: &BTreeMap<String, u32>,
 ) -> Result<(), Error> {
     let data = std::fs::read(ko).map_err(|e| Error::new(format!("cannot read {}: {e}", ko.display())))?;
     if unexported.is_empty() {
@@ -43,7 +46,8 @@ pub(crate) fn convert(
         let name = String::from_utf8_lossy(&sym.name).into_owned();
         if sym.section.is_none() && sym.st_shndx == elf::SHN_UNDEF && unexported.contains(&name) {
             let object = object_of(&name);
-            sym.name = format!(".klp.sym.{object}.{name},0").into_bytes().into();
+            let pos = positions.get(&name).copied().unwrap_or(0);
+            sym.name = format!(".klp.sym.{object}.{name},{pos}").into_bytes().into();
             sym.st_shndx = SHN_LIVEPATCH;
             klp_syms.push((sym.id(), object));
         }
@@ -124,7 +128,8 @@ mod tests {
         std::fs::write(&input, obj).expect("a temporary file");
         let unexported = ["saved_command_line".to_owned(), "kgt_the_dev".to_owned()];
         let module_symbols = [("kgt_the_dev".to_owned(), "kgraft_testmod".to_owned())];
-        convert(&input, &output, &unexported, &module_symbols).expect("converts");
+        convert(&input, &output, &unexported, &module_symbols, &BTreeMap::from([("kgt_the_dev".to_owned(), 2)]))
+            .expect("converts");
         let data = std::fs::read(&output).expect("written");
         let _ = std::fs::remove_dir_all(&dir);
         let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).expect("a valid object");
@@ -140,7 +145,7 @@ mod tests {
         assert_eq!(sh_flags & SHF_RELA_LIVEPATCH, SHF_RELA_LIVEPATCH);
 
         // A module's symbol is looked up in that module, in a relocation section of its own.
-        assert!(file.symbols().any(|s| s.name() == Ok(".klp.sym.kgraft_testmod.kgt_the_dev,0")));
+        assert!(file.symbols().any(|s| s.name() == Ok(".klp.sym.kgraft_testmod.kgt_the_dev,2")));
         let in_module =
             file.section_by_name(".klp.rela.kgraft_testmod..text").expect("the module's livepatch relocations");
         assert_eq!(in_module.size(), 24);
@@ -161,7 +166,7 @@ mod tests {
         targets.sort();
         assert_eq!(
             targets,
-            [".klp.sym.kgraft_testmod.kgt_the_dev,0", ".klp.sym.vmlinux.saved_command_line,0", "seq_printf"]
+            [".klp.sym.kgraft_testmod.kgt_the_dev,2", ".klp.sym.vmlinux.saved_command_line,0", "seq_printf"]
         );
     }
 }

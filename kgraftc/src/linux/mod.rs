@@ -6,6 +6,7 @@ pub(crate) mod kdir;
 mod klp;
 mod object;
 mod relocs;
+pub(crate) mod sympos;
 mod toolchain;
 
 use std::fmt;
@@ -107,6 +108,8 @@ pub(crate) struct Prepared {
     pub(crate) vmlinux_functions: Option<std::collections::BTreeSet<String>>,
     /// The symbols of each module the patch replaces functions of, when they were read.
     pub(crate) module_symbol_names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Each object's symbol names in kallsyms order, where they were read (for `sympos`).
+    pub(crate) kallsyms: std::collections::BTreeMap<String, Vec<String>>,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
     /// crate and kbuild directories.
     _cache_lock: crate::lock::Lock,
@@ -131,6 +134,7 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
         engine: crate::Engine::Klp,
         vmlinux_functions: None,
         module_symbol_names: std::collections::BTreeMap::new(),
+        kallsyms: std::collections::BTreeMap::new(),
         _cache_lock,
     })
 }
@@ -263,6 +267,7 @@ impl Prepared {
                 ));
             }
         }
+        let positions = self.positions(c.as_ref(), &build_dir, name, &unexported)?;
         if let Some(map) = kdir::system_map(&kdir.release) {
             for sym in unexported.iter().filter(|s| !map.contains(*s)) {
                 eprintln!("warning: `{sym}` is not a symbol of {}: the module will fail to load", kdir.release);
@@ -288,9 +293,9 @@ impl Prepared {
             ));
         }
         if kgraft {
-            relocs::rewrite(&linked, &ko, &unexported, &self.module_symbols)?;
+            relocs::rewrite(&linked, &ko, &unexported, &self.module_symbols, &positions)?;
         } else {
-            klp::convert(&linked, &ko, &unexported, &self.module_symbols)?;
+            klp::convert(&linked, &ko, &unexported, &self.module_symbols, &positions)?;
         }
 
         self.progress.step("verifying with modinfo");
@@ -303,6 +308,64 @@ impl Prepared {
         crate::output::install(&ko, &out, &[]).map_err(Error::new)?;
         self.progress.done(&out);
         Ok(out)
+    }
+}
+
+impl Prepared {
+    /// The positions the patch's C gives its kernel symbols (`KGRAFT_SYMPOS`), checked against
+    /// the target's kallsyms; a name the target has more than once needs one.
+    fn positions(
+        &self,
+        c: Option<&CFile<'_>>,
+        build_dir: &Path,
+        name: &str,
+        unexported: &[String],
+    ) -> Result<std::collections::BTreeMap<String, u32>, Error> {
+        let mut positions = std::collections::BTreeMap::new();
+        for index in 0..c.map_or(0, |c| c.units.len()) {
+            let object = build_dir.join(format!("{}.o", crate::cbuild::file_stem(name, index)));
+            for (symbol, pos) in object::sympos_records(&object)? {
+                if positions.insert(symbol.clone(), pos).is_some_and(|old| old != pos) {
+                    return Err(Error::new(format!("two C units give `{symbol}` different positions")));
+                }
+            }
+        }
+        let object_of =
+            |symbol: &str| self.module_symbols.iter().find(|(s, _)| s == symbol).map_or("vmlinux", |(_, o)| o.as_str());
+        for (symbol, pos) in &positions {
+            if !unexported.contains(symbol) {
+                return Err(Error::new(format!(
+                    "KGRAFT_SYMPOS(\"{symbol}\", {pos}) names a symbol the patch does not take from the kernel"
+                ))
+                .help("a position is for a kernel symbol the patch's C declares and uses; remove the line"));
+            }
+            let object = object_of(symbol);
+            if let Some(order) = self.kallsyms.get(object).filter(|o| !o.is_empty()) {
+                let count = sympos::count(order, symbol);
+                if *pos as usize > count {
+                    return Err(Error::new(format!(
+                        "KGRAFT_SYMPOS(\"{symbol}\", {pos}): {object} of {} has {count} symbol(s) of that name",
+                        self.kdir.release
+                    )));
+                }
+            }
+        }
+        for symbol in unexported.iter().filter(|s| !positions.contains_key(*s)) {
+            let object = object_of(symbol);
+            let Some(order) = self.kallsyms.get(object) else { continue };
+            let count = sympos::count(order, symbol);
+            if count > 1 {
+                return Err(Error::new(format!(
+                    "`{symbol}` names {count} symbols of {object} in {}: the kernel cannot tell which the patch means",
+                    self.kdir.release
+                ))
+                .help(format!(
+                    "say which in the patch's C with `KGRAFT_SYMPOS(\"{symbol}\", N);`, N counted from 1 in the order \
+                     of /proc/kallsyms (`kgraftc from-diff` finds N for the file it patches)"
+                )));
+            }
+        }
+        Ok(positions)
     }
 }
 

@@ -136,6 +136,18 @@ pub(crate) fn undefined_symbols(path: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
+/// The `KGRAFT_SYMPOS` records of the C object at `path`: symbol name to position.
+pub(crate) fn sympos_records(path: &Path) -> Result<std::collections::BTreeMap<String, u32>, Error> {
+    let data = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| Error::new(format!("{} is not an object file: {e}", path.display())))?;
+    let Some(section) = file.section_by_name(super::sympos::SECTION) else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    let bytes = section.data().map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    super::sympos::read_records(bytes).map_err(Error::new)
+}
+
 /// The undefined symbols the object at `path` calls or jumps to (`R_X86_64_PLT32`): functions,
 /// where its other references may be data.
 pub(crate) fn called_symbols(path: &Path) -> Result<std::collections::BTreeSet<String>, Error> {

@@ -24,8 +24,7 @@
 //!   +24 i64 addend       the removed relocation's addend
 //!   +32 u32 type         its ELF relocation type: R_X86_64_64, PC32, PLT32, 32, 32S or PC64
 //!   +36 u32 sympos       0: the only symbol of the name (an ambiguous name is refused); N: the
-//!                        Nth, in kallsyms order (always 0 today: the language gives `extern`
-//!                        items no position)
+//!                        Nth, in kallsyms order (`KGRAFT_SYMPOS` in the patch's C)
 //!   +40 u32 flags        bit 0: the place is writable data, written directly (otherwise
 //!                        through text_poke_copy: text and read-only data)
 //!   +44 u32 reserved (0)
@@ -116,9 +115,10 @@ pub(crate) fn rewrite(
     out: &Path,
     unexported: &[String],
     module_symbols: &[(String, String)],
+    positions: &BTreeMap<String, u32>,
 ) -> Result<Summary, Error> {
     let data = std::fs::read(ko).map_err(|e| Error::new(format!("cannot read {}: {e}", ko.display())))?;
-    let (bytes, summary) = rewrite_bytes(&data, unexported, module_symbols)
+    let (bytes, summary) = rewrite_bytes(&data, unexported, module_symbols, positions)
         .map_err(|e| Error { message: format!("{}: {}", ko.display(), e.message), ..e })?;
     std::fs::write(out, &bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
     Ok(summary)
@@ -134,6 +134,7 @@ struct Record {
     name: String,
     object: String,
     flags: u32,
+    sympos: u32,
 }
 
 /// The rewrite of [`rewrite`], on the module's bytes.
@@ -141,6 +142,7 @@ fn rewrite_bytes(
     data: &[u8],
     unexported: &[String],
     module_symbols: &[(String, String)],
+    positions: &BTreeMap<String, u32>,
 ) -> Result<(Vec<u8>, Summary), Error> {
     let bad = |e: object::build::Error| Error::new(format!("cannot rewrite the module: {e}"));
     let mut b = Builder::read(data).map_err(bad)?;
@@ -228,6 +230,7 @@ fn rewrite_bytes(
                 name: name.clone(),
                 object: object.clone(),
                 flags: if writable(target_name, *target_flags) { FLAG_WRITABLE } else { 0 },
+                sympos: positions.get(name).copied().unwrap_or(0),
             });
         }
     }
@@ -271,7 +274,7 @@ fn rewrite_bytes(
         bytes.extend_from_slice(&[0; 24]);
         bytes.extend_from_slice(&r.addend.to_le_bytes());
         bytes.extend_from_slice(&r.r_type.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes()); // sympos: the language gives none for externs
+        bytes.extend_from_slice(&r.sympos.to_le_bytes());
         bytes.extend_from_slice(&r.flags.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
     }
@@ -391,7 +394,9 @@ mod tests {
     fn moves_unexported_references_into_the_engines_table() {
         let unexported = ["saved_command_line".to_owned(), "kgt_the_dev".to_owned()];
         let module_symbols = [("kgt_the_dev".to_owned(), "kgraft_testmod".to_owned())];
-        let (out, summary) = rewrite_bytes(&module(), &unexported, &module_symbols).expect("rewrites");
+        let (out, summary) =
+            rewrite_bytes(&module(), &unexported, &module_symbols, &BTreeMap::from([("kgt_the_dev".to_owned(), 2)]))
+                .expect("rewrites");
         assert_eq!(summary.dropped, 0);
         assert_eq!(summary.per_object, [("vmlinux".to_owned(), 2), ("kgraft_testmod".to_owned(), 1)]);
 
@@ -464,6 +469,7 @@ mod tests {
         assert_eq!(i64::from_le_bytes(record(0)[24..32].try_into().expect("8")), -4);
         assert_eq!(u32_at(record(0), 32), elf::R_X86_64_PC32);
         assert_eq!(u32_at(record(0), 36), 0);
+        assert_eq!(u32_at(record(1), 36), 2, "kgt_the_dev at the position KGRAFT_SYMPOS gave");
         assert_eq!(u32_at(record(0), 40), 0);
         assert_eq!(u32_at(record(2), 32), elf::R_X86_64_64);
         assert_eq!(u32_at(record(2), 40), FLAG_WRITABLE);
@@ -472,7 +478,7 @@ mod tests {
     #[test]
     fn without_unexported_symbols_the_module_is_unchanged() {
         let m = module();
-        let (out, summary) = rewrite_bytes(&m, &[], &[]).expect("nothing to do");
+        let (out, summary) = rewrite_bytes(&m, &[], &[], &BTreeMap::new()).expect("nothing to do");
         assert_eq!(out, m);
         assert_eq!(summary, Summary::default());
     }
@@ -480,7 +486,7 @@ mod tests {
     #[test]
     fn refuses_a_module_without_the_engines_table_or_with_another_version() {
         let plain = testobj::build(&[0xe8, 0, 0, 0, 0, 0xc3], &[(1, elf::R_X86_64_PLT32, "hidden")]);
-        let e = rewrite_bytes(&plain, &["hidden".to_owned()], &[]).expect_err("no table");
+        let e = rewrite_bytes(&plain, &["hidden".to_owned()], &[], &BTreeMap::new()).expect_err("no table");
         assert!(e.message.contains("has no `.kgraft.relocs` section"), "{}", e.message);
 
         let mut other = head(0);
@@ -491,7 +497,7 @@ mod tests {
             &[(SECTION, &other)],
             &[],
         );
-        let e = rewrite_bytes(&m, &["hidden".to_owned()], &[]).expect_err("another version");
+        let e = rewrite_bytes(&m, &["hidden".to_owned()], &[], &BTreeMap::new()).expect_err("another version");
         assert!(e.message.contains("version 2"), "{}", e.message);
     }
 
@@ -503,7 +509,7 @@ mod tests {
             &[(SECTION, &head(0)), ("__jump_table", &[0; 16])],
             &[("__jump_table", 8, elf::R_X86_64_64, "hidden_key")],
         );
-        let e = rewrite_bytes(&m, &["hidden_key".to_owned()], &[]).expect_err("refused");
+        let e = rewrite_bytes(&m, &["hidden_key".to_owned()], &[], &BTreeMap::new()).expect_err("refused");
         assert!(e.message.contains("`hidden_key` is referenced from section `__jump_table`"), "{}", e.message);
         assert!(place_allowed(".text.unlikely") && place_allowed(".rodata.str1.1") && place_allowed(".data.rel.ro"));
         assert!(!place_allowed(".data..percpu") && !place_allowed(".altinstr_replacement"));
