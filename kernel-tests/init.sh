@@ -235,7 +235,7 @@ scenario_from_diff() {
     [ "$(uname -v)" = "$v" ] || { echo "uname_version_mark not undone: $(uname -v)"; return; }
     # The same kind of fix written for kpatch-build (its header, KPATCH_SYSCALL_DEFINE1).
     load fd/uname_kpatch_style || return
-    [ "$(uname -v)" = "$v +kpatch-style" ] || { echo "uname_kpatch_style: $(uname -v)"; return; }
+    [ "$(uname -v)" = "$v +kp" ] || { echo "uname_kpatch_style: $(uname -v)"; return; }
     unload uname_kpatch_style || return
     [ "$(uname -v)" = "$v" ] || { echo "uname_kpatch_style not undone: $(uname -v)"; return; }
 
