@@ -1,12 +1,54 @@
 #!/usr/bin/env bash
 # Installs what kgraft needs on a fresh Debian 12 machine. Safe to run again: it skips what is there.
 #
-#   scripts/setup.sh host   the user-mode host only: a C compiler (the demo)
-#   scripts/setup.sh all    also the Linux kernel target and its qemu harness, and mdBook (the tests)
+#   scripts/setup.sh host      the user-mode host only: a C compiler (the demo)
+#   scripts/setup.sh all       also the Linux kernel target and its qemu harness, mdBook, and the
+#                              fleet's other kernels (the tests)
+#   scripts/setup.sh kernels   the fleet's other kernels only, under target/kernels (see below)
 set -euo pipefail
 
 what=${1:-all}
-case "$what" in host | all) ;; *) echo "usage: scripts/setup.sh [host|all]" >&2; exit 2 ;; esac
+case "$what" in host | all | kernels) ;; *) echo "usage: scripts/setup.sh [host|all|kernels]" >&2; exit 2 ;; esac
+
+# The fleet's other kernels, beside the installed one: Debian 12's 6.1 PREEMPT_RT and cloud
+# flavours of the installed ABI, and the newest 6.12 of bookworm's security archive. Each is
+# unpacked from its packages (image, headers, kbuild) into target/kernels/RELEASE/root, with no
+# change to the machine's packages, boot entries or apt sources; target/kernels/RELEASE/build is
+# its build directory, target/kernels/RELEASE/vmlinuz its image, target/kernels/RELEASE/kernel its
+# modules (the layout of /lib/modules/RELEASE, which kgraftc looks for beside --kdir).
+fleet_kernels() {
+    local here dir abi r latest
+    here="$(cd "$(dirname "$0")/.." && pwd)"
+    dir="$here/target/kernels"
+    abi="$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null | grep -o '6\.1\.0-[0-9]*' | head -n 1)"
+    [ -n "$abi" ] || { echo "setup: linux-image-amd64 is not installed: run scripts/setup.sh all" >&2; exit 1; }
+    latest="$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' | cut -d' ' -f1 |
+        sed 's/^linux-image-//; s/-unsigned$//' | sort -V | tail -n 1)"
+    local releases=("$abi-rt-amd64" "$abi-cloud-amd64")
+    if [ -n "$latest" ]; then releases+=("$latest"); else echo "setup: no 6.12 kernel in the apt sources" >&2; fi
+    for r in "${releases[@]}"; do
+        [ -e "$dir/$r/build/include/config/kernel.release" ] && [ -e "$dir/$r/vmlinuz" ] && continue
+        echo "setup: unpacking the kernel $r into target/kernels/$r" >&2
+        rm -rf "$dir/$r"
+        mkdir -p "$dir/$r/debs" "$dir/$r/root"
+        # The headers' own dependencies: the common headers and kbuild of that version.
+        local pkgs=("linux-image-$r-unsigned" "linux-headers-$r")
+        pkgs+=($(apt-cache depends "linux-headers-$r" | sed -n 's/^ *Depends: \(linux-\(headers\|kbuild\)-[^ ]*\)$/\1/p'))
+        (cd "$dir/$r/debs" && apt-get download -qq "${pkgs[@]}" 2>/dev/null) ||
+            { echo "setup: cannot download ${pkgs[*]}" >&2; exit 1; }
+        for deb in "$dir/$r/debs"/*.deb; do dpkg-deb -x "$deb" "$dir/$r/root"; done
+        rm -rf "$dir/$r/debs"
+        # The flavour's Makefile includes the common headers' by absolute path.
+        sed -i "s#^include /usr/src/#include $dir/$r/root/usr/src/#" "$dir/$r/root/usr/src/linux-headers-$r/Makefile"
+        ln -s "root/usr/src/linux-headers-$r" "$dir/$r/build"
+        ln -s "root/boot/vmlinuz-$r" "$dir/$r/vmlinuz"
+        ln -s "root/lib/modules/$r/kernel" "$dir/$r/kernel"
+    done
+}
+if [ "$what" = kernels ]; then
+    fleet_kernels
+    exit 0
+fi
 
 # pahole (dwarves) gives the host's C its BTF, which kgraftc reads like a kernel's.
 need=(gcc libc6-dev make binutils dwarves)
@@ -53,4 +95,8 @@ fi
 if [ "$what" = all ] && ! command -v mdbook >/dev/null; then
     echo "setup: installing mdbook" >&2
     cargo install --quiet --locked mdbook --version 0.4.52
+fi
+
+if [ "$what" = all ]; then
+    fleet_kernels
 fi

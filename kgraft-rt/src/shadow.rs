@@ -18,11 +18,26 @@ pub type Ctor = unsafe extern "C" fn(obj: *mut c_void, shadow_data: *mut c_void,
 /// A destructor as the `klp_shadow_*` interface calls it, before the data is freed.
 pub type Dtor = unsafe extern "C" fn(obj: *mut c_void, shadow_data: *mut c_void);
 
-/// The allocation flags a patch passes to the shadow allocator (Linux 6.1's `GFP_ATOMIC`).
+/// The allocation flags a patch passes to the shadow allocator: the target's `GFP_ATOMIC`.
 ///
 /// A replacement may run in any context, interrupts included, so shadow data is allocated
-/// without sleeping. The user-mode host ignores the flags.
-pub const GFP_ATOMIC: u32 = crate::layout::GFP_ATOMIC;
+/// without sleeping. A kernel module reads the value its build took from the target's headers
+/// (`layout::TARGET_VALUES`); the user-mode host ignores the flags.
+pub fn gfp_atomic() -> u32 {
+    #[cfg(feature = "kernel")]
+    {
+        unsafe extern "C" {
+            /// Defined by the module's layout file from the target's `GFP_ATOMIC`.
+            static kgraft_gfp_atomic: u32;
+        }
+        // SAFETY: a constant object of the same module, written once at build time.
+        unsafe { kgraft_gfp_atomic }
+    }
+    #[cfg(not(feature = "kernel"))]
+    {
+        0
+    }
+}
 
 unsafe extern "C" {
     /// Returns the shadow data of `obj` under `id`, or null.
@@ -183,7 +198,7 @@ pub unsafe fn get_or_alloc<'a, P: ShadowPtr, F: ShadowField<P::Target>>(obj: P) 
             obj.addr(),
             <F::Block as ShadowBlock>::ID as c_ulong,
             size,
-            GFP_ATOMIC,
+            gfp_atomic(),
             Some(construct::<F::Block, NoCtor<F::Block>>),
             core::ptr::null_mut(),
         )
@@ -230,7 +245,7 @@ where
             obj.addr(),
             <F::Block as ShadowBlock>::ID as c_ulong,
             size,
-            GFP_ATOMIC,
+            gfp_atomic(),
             Some(construct::<F::Block, C>),
             (&raw mut ctor).cast(),
         )

@@ -30,9 +30,9 @@ pub(crate) fn busybox() -> Result<PathBuf, String> {
         .ok_or_else(|| "busybox is not installed (Debian: busybox-static)".into())
 }
 
-/// Returns the kernel image of `release` (`/boot/vmlinuz-RELEASE`).
-pub(crate) fn kernel_image(release: &str) -> Result<PathBuf, String> {
-    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
+/// Returns the kernel image of `release` (`/boot/vmlinuz-RELEASE`, or beside `kdir`).
+pub(crate) fn kernel_image(kdir: Option<&Path>, release: &str) -> Result<PathBuf, String> {
+    let image = crate::linux::kdir::home(kdir, release).image;
     if image.is_file() {
         Ok(image)
     } else {

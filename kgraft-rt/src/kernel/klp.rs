@@ -106,9 +106,11 @@ pub(crate) unsafe fn module_state(module: *mut c_void) -> c_int {
 unsafe extern "C" {
     /// Registers and enables a live patch; returns 0 or a negative errno.
     pub(crate) fn klp_enable_patch(patch: *mut KlpPatch) -> c_int;
-    /// Allocates `size` bytes of kernel memory.
-    pub(crate) fn __kmalloc(size: usize, flags: u32) -> *mut c_void;
-    /// Frees memory from `__kmalloc`; null is allowed.
+    /// Allocates `size` zeroed bytes of kernel memory that may sleep (`kzalloc(size,
+    /// GFP_KERNEL)`, an inline of the kernel's headers, which the module's layout file wraps:
+    /// the function it calls is `__kmalloc` on 6.1, `__kmalloc_noprof` on 6.12).
+    pub(crate) fn kgraft_kzalloc(size: usize) -> *mut c_void;
+    /// Frees memory from `kgraft_kzalloc`; null is allowed.
     pub(crate) fn kfree(ptr: *const c_void);
     /// Writes a message to the kernel log; the format starts with a level such as `"\x016"`.
     pub(crate) fn _printk(fmt: *const c_char, ...) -> c_int;

@@ -94,7 +94,7 @@ unsafe fn klp_init(patch: &'static Patch) -> c_int {
         )
     };
     if kpatch.is_null() || objs.is_null() || funcs.is_null() || states.is_null() {
-        // SAFETY: each pointer is null or came from `__kmalloc`.
+        // SAFETY: each pointer is null or came from `kgraft_kzalloc`.
         unsafe {
             free3(kpatch, objs, funcs);
             klp::kfree(states.cast());
@@ -360,8 +360,8 @@ unsafe extern "C" fn post_unpatch(obj: *mut KlpObject) {
 /// The memory must be freed with `kfree`.
 unsafe fn alloc<T>(n: usize) -> *mut T {
     let Some(size) = core::mem::size_of::<T>().checked_mul(n) else { return ptr::null_mut() };
-    // SAFETY: any size is valid; `__kmalloc` returns null on failure.
-    unsafe { klp::__kmalloc(size, crate::layout::GFP_KERNEL_ZERO).cast() }
+    // SAFETY: any size is valid; `kgraft_kzalloc` returns null on failure.
+    unsafe { klp::kgraft_kzalloc(size).cast() }
 }
 
 /// Frees three allocations from [`alloc`]; null pointers are skipped.

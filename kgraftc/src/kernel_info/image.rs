@@ -35,10 +35,16 @@ fn decompress_bzimage_to(image: &[u8], max: usize) -> Result<Vec<u8>, String> {
         .get(start..start.saturating_add(length).min(image.len()))
         .filter(|p| !p.is_empty())
         .ok_or("the compressed payload lies outside the file")?;
+    if payload.starts_with(&LZ4_LEGACY_MAGIC.to_le_bytes()) {
+        return unlz4_legacy(&payload[4..], max);
+    }
+    if payload.starts_with(&ZSTD_MAGIC.to_le_bytes()) {
+        return unzstd(payload, max);
+    }
     if !payload.starts_with(b"\xfd7zXZ\x00") {
         let magic: Vec<String> = payload.iter().take(4).map(|b| format!("{b:02x}")).collect();
         return Err(format!(
-            "the payload is not xz-compressed (it starts with {}); only xz kernels are read, give --vmlinux",
+            "the payload is not xz-, lz4- or zstd-compressed (it starts with {}); give --vmlinux",
             magic.join(" ")
         ));
     }
@@ -69,6 +75,59 @@ fn decompress_bzimage_to(image: &[u8], max: usize) -> Result<Vec<u8>, String> {
             }
             _ => {}
         }
+    }
+    Ok(out)
+}
+
+/// The magic of the LZ4 "legacy" format the kernel's build writes (`lz4 -l`; Debian's cloud
+/// kernels).
+const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
+
+/// The largest block of the legacy format, decompressed.
+const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+
+/// Decompresses the blocks of an LZ4 legacy stream (after its magic): each a little-endian
+/// compressed size and that many bytes, up to the end of the payload, which the kernel's
+/// build ends with the decompressed size (too few bytes for a block).
+fn unlz4_legacy(mut input: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while input.len() > 4 {
+        let size = u32::from_le_bytes(input[..4].try_into().map_err(|_| "truncated")?);
+        input = &input[4..];
+        if size == LZ4_LEGACY_MAGIC {
+            continue;
+        }
+        let Some(block) = input.get(..size as usize) else { break };
+        input = &input[size as usize..];
+        let at = out.len();
+        if at > max {
+            return Err(format!("the lz4 payload decompresses to more than {} MiB: not a kernel", max >> 20));
+        }
+        out.resize(at + LZ4_LEGACY_BLOCK, 0);
+        let n = lz4_flex::block::decompress_into(block, &mut out[at..])
+            .map_err(|e| format!("the lz4 payload is corrupt: {e}"))?;
+        out.truncate(at + n);
+    }
+    if out.is_empty() {
+        return Err("the lz4 payload holds no block".into());
+    }
+    Ok(out)
+}
+
+/// The magic of a zstd frame (Debian's 6.12 kernels).
+const ZSTD_MAGIC: u32 = 0xfd2f_b528;
+
+/// Decompresses the zstd frame at the start of `payload` (the kernel's build appends the
+/// decompressed size after it).
+fn unzstd(payload: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut input = payload;
+    let decoder =
+        ruzstd::decoding::StreamingDecoder::new(&mut input).map_err(|e| format!("the zstd payload is corrupt: {e}"))?;
+    let mut out = Vec::new();
+    decoder.take(max as u64 + 1).read_to_end(&mut out).map_err(|e| format!("the zstd payload is corrupt: {e}"))?;
+    if out.len() > max {
+        return Err(format!("the zstd payload decompresses to more than {} MiB: not a kernel", max >> 20));
     }
     Ok(out)
 }

@@ -90,7 +90,9 @@ pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Ke
     kernel.release = release.clone().unwrap_or_else(|| kernel.release.clone());
     // The release's modules are listed only for a patch that names one.
     let installed = match release.as_deref() {
-        Some(release) if !modules.is_empty() => installed_modules(release),
+        Some(release) if !modules.is_empty() => {
+            installed_modules(&crate::linux::kdir::home(args.kdir.as_deref(), release).modules)
+        }
         _ => BTreeMap::new(),
     };
     lap("modules listed");
@@ -169,10 +171,10 @@ fn module_name(path: &Path) -> Option<String> {
     Some(file.strip_suffix(".ko").unwrap_or(file).replace('-', "_"))
 }
 
-/// Every `.ko` under `/lib/modules/R`, by module name.
-fn installed_modules(release: &str) -> BTreeMap<String, PathBuf> {
+/// Every `.ko` under `root` (a release's modules: `/lib/modules/R`), by module name.
+fn installed_modules(root: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
-    let mut dirs = vec![PathBuf::from(format!("/lib/modules/{release}"))];
+    let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
@@ -231,7 +233,7 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             Source::Running
         }
         (None, Some(r)) => {
-            let image = PathBuf::from(format!("/boot/vmlinuz-{r}"));
+            let image = crate::linux::kdir::home(args.kdir.as_deref(), r).image;
             if !image.is_file() {
                 return Err(Failure::Fatal(format!(
                     "no BTF for {r}: {} does not exist and {r} is not the running kernel\n\

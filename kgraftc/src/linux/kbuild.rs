@@ -57,6 +57,14 @@ fn layout_c_for(facts: &[kgraft_rt::layout::Fact], kgraft: bool) -> String {
     for fact in rest {
         c += &assert(fact);
     }
+    // The constants the runtime reads from the target instead of assuming them.
+    for v in kgraft_rt::layout::TARGET_VALUES {
+        c += &format!("const unsigned int {} = ({});\n", v.symbol, v.c);
+    }
+    for helper in kgraft_rt::layout::TARGET_HELPERS {
+        c += helper;
+        c.push('\n');
+    }
     if !core.is_empty() {
         c += "#if IS_ENABLED(CONFIG_LIVEPATCH)\n";
         for fact in core {

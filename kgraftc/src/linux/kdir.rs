@@ -101,6 +101,29 @@ pub(crate) fn glob_match(glob: &[u8], text: &[u8]) -> bool {
     glob[g..].iter().all(|&c| c == b'*')
 }
 
+/// Where a release's image and modules are, for its build directory `kdir`: beside it when it
+/// is unpacked as `scripts/setup.sh kernels` does (`DIR/RELEASE/{build,vmlinuz,kernel}`, the
+/// layout of `/lib/modules/RELEASE` plus the image), else where Debian installs them
+/// (`/boot/vmlinuz-RELEASE`, `/lib/modules/RELEASE`).
+pub(crate) struct Home {
+    /// The kernel image.
+    pub(crate) image: PathBuf,
+    /// The directory under which its modules are (searched recursively).
+    pub(crate) modules: PathBuf,
+}
+
+/// The image and modules of `release`, whose build directory is `kdir` (if known).
+pub(crate) fn home(kdir: Option<&Path>, release: &str) -> Home {
+    let beside = kdir.and_then(Path::parent).filter(|p| p.join("vmlinuz").is_file());
+    match beside {
+        Some(dir) => Home { image: dir.join("vmlinuz"), modules: dir.to_path_buf() },
+        None => Home {
+            image: PathBuf::from(format!("/boot/vmlinuz-{release}")),
+            modules: PathBuf::from(format!("/lib/modules/{release}")),
+        },
+    }
+}
+
 /// Returns the symbols that the kernel and its modules export (`Module.symvers`).
 pub(crate) fn symvers(kdir: &Path) -> Result<HashSet<String>, Error> {
     let path = kdir.join("Module.symvers");
