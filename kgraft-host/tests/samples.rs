@@ -75,6 +75,13 @@ fn every_sample_builds_loads_and_unloads() {
     assert_eq!(read_file("cmdline").unwrap(), boot);
     checked.push("c_banner");
 
+    // The fleet's banner, whose C names the release it was built for (the host has none).
+    load(&mut e, &so("fleet_banner"));
+    assert_eq!(read_file("cmdline").unwrap(), format!("kgraft: fleet_banner for the user-mode host\n{boot}"));
+    remove(&mut e, "fleet_banner");
+    assert_eq!(read_file("cmdline").unwrap(), boot);
+    checked.push("fleet_banner");
+
     // The pair, whole and in halves.
     for (name, keys) in [
         ("pair_v2", (NEW_KEY, NEW_KEY)),

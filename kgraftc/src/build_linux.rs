@@ -68,12 +68,24 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         (None, Some("kgraft")) => crate::Engine::Kgraft,
         (None, _) => crate::Engine::Klp,
     };
-    let mut prepared = linux::prepare(args.kernel.kdir.as_deref(), checked.kernel()).map_err(fatal)?;
+    let mut prepared = linux::prepare(args.kernel.kdir(), checked.kernel()).map_err(fatal)?;
     prepared.engine = engine;
     // The kernel checks always run for this target, against the build directory found.
     let mut target = args.kernel.clone();
-    target.kdir = Some(prepared.kdir_path().to_path_buf());
+    target.kdirs = vec![prepared.kdir_path().to_path_buf()];
     let kernel = crate::check_kernel(&checked, &target, ui)?;
+    // kgraft's own engine redirects functions with ftrace's direct calls through the interface
+    // of Linux 6.1 to 6.4, which 6.5 replaced.
+    if engine == crate::Engine::Kgraft
+        && let Some(vmlinux) = kernel.as_ref().and_then(|k| k.objects.get("vmlinux")).filter(|o| o.has_btf)
+        && !vmlinux.functions.contains_key("register_ftrace_direct_multi")
+    {
+        return Err(Failure::Fatal(format!(
+            "the kgraft engine calls ftrace's `register_ftrace_direct_multi`, which {} does not have (Linux 6.5 \
+             replaced it): build this kernel's module with --engine klp",
+            prepared.kdir_release()
+        )));
+    }
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     prepared.module_symbols = lowered.module_symbols.clone();
     prepared.vmlinux_functions = kernel

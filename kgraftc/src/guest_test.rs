@@ -163,7 +163,7 @@ pub(crate) fn run(args: &TestArgs, ui: &Ui) -> Result<(), Failure> {
         sign_cert: args.sign_cert.clone(),
     };
     let (module, release) = crate::build_linux::build_module(build, &ko, ui)?;
-    let image = vm::kernel_image(args.kernel.kdir.as_deref(), &release).map_err(Failure::Fatal)?;
+    let image = vm::kernel_image(args.kernel.kdir(), &release).map_err(Failure::Fatal)?;
 
     let mut cpio = vm::Cpio::default();
     cpio.busybox(&busybox, true).map_err(Failure::Fatal)?;

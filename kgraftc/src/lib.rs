@@ -31,6 +31,7 @@ mod build_host;
 mod build_linux;
 mod cache;
 mod cbuild;
+mod fleet;
 mod fromdiff;
 mod guest_test;
 mod host_ctl;
@@ -147,7 +148,7 @@ pub(crate) enum Engine {
 }
 
 /// The arguments of `kgraftc build`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub(crate) struct BuildArgs {
     /// The `.kgp` file.
     pub(crate) file: PathBuf,
@@ -276,6 +277,18 @@ pub(crate) fn lower(checked: &Checked, kernel: Option<&Kernel>, ui: &Ui) -> Resu
 fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui { format: cli.message_format, color: cli.color };
     match cli.command {
+        Command::Check { file, kernel, ksrc } if fleet::is_fleet(&kernel) => {
+            let checked = load(&file, &ui)?;
+            fleet::check(&file, &kernel, |one| {
+                let target = check_kernel(&checked, one, &ui)?;
+                if let (Some(kernel), Some(ksrc)) = (&target, &ksrc)
+                    && !fromdiff::statics::report(&checked, kernel, ksrc)?
+                {
+                    return Err(Failure::Reported);
+                }
+                Ok(())
+            })
+        }
         Command::Check { file, kernel, ksrc } => {
             let checked = load(&file, &ui)?;
             let target = check_kernel(&checked, &kernel, &ui)?;
@@ -296,6 +309,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Expand { file, for_build, kernel } => {
+            kernel.single("expand")?;
             let checked = load(&file, &ui)?;
             let kernel = check_kernel(&checked, &kernel, &ui)?;
             let lowered = lower(&checked, kernel.as_ref(), &ui)?;
@@ -307,6 +321,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             output::stdout(&text)
         }
         Command::Btf { kernel, out } => {
+            kernel.single("btf")?;
             let btf = kernel_info::vmlinux_btf(&kernel)?;
             std::fs::write(&out, btf).map_err(|e| Failure::io(format!("cannot write `{}`", out.display()), e))
         }
@@ -322,14 +337,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Build(args) => match args.target {
             Target::Host => build_host::run(&args, &ui),
+            Target::Linux if fleet::is_fleet(&args.kernel) => fleet::build(&args, &ui),
             Target::Linux => build_linux::run(&args, &ui),
             Target::Check => build::check(&args, &ui),
         },
         Command::Host(args) => host_ctl::run(&args, &ui),
         Command::Kernel(args) => kernel_ctl::run(&args),
-        Command::Test(args) => guest_test::run(&args, &ui),
-        Command::Package(args) => package::run(&args, &ui),
-        Command::FromDiff(args) => fromdiff::run(&args, &ui),
+        Command::Test(args) => {
+            args.kernel.single("test")?;
+            guest_test::run(&args, &ui)
+        }
+        Command::Package(args) => {
+            args.kernel.single("package")?;
+            package::run(&args, &ui)
+        }
+        Command::FromDiff(args) => {
+            args.kernel.single("from-diff")?;
+            fromdiff::run(&args, &ui)
+        }
         Command::Diff(args) => fromdiff::review::run(&args, &ui),
     }
 }

@@ -108,7 +108,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
     }
 
     // The target and its source.
-    let kdir = crate::linux::kdir::find(args.kernel.kdir.as_deref()).map_err(|e| Failure::Fatal(e.to_string()))?;
+    let kdir = crate::linux::kdir::find(args.kernel.kdir()).map_err(|e| Failure::Fatal(e.to_string()))?;
     let cache = crate::linux::cache_dir().map_err(|e| Failure::Fatal(e.to_string()))?;
     let tree = ksrc::Tree::open(&args.ksrc, &cache).map_err(bad_input)?;
     let strip = patchfile::strip_level(&patch, |p| tree.exists(p)).ok_or_else(|| {
@@ -393,7 +393,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         .flat_map(|c| c.found.replaced.keys().map(|f| (c.unit.object().to_string(), f.clone())))
         .collect();
     let mut kernel_args = args.kernel.clone();
-    kernel_args.kdir = Some(kdir.path.clone());
+    kernel_args.kdirs = vec![kdir.path.clone()];
     let kernel = match crate::kernel_info::load(&kernel_args, &targets) {
         Ok(k) => Some(k),
         Err(e) => {

@@ -25,9 +25,10 @@ use crate::Failure;
 #[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct KernelArgs {
     /// The kernel build directory of the target (`/lib/modules/R/build`): names the release
-    /// whose BTF, symbols and modules the patch is checked against.
-    #[arg(long)]
-    pub(crate) kdir: Option<PathBuf>,
+    /// whose BTF, symbols and modules the patch is checked against. `check` and `build` take it
+    /// more than once, and as a quoted glob (`'target/kernels/*/build'`): one target each.
+    #[arg(long = "kdir", value_name = "DIR")]
+    pub(crate) kdirs: Vec<PathBuf>,
     /// A vmlinux with BTF (and, when it has them, symbols and fentry sites), instead of the
     /// kernel image of the release; also a raw BTF file.
     #[arg(long)]
@@ -48,7 +49,28 @@ pub(crate) struct KernelArgs {
 impl KernelArgs {
     /// Whether a target kernel was named.
     pub(crate) fn given(&self) -> bool {
-        self.kdir.is_some() || self.vmlinux.is_some()
+        !self.kdirs.is_empty() || self.vmlinux.is_some()
+    }
+
+    /// The one build directory named (commands for several kernels ask [`Self::single`] first).
+    pub(crate) fn kdir(&self) -> Option<&Path> {
+        self.kdirs.first().map(PathBuf::as_path)
+    }
+
+    /// These arguments for the build directory `kdir` alone.
+    pub(crate) fn with_kdir(&self, kdir: &Path) -> KernelArgs {
+        KernelArgs { kdirs: vec![kdir.to_path_buf()], ..self.clone() }
+    }
+
+    /// Refuses more than one `--kdir`, or a glob, for `command`, which acts on one kernel.
+    pub(crate) fn single(&self, command: &str) -> Result<(), Failure> {
+        if self.kdirs.len() > 1 || self.kdirs.iter().any(|k| crate::fleet::is_glob(k)) {
+            return Err(Failure::Fatal(format!(
+                "`kgraftc {command}` acts on one kernel: give one --kdir (`kgraftc check` and `kgraftc build` take \
+                 several)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -74,7 +96,7 @@ struct Cached {
 pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Kernel, Failure> {
     let modules: Vec<String> = targets.iter().filter(|(o, _)| o != "vmlinux").map(|(o, _)| o.clone()).collect();
     let start = Instant::now();
-    let release = match &args.kdir {
+    let release = match args.kdir() {
         Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
         None => None,
     };
@@ -91,7 +113,7 @@ pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Ke
     // The release's modules are listed only for a patch that names one.
     let installed = match release.as_deref() {
         Some(release) if !modules.is_empty() => {
-            installed_modules(&crate::linux::kdir::home(args.kdir.as_deref(), release).modules)
+            installed_modules(&crate::linux::kdir::home(args.kdir(), release).modules)
         }
         _ => BTreeMap::new(),
     };
@@ -158,7 +180,7 @@ pub(crate) fn load(args: &KernelArgs, targets: &[(String, String)]) -> Result<Ke
 
 /// The raw BTF of the target's vmlinux.
 pub(crate) fn vmlinux_btf(args: &KernelArgs) -> Result<Vec<u8>, Failure> {
-    let release = match &args.kdir {
+    let release = match args.kdir() {
         Some(kdir) => Some(crate::build_linux::release_of(kdir)?),
         None => None,
     };
@@ -233,7 +255,7 @@ fn load_vmlinux(args: &KernelArgs, release: Option<&str>) -> Result<(Kernel, Raw
             Source::Running
         }
         (None, Some(r)) => {
-            let image = crate::linux::kdir::home(args.kdir.as_deref(), r).image;
+            let image = crate::linux::kdir::home(args.kdir(), r).image;
             if !image.is_file() {
                 return Err(Failure::Fatal(format!(
                     "no BTF for {r}: {} does not exist and {r} is not the running kernel\n\

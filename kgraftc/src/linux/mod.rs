@@ -150,6 +150,11 @@ impl Prepared {
         &self.kdir.path
     }
 
+    /// The release the build directory builds for.
+    pub(crate) fn kdir_release(&self) -> &str {
+        &self.kdir.release
+    }
+
     /// Returns the directory the lowered crate `crate_name` is written to.
     pub(crate) fn crate_dir(&self, crate_name: &str) -> PathBuf {
         self.cache.join("crates").join(crate_name)

@@ -1,0 +1,207 @@
+//! One patch, many kernels: `kgraftc check` and `kgraftc build` with several `--kdir`.
+//!
+//! Each build directory (given several times, or as a quoted glob that kgraftc expands) is a
+//! target of its own: the patch is checked against it, and built into `-o DIR/RELEASE/NAME.ko`.
+//! A target where the patch does not apply is an error for that target, which its row of the
+//! table names; the others go on, and the exit status says whether any failed.
+
+use std::path::{Path, PathBuf};
+
+use crate::render::Ui;
+use crate::{BuildArgs, Failure};
+
+/// Whether `path` holds a glob character in any component.
+pub(crate) fn is_glob(path: &Path) -> bool {
+    path.to_string_lossy().contains(['*', '?'])
+}
+
+/// Whether `args` name several kernels.
+pub(crate) fn is_fleet(args: &crate::kernel_info::KernelArgs) -> bool {
+    args.kdirs.len() > 1 || args.kdirs.iter().any(|k| is_glob(k))
+}
+
+/// The build directories `kdirs` name, globs expanded (in order, each once); a glob that
+/// matches nothing is an error.
+pub(crate) fn expand(kdirs: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for kdir in kdirs {
+        let found = if is_glob(kdir) { glob(kdir) } else { vec![kdir.clone()] };
+        if found.is_empty() {
+            return Err(Failure::Fatal(format!("--kdir {} matches no kernel build directory", kdir.display())));
+        }
+        for k in found {
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The directories matching `pattern`, component by component, sorted; only those that hold a
+/// kernel build directory's `Makefile`.
+fn glob(pattern: &Path) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::new()];
+    for part in pattern.components() {
+        let text = part.as_os_str().to_string_lossy();
+        let mut next = Vec::new();
+        for base in &found {
+            if !text.contains(['*', '?']) {
+                next.push(base.join(part));
+                continue;
+            }
+            let dir = if base.as_os_str().is_empty() { Path::new(".") } else { base.as_path() };
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let mut names: Vec<String> =
+                entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect();
+            names.sort();
+            for name in names {
+                if !name.starts_with('.') && crate::linux::kdir::glob_match(text.as_bytes(), name.as_bytes()) {
+                    next.push(base.join(&name));
+                }
+            }
+        }
+        found = next;
+    }
+    found.retain(|p| p.join("Makefile").is_file());
+    found
+}
+
+/// One target's outcome.
+struct Row {
+    release: String,
+    kdir: PathBuf,
+    outcome: Result<String, String>,
+}
+
+/// Prints the table of outcomes and returns the exit: an error when any target failed.
+fn table(rows: &[Row], what: &str) -> Result<(), Failure> {
+    let width = rows.iter().map(|r| r.release.len()).max().unwrap_or(7).max(7);
+    let mut text = format!("{:<width$}  {}\n", "release", what);
+    for r in rows {
+        let cell = match &r.outcome {
+            Ok(ok) => ok.clone(),
+            Err(why) => format!("FAILED: {why}"),
+        };
+        text.push_str(&format!("{:<width$}  {cell}\n", r.release));
+    }
+    let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
+    text.push_str(&format!("{} of {} kernels: {}\n", rows.len() - failed, rows.len(), what));
+    crate::output::stdout(&text)?;
+    if failed > 0 {
+        for r in rows.iter().filter(|r| r.outcome.is_err()) {
+            eprintln!("error: the patch fails for {} ({})", r.release, r.kdir.display());
+        }
+        return Err(Failure::Reported);
+    }
+    Ok(())
+}
+
+/// Why one target failed, for its row (the details were printed as it ran).
+fn reason(failure: Failure) -> String {
+    match failure {
+        Failure::Reported => "the errors above".into(),
+        Failure::Fatal(message) => {
+            eprintln!("error: {message}");
+            message.lines().next().unwrap_or("").to_string()
+        }
+    }
+}
+
+/// The release of `kdir`, or the reason it is not a build directory.
+fn release(kdir: &Path) -> Result<String, String> {
+    crate::linux::kdir::find(Some(kdir)).map(|k| k.release).map_err(|e| {
+        let text = e.to_string();
+        eprintln!("error: {}", text.trim_start_matches("error: "));
+        text.trim_start_matches("error: ").lines().next().unwrap_or("").to_string()
+    })
+}
+
+/// `kgraftc check` against every kernel named.
+pub(crate) fn check(
+    file: &Path,
+    kernel: &crate::kernel_info::KernelArgs,
+    run: impl Fn(&crate::kernel_info::KernelArgs) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let _ = file;
+    let mut rows = Vec::new();
+    for kdir in expand(&kernel.kdirs)? {
+        let outcome = match release(&kdir) {
+            Ok(r) => {
+                eprintln!("== {r} ({})", kdir.display());
+                let outcome = run(&kernel.with_kdir(&kdir)).map(|()| "checked".to_string()).map_err(reason);
+                rows.push(Row { release: r, kdir, outcome });
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        rows.push(Row { release: kdir.display().to_string(), kdir, outcome });
+    }
+    table(&rows, "check")
+}
+
+/// `kgraftc build --target linux` for every kernel named: `-o DIR` gets `DIR/RELEASE/NAME.ko`.
+pub(crate) fn build(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
+    let checked = crate::load(&args.file, ui)?;
+    let name = checked.name().to_string();
+    let Some(dir) = &args.out else {
+        return Err(Failure::Fatal(
+            "building for several kernels writes a module per release: give -o DIR (each goes to DIR/RELEASE/)".into(),
+        ));
+    };
+    if dir.is_file() || dir.extension().is_some_and(|e| e == "ko") {
+        return Err(Failure::Fatal(format!(
+            "-o {} names a file: building for several kernels writes DIR/RELEASE/{name}.ko, give a directory",
+            dir.display()
+        )));
+    }
+    let mut rows = Vec::new();
+    for kdir in expand(&args.kernel.kdirs)? {
+        let release = match release(&kdir) {
+            Ok(r) => r,
+            Err(e) => {
+                rows.push(Row { release: kdir.display().to_string(), kdir, outcome: Err(e) });
+                continue;
+            }
+        };
+        eprintln!("== {release} ({})", kdir.display());
+        let out = dir.join(&release).join(format!("{name}.ko"));
+        let outcome = std::fs::create_dir_all(dir.join(&release))
+            .map_err(|e| Failure::io(format!("cannot create `{}`", dir.join(&release).display()), e))
+            .and_then(|()| {
+                let one = BuildArgs { kernel: args.kernel.with_kdir(&kdir), out: Some(out.clone()), ..args.clone() };
+                crate::build_linux::run(&one, ui)
+            })
+            .map(|()| out.display().to_string())
+            .map_err(reason);
+        rows.push(Row { release, kdir, outcome });
+    }
+    table(&rows, "module")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_expand_to_build_directories_in_order_once() {
+        let root = std::env::temp_dir().join(format!("kgraft-fleet-{}", std::process::id()));
+        for r in ["6.1.0-9-rt-amd64", "6.1.0-9-amd64", "6.12.1-amd64", "notes"] {
+            let build = root.join(r).join("build");
+            std::fs::create_dir_all(&build).expect("a directory");
+            if r != "notes" {
+                std::fs::write(build.join("Makefile"), "").expect("a file");
+            }
+        }
+        let all = expand(&[root.join("*/build")]).expect("matches");
+        let names: Vec<String> = all
+            .iter()
+            .map(|p| p.parent().and_then(Path::file_name).unwrap_or_default().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["6.1.0-9-amd64", "6.1.0-9-rt-amd64", "6.12.1-amd64"]);
+        let again = expand(&[root.join("6.1.*/build"), root.join("6.1.0-9-amd64/build")]).expect("matches");
+        assert_eq!(again.len(), 2, "each directory once: {again:?}");
+        assert!(matches!(expand(&[root.join("5.*/build")]), Err(Failure::Fatal(m)) if m.contains("matches no kernel")));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,160 @@
+//! One `.kgp`, many kernels: `patches/fleet_banner.kgp` checked and built with several `--kdir`
+//! for the installed 6.1 and the kernels `scripts/setup.sh kernels` unpacks under
+//! `target/kernels` (6.1 PREEMPT_RT and cloud, 6.12), and, with `KGRAFT_QEMU=1`, loaded under
+//! qemu on each of those with `kgraftc test`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The installed kernel's build directory and the fleet's under `target/kernels`, when there.
+fn kernels() -> Option<(PathBuf, Vec<PathBuf>)> {
+    let installed: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("build"))
+        .filter(|p| p.join("Makefile").is_file())
+        .collect();
+    let mut fleet: Vec<PathBuf> = std::fs::read_dir(root().join("target/kernels"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("build"))
+        .filter(|p| p.join("Makefile").is_file())
+        .collect();
+    fleet.sort();
+    if installed.len() != 1 || fleet.len() < 3 {
+        assert!(std::env::var_os("CI").is_none(), "CI has the fleet's kernels: scripts/setup.sh all");
+        eprintln!("no installed kernel or no fleet under target/kernels (scripts/setup.sh kernels): not run");
+        return None;
+    }
+    Some((installed[0].clone(), fleet))
+}
+
+/// The release `kdir` builds for, as its `utsrelease.h` says.
+fn release(kdir: &Path) -> String {
+    let text = std::fs::read_to_string(kdir.join("include/generated/utsrelease.h")).expect("utsrelease.h");
+    text.split('"').nth(1).expect("UTS_RELEASE").to_string()
+}
+
+fn kgraftc(args: &[&str]) -> (Option<i32>, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_kgraftc")).args(args).current_dir(root()).output().expect("kgraftc runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn one_source_builds_a_module_per_release_and_a_table_says_so() {
+    let Some((installed, fleet)) = kernels() else { return };
+    let out = std::env::temp_dir().join(format!("kgraft-fleet-test-{}", std::process::id()));
+    let installed_arg = installed.display().to_string();
+    // The fleet by a quoted glob, which kgraftc expands, and the installed kernel by name.
+    let (code, table, err) = kgraftc(&[
+        "build",
+        "--target",
+        "linux",
+        "--kdir",
+        &installed_arg,
+        "--kdir",
+        "target/kernels/*/build",
+        "patches/fleet_banner.kgp",
+        "-o",
+        out.to_str().expect("a UTF-8 path"),
+    ]);
+    assert_eq!(code, Some(0), "{table}{err}");
+    let all: Vec<&PathBuf> = std::iter::once(&installed).chain(&fleet).collect();
+    for kdir in &all {
+        let r = release(kdir);
+        let ko = out.join(&r).join("fleet_banner.ko");
+        assert!(
+            table.lines().any(|l| l.starts_with(&format!("{r} ")) && l.ends_with(&ko.display().to_string())),
+            "no row `{r} ... {}` in\n{table}",
+            ko.display()
+        );
+        let bytes = std::fs::read(&ko).expect("the module");
+        let vermagic = format!("vermagic={r} ");
+        assert!(bytes.windows(vermagic.len()).any(|w| w == vermagic.as_bytes()), "{} is for {r}", ko.display());
+    }
+    assert!(table.ends_with(&format!("{n} of {n} kernels: module\n", n = all.len())), "{table}");
+
+    // kgraft's own engine needs ftrace's direct-call interface of 6.1 to 6.4: 6.12 is refused
+    // for what it lacks, and the others still build; the exit status says one failed.
+    let (code, table, err) = kgraftc(&[
+        "build",
+        "--target",
+        "linux",
+        "--engine",
+        "kgraft",
+        "--kdir",
+        "target/kernels/*/build",
+        "patches/fleet_banner.kgp",
+        "-o",
+        out.join("kgraft").to_str().expect("a UTF-8 path"),
+    ]);
+    assert_eq!(code, Some(1), "{table}{err}");
+    for kdir in &fleet {
+        let r = release(kdir);
+        let row = table.lines().find(|l| l.starts_with(&r)).unwrap_or_else(|| panic!("no row for {r}: {table}"));
+        if r.starts_with("6.12") {
+            assert!(row.contains("FAILED: the kgraft engine calls ftrace's `register_ftrace_direct_multi`"), "{row}");
+        } else {
+            assert!(out.join("kgraft").join(&r).join("fleet_banner.ko").is_file(), "{row}");
+        }
+    }
+
+    // `check` takes the same targets; a directory that is no kernel's fails its own row.
+    let (code, table, err) =
+        kgraftc(&["check", "patches/fleet_banner.kgp", "--kdir", "target/kernels/*/build", "--kdir", "/nonexistent"]);
+    assert_eq!(code, Some(1), "{table}{err}");
+    assert_eq!(table.matches("  checked").count(), fleet.len(), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("/nonexistent ")
+            && l.ends_with("FAILED: /nonexistent is not a configured kernel build directory")),
+        "{table}"
+    );
+    // A command for one kernel says so.
+    let (code, _, err) = kgraftc(&["expand", "patches/fleet_banner.kgp", "--kdir", "target/kernels/*/build"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("acts on one kernel"), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Under qemu, on each kernel of the fleet: the module loads through the livepatch core, the
+/// banner names the running release, and unloading restores the original.
+#[test]
+fn the_module_of_each_release_runs_on_its_kernel_under_qemu() {
+    if std::env::var_os("KGRAFT_QEMU").is_none() {
+        eprintln!("KGRAFT_QEMU is not set: the fleet's kernels are not booted");
+        return;
+    }
+    let Some((_, fleet)) = kernels() else { return };
+    let dir = std::env::temp_dir().join(format!("kgraft-fleet-qemu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let script = dir.join("banner.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nfirst=\"$(head -n 1 /proc/cmdline)\"\necho \"$first\"\n[ \"$first\" = \"kgraft: fleet_banner for $(uname -r)\" ]\n",
+    )
+    .expect("the script");
+    for kdir in &fleet {
+        let (code, out, err) = kgraftc(&[
+            "test",
+            "patches/fleet_banner.kgp",
+            "--kdir",
+            kdir.to_str().expect("a UTF-8 path"),
+            "--script",
+            script.to_str().expect("a UTF-8 path"),
+        ]);
+        assert_eq!(code, Some(0), "{}: {out}{err}", release(kdir));
+        assert!(err.contains("passed: the script passed with fleet_banner applied"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
