@@ -2,7 +2,7 @@
 # `here`, `root`, `work` and `say`. Installs nothing.
 
 # Finds the kernel to boot and build against (KDIR, or the one kernel under /lib/modules; sets
-# `KDIR`, `release`, `kernel`), checks that qemu, busybox (static), cpio and the programs named
+# `KDIR`, `release`, `kernel`: /boot's image, or the one beside KDIR), checks that qemu, busybox (static), cpio and the programs named
 # as arguments are here, and builds kgraftc unless KGRAFTC names one (sets `busybox`, `KGRAFTC`).
 harness_setup() {
     tools="$*"
@@ -12,7 +12,9 @@ harness_setup() {
         KDIR=$1
     fi
     release=$(sed -n 's/.*UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h")
+    # A kernel of the fleet (scripts/setup.sh kernels) has its image beside its build directory.
     kernel=/boot/vmlinuz-$release
+    [ -r "$(dirname "$KDIR")/vmlinuz" ] && kernel=$(dirname "$KDIR")/vmlinuz
     [ -r "$kernel" ] || { say "no kernel image $kernel (apt-get install linux-image-amd64)"; exit 2; }
     for tool in qemu-system-x86_64 busybox cpio $tools; do
         command -v "$tool" > /dev/null || [ -x "/bin/$tool" ] || [ -x "/sbin/$tool" ] \

@@ -280,7 +280,8 @@ layout! {
 
 /// A constant whose value differs between the kernels a patch is built for: the layout file
 /// defines it from the target's own headers as a `u32` object named `symbol`, which the
-/// runtime reads ([`crate::shadow::gfp_atomic`]), instead of asserting one value.
+/// runtime reads ([`crate::shadow::gfp_atomic`]), instead of asserting one value. (For a helper
+/// of [`TARGET_HELPERS`], `c` is the whole definition.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TargetValue {
     /// The object's symbol.
@@ -296,7 +297,16 @@ pub const TARGET_VALUES: &[TargetValue] = &[TargetValue { symbol: "kgraft_gfp_at
 /// The kernel's inline helpers the runtime calls, each defined by the layout file as a function
 /// of the module from the target's own headers (C, one line each): the function an inline
 /// calls may change between releases where the inline does not.
-pub const TARGET_HELPERS: &[&str] = &["void *kgraft_kzalloc(size_t size) { return kzalloc(size, GFP_KERNEL); }"];
+pub const TARGET_HELPERS: &[TargetValue] = &[TargetValue {
+    symbol: "kgraft_kzalloc",
+    c: "void *kgraft_kzalloc(size_t size) { return kzalloc(size, GFP_KERNEL); }",
+}];
+
+/// The symbols the layout file defines for the runtime: the module defines them itself, so they
+/// are never the kernel's to resolve.
+pub fn target_symbols() -> impl Iterator<Item = &'static str> {
+    TARGET_VALUES.iter().chain(TARGET_HELPERS).map(|v| v.symbol)
+}
 
 /// Asserts at compile time that the Rust structure `$ty` has the size of the kernel structure
 /// `$s` of this module and its members at their offsets (and sizes, where given):

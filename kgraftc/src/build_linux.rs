@@ -74,17 +74,9 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let mut target = args.kernel.clone();
     target.kdirs = vec![prepared.kdir_path().to_path_buf()];
     let kernel = crate::check_kernel(&checked, &target, ui)?;
-    // kgraft's own engine redirects functions with ftrace's direct calls through the interface
-    // of Linux 6.1 to 6.4, which 6.5 replaced.
-    if engine == crate::Engine::Kgraft
-        && let Some(vmlinux) = kernel.as_ref().and_then(|k| k.objects.get("vmlinux")).filter(|o| o.has_btf)
-        && !vmlinux.functions.contains_key("register_ftrace_direct_multi")
-    {
-        return Err(Failure::Fatal(format!(
-            "the kgraft engine calls ftrace's `register_ftrace_direct_multi`, which {} does not have (Linux 6.5 \
-             replaced it): build this kernel's module with --engine klp",
-            prepared.kdir_release()
-        )));
+    // What kgraft's own engine is told of the target, from its BTF.
+    if engine == crate::Engine::Kgraft {
+        prepared.engine_defines = engine_defines(kernel.as_ref())?;
     }
     let lowered = crate::lower(&checked, kernel.as_ref(), ui)?;
     prepared.module_symbols = lowered.module_symbols.clone();
@@ -138,4 +130,59 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The defines that tell the kgraft engine's C what `kernel` offers where kernels differ:
+/// `KG_DIRECT_MULTI` when ftrace's direct calls go through `register_ftrace_direct_multi` (Linux
+/// 6.1 to 6.4; `register_ftrace_direct` of an ops after), `KG_KALLSYMS_MODULE` when a
+/// `kallsyms_on_each_symbol` callback takes the symbol's module (before 6.3). Read from the
+/// target's BTF; without it, the engine cannot be built safely.
+fn engine_defines(kernel: Option<&kgraft_lang::kernel::Kernel>) -> Result<Vec<String>, Failure> {
+    let Some((kernel, vmlinux)) = kernel.and_then(|k| Some((k, k.objects.get("vmlinux").filter(|o| o.has_btf)?)))
+    else {
+        return Err(Failure::Fatal(
+            "the kgraft engine is built for what the target kernel offers, which its BTF tells: give the target \
+             (--kdir with its image, or --vmlinux)"
+                .into(),
+        ));
+    };
+    let mut defines = Vec::new();
+    match (
+        vmlinux.functions.contains_key("register_ftrace_direct_multi"),
+        vmlinux.functions.contains_key("register_ftrace_direct"),
+    ) {
+        (true, _) => defines.push("KG_DIRECT_MULTI".to_string()),
+        (false, true) => {}
+        (false, false) => {
+            return Err(Failure::Fatal(format!(
+                "the kgraft engine redirects functions with ftrace's direct calls, which {} does not have \
+                 (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS): build its module with --engine klp",
+                kernel.release
+            )));
+        }
+    }
+    // The callback is the first parameter: a pointer to a prototype of 3 or 4 parameters.
+    let callback_params =
+        vmlinux.functions.get("kallsyms_on_each_symbol").and_then(|ids| kernel.proto(*ids.first()?)).and_then(|p| {
+            match kernel.ty(kernel.resolve(p.params.first()?.ty)) {
+                kgraft_lang::kernel::Ty::Ptr(to) => kernel.proto(kernel.resolve(*to)).map(|cb| cb.params.len()),
+                _ => None,
+            }
+        });
+    match callback_params {
+        Some(4) => defines.push("KG_KALLSYMS_MODULE".to_string()),
+        Some(3) => {}
+        other => {
+            return Err(Failure::Fatal(format!(
+                "the kgraft engine walks kallsyms with kallsyms_on_each_symbol, whose callback in {} {}: build its \
+                 module with --engine klp",
+                kernel.release,
+                match other {
+                    None => "its BTF does not describe".to_string(),
+                    Some(n) => format!("takes {n} parameters, which the engine does not know"),
+                }
+            )));
+        }
+    }
+    Ok(defines)
 }

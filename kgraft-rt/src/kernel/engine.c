@@ -255,6 +255,30 @@ static bool kg_set_universe(struct task_struct *t, u8 u)
 	return ok;
 }
 
+/* ---- what differs between kernels ------------------------------------------------------ */
+
+/*
+ * The engine builds for every kernel of a fleet from this one file. What differs is told by the
+ * target itself: by its headers' macros, or by kgraftc from its BTF (KG_DIRECT_MULTI: ftrace's
+ * direct calls through register_ftrace_direct_multi, Linux 6.1 to 6.4, where 6.5 on has
+ * register_ftrace_direct of an ops; KG_KALLSYMS_MODULE: a kallsyms_on_each_symbol callback that
+ * takes the symbol's module, before 6.3). Never by a version number.
+ */
+#ifdef ftrace_regs_set_instruction_pointer
+#define kg_set_ip(fregs, ip) ftrace_regs_set_instruction_pointer(fregs, ip)
+#else
+#define kg_set_ip(fregs, ip) ftrace_instruction_pointer_set(fregs, ip)
+#endif
+
+#ifdef KG_DIRECT_MULTI
+#define kg_register_direct(ops, addr) register_ftrace_direct_multi(ops, addr)
+#define kg_unregister_direct(ops, addr) unregister_ftrace_direct_multi(ops, addr)
+#else
+/* The ops' filter is freed with it: kg_direct_on sets a new one on a cleared ops. */
+#define kg_register_direct(ops, addr) register_ftrace_direct(ops, addr)
+#define kg_unregister_direct(ops, addr) unregister_ftrace_direct(ops, addr, true)
+#endif
+
 /* ---- the reality check ----------------------------------------------------------------- */
 
 static void notrace kg_check(unsigned long ip, unsigned long parent_ip, struct ftrace_ops *ops,
@@ -270,9 +294,9 @@ static void notrace kg_check(unsigned long ip, unsigned long parent_ip, struct f
 		u = __this_cpu_read(kg_cpu_u);
 	if (u) {
 		if (!site->nop)
-			ftrace_instruction_pointer_set(fregs, site->new_addr);
+			kg_set_ip(fregs, site->new_addr);
 	} else if (site->below_addr)
-		ftrace_instruction_pointer_set(fregs, site->below_addr);
+		kg_set_ip(fregs, site->below_addr);
 	preempt_enable_notrace();
 }
 
@@ -504,7 +528,7 @@ static int kg_check_on(struct kg_site *s)
 static void kg_direct_off(struct kg_site *s)
 {
 	if (s->direct_on) {
-		unregister_ftrace_direct_multi(&s->direct, s->direct_addr);
+		kg_unregister_direct(&s->direct, s->direct_addr);
 		s->direct_on = false;
 	}
 }
@@ -518,7 +542,7 @@ static int kg_direct_on(struct kg_site *s)
 	ret = ftrace_set_filter_ip(&s->direct, s->ip, 0, 0);
 	if (ret)
 		return ret;
-	ret = register_ftrace_direct_multi(&s->direct, s->direct_addr);
+	ret = kg_register_direct(&s->direct, s->direct_addr);
 	if (ret) {
 		ftrace_set_filter_ip(&s->direct, s->ip, 1, 0);
 		return ret;
@@ -1596,7 +1620,11 @@ struct kg_relocs_head kgraft_relocs __section(".kgraft.relocs") __aligned(8) __u
 	.record_size = sizeof(struct kg_reloc),
 };
 
+#ifdef KG_KALLSYMS_MODULE
 static int (*kg_on_each_symbol)(int (*fn)(void *, const char *, struct module *, unsigned long), void *data);
+#else
+static int (*kg_on_each_symbol)(int (*fn)(void *, const char *, unsigned long), void *data);
+#endif
 static struct module *(*kg_find_module)(const char *name);
 static void *(*kg_text_poke_copy)(void *addr, const void *opcode, size_t len);
 
@@ -1637,12 +1665,21 @@ static void kg_count_symbol(struct kg_search *s, const char *name, unsigned long
 	}
 }
 
+#ifdef KG_KALLSYMS_MODULE
 static int kg_vmlinux_symbol(void *data, const char *name, struct module *mod, unsigned long addr)
 {
 	if (!mod)
 		kg_count_symbol(data, name, addr);
 	return 0;
 }
+#else
+/* The walk covers vmlinux only. */
+static int kg_vmlinux_symbol(void *data, const char *name, unsigned long addr)
+{
+	kg_count_symbol(data, name, addr);
+	return 0;
+}
+#endif
 
 /*
  * Counts the symbols of `w` in `object` (NULL: vmlinux), in kallsyms order: vmlinux's table, or

@@ -62,7 +62,7 @@ fn layout_c_for(facts: &[kgraft_rt::layout::Fact], kgraft: bool) -> String {
         c += &format!("const unsigned int {} = ({});\n", v.symbol, v.c);
     }
     for helper in kgraft_rt::layout::TARGET_HELPERS {
-        c += helper;
+        c += helper.c;
         c.push('\n');
     }
     if !core.is_empty() {
@@ -77,8 +77,12 @@ fn layout_c_for(facts: &[kgraft_rt::layout::Fact], kgraft: bool) -> String {
 
 /// The kgraft engine's C half is compiled into the module: it applies the patch itself, and
 /// the module is no livepatch module (no `livepatch=Y`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KgraftEngine;
+#[derive(Clone, Debug)]
+pub(crate) struct KgraftEngine {
+    /// The C defines that tell `engine.c` what the target offers (from its BTF), e.g.
+    /// `KG_DIRECT_MULTI`.
+    pub(crate) defines: Vec<String>,
+}
 
 /// Links the module `name` from the object already written to `build_dir` (and the patch's
 /// C file, compiled here) and returns the `.ko` with kbuild's standard error (gcc's warnings);
@@ -89,15 +93,19 @@ pub(crate) fn link(
     kdir: &Path,
     unresolved: bool,
     c: Option<&CFile<'_>>,
-    kgraft: Option<KgraftEngine>,
+    kgraft: Option<&KgraftEngine>,
 ) -> Result<(PathBuf, String), Error> {
     let mut makefile = format!(
         "# Written by kgraftc: the patch module `{name}`.\nobj-m := {name}.o\n{name}-y := {name}_rust.o kgraft_layout.o\n"
     );
     let engine_path = build_dir.join("kgraft_engine.c");
-    if kgraft.is_some() {
+    if let Some(engine) = kgraft {
         // The engine's own functions must not be traced: its reality check runs inside ftrace.
         makefile += &format!("{name}-y += kgraft_engine.o\nCFLAGS_REMOVE_kgraft_engine.o = $(CC_FLAGS_FTRACE)\n");
+        if !engine.defines.is_empty() {
+            let flags: Vec<String> = engine.defines.iter().map(|d| format!("-D{d}")).collect();
+            makefile += &format!("CFLAGS_kgraft_engine.o := {}\n", flags.join(" "));
+        }
         write_if_changed(&engine_path, kgraft_rt::csrc::KERNEL_ENGINE.as_bytes())?;
     } else {
         let _ = std::fs::remove_file(&engine_path);
@@ -166,7 +174,7 @@ pub(crate) fn link(
 
 /// Checks the module's `.modinfo` with `modinfo`: name, `livepatch=Y` (none with the kgraft
 /// engine), GPL, the release.
-pub(crate) fn verify(ko: &Path, name: &str, release: &str, kgraft: Option<KgraftEngine>) -> Result<(), Error> {
+pub(crate) fn verify(ko: &Path, name: &str, release: &str, kgraft: Option<&KgraftEngine>) -> Result<(), Error> {
     let field = |f: &str| -> Result<String, Error> {
         let out = run(Command::new("modinfo").arg("-F").arg(f).arg(ko), "modinfo (from kmod)")?;
         Ok(out.trim().to_string())

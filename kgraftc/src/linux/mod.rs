@@ -108,6 +108,8 @@ pub(crate) struct Prepared {
     pub(crate) vmlinux_functions: Option<std::collections::BTreeSet<String>>,
     /// The symbols of each module the patch replaces functions of, when they were read.
     pub(crate) module_symbol_names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// What the kgraft engine's C is told of the target (`KG_DIRECT_MULTI`, ...).
+    pub(crate) engine_defines: Vec<String>,
     /// Each object's symbol names in kallsyms order, where they were read (for `sympos`).
     pub(crate) kallsyms: std::collections::BTreeMap<String, Vec<String>>,
     /// Held for the whole build: two builds sharing the cache would overwrite each other's
@@ -135,6 +137,7 @@ pub(crate) fn prepare(kdir: Option<&Path>, kernel_glob: Option<&str>) -> Result<
         vmlinux_functions: None,
         module_symbol_names: std::collections::BTreeMap::new(),
         kallsyms: std::collections::BTreeMap::new(),
+        engine_defines: Vec::new(),
         _cache_lock,
     })
 }
@@ -148,11 +151,6 @@ impl Prepared {
     /// The kernel build directory found.
     pub(crate) fn kdir_path(&self) -> &Path {
         &self.kdir.path
-    }
-
-    /// The release the build directory builds for.
-    pub(crate) fn kdir_release(&self) -> &str {
-        &self.kdir.release
     }
 
     /// Returns the directory the lowered crate `crate_name` is written to.
@@ -196,6 +194,8 @@ impl Prepared {
             .filter(|s| s != "__this_module" && !symvers.contains(s) && !s.starts_with("__kgraft_c_"))
             // The kgraft engine's C half, linked into the same module.
             .filter(|s| !(kgraft && s.starts_with("kg_")))
+            // The layout file's values and helpers, linked into every module.
+            .filter(|s| !kgraft_rt::layout::target_symbols().any(|t| t == s))
             .collect();
         // The patch's Rust code is compiled with retpolines and return thunks, as Debian builds
         // its kernels, and calls the kernel's thunks, which such a kernel exports. A kernel built
@@ -212,7 +212,8 @@ impl Prepared {
 
         self.progress.step("linking through kbuild");
         let unresolved = !unexported.is_empty() || c.is_some();
-        let engine = kgraft.then_some(kbuild::KgraftEngine);
+        let engine = kgraft.then(|| kbuild::KgraftEngine { defines: self.engine_defines.clone() });
+        let engine = engine.as_ref();
         let linked = match kbuild::link(name, &build_dir, &kdir.path, unresolved, c.as_ref(), engine) {
             Ok((linked, output)) => {
                 if let Some(c) = &c {
