@@ -326,6 +326,14 @@ differently (tcp_bic's is 24 bytes, vmlinux's tcp_cubic one 60); or one object's
 different types of that name. kgraftc does not guess: a wrong guess writes the wrong field of a
 live kernel. Use the name in one object's code, or patch the objects in separate patches."
 
+    E0048 "a function the patch calls that the target kernel does not have"
+"The linked module calls a function that is neither exported nor a function of the target's
+vmlinux (or of a module the patch names): the load would fail. A static helper of a kernel
+file that the kernel's compiler inlined everywhere has no symbol: copy its definition into the
+`c { }` item (`kgraftc from-diff` does this, and `kgraftc check --ksrc` tells which helpers
+those are). Otherwise the name is misspelt: the message names the closest function the kernel
+has. The label points at the name's first use in the `.kgp`."
+
     E0045 "a type the target kernel does not have"
 "A type named in the patch is not a struct, union, enum or typedef of the target kernel's BTF.
 It stays opaque: pointers to it can be passed around, but it has no fields. Check the spelling;

@@ -45,7 +45,12 @@ pub mod from_diff_codes {
 }
 pub use cbody::{CUnit, SYMPOS_SECTION};
 pub use diagnostic::{Diagnostic, Diagnostics, Label, Severity, SourceFile, Span};
+/// The codes of the checks `kgraftc build` makes on the linked module.
+pub mod build_codes {
+    pub use crate::codes::E0048;
+}
 pub use lower::{LineMap, Lowered};
+pub use prototype::closest;
 
 /// The largest source accepted, in bytes; a reader need not read more than one byte past it.
 pub const MAX_SOURCE_LEN: usize = parse::MAX_SOURCE_LEN;

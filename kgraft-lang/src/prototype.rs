@@ -159,7 +159,7 @@ fn module_span(file: &File, name: &str) -> Option<Span> {
 const MAX_SUGGESTIONS: usize = 32;
 
 /// The name closest to `word`, if one is close enough to be a typo.
-pub(crate) fn closest<'a>(word: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub fn closest<'a>(word: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.len() / 3).clamp(1, 3);
     // A cheap bound first: an edit changes the count of at most two characters by one each, so
     // names whose character counts differ from the word's by more than twice the limit are far.

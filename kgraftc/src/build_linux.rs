@@ -121,7 +121,15 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         report: &report,
     });
     let kdir = prepared.kdir_path().to_path_buf();
-    let out = prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(fatal)?;
+    let known: Vec<String> = prepared.vmlinux_functions.iter().flatten().cloned().collect();
+    let out = prepared.finish(checked.name(), archive, &crate_name, args.out.as_deref(), c).map_err(|e| {
+        if e.missing.is_empty() {
+            return fatal(e);
+        }
+        let release = prepared_release(&kdir);
+        ui.emit(&checked.source, &missing_functions(&checked.source, &e.missing, &known, &release));
+        Failure::Reported
+    })?;
     if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {
         // A module that should have been signed is not left behind unsigned.
         if let Err(e) = crate::sign::sign(&kdir, key, cert, &out) {
@@ -185,4 +193,46 @@ fn engine_defines(kernel: Option<&kgraft_lang::kernel::Kernel>) -> Result<Vec<St
         }
     }
     Ok(defines)
+}
+
+/// The release of the build directory `kdir`, for messages.
+fn prepared_release(kdir: &std::path::Path) -> String {
+    linux::kdir::find(Some(kdir)).map(|k| k.release).unwrap_or_else(|_| "the target".into())
+}
+
+/// One `E0048` per function the module calls that the target lacks: at the name's first use
+/// in the `.kgp` (a C body, a `c { }` item or an `extern` block), with the kernel function of
+/// the closest name.
+fn missing_functions(
+    source: &kgraft_lang::SourceFile,
+    missing: &[String],
+    known: &[String],
+    release: &str,
+) -> Vec<kgraft_lang::Diagnostic> {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let text = source.text.as_bytes();
+    missing
+        .iter()
+        .map(|name| {
+            let at = source.text.match_indices(name.as_str()).map(|(i, _)| i).find(|&i| {
+                let before = i.checked_sub(1).and_then(|j| text.get(j)).is_some_and(|&b| ident(b));
+                let after = text.get(i + name.len()).is_some_and(|&b| ident(b));
+                !before && !after
+            });
+            let mut d = kgraft_lang::Diagnostic::error(
+                kgraft_lang::build_codes::E0048,
+                format!("`{name}` is not a function of {release}: the module could not be loaded"),
+            );
+            if let Some(at) = at {
+                d = d.primary(kgraft_lang::Span::new(at, at + name.len()), "called here");
+            }
+            match kgraft_lang::closest(name, known.iter().map(String::as_str)) {
+                Some(near) => d.help(format!("did you mean `{near}`?")),
+                None => d.help(
+                    "a static function the kernel's compiler inlined everywhere has no symbol: copy its definition \
+                     into the `c { }` item (`kgraftc from-diff` does this; `kgraftc check --ksrc` tells which)",
+                ),
+            }
+        })
+        .collect()
 }

@@ -549,21 +549,36 @@ fn a_static_helper_declared_instead_of_copied_is_refused_at_build() {
         .status()
         .expect("tar runs");
     assert!(tar.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
-        .args(["build", "--target", "linux", "--kdir"])
-        .arg(&kdir)
-        .arg("--ksrc")
-        .arg(&ksrc)
-        .arg("-o")
-        .arg(dir.join("declared.ko"))
-        .arg(&bad)
-        .output()
-        .expect("kgraftc runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("error: the patch calls `show_val_kb`, which 6.1.0-"), "{err}");
-    assert!(err.contains("has no function of that name"), "{err}");
+    // Builds `kgp` into `kgp.ko`; returns the exit status and standard error.
+    let build = |kgp: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+            .args(["build", "--target", "linux", "--kdir"])
+            .arg(&kdir)
+            .arg("--ksrc")
+            .arg(&ksrc)
+            .arg("-o")
+            .arg(kgp.with_extension("ko"))
+            .arg(kgp)
+            .output()
+            .expect("kgraftc runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = build(&bad);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error[E0048]: `show_val_kb` is not a function of 6.1.0-"), "{err}");
+    // At the name's first use in the `.kgp`: its declaration in the `c` item.
+    let line = declared_line(&std::fs::read_to_string(&bad).expect("the .kgp"), "void show_val_kb(");
+    assert!(err.contains(&format!("declared.kgp:{line}:")), "line {line}: {err}");
+    assert!(err.contains("copy its definition"), "{err}");
     assert!(!dir.join("declared.ko").exists());
+    // A misspelt kernel function (declared and called so) gets the kernel's own name.
+    let misspelt = dir.join("misspelt.kgp");
+    assert!(text.contains("arch_report_meminfo(m);"), "{text}");
+    std::fs::write(&misspelt, text.replace("arch_report_meminfo", "arch_report_memnfo")).expect("a temporary file");
+    let (code, err) = build(&misspelt);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error[E0048]: `arch_report_memnfo` is not a function of"), "{err}");
+    assert!(err.contains("did you mean `arch_report_meminfo`?"), "{err}");
     // `kgraftc check --ksrc` says so before any build, and what the generated patch does right.
     let check = |kgp: &Path| {
         let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
@@ -588,4 +603,9 @@ fn a_static_helper_declared_instead_of_copied_is_refused_at_build() {
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("the patch carries a copy: right"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The 1-based line of `text`'s first line that contains `needle`.
+fn declared_line(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("the line") + 1
 }

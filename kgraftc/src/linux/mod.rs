@@ -25,12 +25,15 @@ pub(crate) struct Error {
     /// Whether the failure was already reported as diagnostics on the `.kgp` source (gcc's
     /// errors in a C body).
     pub(crate) reported: bool,
+    /// The functions the module calls that the target does not have, for diagnostics at their
+    /// use in the `.kgp`.
+    pub(crate) missing: Vec<String>,
 }
 
 impl Error {
     /// Returns an error with only a message.
     fn new(message: impl Into<String>) -> Error {
-        Error { message: message.into(), detail: None, help: None, reported: false }
+        Error { message: message.into(), detail: None, help: None, reported: false, missing: Vec::new() }
     }
 
     /// Adds a help line.
@@ -262,15 +265,19 @@ impl Prepared {
                 .map(String::as_str)
                 .collect();
             if !missing.is_empty() {
-                return Err(Error::new(format!(
-                    "the patch calls {}, which {} has no function of that name",
-                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
-                    kdir.release
-                ))
-                .help(
-                    "a static function the kernel's compiler inlined everywhere has no symbol: copy its definition \
+                let names = missing.iter().map(|m| m.to_string()).collect();
+                return Err(Error {
+                    missing: names,
+                    ..Error::new(format!(
+                        "the patch calls {}, which {} has no function of that name",
+                        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                        kdir.release
+                    ))
+                    .help(
+                        "a static function the kernel's compiler inlined everywhere has no symbol: copy its definition \
                      into the `c { }` item (`kgraftc from-diff` does this); otherwise check the name",
-                ));
+                    )
+                });
             }
         }
         let positions = self.positions(c.as_ref(), &build_dir, name, &unexported)?;
