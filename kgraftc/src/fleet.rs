@@ -1,4 +1,4 @@
-//! One patch, many kernels: `kgraftc check` and `kgraftc build` with several `--kdir`.
+//! One patch, many kernels: `kgraftc check`, `build` and `package` with several `--kdir`.
 //!
 //! Each build directory (given several times, or as a quoted glob that kgraftc expands) is a
 //! target of its own: the patch is checked against it, and built into `-o DIR/RELEASE/NAME.ko`.
@@ -177,6 +177,48 @@ pub(crate) fn build(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         rows.push(Row { release, kdir, outcome });
     }
     table(&rows, "module")
+}
+
+/// `kgraftc package` for every kernel named: `-o DIR` gets one package per release, named
+/// `PKG-RELEASE` (a repository can hold them all; each machine installs the one of its running
+/// kernel, `PKG-$(uname -r)`, and each loads only on its exact release).
+pub(crate) fn package(args: &crate::package::PackageArgs, ui: &Ui) -> Result<(), Failure> {
+    let checked = crate::load(&args.file, ui)?;
+    let base = args.name.clone().unwrap_or_else(|| crate::package::default_name(checked.name()));
+    let dir = &args.out;
+    if dir.is_file() || dir.extension().is_some_and(|e| e == "deb" || e == "rpm") {
+        return Err(Failure::Fatal(format!(
+            "-o {} names a file: packaging for several kernels writes a package per release, give a directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Failure::io(format!("cannot create `{}`", dir.display()), e))?;
+    let ext = match args.format {
+        crate::package::Format::Deb => "deb",
+        crate::package::Format::Rpm => "rpm",
+    };
+    let mut rows = Vec::new();
+    for kdir in expand(&args.kernel.kdirs)? {
+        let release = match release(&kdir) {
+            Ok(r) => r,
+            Err(e) => {
+                rows.push(Row { release: kdir.display().to_string(), kdir, outcome: Err(e) });
+                continue;
+            }
+        };
+        eprintln!("== {release} ({})", kdir.display());
+        let pkg = format!("{base}-{}", release.to_lowercase());
+        let out = dir.join(format!("{pkg}_{}.{ext}", args.pkg_version));
+        let one = crate::package::PackageArgs {
+            kernel: args.kernel.with_kdir(&kdir),
+            name: Some(pkg),
+            out: out.clone(),
+            ..args.clone()
+        };
+        let outcome = crate::package::run(&one, ui).map(|()| out.display().to_string()).map_err(reason);
+        rows.push(Row { release, kdir, outcome });
+    }
+    table(&rows, "package")
 }
 
 #[cfg(test)]

@@ -347,10 +347,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             args.kernel.single("test")?;
             guest_test::run(&args, &ui)
         }
-        Command::Package(args) => {
-            args.kernel.single("package")?;
-            package::run(&args, &ui)
-        }
+        Command::Package(args) if fleet::is_fleet(&args.kernel) => fleet::package(&args, &ui),
+        Command::Package(args) => package::run(&args, &ui),
         Command::FromDiff(args) => {
             args.kernel.single("from-diff")?;
             fromdiff::run(&args, &ui)

@@ -39,7 +39,7 @@ pub(crate) enum Format {
 }
 
 /// The arguments of `kgraftc package`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub(crate) struct PackageArgs {
     /// The `.kgp` file.
     pub(crate) file: PathBuf,
@@ -52,11 +52,13 @@ pub(crate) struct PackageArgs {
     /// The package format.
     #[arg(long, value_enum)]
     pub(crate) format: Format,
-    /// The package file to write.
+    /// The package file to write (for several kernels, a directory: one package per release,
+    /// named `PKG-RELEASE`).
     #[arg(short, long)]
     pub(crate) out: PathBuf,
     /// The package name (default: `kgraft-patch-NAME`, `_` spelled `-`); keep it across
-    /// versions of a fix so that an upgrade replaces the loaded patch.
+    /// versions of a fix so that an upgrade replaces the loaded patch. For several kernels,
+    /// each package is named `NAME-RELEASE`.
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// The package version.
@@ -75,6 +77,12 @@ pub(crate) struct PackageArgs {
     /// klp): the package's scripts drive it through that engine's sysfs files.
     #[arg(long, value_enum)]
     pub(crate) engine: Option<crate::Engine>,
+}
+
+/// The package name of the patch `patch` when none is given: `kgraft-patch-NAME`, `_` spelled
+/// `-`.
+pub(crate) fn default_name(patch: &str) -> String {
+    format!("kgraft-patch-{}", patch.replace('_', "-").to_lowercase())
 }
 
 /// The helper: `load` and `unload`, with the kernel's tools and sysfs only.
@@ -495,10 +503,7 @@ pub(crate) fn run(args: &PackageArgs, ui: &Ui) -> Result<(), Failure> {
     // `-o` naming an input would destroy it.
     crate::output::refuse_input(&args.out, &build.inputs()).map_err(Failure::Fatal)?;
     let checked = crate::load(&args.file, ui)?;
-    let pkg = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("kgraft-patch-{}", checked.name().replace('_', "-").to_lowercase()));
+    let pkg = args.name.clone().unwrap_or_else(|| default_name(checked.name()));
     if !valid_package_name(&pkg) {
         return Err(Failure::Fatal(format!(
             "`{pkg}` is not a package name: lower-case letters, digits, `-`, `+` and `.`, two characters or more"

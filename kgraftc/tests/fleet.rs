@@ -1,4 +1,4 @@
-//! One `.kgp`, many kernels: `patches/fleet_banner.kgp` checked and built with several `--kdir`
+//! One `.kgp`, many kernels: `patches/fleet_banner.kgp` checked, built and packaged with several `--kdir`
 //! for the installed 6.1 and the kernels `scripts/setup.sh kernels` unpacks under
 //! `target/kernels` (6.1 PREEMPT_RT and cloud, 6.12), and, with `KGRAFT_QEMU=1`, loaded under
 //! qemu on each of those with `kgraftc test`.
@@ -105,6 +105,33 @@ fn one_source_builds_a_module_per_release_and_a_table_says_so() {
         assert!(out.join("kgraft").join(&r).join("fleet_banner.ko").is_file(), "{r}: {table}");
     }
 
+    // One package per release, named by it, each depending on its own kernel and holding its
+    // module under that release's tree: a repository holds them all side by side.
+    let (code, table, err) = kgraftc(&[
+        "package",
+        "--format",
+        "deb",
+        "--kdir",
+        "target/kernels/*/build",
+        "patches/fleet_banner.kgp",
+        "-o",
+        out.join("debs").to_str().expect("a UTF-8 path"),
+    ]);
+    assert_eq!(code, Some(0), "{table}{err}");
+    for kdir in &fleet {
+        let r = release(kdir);
+        let deb = out.join("debs").join(format!("kgraft-patch-fleet-banner-{r}_1.deb"));
+        let field = |name: &str| {
+            let o = Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name).output().expect("dpkg-deb runs");
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        assert_eq!(field("Package"), format!("kgraft-patch-fleet-banner-{r}"), "{table}");
+        assert!(field("Depends").starts_with(&format!("linux-image-{r} ")), "{}", field("Depends"));
+        let list = Command::new("dpkg-deb").arg("-c").arg(&deb).output().expect("dpkg-deb runs");
+        let list = String::from_utf8_lossy(&list.stdout);
+        assert!(list.contains(&format!("./lib/modules/{r}/updates/kgraft/fleet_banner.ko")), "{list}");
+    }
+
     // `check` takes the same targets; a directory that is no kernel's fails its own row.
     let (code, table, err) =
         kgraftc(&["check", "patches/fleet_banner.kgp", "--kdir", "target/kernels/*/build", "--kdir", "/nonexistent"]);
@@ -116,7 +143,8 @@ fn one_source_builds_a_module_per_release_and_a_table_says_so() {
         "{table}"
     );
     // A command for one kernel says so.
-    let (code, _, err) = kgraftc(&["expand", "patches/fleet_banner.kgp", "--kdir", "target/kernels/*/build"]);
+    let (code, _, err) =
+        kgraftc(&["test", "patches/fleet_banner.kgp", "--kdir", "target/kernels/*/build", "--script", "/bin/true"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("acts on one kernel"), "{err}");
     let _ = std::fs::remove_dir_all(&out);

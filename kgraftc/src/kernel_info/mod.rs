@@ -25,8 +25,9 @@ use crate::Failure;
 #[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct KernelArgs {
     /// The kernel build directory of the target (`/lib/modules/R/build`): names the release
-    /// whose BTF, symbols and modules the patch is checked against. `check` and `build` take it
-    /// more than once, and as a quoted glob (`'target/kernels/*/build'`): one target each.
+    /// whose BTF, symbols and modules the patch is checked against. `check`, `build` and
+    /// `package` take it more than once, and as a quoted glob (`'target/kernels/*/build'`): one
+    /// target each.
     #[arg(long = "kdir", value_name = "DIR")]
     pub(crate) kdirs: Vec<PathBuf>,
     /// A vmlinux with BTF (and, when it has them, symbols and fentry sites), instead of the
@@ -66,8 +67,8 @@ impl KernelArgs {
     pub(crate) fn single(&self, command: &str) -> Result<(), Failure> {
         if self.kdirs.len() > 1 || self.kdirs.iter().any(|k| crate::fleet::is_glob(k)) {
             return Err(Failure::Fatal(format!(
-                "`kgraftc {command}` acts on one kernel: give one --kdir (`kgraftc check` and `kgraftc build` take \
-                 several)"
+                "`kgraftc {command}` acts on one kernel: give one --kdir (`kgraftc check`, `build` and `package` \
+                 take several)"
             )));
         }
         Ok(())
