@@ -263,14 +263,8 @@ fn symbols(file: &object::File<'_>) -> Result<Option<BTreeMap<String, Symbol>>, 
 mod tests {
     use super::*;
 
-    /// A bzImage whose payload decompresses to more than a kernel could be is refused before it
-    /// takes the memory it asks for.
-    #[test]
-    fn a_payload_too_large_for_a_kernel_is_refused() {
-        use std::io::Write;
-        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 0);
-        xz.write_all(&vec![0u8; 64 << 20]).expect("compressed");
-        let payload = xz.finish().expect("compressed");
+    /// A bzImage around `payload`, as the kernel's build lays it out.
+    fn bzimage(payload: &[u8]) -> Vec<u8> {
         let setup_sects = 4usize;
         let start = (setup_sects + 1) * 512;
         let mut image = vec![0u8; start];
@@ -278,7 +272,46 @@ mod tests {
         image[0x202..0x206].copy_from_slice(b"HdrS");
         image[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
         image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        image.extend_from_slice(&payload);
+        image.extend_from_slice(payload);
+        image
+    }
+
+    /// The payloads of Debian's cloud (lz4, legacy frames) and 6.12 (zstd) kernels, each with
+    /// the decompressed size the build appends, read back whole and bounded.
+    #[test]
+    fn lz4_and_zstd_payloads_are_read_and_bounded() {
+        let kernel: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 251) as u8 ^ (i >> 13) as u8).collect();
+        let size = (kernel.len() as u32).to_le_bytes();
+        // lz4: the magic, then blocks of at most 8 MiB, each after its compressed size.
+        let mut lz4 = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
+        for block in kernel.chunks(LZ4_LEGACY_BLOCK) {
+            let c = lz4_flex::block::compress(block);
+            lz4.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            lz4.extend_from_slice(&c);
+        }
+        lz4.extend_from_slice(&size);
+        assert_eq!(decompress_bzimage_to(&bzimage(&lz4), 64 << 20).as_deref(), Ok(&kernel[..]));
+        let e = decompress_bzimage_to(&bzimage(&lz4), 4 << 20).expect_err("bounded");
+        assert!(e.contains("more than 4 MiB"), "{e}");
+        // zstd: one frame.
+        let mut zstd = ruzstd::encoding::compress_to_vec(&kernel[..], ruzstd::encoding::CompressionLevel::Fastest);
+        zstd.extend_from_slice(&size);
+        assert_eq!(decompress_bzimage_to(&bzimage(&zstd), 64 << 20).as_deref(), Ok(&kernel[..]));
+        let e = decompress_bzimage_to(&bzimage(&zstd), 4 << 20).expect_err("bounded");
+        assert!(e.contains("more than 4 MiB"), "{e}");
+        // Another compressor is named by its magic.
+        let e = decompress_bzimage_to(&bzimage(b"\x1f\x8b\x08\x00rest"), 64 << 20).expect_err("gzip");
+        assert!(e.contains("starts with 1f 8b 08 00"), "{e}");
+    }
+
+    /// A bzImage whose payload decompresses to more than a kernel could be is refused before it
+    /// takes the memory it asks for.
+    #[test]
+    fn a_payload_too_large_for_a_kernel_is_refused() {
+        use std::io::Write;
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 0);
+        xz.write_all(&vec![0u8; 64 << 20]).expect("compressed");
+        let image = bzimage(&xz.finish().expect("compressed"));
         match decompress_bzimage_to(&image, 16 << 20) {
             Err(e) => assert!(e.contains("more than 16 MiB: not a kernel"), "{e}"),
             Ok(k) => panic!("read whole: {} bytes", k.len()),
