@@ -1784,7 +1784,19 @@ overflow:
 	return -ERANGE;
 }
 
-/* Checks the table kgraftc wrote: its version, each record's type and place. */
+/* More records than any patch has: a count past it is no table kgraftc wrote. */
+#define KG_RELOCS_MAX (1u << 20)
+
+/* Whether [addr, addr + len) lies inside this module's memory. */
+static bool kg_in_module(unsigned long addr, unsigned long len)
+{
+	return len && within_module(addr, THIS_MODULE) && within_module(addr + len - 1, THIS_MODULE);
+}
+
+/*
+ * Checks the table kgraftc wrote: its version, that its records lie in the module, and each
+ * record's type, the bytes its place covers and its two strings.
+ */
 static int kg_relocs_check(void)
 {
 	const struct kg_reloc *r = kg_relocs();
@@ -1796,7 +1808,19 @@ static int kg_relocs_check(void)
 		       kg_patch_name, KG_RELOCS_VERSION);
 		return -EINVAL;
 	}
+	if (n > KG_RELOCS_MAX || (n && !kg_in_module((unsigned long)r, n * sizeof(*r)))) {
+		pr_err("kgraft: %s: the relocation table's %u records do not lie in the patch module\n", kg_patch_name,
+		       n);
+		return -EINVAL;
+	}
 	for (i = 0; i < n; i++) {
+		unsigned long width = r[i].type == R_X86_64_64 || r[i].type == R_X86_64_PC64 ? 8 : 4;
+
+		if (!kg_in_module((unsigned long)r[i].name, 1) || !kg_in_module((unsigned long)r[i].object, 1)) {
+			pr_err("kgraft: %s: relocation record %u names a string outside the patch module\n",
+			       kg_patch_name, i);
+			return -EINVAL;
+		}
 		switch (r[i].type) {
 		case R_X86_64_64:
 		case R_X86_64_PC64:
@@ -1810,7 +1834,7 @@ static int kg_relocs_check(void)
 			       kg_patch_name, r[i].type, r[i].name);
 			return -ENOEXEC;
 		}
-		if (!within_module(r[i].place, THIS_MODULE)) {
+		if (!kg_in_module(r[i].place, width)) {
 			pr_err("kgraft: %s: a relocation against '%s' lies outside the patch module\n", kg_patch_name,
 			       r[i].name);
 			return -EINVAL;
