@@ -22,6 +22,13 @@ fleet_kernels() {
     dir="$here/target/kernels"
     abi="$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null | grep -o '6\.1\.0-[0-9]*' | head -n 1)"
     [ -n "$abi" ] || { echo "setup: linux-image-amd64 is not installed: run scripts/setup.sh all" >&2; exit 1; }
+    # Package lists that do not know the flavours yet (never updated, or cleaned) are updated once.
+    if ! apt-cache show "linux-image-$abi-rt-amd64-unsigned" > /dev/null 2>&1; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        echo "setup: updating the package lists for the fleet's kernels" >&2
+        $sudo apt-get update -qq
+    fi
     latest="$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' | cut -d' ' -f1 |
         sed 's/^linux-image-//; s/-unsigned$//' | sort -V | tail -n 1)"
     local releases=("$abi-rt-amd64" "$abi-cloud-amd64")
