@@ -117,25 +117,22 @@ fn release(kdir: &Path) -> Result<String, String> {
     })
 }
 
-/// `kgraftc check` against every kernel named.
+/// `kgraftc check` against every kernel named, `run` checking against one.
 pub(crate) fn check(
-    file: &Path,
     kernel: &crate::kernel_info::KernelArgs,
     run: impl Fn(&crate::kernel_info::KernelArgs) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    let _ = file;
     let mut rows = Vec::new();
     for kdir in expand(&kernel.kdirs)? {
-        let outcome = match release(&kdir) {
+        let row = match release(&kdir) {
             Ok(r) => {
                 eprintln!("== {r} ({})", kdir.display());
                 let outcome = run(&kernel.with_kdir(&kdir)).map(|()| "checked".to_string()).map_err(reason);
-                rows.push(Row { release: r, kdir, outcome });
-                continue;
+                Row { release: r, kdir, outcome }
             }
-            Err(e) => Err(e),
+            Err(e) => Row { release: kdir.display().to_string(), kdir, outcome: Err(e) },
         };
-        rows.push(Row { release: kdir.display().to_string(), kdir, outcome });
+        rows.push(row);
     }
     table(&rows, "check")
 }

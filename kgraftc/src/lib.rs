@@ -279,7 +279,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Check { file, kernel, ksrc } if fleet::is_fleet(&kernel) => {
             let checked = load(&file, &ui)?;
-            fleet::check(&file, &kernel, |one| {
+            fleet::check(&kernel, |one| {
                 let target = check_kernel(&checked, one, &ui)?;
                 if let (Some(kernel), Some(ksrc)) = (&target, &ksrc)
                     && !fromdiff::statics::report(&checked, kernel, ksrc)?
