@@ -237,19 +237,23 @@ fn unit_at(named: &[usize], at: usize) -> usize {
 /// Writes the patch's C files, one per unit (see [`CItem`]); empty when the patch has no C.
 ///
 /// Only called on checked sources, whose C signatures all have a spelling.
-/// The object section `KGRAFT_SYMPOS` writes its records to (`name,N`, each NUL-terminated),
-/// which the build reads from each C object; the module's linker script drops it.
+/// The object section `KGRAFT_SYMPOS` writes its records to (`name,N` or `name,near=ANCHOR`,
+/// each NUL-terminated), which the build reads from each C object; the module's linker script
+/// drops it.
 pub const SYMPOS_SECTION: &str = ".discard.kgraft_sympos";
 
-/// The C prelude's `KGRAFT_SYMPOS("name", N);`: the running kernel's symbol `name` (a function
-/// or datum the C declares and the kernel does not export) is the Nth of that name in its
-/// kallsyms, for names that several files' statics share.
+/// The C prelude's `KGRAFT_SYMPOS("name", N);` and `KGRAFT_SYMPOS_NEAR("name", "anchor");`:
+/// which of the running kernel's symbols named `name` (a function or datum the C declares and
+/// the kernel does not export) the C means, for names that several files' statics share: the
+/// Nth in kallsyms, or the one nearest the unique `anchor` there (see [`crate::sympos`]).
 const SYMPOS_MACRO: &str = "\
 /* KGRAFT_SYMPOS(\"name\", N): the running kernel's `name` is the Nth of that name in kallsyms. */
-#define KGRAFT_SYMPOS(name, n) KGRAFT_SYMPOS_1(__COUNTER__, name, n)
-#define KGRAFT_SYMPOS_1(id, name, n) KGRAFT_SYMPOS_2(id, name, n)
-#define KGRAFT_SYMPOS_2(id, name, n) static const char __kgraft_sympos_##id[] \\
-\t__attribute__((used, section(\".discard.kgraft_sympos\"))) = name \",\" #n
+#define KGRAFT_SYMPOS(name, n) KGRAFT_SYMPOS_1(__COUNTER__, name, #n)
+/* KGRAFT_SYMPOS_NEAR(\"name\", \"anchor\"): it is the one nearest `anchor`, on every target. */
+#define KGRAFT_SYMPOS_NEAR(name, anchor) KGRAFT_SYMPOS_1(__COUNTER__, name, \"near=\" anchor)
+#define KGRAFT_SYMPOS_1(id, name, what) KGRAFT_SYMPOS_2(id, name, what)
+#define KGRAFT_SYMPOS_2(id, name, what) static const char __kgraft_sympos_##id[] \\
+\t__attribute__((used, section(\".discard.kgraft_sympos\"))) = name \",\" what
 ";
 
 pub(crate) fn c_units(source: &SourceFile, file: &File) -> Vec<CUnit> {

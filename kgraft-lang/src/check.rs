@@ -11,6 +11,7 @@ use syn::visit::Visit;
 use crate::ast::*;
 use crate::codes;
 use crate::diagnostic::{Diagnostic, Diagnostics, Span};
+use crate::sympos::Position;
 
 pub(crate) use kgraft_rt::rules::MAX_NAME_LEN;
 
@@ -668,9 +669,10 @@ pub(crate) fn targets(file: &File) -> Vec<Target<'_>> {
     out
 }
 
-/// Reads `#[sympos(N)]`, reporting bad attributes; 0 when absent.
-pub(crate) fn sympos(func: &Replace, diags: &mut Diagnostics) -> u32 {
-    let mut pos = 0;
+/// Reads `#[sympos(N)]` or `#[sympos(near = "NAME")]`, reporting bad attributes; `None` when
+/// absent.
+pub(crate) fn position(func: &Replace, diags: &mut Diagnostics) -> Option<Position> {
+    let mut pos = None;
     let mut seen = false;
     for attr in &func.attrs {
         if attr.name.name != "sympos" {
@@ -691,18 +693,29 @@ pub(crate) fn sympos(func: &Replace, diags: &mut Diagnostics) -> u32 {
             continue;
         }
         seen = true;
-        let value = attr.arg.as_ref().and_then(|a| a.text.trim().parse::<u32>().ok()).filter(|n| *n > 0);
-        match value {
-            Some(n) => pos = n,
+        match attr.arg.as_ref().and_then(|a| crate::sympos::parse(&a.text)) {
+            Some(p) => pos = Some(p),
             None => diags.push(
-                Diagnostic::error(codes::E0024, "`#[sympos]` needs a positive integer")
+                Diagnostic::error(codes::E0024, "`#[sympos]` needs a positive integer or `near = \"NAME\"`")
                     .primary(attr.arg.as_ref().map(|a| a.span).unwrap_or(attr.span), "expected a number such as 1 or 2")
                     .note("the symbol position counts from 1 among the local symbols of the same name")
-                    .help("write `#[sympos(1)]` for the first symbol of that name in /proc/kallsyms"),
+                    .help(
+                        "write `#[sympos(1)]` for the first symbol of that name in /proc/kallsyms, or \
+                         `#[sympos(near = \"NAME\")]` for the one nearest the unique symbol NAME",
+                    ),
             ),
         }
     }
     pos
+}
+
+/// The position `#[sympos(N)]` gives; 0 when absent, and for a `near` one not yet bound to a
+/// target (see [`crate::sympos::bind`]).
+pub(crate) fn sympos(func: &Replace, diags: &mut Diagnostics) -> u32 {
+    match position(func, diags) {
+        Some(Position::Index(n)) => n,
+        Some(Position::Near(_)) | None => 0,
+    }
 }
 
 fn check_module_name(m: &ModuleBlock, diags: &mut Diagnostics) {
@@ -771,10 +784,10 @@ fn check_replacements(
                 .help("add a `replace fn NAME(...) { ... }` item, a `replace syscall`, a callback, or `replace_all: true`"),
         );
     }
-    let mut seen: HashMap<(String, String, u32), Span> = HashMap::new();
+    let mut seen: HashMap<(String, String, Option<Position>), Span> = HashMap::new();
     for t in &all {
         let r = t.func;
-        let pos = sympos(r, diags);
+        let pos = position(r, diags);
         check_signature(&r.sig, diags);
         let key = (t.object.replace('-', "_"), r.sig.name.name.clone(), pos);
         if let Some(prev) = seen.get(&key) {

@@ -296,7 +296,9 @@ functions that call it instead."
     E0043 "ambiguous or out-of-range symbol position"
 "Several local functions of the target share this name, so the replacement must say which one
 with `#[sympos(N)]` (N counts from 1, in the order of /proc/kallsyms); or the given N is larger
-than the number of functions of that name."
+than the number of functions of that name; or `#[sympos(near = \"NAME\")]` names a symbol that
+is missing or not unique in the target's kallsyms, or as near to two of them. A `near`
+position is found again in each target's kallsyms, so it holds where the numbers differ."
 
     E0044 "the signature differs from the kernel's prototype"
 "A replacement is called with the arguments the kernel's callers pass, and an extern is called

@@ -34,6 +34,7 @@ mod params;
 mod parse;
 mod prototype;
 mod states;
+pub mod sympos;
 mod syscalls;
 
 pub use codes::{CODES, CodeInfo, explain};
@@ -65,6 +66,15 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// This source for one target kernel: each `#[sympos(near = "NAME")]` written as the
+    /// position it means there, with an error for each that means none.
+    fn bound_to(&self, kernel: &kernel::Kernel) -> (Checked, Diagnostics) {
+        let mut bound = self.clone();
+        let mut diags = Diagnostics::default();
+        sympos::bind(&mut bound.file, kernel, &mut diags);
+        (bound, diags)
+    }
+
     /// The patch name from the header (also the module's name).
     pub fn name(&self) -> &str {
         &self.header.name
@@ -217,10 +227,10 @@ pub fn check_bytes(file_name: &str, bytes: &[u8]) -> Result<Checked, (SourceFile
 /// Returns the errors and warnings found (empty when the patch fits the kernel).
 pub fn check_against(checked: &Checked, kernel: &kernel::Kernel) -> Diagnostics {
     with_stack(|| {
-        let mut diags = Diagnostics::default();
-        prototype::check(&checked.file, kernel, &mut diags);
-        syscalls::check_against(&checked.file, kernel, &mut diags);
-        bindings::check_types(&checked.file, kernel, &mut diags);
+        let (bound, mut diags) = checked.bound_to(kernel);
+        prototype::check(&bound.file, kernel, &mut diags);
+        syscalls::check_against(&bound.file, kernel, &mut diags);
+        bindings::check_types(&bound.file, kernel, &mut diags);
         diags.sort();
         diags
     })
@@ -237,5 +247,11 @@ pub fn lower(checked: &Checked) -> Result<Lowered, Diagnostics> {
 /// definitions generated from the kernel's BTF, the enumerators it uses become constants, and
 /// kernel functions it calls without an `extern` declaration are declared from their prototypes.
 pub fn lower_for(checked: &Checked, kernel: &kernel::Kernel) -> Result<Lowered, Diagnostics> {
-    with_stack(|| lower::lower(checked, Some(kernel)))
+    with_stack(|| {
+        let (bound, diags) = checked.bound_to(kernel);
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        lower::lower(&bound, Some(kernel))
+    })
 }

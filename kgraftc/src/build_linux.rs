@@ -115,9 +115,21 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
         .find(|f| f.extension().is_some_and(|e| e == "a"))
         .ok_or_else(|| Failure::Fatal(format!("cargo built no archive for `{crate_name}`")))?;
     let report = |output: &str| crate::cbuild::report(output, &checked, ui);
+    // The source the C includes from, unpacked as far as it needs from a tarball.
+    let tree = match (&args.ksrc, lowered.c_units.is_empty()) {
+        (Some(ksrc), false) => {
+            let cache = linux::cache_dir().map_err(fatal)?;
+            let units: Vec<(Option<&str>, &str)> =
+                lowered.c_units.iter().map(|u| (u.name.as_deref(), u.text.as_str())).collect();
+            let tree = crate::fromdiff::ksrc::Tree::for_units(ksrc, &cache, prepared.kdir_path(), &units)
+                .map_err(|e| Failure::Fatal(format!("--ksrc: {e}")))?;
+            Some(tree)
+        }
+        _ => None,
+    };
     let c = (!lowered.c_units.is_empty()).then(|| linux::CFile {
         units: &lowered.c_units,
-        ksrc: args.ksrc.as_deref(),
+        ksrc: tree.as_ref().map(|t| t.root.as_path()),
         report: &report,
     });
     let kdir = prepared.kdir_path().to_path_buf();

@@ -3,6 +3,8 @@
 //! kernel's build directory) by the Linux build.
 
 use std::path::{Path, PathBuf};
+mod kernels;
+
 use std::process::{Command, Output};
 
 /// A patch with two C mistakes and a warning, at known lines and columns.
@@ -83,20 +85,7 @@ fn a_c_body_under_a_non_ascii_directory_is_reported_at_its_kgp_line() {
 
 /// The machine's one kernel build directory, or `None` (saying the test is skipped).
 fn one_kdir() -> Option<PathBuf> {
-    let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("build"))
-        .filter(|d| d.join("Module.symvers").exists())
-        .collect();
-    match <[PathBuf; 1]>::try_from(kdirs) {
-        Ok([kdir]) => Some(kdir),
-        Err(_) => {
-            eprintln!("skipped: this machine has not exactly one kernel build directory under /lib/modules");
-            None
-        }
-    }
+    kernels::installed("the C-body tests against the installed kernel")
 }
 
 #[test]
@@ -197,4 +186,32 @@ fn a_ksrc_path_is_never_run_as_a_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("holds a quote or a control character"), "{stderr}");
+}
+
+/// A `--ksrc` whose Makefile gives another version than the target was built from is refused,
+/// naming both, before anything is compiled.
+#[test]
+fn a_ksrc_of_another_version_is_refused() {
+    let Some(kdir) = one_kdir() else { return };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cbody-ksrc-version");
+    let _ = std::fs::remove_dir_all(&dir);
+    let ksrc = dir.join("linux-5.10.0");
+    std::fs::create_dir_all(ksrc.join("fs/proc")).expect("a source tree");
+    std::fs::write(ksrc.join("fs/proc/internal.h"), "/* nothing */\n").expect("a header");
+    std::fs::write(ksrc.join("Makefile"), "VERSION = 5\nPATCHLEVEL = 10\nSUBLEVEL = 0\n").expect("a Makefile");
+    let kgp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/c_banner.kgp");
+    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["build", "--target", "linux", "--kdir"])
+        .arg(&kdir)
+        .arg("--ksrc")
+        .arg(&ksrc)
+        .arg("-o")
+        .arg(dir.join("c_banner.ko"))
+        .arg(&kgp)
+        .output()
+        .expect("kgraftc runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is Linux 5.10.0, but the kernel of") && err.contains("was built from 6.1."), "{err}");
+    assert!(!dir.join("c_banner.ko").exists());
 }

@@ -3,42 +3,16 @@
 //! `target/kernels` (6.1 PREEMPT_RT and cloud, 6.12), and, with `KGRAFT_QEMU=1`, loaded under
 //! qemu on each of those with `kgraftc test`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod kernels;
 
-/// The installed kernel's build directory and the fleet's under `target/kernels`, when there.
-fn kernels() -> Option<(PathBuf, Vec<PathBuf>)> {
-    let installed: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("build"))
-        .filter(|p| p.join("Makefile").is_file())
-        .collect();
-    let mut fleet: Vec<PathBuf> = std::fs::read_dir(root().join("target/kernels"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("build"))
-        .filter(|p| p.join("Makefile").is_file())
-        .collect();
-    fleet.sort();
-    if installed.len() != 1 || fleet.len() < 3 {
-        assert!(std::env::var_os("CI").is_none(), "CI has the fleet's kernels: scripts/setup.sh all");
-        eprintln!("no installed kernel or no fleet under target/kernels (scripts/setup.sh kernels): not run");
-        return None;
-    }
-    Some((installed[0].clone(), fleet))
-}
+use kernels::{release, root};
 
-/// The release `kdir` builds for, as its `utsrelease.h` says.
-fn release(kdir: &Path) -> String {
-    let text = std::fs::read_to_string(kdir.join("include/generated/utsrelease.h")).expect("utsrelease.h");
-    text.split('"').nth(1).expect("UTS_RELEASE").to_string()
+/// The installed kernel's build directory and the fleet's, when both are there.
+fn kernels(test: &str) -> Option<(PathBuf, Vec<PathBuf>)> {
+    Some((kernels::installed(test)?, kernels::fleet(test)?))
 }
 
 fn kgraftc(args: &[&str]) -> (Option<i32>, String, String) {
@@ -53,7 +27,9 @@ fn kgraftc(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn one_source_builds_a_module_per_release_and_a_table_says_so() {
-    let Some((installed, fleet)) = kernels() else { return };
+    let Some((installed, fleet)) = kernels("one_source_builds_a_module_per_release_and_a_table_says_so") else {
+        return;
+    };
     let out = std::env::temp_dir().join(format!("kgraft-fleet-test-{}", std::process::id()));
     let installed_arg = installed.display().to_string();
     // The fleet by a quoted glob, which kgraftc expands, and the installed kernel by name.
@@ -159,7 +135,7 @@ fn the_module_of_each_release_runs_on_its_kernel_under_qemu() {
         eprintln!("KGRAFT_QEMU is not set: the fleet's kernels are not booted");
         return;
     }
-    let Some((_, fleet)) = kernels() else { return };
+    let Some(fleet) = kernels::fleet("the_module_of_each_release_runs_on_its_kernel_under_qemu") else { return };
     let dir = std::env::temp_dir().join(format!("kgraft-fleet-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
     let script = dir.join("banner.sh");

@@ -4,25 +4,21 @@
 //! harness (`kernel-tests/run.sh`, scenario `from_diff`) loads the generated patches.
 
 use std::path::{Path, PathBuf};
+mod kernels;
+
 use std::process::Command;
 
 /// The installed kernel's build directory and Debian's source tarball, when both are here (CI
 /// has them: `scripts/setup.sh all`).
 fn target() -> Option<(PathBuf, PathBuf)> {
     let tarball = PathBuf::from("/usr/src/linux-source-6.1.tar.xz");
-    let kdirs: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("build"))
-        .filter(|p| p.join("Makefile").is_file())
-        .collect();
-    if kdirs.len() != 1 || !tarball.is_file() {
-        assert!(std::env::var_os("CI").is_none(), "CI has one kernel's headers and linux-source-6.1");
-        eprintln!("no kernel headers or no linux-source-6.1: from-diff is not run");
+    let kdir = kernels::installed("from-diff")?;
+    if !tarball.is_file() {
+        assert!(std::env::var_os("CI").is_none(), "CI has linux-source-6.1");
+        eprintln!("no linux-source-6.1: from-diff is not run");
         return None;
     }
-    Some((kdirs[0].clone(), tarball))
+    Some((kdir, tarball))
 }
 
 /// Runs `kgraftc from-diff FIX` with `out` as `-o`; returns the exit status and standard error.
@@ -145,9 +141,10 @@ fn each_fix_becomes_a_patch_whose_bodies_are_the_fixed_code() {
 }
 
 /// Names other files use too, in the target's kallsyms: the replaced `mode_show` (four in
-/// Debian's 6.1) gets `#[sympos]`, the kernel's `sig_enforce` (two) a `KGRAFT_SYMPOS`, each the
-/// fixed file's by the symbols around it (`sig_enforce`'s by its directory's, as signing.c has
-/// no other data). `type_show`, which the kernel keeps out of line but inlined into
+/// Debian's 6.1) gets `#[sympos(near = ...)]`, the kernel's `sig_enforce` (two) a
+/// `KGRAFT_SYMPOS_NEAR`, each the fixed file's by the symbols around it (`sig_enforce`'s by its
+/// directory's, as signing.c has no other data), named by its nearest unique neighbour so that
+/// the build finds it in each target's own kallsyms. `type_show`, which the kernel keeps out of line but inlined into
 /// `mode_show`, is copied so that the patch's code is the kernel's.
 #[test]
 fn names_other_files_share_are_bound_by_position() {
@@ -158,8 +155,9 @@ fn names_other_files_share_are_bound_by_position() {
             "reboot_mode_type.diff",
             "mode_show",
             &[
-                "/// Other files have a `mode_show` too: this file's is the 1st in kallsyms.\n#[sympos(1)]\nreplace fn \
-                 mode_show(",
+                "/// Other files have a `mode_show` too: this file's is the one nearest `force_show` in \
+                 kallsyms\n/// (the 1st in ",
+                "#[sympos(near = \"force_show\")]\nreplace fn mode_show(",
                 "static ssize_t type_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)\n{",
             ],
         ),
@@ -168,7 +166,8 @@ fn names_other_files_share_are_bound_by_position() {
             "module_sig_check",
             &[
                 "extern bool sig_enforce; /* the running kernel's */",
-                "KGRAFT_SYMPOS(\"sig_enforce\", 1); /* other files have a `sig_enforce` too: this file's is the 1st */",
+                "KGRAFT_SYMPOS_NEAR(\"sig_enforce\", \"",
+                "/* other files have a `sig_enforce` too: this file's is the one nearest `",
             ],
         ),
     ];
@@ -185,6 +184,40 @@ fn names_other_files_share_are_bound_by_position() {
         let ko = std::fs::read(out.with_extension("ko")).expect("the module is built");
         let want: &[u8] = if *function == "mode_show" { b"mode_show" } else { b".klp.sym.vmlinux.sig_enforce,1\0" };
         assert!(ko.windows(want.len()).any(|w| w == want), "{fix}: no {} in the module", String::from_utf8_lossy(want));
+        // The same `.kgp` for the fleet: the 6.1 flavours built from the same source find the
+        // positions in their own kallsyms; 6.12 is not the release the fix was generated for.
+        let Some(fleet) = kernels::fleet("from-diff on the fleet") else { continue };
+        let fleet_out = dir.join(format!("fleet-{function}"));
+        let mut build = Command::new(env!("CARGO_BIN_EXE_kgraftc"));
+        // The source as from-diff read it, for the C's includes of the kernel's own headers.
+        build.args(["build", "--target", "linux", "--ksrc"]).arg(&tarball);
+        for kdir in &fleet {
+            build.arg("--kdir").arg(kdir);
+        }
+        let output = build.arg(&out).arg("-o").arg(&fleet_out).output().expect("kgraftc runs");
+        let table = String::from_utf8_lossy(&output.stdout);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "6.12 fails, the others build:\n{table}{err}");
+        for kdir in &fleet {
+            let release = kernels::release(kdir);
+            let ko = fleet_out.join(&release).join(out.with_extension("ko").file_name().expect("a name"));
+            if release.starts_with("6.1.0-") {
+                let ko = std::fs::read(&ko)
+                    .unwrap_or_else(|e| panic!("{fix}: no module for {release} ({e}):\n{table}{err}"));
+                assert!(
+                    ko.windows(want.len()).any(|w| w == want),
+                    "{fix}: no {} for {release}",
+                    String::from_utf8_lossy(want)
+                );
+            } else {
+                assert!(!ko.exists(), "{fix}: {release} is not the fix's release");
+                let row = table.lines().find(|l| l.starts_with(&release)).unwrap_or_default();
+                assert!(
+                    row.contains("6.1.0-57-*") || err.contains("\"6.1.0-57-*\""),
+                    "{fix}: {release}:\n{table}{err}"
+                );
+            }
+        }
     }
     // Without its position the build refuses the name, before anything is loaded.
     let bare = dir.join("bare.kgp");
@@ -537,25 +570,16 @@ fn a_static_helper_declared_instead_of_copied_is_refused_at_build() {
     );
     let bad = dir.join("declared.kgp");
     std::fs::write(&bad, declared).expect("a temporary file");
-    // fs/proc/internal.h, which the patch includes, from the tarball.
-    let ksrc = dir.join("ksrc");
-    std::fs::create_dir_all(&ksrc).expect("a directory");
-    let tar = Command::new("tar")
-        .arg("-xJf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&ksrc)
-        .args(["--strip-components=1", "linux-source-6.1/fs/proc/internal.h"])
-        .status()
-        .expect("tar runs");
-    assert!(tar.success());
+    // fs/proc/internal.h, which the patch includes, from the tarball, which the build unpacks
+    // as far as the C needs.
+    let ksrc = &tarball;
     // Builds `kgp` into `kgp.ko`; returns the exit status and standard error.
     let build = |kgp: &Path| {
         let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
             .args(["build", "--target", "linux", "--kdir"])
             .arg(&kdir)
             .arg("--ksrc")
-            .arg(&ksrc)
+            .arg(ksrc)
             .arg("-o")
             .arg(kgp.with_extension("ko"))
             .arg(kgp)

@@ -44,12 +44,17 @@ pub(crate) struct Input<'a> {
     /// unit reads them before its own includes.
     pub(crate) headers: &'a [(String, String)],
     /// The position of a kernel symbol of this unit among the symbols of its name in the
-    /// target's kallsyms (0: the only one), or why it cannot be told.
-    pub(crate) position: &'a dyn Fn(&str) -> Result<u32, String>,
+    /// target's kallsyms (0: the only one) and the unique symbol nearest to it that finds it
+    /// on every target, or why it cannot be told.
+    pub(crate) position: &'a dyn Fn(&str) -> Found,
 }
 
+/// Where a kernel symbol is among those of its name: its position in the kallsyms read (0:
+/// the only one) and its nearest unique neighbour, or why it cannot be told.
+pub(crate) type Found = Result<(u32, Option<String>), String>;
+
 /// A unit's answer to where a kernel symbol is among those of its name (see [`Input::position`]).
-pub(crate) type Position<'a> = Box<dyn Fn(&str) -> Result<u32, String> + 'a>;
+pub(crate) type Position<'a> = Box<dyn Fn(&str) -> Found + 'a>;
 
 /// What was generated, for the report.
 pub(crate) struct Generated {
@@ -310,19 +315,21 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
             }
         };
         match (input.position)(&f.name) {
-            Ok(0) => {}
-            Ok(n) => {
+            Ok((n, Some(anchor))) => {
                 let _ = writeln!(
                     kgp,
-                    "/// Other files have a `{}` too: this file's is the {} in kallsyms.\n#[sympos({n})]",
+                    "/// Other files have a `{}` too: this file's is the one nearest `{anchor}` in kallsyms\n\
+                     /// (the {} in {}).\n#[sympos(near = \"{anchor}\")]",
                     f.name,
-                    ordinal(n)
+                    ordinal(n),
+                    input.release
                 );
             }
+            Ok(_) => {}
             Err(why) => refusals.push(Refusal {
                 code: kgraft_lang::from_diff_codes::E0108,
                 message: format!("cannot tell which `{}` of the kernel is {}'s: {why}", f.name, input.unit.rel),
-                help: "write the replacement by hand with `#[sympos(N)]`".into(),
+                help: "write the replacement by hand with `#[sympos(near = \"NEIGHBOUR\")]` or `#[sympos(N)]`".into(),
             }),
         }
         let _ = write!(kgp, "replace fn {}{sig} in C {{", f.name);
@@ -340,19 +347,22 @@ pub(crate) fn generate(input: &Input<'_>) -> Result<Generated, Vec<Refusal>> {
     let mut positions = String::new();
     for symbol in &kernel_symbols {
         match (input.position)(symbol) {
-            Ok(0) => {}
-            Ok(n) => {
+            Ok((n, Some(anchor))) => {
                 let _ = writeln!(
                     positions,
-                    "KGRAFT_SYMPOS(\"{symbol}\", {n}); /* other files have a `{symbol}` too: this file's is the {} */",
-                    ordinal(n)
+                    "KGRAFT_SYMPOS_NEAR(\"{symbol}\", \"{anchor}\"); /* other files have a `{symbol}` too: this \
+                     file's is the one nearest `{anchor}` (the {} in {}) */",
+                    ordinal(n),
+                    input.release
                 );
             }
+            Ok(_) => {}
             Err(why) => refusals.push(Refusal {
                 code: kgraft_lang::from_diff_codes::E0108,
                 message: format!("cannot tell which kernel symbol {} needs: {why}", input.unit.rel),
-                help: "write the patch by hand and give the symbol's position with `KGRAFT_SYMPOS(\"NAME\", N);`"
-                    .into(),
+                help:
+                    "write the patch by hand and say which symbol with `KGRAFT_SYMPOS_NEAR(\"NAME\", \"NEIGHBOUR\");`"
+                        .into(),
             }),
         }
     }
@@ -385,6 +395,22 @@ fn asm_labels(text: &str) -> Vec<String> {
 }
 
 /// `1st`, `2nd`, `3rd`, `4th`, ...
+/// The kernels a patch generated on `release` is for: that release's ABI in every flavour
+/// (`6.1.0-57-amd64` gives `6.1.0-57-*`, which the `-rt-amd64` and `-cloud-amd64` kernels built
+/// from the same source match; `6.12.118+deb12-amd64` gives `6.12.118+deb12-*`). The flavour is
+/// the architecture after the last `-` and any purely alphabetic parts before it.
+pub(crate) fn release_glob(release: &str) -> String {
+    let mut parts: Vec<&str> = release.split('-').collect();
+    if parts.len() < 2 {
+        return release.to_owned();
+    }
+    parts.pop();
+    while parts.len() > 1 && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_alphabetic())) {
+        parts.pop();
+    }
+    format!("{}-*", parts.join("-"))
+}
+
 fn ordinal(n: u32) -> String {
     let suffix = match (n % 10, n % 100) {
         (1, 11) | (2, 12) | (3, 13) => "th",
@@ -444,7 +470,7 @@ pub(crate) fn header(input: &Input<'_>, units: &[&str]) -> String {
     let _ = writeln!(kgp, "//! shows each against the kernel's own.\n");
     let _ = writeln!(kgp, "patch {} {{", input.name);
     let _ = writeln!(kgp, "    description: {},", quote(subject));
-    let _ = writeln!(kgp, "    kernel: {},", quote(input.release));
+    let _ = writeln!(kgp, "    kernel: {},", quote(&release_glob(input.release)));
     kgp.push_str("}\n");
     kgp
 }
@@ -989,6 +1015,19 @@ pub(crate) fn rust_type(c: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_patch_is_for_its_release_in_every_flavour() {
+        assert_eq!(release_glob("6.1.0-57-amd64"), "6.1.0-57-*");
+        assert_eq!(release_glob("6.1.0-57-rt-amd64"), "6.1.0-57-*");
+        assert_eq!(release_glob("6.1.0-57-cloud-amd64"), "6.1.0-57-*");
+        assert_eq!(release_glob("6.12.118+deb12-amd64"), "6.12.118+deb12-*");
+        assert_eq!(release_glob("6.8.0"), "6.8.0");
+        for flavour in ["6.1.0-57-amd64", "6.1.0-57-rt-amd64", "6.1.0-57-cloud-amd64"] {
+            assert!(crate::linux::kdir::glob_match(release_glob(flavour).as_bytes(), b"6.1.0-57-rt-amd64"));
+        }
+        assert!(!crate::linux::kdir::glob_match(release_glob("6.1.0-57-amd64").as_bytes(), b"6.1.0-56-amd64"));
+    }
 
     #[test]
     fn only_data_that_is_itself_const_is_read_only() {

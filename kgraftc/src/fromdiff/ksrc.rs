@@ -206,6 +206,54 @@ pub(crate) fn quoted_include(dir: &str, line: &str) -> Option<String> {
 }
 
 impl Tree {
+    /// The source of `path` (a directory or a tarball, see [`Tree::open`]) made ready for a
+    /// build of the C `units` against `kdir`: it must be the version `kdir` was built from,
+    /// and for a tarball each unit's own directory and the headers its C includes by a quoted
+    /// path (`#include "kernel/module/internal.h"`, from the tree's top) are unpacked.
+    pub(crate) fn for_units(
+        path: &Path,
+        cache: &Path,
+        kdir: &Path,
+        units: &[(Option<&str>, &str)],
+    ) -> Result<Tree, String> {
+        // A directory is taken as the include path it is (it may hold only the headers the C
+        // needs); its version is checked where its Makefile gives one.
+        let tree = if path.is_dir() {
+            let root = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Tree { root, tarball: None }
+        } else {
+            Tree::open(path, cache)?
+        };
+        tree.unpack(&BTreeSet::new())?;
+        let version = match tree.version() {
+            Ok(version) => version,
+            Err(_) if tree.is_directory() => return Ok(tree),
+            Err(e) => return Err(e),
+        };
+        if let Some(built) = kdir_version(kdir).filter(|v| *v != version) {
+            return Err(format!(
+                "the source {} is Linux {version}, but the kernel of {} was built from {built}",
+                path.display(),
+                kdir.display()
+            ));
+        }
+        if tree.is_directory() {
+            return Ok(tree);
+        }
+        for (name, text) in units {
+            let mut files: Vec<String> =
+                text.lines().filter_map(|l| quoted_include("", l)).filter(|p| tree.exists(p)).collect();
+            files.extend(name.filter(|n| tree.exists(n)).map(str::to_string));
+            let dirs: BTreeSet<String> =
+                files.iter().filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string())).collect();
+            tree.unpack(&dirs)?;
+            for file in &files {
+                tree.unpack_includes(file)?;
+            }
+        }
+        Ok(tree)
+    }
+
     /// Unpacks the directories of the headers that `rel` includes by a quoted path outside its
     /// own directory (`#include "../bridge/br_private.h"`), and theirs in turn.
     pub(crate) fn unpack_includes(&self, rel: &str) -> Result<(), String> {

@@ -12,7 +12,7 @@ mod analyze;
 mod csource;
 mod generate;
 mod kpatch;
-mod ksrc;
+pub(crate) mod ksrc;
 mod objdiff;
 mod patchfile;
 mod proof;
@@ -431,7 +431,7 @@ pub(crate) fn run(args: &FromDiffArgs, ui: &Ui) -> Result<(), Failure> {
         .zip(&evidence)
         .map(|(c, (own, siblings))| {
             let order = kernel.as_ref().and_then(|k| k.objects.get(c.unit.object())).map_or(&no_order, |o| &o.kallsyms);
-            Box::new(move |symbol: &str| crate::linux::sympos::position(order, symbol, &[own, siblings]))
+            Box::new(move |symbol: &str| crate::linux::sympos::anchor(order, symbol, &[own, siblings]))
                 as generate::Position<'_>
         })
         .collect();

@@ -325,8 +325,9 @@ impl Prepared {
 }
 
 impl Prepared {
-    /// The positions the patch's C gives its kernel symbols (`KGRAFT_SYMPOS`), checked against
-    /// the target's kallsyms; a name the target has more than once needs one.
+    /// The positions the patch's C gives its kernel symbols (`KGRAFT_SYMPOS`, bound to this
+    /// target where they name a neighbour), checked against the target's kallsyms; a name the
+    /// target has more than once needs one.
     fn positions(
         &self,
         c: Option<&CFile<'_>>,
@@ -334,18 +335,20 @@ impl Prepared {
         name: &str,
         unexported: &[String],
     ) -> Result<std::collections::BTreeMap<String, u32>, Error> {
-        let mut positions = std::collections::BTreeMap::new();
+        let mut given = std::collections::BTreeMap::new();
         for index in 0..c.map_or(0, |c| c.units.len()) {
             let object = build_dir.join(format!("{}.o", crate::cbuild::file_stem(name, index)));
             for (symbol, pos) in object::sympos_records(&object)? {
-                if positions.insert(symbol.clone(), pos).is_some_and(|old| old != pos) {
+                if given.insert(symbol.clone(), pos.clone()).is_some_and(|old| old != pos) {
                     return Err(Error::new(format!("two C units give `{symbol}` different positions")));
                 }
             }
         }
         let object_of =
             |symbol: &str| self.module_symbols.iter().find(|(s, _)| s == symbol).map_or("vmlinux", |(_, o)| o.as_str());
-        for (symbol, pos) in &positions {
+        let no_order = Vec::new();
+        let mut positions = std::collections::BTreeMap::new();
+        for (symbol, pos) in &given {
             if !unexported.contains(symbol) {
                 return Err(Error::new(format!(
                     "KGRAFT_SYMPOS(\"{symbol}\", {pos}) names a symbol the patch does not take from the kernel"
@@ -353,17 +356,30 @@ impl Prepared {
                 .help("a position is for a kernel symbol the patch's C declares and uses; remove the line"));
             }
             let object = object_of(symbol);
-            if let Some(order) = self.kallsyms.get(object).filter(|o| !o.is_empty()) {
-                let count = sympos::count(order, symbol);
-                if *pos as usize > count {
-                    return Err(Error::new(format!(
-                        "KGRAFT_SYMPOS(\"{symbol}\", {pos}): {object} of {} has {count} symbol(s) of that name",
-                        self.kdir.release
-                    )));
-                }
+            let order = self.kallsyms.get(object).unwrap_or(&no_order);
+            if order.is_empty() && matches!(pos, kgraft_lang::sympos::Position::Near(_)) {
+                return Err(Error::new(format!(
+                    "KGRAFT_SYMPOS_NEAR for `{symbol}`: the symbols of {object} in {} were not read",
+                    self.kdir.release
+                )));
+            }
+            let n = sympos::bind(order, symbol, pos).map_err(|why| {
+                Error::new(format!("no `{symbol}` of {object} in {} is the one the patch means", self.kdir.release))
+                    .detail(why)
+                    .help("name another neighbour that is unique in kallsyms, or give the position as a number")
+            })?;
+            let count = sympos::count(order, symbol);
+            if !order.is_empty() && n as usize > count {
+                return Err(Error::new(format!(
+                    "KGRAFT_SYMPOS(\"{symbol}\", {n}): {object} of {} has {count} symbol(s) of that name",
+                    self.kdir.release
+                )));
+            }
+            if n > 0 {
+                positions.insert(symbol.clone(), n);
             }
         }
-        for symbol in unexported.iter().filter(|s| !positions.contains_key(*s)) {
+        for symbol in unexported.iter().filter(|s| !given.contains_key(*s)) {
             let object = object_of(symbol);
             let Some(order) = self.kallsyms.get(object) else { continue };
             let count = sympos::count(order, symbol);
@@ -373,8 +389,9 @@ impl Prepared {
                     self.kdir.release
                 ))
                 .help(format!(
-                    "say which in the patch's C with `KGRAFT_SYMPOS(\"{symbol}\", N);`, N counted from 1 in the order \
-                     of /proc/kallsyms (`kgraftc from-diff` finds N for the file it patches)"
+                    "say which in the patch's C with `KGRAFT_SYMPOS_NEAR(\"{symbol}\", \"NEIGHBOUR\");` (the one \
+                     nearest a unique symbol) or `KGRAFT_SYMPOS(\"{symbol}\", N);` (N counted from 1 in the order of \
+                     /proc/kallsyms); `kgraftc from-diff` finds the neighbour for the file it patches"
                 )));
             }
         }

@@ -137,7 +137,9 @@ pub(crate) fn undefined_symbols(path: &Path) -> Result<Vec<String>, Error> {
 }
 
 /// The `KGRAFT_SYMPOS` records of the C object at `path`: symbol name to position.
-pub(crate) fn sympos_records(path: &Path) -> Result<std::collections::BTreeMap<String, u32>, Error> {
+pub(crate) fn sympos_records(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, kgraft_lang::sympos::Position>, Error> {
     let data = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
     let file = object::File::parse(&*data)
         .map_err(|e| Error::new(format!("{} is not an object file: {e}", path.display())))?;
