@@ -5,7 +5,8 @@
 # installed Debian kernel under qemu and reads the verdicts. Installs nothing.
 #
 # Usage: kernel-tests/engine.sh [WORK_DIR]   (default: target/kernel-tests-engine)
-# Environment: KDIR, KGRAFTC, QEMU_TIMEOUT (s), as for run.sh.
+# Environment: KDIR, KGRAFTC, QEMU_TIMEOUT (s), as for run.sh. KDIR may be a kernel of the fleet
+# (target/kernels/RELEASE/build, scripts/setup.sh kernels): it boots with its image.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,9 +25,18 @@ mkdir -p "$rootfs/bin" "$rootfs/m/kgraft" "$rootfs/m/klp" "$rootfs/proc" "$rootf
 
 build_testmod
 
+mkdir -p "$work/src"
 build() { # engine, sample
     src=$root/patches/$2.kgp
     [ -e "$src" ] || src=$here/patches/$2.kgp
+    # The samples name the 6.1 kernels they were written for (`kernel: "GLOB"`); for another
+    # kernel of the fleet their copies leave the line out, as nolp.sh's do.
+    glob=$(sed -n 's/^ *kernel: "\(.*\)",*$/\1/p' "$src")
+    # shellcheck disable=SC2254 # the glob is a pattern
+    case "$release" in
+        $glob) ;;
+        *) grep -v '^ *kernel: "' "$src" > "$work/src/$2.kgp"; src=$work/src/$2.kgp ;;
+    esac
     say "building $2 ($1)"
     "$KGRAFTC" build --target linux --engine "$1" --kdir "$KDIR" --module "$testmod" \
         -o "$rootfs/m/$1/$2.ko" "$src" > "$work/$2.$1.build.log" 2>&1 \

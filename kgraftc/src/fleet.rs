@@ -117,24 +117,35 @@ fn release(kdir: &Path) -> Result<String, String> {
     })
 }
 
-/// `kgraftc check` against every kernel named, `run` checking against one.
-pub(crate) fn check(
-    kernel: &crate::kernel_info::KernelArgs,
-    run: impl Fn(&crate::kernel_info::KernelArgs) -> Result<(), Failure>,
+/// Runs `one` for each build directory `kdirs` name (globs expanded), with its release, and
+/// prints the table of outcomes, headed `what`: `one` returns the cell of its row (what it
+/// wrote). A directory that is not a build directory fails its own row.
+fn each_target(
+    kdirs: &[PathBuf],
+    what: &str,
+    mut one: impl FnMut(&Path, &str) -> Result<String, Failure>,
 ) -> Result<(), Failure> {
     let mut rows = Vec::new();
-    for kdir in expand(&kernel.kdirs)? {
+    for kdir in expand(kdirs)? {
         let row = match release(&kdir) {
-            Ok(r) => {
-                eprintln!("== {r} ({})", kdir.display());
-                let outcome = run(&kernel.with_kdir(&kdir)).map(|()| "checked".to_string()).map_err(reason);
-                Row { release: r, kdir, outcome }
+            Ok(release) => {
+                eprintln!("== {release} ({})", kdir.display());
+                let outcome = one(&kdir, &release).map_err(reason);
+                Row { release, kdir, outcome }
             }
             Err(e) => Row { release: kdir.display().to_string(), kdir, outcome: Err(e) },
         };
         rows.push(row);
     }
-    table(&rows, "check")
+    table(&rows, what)
+}
+
+/// `kgraftc check` against every kernel named, `run` checking against one.
+pub(crate) fn check(
+    kernel: &crate::kernel_info::KernelArgs,
+    run: impl Fn(&crate::kernel_info::KernelArgs) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    each_target(&kernel.kdirs, "check", |kdir, _| run(&kernel.with_kdir(kdir)).map(|()| "checked".to_string()))
 }
 
 /// `kgraftc build --target linux` for every kernel named: `-o DIR` gets `DIR/RELEASE/NAME.ko`.
@@ -152,28 +163,14 @@ pub(crate) fn build(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    let mut rows = Vec::new();
-    for kdir in expand(&args.kernel.kdirs)? {
-        let release = match release(&kdir) {
-            Ok(r) => r,
-            Err(e) => {
-                rows.push(Row { release: kdir.display().to_string(), kdir, outcome: Err(e) });
-                continue;
-            }
-        };
-        eprintln!("== {release} ({})", kdir.display());
-        let out = dir.join(&release).join(format!("{name}.ko"));
-        let outcome = std::fs::create_dir_all(dir.join(&release))
-            .map_err(|e| Failure::io(format!("cannot create `{}`", dir.join(&release).display()), e))
-            .and_then(|()| {
-                let one = BuildArgs { kernel: args.kernel.with_kdir(&kdir), out: Some(out.clone()), ..args.clone() };
-                crate::build_linux::run(&one, ui)
-            })
-            .map(|()| out.display().to_string())
-            .map_err(reason);
-        rows.push(Row { release, kdir, outcome });
-    }
-    table(&rows, "module")
+    each_target(&args.kernel.kdirs, "module", |kdir, release| {
+        let out = dir.join(release).join(format!("{name}.ko"));
+        std::fs::create_dir_all(dir.join(release))
+            .map_err(|e| Failure::io(format!("cannot create `{}`", dir.join(release).display()), e))?;
+        let one = BuildArgs { kernel: args.kernel.with_kdir(kdir), out: Some(out.clone()), ..args.clone() };
+        crate::build_linux::run(&one, ui)?;
+        Ok(out.display().to_string())
+    })
 }
 
 /// `kgraftc package` for every kernel named: `-o DIR` gets one package per release, named
@@ -194,28 +191,18 @@ pub(crate) fn package(args: &crate::package::PackageArgs, ui: &Ui) -> Result<(),
         crate::package::Format::Deb => "deb",
         crate::package::Format::Rpm => "rpm",
     };
-    let mut rows = Vec::new();
-    for kdir in expand(&args.kernel.kdirs)? {
-        let release = match release(&kdir) {
-            Ok(r) => r,
-            Err(e) => {
-                rows.push(Row { release: kdir.display().to_string(), kdir, outcome: Err(e) });
-                continue;
-            }
-        };
-        eprintln!("== {release} ({})", kdir.display());
+    each_target(&args.kernel.kdirs, "package", |kdir, release| {
         let pkg = format!("{base}-{}", release.to_lowercase());
         let out = dir.join(format!("{pkg}_{}.{ext}", args.pkg_version));
         let one = crate::package::PackageArgs {
-            kernel: args.kernel.with_kdir(&kdir),
+            kernel: args.kernel.with_kdir(kdir),
             name: Some(pkg),
             out: out.clone(),
             ..args.clone()
         };
-        let outcome = crate::package::run(&one, ui).map(|()| out.display().to_string()).map_err(reason);
-        rows.push(Row { release, kdir, outcome });
-    }
-    table(&rows, "package")
+        crate::package::run(&one, ui)?;
+        Ok(out.display().to_string())
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! One `.kgp`, many kernels: `patches/fleet_banner.kgp` checked, built and packaged with several `--kdir`
 //! for the installed 6.1 and the kernels `scripts/setup.sh kernels` unpacks under
 //! `target/kernels` (6.1 PREEMPT_RT and cloud, 6.12), and, with `KGRAFT_QEMU=1`, loaded under
-//! qemu on each of those with `kgraftc test`.
+//! qemu on each of those with `kgraftc test`; kgraft's own engine's scenarios run on 6.12 and
+//! PREEMPT_RT too (`kernel-tests/engine.sh` with `KDIR`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
+mod guest;
 mod kernels;
 
 use kernels::{release, root};
@@ -131,8 +133,7 @@ fn one_source_builds_a_module_per_release_and_a_table_says_so() {
 /// restores the original.
 #[test]
 fn the_module_of_each_release_runs_on_its_kernel_under_qemu() {
-    if std::env::var_os("KGRAFT_QEMU").is_none() {
-        eprintln!("KGRAFT_QEMU is not set: the fleet's kernels are not booted");
+    if !guest::enabled("the_module_of_each_release_runs_on_its_kernel_under_qemu") {
         return;
     }
     let Some(fleet) = kernels::fleet("the_module_of_each_release_runs_on_its_kernel_under_qemu") else { return };
@@ -163,4 +164,37 @@ fn the_module_of_each_release_runs_on_its_kernel_under_qemu() {
         assert!(err.contains("passed: the script passed with fleet_banner applied"), "{err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// kgraft's own engine on the fleet's other kernel lines, 6.12 and 6.1 PREEMPT_RT: every
+/// scenario of `kernel-tests/engine-init.sh` (the direct call and the transition, callbacks and
+/// shadow data, the consistency hammer with no mismatch, a sleeping straggler kicked, stacking,
+/// a system call, module objects coming and going, the livepatch core beside it), one boot per
+/// kernel, with the samples built for that kernel. The benchmark's figures are printed.
+#[test]
+fn the_kgraft_engine_scenarios_pass_on_6_12_and_rt_under_qemu() {
+    let test = "the_kgraft_engine_scenarios_pass_on_6_12_and_rt_under_qemu";
+    if !guest::enabled(test) {
+        return;
+    }
+    let Some(fleet) = kernels::fleet(test) else { return };
+    let init = std::fs::read_to_string(root().join("kernel-tests/engine-init.sh")).expect("engine-init.sh is readable");
+    let scenarios = guest::init_scenarios(&init);
+    let lines: Vec<PathBuf> = fleet.into_iter().filter(|k| !release(k).contains("-cloud-")).collect();
+    assert_eq!(lines.len(), 2, "6.12 and 6.1-rt: {lines:?}");
+    for kdir in &lines {
+        let r = release(kdir);
+        let run = guest::Run::harness(
+            "engine.sh",
+            &format!("kernel-tests-engine-{r}"),
+            &[("KDIR", kdir.to_str().expect("a UTF-8 path"))],
+        );
+        for line in run.console.lines().filter(|l| l.starts_with("KGRAFT-BENCH") || l.starts_with("KGRAFT-PAIR")) {
+            eprintln!("{r}: {line}");
+        }
+        for scenario in &scenarios {
+            run.assert_passed(scenario, &format!("the kgraft engine on {r}"));
+        }
+        run.assert_success(&format!("KDIR={} kernel-tests/engine.sh", kdir.display()));
+    }
 }

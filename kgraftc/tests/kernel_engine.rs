@@ -16,13 +16,6 @@ mod guest;
 /// timing-sensitive scenarios would suffer from a second machine beside them.
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The scenarios an init script (`kernel-tests/engine-init.sh`, `nolp-init.sh`) runs, by the
-/// name of their verdict line: each is one `run NAME` line there (the function
-/// `scenario_NAME`), the only list of them.
-fn engine_scenarios(init: &str) -> Vec<&str> {
-    init.lines().filter_map(|l| l.strip_prefix("run ")?.split_whitespace().next()).collect()
-}
-
 /// The scenarios of `kernel-tests/scenarios` that run with the kgraft engine: every listed one
 /// not marked `klp-only`.
 fn main_scenarios_for_kgraft(list: &str) -> Vec<&str> {
@@ -41,7 +34,7 @@ fn kgraft_engine_under_qemu() {
     let _one_guest_at_a_time = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let init =
         std::fs::read_to_string(guest::root().join("kernel-tests/engine-init.sh")).expect("engine-init.sh is readable");
-    let scenarios = engine_scenarios(&init);
+    let scenarios = guest::init_scenarios(&init);
     assert!(scenarios.len() >= 8, "engine-init.sh lists {} scenarios", scenarios.len());
     let run = guest::Run::harness("engine.sh", "kernel-tests-engine", &[]);
     for line in run.console.lines().filter(|l| l.starts_with("KGRAFT-BENCH") || l.starts_with("KGRAFT-PAIR")) {
@@ -78,7 +71,7 @@ fn kgraft_engine_without_the_livepatch_core_under_qemu() {
     let _one_guest_at_a_time = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let init =
         std::fs::read_to_string(guest::root().join("kernel-tests/nolp-init.sh")).expect("nolp-init.sh is readable");
-    let scenarios = engine_scenarios(&init);
+    let scenarios = guest::init_scenarios(&init);
     assert!(scenarios.len() >= 5, "nolp-init.sh lists {} scenarios", scenarios.len());
     // The kernel is built once into the work directory and kept while its configuration holds.
     let run = guest::Run::harness("nolp.sh", "kernel-tests-nolp", &[]);

@@ -17,6 +17,13 @@ pub fn enabled(test: &str) -> bool {
     on
 }
 
+/// The scenarios an init script (`kernel-tests/engine-init.sh`, `nolp-init.sh`) runs, by the
+/// name of their verdict line: each is one `run NAME` line there (the function
+/// `scenario_NAME`), the only list of them.
+pub fn init_scenarios(init: &str) -> Vec<&str> {
+    init.lines().filter_map(|l| l.strip_prefix("run ")?.split_whitespace().next()).collect()
+}
+
 /// The repository's root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
