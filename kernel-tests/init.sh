@@ -465,6 +465,15 @@ scenario_package_scripts() {
     [ "$(cut -d ' ' -f 1 /var/lib/kgraft/$P)" = cmdline_banner ] || { echo "no state after v1"; return; }
     sh /pkg/v1/DEBIAN/postinst configure > /tmp/p.out 2>&1 || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
     grep -q 'cmdline_banner is applied' /tmp/p.out || { echo "v1 reinstall: $(cat /tmp/p.out)"; return; }
+    # A new build under the same name that the kernel refuses (here a truncated module): the
+    # upgrade fails, and the build it unloaded is applied again from the helper's copy.
+    ko=$(ls /lib/modules/*/updates/kgraft/cmdline_banner.ko)
+    cp "$ko" /tmp/good.ko
+    head -c 4096 /tmp/good.ko > "$ko"
+    sh /pkg/v1/DEBIAN/postinst configure 1 > /tmp/p.out 2>&1 && { echo "a refused build's postinst succeeded"; return; }
+    grep -q 'the previous build of cmdline_banner is applied again' /tmp/p.out || { echo "refused build: $(cat /tmp/p.out)"; return; }
+    [ "$(head -n 1 /proc/cmdline)" = "kgraft: cmdline_banner active" ] || { echo "unpatched after a refused build: $(cat /tmp/p.out)"; return; }
+    cp /tmp/good.ko "$ko"
     sh /pkg/v1/DEBIAN/prerm upgrade 2 || { echo "v1 prerm upgrade failed"; return; }
     [ "$(cat "$(pd cmdline_banner)/enabled" 2>/dev/null)" = 1 ] || { echo "prerm upgrade unloaded v1"; return; }
     # dpkg unpacks version 2 and removes the files version 1 had alone.
@@ -479,6 +488,7 @@ scenario_package_scripts() {
     grep -q '^cmdline_banner_v2 ' /proc/modules && { echo "v2 module left after removal"; return; }
     [ "$(cat /proc/cmdline)" = "$ORIG" ] || { echo "not restored: $(cat /proc/cmdline)"; return; }
     [ -e /var/lib/kgraft/$P ] && { echo "state left after removal"; return; }
+    [ -e /var/lib/kgraft/$P.ko ] && { echo "the saved module left after removal"; return; }
     echo ok
 }
 

@@ -13,7 +13,8 @@
 //! its module first, then removes the old one: a patch built with `replace_all: true` under a
 //! new patch name (`foo_v2`) has already replaced the old one atomically by then. A new build
 //! under the same patch name cannot be loaded beside the old one; the helper then unloads the
-//! old one first and says that the kernel is unpatched in between. Scripts that run for another
+//! old one first and says that the kernel is unpatched in between, and, should the kernel refuse
+//! the new build, applies again the copy of the old one it keeps in `/var/lib/kgraft/PKG.ko`. Scripts that run for another
 //! root (`dpkg --root`, `DPKG_ROOT` set) do not touch the running kernel.
 //!
 //! The module is built for either engine (`--engine`, or the patch's header): the livepatch
@@ -98,6 +99,8 @@ KO=/lib/modules/$RELEASE/updates/kgraft/$NAME.ko
 LP=/sys/kernel/livepatch
 KG=/sys/kernel/kgraft
 STATE=/var/lib/kgraft/@PKG@
+# A copy of the module last applied, to apply again if a new build of the same name is refused.
+SAVED=$STATE.ko
 TIMEOUT=${KGRAFT_TIMEOUT:-60}
 
 say() { echo "kgraft: $*" >&2; }
@@ -171,6 +174,18 @@ unload_patch() {
 
 record() { mkdir -p "${STATE%/*}" && echo "$NAME $1" > "$STATE"; }
 
+# Loads the module file $1 and waits for its transition; reverses it and removes the module
+# when it does not end within TIMEOUT.
+apply() {
+    insmod "$1" || { say "the kernel refused $1 (dmesg says why)"; return 1; }
+    if ! wait_transition "$NAME"; then
+        say "$NAME did not take effect within $TIMEOUT s (tasks sleep in its functions); reversing"
+        echo 0 > "$(pdir "$NAME")/enabled"
+        wait_transition "$NAME"; wait_gone "$NAME"; remove_module "$NAME"
+        return 1
+    fi
+}
+
 load() {
     if [ "$(uname -r)" != "$RELEASE" ]; then
         say "$NAME is for Linux $RELEASE, this is $(uname -r): not loaded"
@@ -179,7 +194,7 @@ load() {
     # The kgraft engine is in the module; the livepatch core is the kernel's.
     [ "$ENGINE" = kgraft ] || [ -d $LP ] || { say "this kernel has no livepatch support"; return 1; }
     sum=$(sha256sum "$KO" | cut -d ' ' -f 1)
-    old=""; oldsum=""
+    old=""; oldsum=""; replaces=""
     [ -r "$STATE" ] && read -r old oldsum < "$STATE"
     if applied "$NAME"; then
         if [ "$old" != "$NAME" ] || [ "$oldsum" = "$sum" ]; then
@@ -189,13 +204,14 @@ load() {
         fi
         say "a new build of $NAME replaces the loaded one: the kernel is unpatched in between (give a new version its own patch name, with replace_all, to replace it atomically)"
         unload_patch "$NAME" || return 1
+        replaces=1
     fi
     remove_module "$NAME"
-    insmod "$KO" || { say "the kernel refused $KO (dmesg says why)"; return 1; }
-    if ! wait_transition "$NAME"; then
-        say "$NAME did not take effect within $TIMEOUT s (tasks sleep in its functions); reversing"
-        echo 0 > "$(pdir "$NAME")/enabled"
-        wait_transition "$NAME"; wait_gone "$NAME"; remove_module "$NAME"
+    if ! apply "$KO"; then
+        # The old build was unloaded for this one: the kernel is not left unpatched.
+        if [ -n "$replaces" ] && [ -r "$SAVED" ] && apply "$SAVED"; then
+            say "the previous build of $NAME is applied again"
+        fi
         return 1
     fi
     # The previous version, under another name: replaced already when this one has replace_all,
@@ -203,6 +219,7 @@ load() {
     if [ -n "$old" ] && [ "$old" != "$NAME" ]; then
         unload_patch "$old" || say "could not remove the previous version, $old"
     fi
+    cp "$KO" "$SAVED.new" && mv "$SAVED.new" "$SAVED" || say "cannot keep a copy of $KO in $SAVED"
     record "$sum"
     say "$NAME is applied"
 }
@@ -214,7 +231,7 @@ unload() {
         unload_patch "$name" || return 1
         say "$name is removed"
     fi
-    rm -f "$STATE"
+    rm -f "$STATE" "$SAVED"
 }
 
 case "${1:-}" in
@@ -262,7 +279,7 @@ set -e
 case "$1" in
     remove | purge)
         [ -n "${DPKG_ROOT:-}" ] || depmod -a @RELEASE@ 2>/dev/null || true
-        rm -f "${DPKG_ROOT:-}/var/lib/kgraft/@PKG@"
+        rm -f "${DPKG_ROOT:-}/var/lib/kgraft/@PKG@" "${DPKG_ROOT:-}/var/lib/kgraft/@PKG@.ko"
         ;;
 esac
 "#;
@@ -450,7 +467,7 @@ fn spec(names: &Names, version: &str, description: &str, requires: &str, root: &
          %post\n{same_root}depmod -a {release} 2>/dev/null || :\nif same_root; then\n    {helper} load\nfi\n\n\
          %preun\n{same_root}# $1 is 0 at removal, 1 at upgrade (the new version's %post replaced the patch).\n\
          if [ \"$1\" -eq 0 ] && same_root; then\n    {helper} unload\nfi\n\n\
-         %postun\nif [ \"$1\" -eq 0 ]; then\n    depmod -a {release} 2>/dev/null || :\n    rm -f /var/lib/kgraft/{pkg}\nfi\n",
+         %postun\nif [ \"$1\" -eq 0 ]; then\n    depmod -a {release} 2>/dev/null || :\n    rm -f /var/lib/kgraft/{pkg} /var/lib/kgraft/{pkg}.ko\nfi\n",
         pkg = names.pkg,
         patch = names.patch,
         release = rpm_literal(&names.release),
