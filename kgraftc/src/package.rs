@@ -219,8 +219,8 @@ load() {
     if [ -n "$old" ] && [ "$old" != "$NAME" ]; then
         unload_patch "$old" || say "could not remove the previous version, $old"
     fi
-    cp "$KO" "$SAVED.new" && mv "$SAVED.new" "$SAVED" || say "cannot keep a copy of $KO in $SAVED"
     record "$sum"
+    cp "$KO" "$SAVED.new" && mv "$SAVED.new" "$SAVED" || say "cannot keep a copy of $KO in $SAVED"
     say "$NAME is applied"
 }
 

@@ -139,28 +139,30 @@ fn the_module_of_each_release_runs_on_its_kernel_under_qemu() {
     let Some(fleet) = kernels::fleet("the_module_of_each_release_runs_on_its_kernel_under_qemu") else { return };
     let dir = std::env::temp_dir().join(format!("kgraft-fleet-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
-    let script = dir.join("banner.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nfirst=\"$(head -n 1 /proc/cmdline)\"\necho \"$first\"\n[ \"$first\" = \"kgraft: fleet_banner for $(uname -r)\" ]\n",
-    )
-    .expect("the script");
-    // The same patch for kgraft's own engine, chosen in its header.
-    let source = std::fs::read_to_string(root().join("patches/fleet_banner.kgp")).expect("the sample");
-    let kgraft = dir.join("fleet_banner.kgp");
-    std::fs::write(&kgraft, source.replace("    description:", "    engine: \"kgraft\",\n    description:"))
-        .expect("a copy");
-    for (kdir, patch) in fleet.iter().flat_map(|k| [(k, root().join("patches/fleet_banner.kgp")), (k, kgraft.clone())])
-    {
+    for (kdir, engine) in fleet.iter().flat_map(|k| [(k, "klp"), (k, "kgraft")]) {
+        // The banner names the running release, and the engine asked for is the one that
+        // applied the patch.
+        let sysfs = if engine == "kgraft" { "/sys/kernel/kgraft" } else { "/sys/kernel/livepatch" };
+        let script = dir.join(format!("banner-{engine}.sh"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfirst=\"$(head -n 1 /proc/cmdline)\"\necho \"$first\"\n[ -d {sysfs}/fleet_banner ] && \
+                 [ \"$first\" = \"kgraft: fleet_banner for $(uname -r)\" ]\n"
+            ),
+        )
+        .expect("the script");
         let (code, out, err) = kgraftc(&[
             "test",
-            patch.to_str().expect("a UTF-8 path"),
+            "patches/fleet_banner.kgp",
+            "--engine",
+            engine,
             "--kdir",
             kdir.to_str().expect("a UTF-8 path"),
             "--script",
             script.to_str().expect("a UTF-8 path"),
         ]);
-        assert_eq!(code, Some(0), "{} ({}): {out}{err}", release(kdir), patch.display());
+        assert_eq!(code, Some(0), "{} ({engine}): {out}{err}", release(kdir));
         assert!(err.contains("passed: the script passed with fleet_banner applied"), "{err}");
     }
     let _ = std::fs::remove_dir_all(&dir);

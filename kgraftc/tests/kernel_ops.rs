@@ -423,6 +423,24 @@ fn test_command_passes_and_fails_with_the_script() {
     assert!(t.contains("the script's output:\n    looking for the old banner\n"), "{t}");
     assert!(t.contains("error: the script failed (exit status 1) while cmdline_banner was applied"), "{t}");
 
+    // A script that takes the patch off itself, by hand as the engine chapter does, with the
+    // kgraft engine: nothing is left to unload, and the test says so.
+    let by_hand = script(
+        &dir,
+        "by-hand.sh",
+        "d=/sys/kernel/kgraft/cmdline_banner\n[ -d $d ] || exit 3\necho 0 > $d/enabled\n\
+         i=0; while [ \"$(cat $d/transition)\" = 1 ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done\n\
+         rmmod cmdline_banner\n",
+    );
+    let out = kgraftc()
+        .args(["test", "patches/cmdline_banner.kgp", "--engine", "kgraft", "--script"])
+        .arg(&by_hand)
+        .output()
+        .expect("kgraftc runs");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("and unloaded cmdline_banner itself cleanly"), "{t}");
+
     // A script that prints the steps of a passing test and stops the guest passes for nothing:
     // its lines are its output, and the real steps never came.
     let forge = script(
