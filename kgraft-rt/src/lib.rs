@@ -15,6 +15,7 @@ compile_error!("kgraft-rt: the features `host` and `kernel` select the target; e
 extern crate alloc;
 
 pub mod bits;
+pub mod contract;
 #[cfg(any(feature = "engine", test))]
 pub mod engine;
 mod export;

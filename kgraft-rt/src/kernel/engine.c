@@ -51,17 +51,14 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
+/*
+ * What this file shares with the Rust side (the relocation table, `struct kg_func`, the
+ * callback kinds), written by kgraftc from kgraft-rt's contract.rs.
+ */
+#include "kgraft_contract.h"
+
 /* What `kgraftc kernel` looks for: this module applies itself. */
 MODULE_INFO(kgraft, "engine");
-
-/* One replacement, as kgraft-rt describes it (`kernel::kgraft::KgFunc`). */
-struct kg_func {
-	const char *name;
-	const char *object; /* NULL: vmlinux */
-	unsigned long sympos;
-	unsigned long new_fn;
-	unsigned long direct; /* the entry a direct call reaches: it jumps to new_fn */
-};
 
 /* What the engine keeps for one changed function. */
 struct kg_site {
@@ -198,9 +195,6 @@ extern int kgraft_engine_enable(void);
 extern void kgraft_engine_replaced(void);
 extern bool kgraft_engine_has_object(const char *module);
 extern int kgraft_engine_object_event(const char *module, int kind, int state);
-
-/* The callback kinds of kgraft_engine_object_event, as kgraft-rt's `rules::CALLBACKS` orders them. */
-enum { KG_PRE_PATCH, KG_POST_PATCH, KG_PRE_UNPATCH, KG_POST_UNPATCH };
 
 #define KG_STACK_MAX 64
 static unsigned long kg_stack[KG_STACK_MAX];
@@ -1586,35 +1580,9 @@ static int kg_kernel_functions(void)
  * vmlinux's before anything is hooked, a module's as that module comes (or at once, if it is
  * loaded already), again each time it comes back.
  */
-#define KG_RELOCS_MAGIC 0x4c52474bU /* "KGRL" */
-#define KG_RELOCS_VERSION 1
-#define KG_RELOC_WRITABLE 0x1U /* the place is writable data: written directly */
-
-struct kg_relocs_head {
-	u32 magic;
-	u16 version;
-	u16 record_size;
-	u32 count;
-	u32 reserved;
-};
-
-struct kg_reloc {
-	unsigned long place;
-	const char *name;
-	const char *object; /* "vmlinux" or a module's name */
-	s64 addend;
-	u32 type; /* R_X86_64_* */
-	u32 sympos; /* 0: the only symbol of the name, N: the Nth */
-	u32 flags;
-	u32 reserved;
-};
-
-static_assert(sizeof(struct kg_relocs_head) == 16, "kgraftc's relocs.rs writes a 16-byte head");
-static_assert(sizeof(struct kg_reloc) == 48, "kgraftc's relocs.rs writes 48-byte records");
-
 /* kgraftc writes the records after this head. Not const: the count is read at run time. */
 extern struct kg_relocs_head kgraft_relocs;
-struct kg_relocs_head kgraft_relocs __section(".kgraft.relocs") __aligned(8) __used = {
+struct kg_relocs_head kgraft_relocs __section(KG_RELOCS_SECTION) __aligned(8) __used = {
 	.magic = KG_RELOCS_MAGIC,
 	.version = KG_RELOCS_VERSION,
 	.record_size = sizeof(struct kg_reloc),
@@ -1750,14 +1718,12 @@ static int kg_reloc_value(const struct kg_reloc *r, unsigned long addr, u64 *val
 {
 	u64 v = addr + r->addend;
 
-	*size = 4;
+	*size = kg_reloc_width(r->type);
 	switch (r->type) {
 	case R_X86_64_64:
-		*size = 8;
 		break;
 	case R_X86_64_PC64:
 		v -= r->place;
-		*size = 8;
 		break;
 	case R_X86_64_32:
 		if (v != (u32)v)
@@ -1814,22 +1780,14 @@ static int kg_relocs_check(void)
 		return -EINVAL;
 	}
 	for (i = 0; i < n; i++) {
-		unsigned long width = r[i].type == R_X86_64_64 || r[i].type == R_X86_64_PC64 ? 8 : 4;
+		unsigned long width = kg_reloc_width(r[i].type);
 
 		if (!kg_in_module((unsigned long)r[i].name, 1) || !kg_in_module((unsigned long)r[i].object, 1)) {
 			pr_err("kgraft: %s: relocation record %u names a string outside the patch module\n",
 			       kg_patch_name, i);
 			return -EINVAL;
 		}
-		switch (r[i].type) {
-		case R_X86_64_64:
-		case R_X86_64_PC64:
-		case R_X86_64_32:
-		case R_X86_64_32S:
-		case R_X86_64_PC32:
-		case R_X86_64_PLT32:
-			break;
-		default:
+		if (!width) {
 			pr_err("kgraft: %s: relocation type %u against '%s' is not one the engine applies\n",
 			       kg_patch_name, r[i].type, r[i].name);
 			return -ENOEXEC;

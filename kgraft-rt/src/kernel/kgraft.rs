@@ -16,21 +16,16 @@ use core::ffi::{CStr, c_char, c_int, c_ulong};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::contract::{CallbackKind, errno};
+use crate::layout::MODULE_STATE_COMING;
 use crate::patch::{Callbacks, ModuleState, Object, Patch};
 use crate::state::State;
 use crate::transition::{Backend, POLL_EVERY_MS, Poll, Refused, Transition};
 
 use super::klp;
 
-/// One replacement as `engine.c` reads it (`struct kg_func`).
-#[repr(C)]
-struct KgFunc {
-    name: *const c_char,
-    object: *const c_char,
-    sympos: c_ulong,
-    new_fn: *const (),
-    direct: *const (),
-}
+/// One replacement as `engine.c` reads it (`struct kg_func`, from the contract).
+type KgFunc = crate::contract::Func;
 
 unsafe extern "C" {
     fn kg_prepare(
@@ -204,7 +199,7 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
     // SAFETY: a zeroed array of `n` (at least one) entries, or null.
     let funcs: *mut KgFunc = unsafe { super::alloc(n.max(1)) };
     if funcs.is_null() {
-        return -12;
+        return -errno::ENOMEM;
     }
     for (i, f) in patch.funcs.iter().enumerate() {
         // SAFETY: `i < n`, the array's length.
@@ -224,7 +219,7 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
     if states.is_null() {
         // SAFETY: from `alloc`, unused.
         unsafe { klp::kfree(funcs.cast()) };
-        return -12;
+        return -errno::ENOMEM;
     }
     for (i, decl) in patch.states.iter().enumerate() {
         // SAFETY: `i < nstates`, the array's length.
@@ -264,7 +259,7 @@ pub(super) unsafe fn init(patch: &'static Patch) -> c_int {
             match e.transition.start(&mut Kernel, true, kg_now_ms()) {
                 Ok(()) => 0,
                 Err(Refused::Backend(err)) => err,
-                Err(_) => -16,
+                Err(_) => -errno::EBUSY,
             }
         });
         if ret == 0 {
@@ -370,10 +365,10 @@ pub unsafe extern "C" fn kgraft_engine_enable() -> c_int {
                         kg_schedule(0);
                         0
                     }
-                    Err(_) => -22,
+                    Err(_) => -errno::EINVAL,
                 }
             }
-            _ => -22,
+            _ => -errno::EINVAL,
         })
     }
 }
@@ -388,7 +383,7 @@ pub unsafe extern "C" fn kgraft_engine_disable() -> c_int {
     // SAFETY: the caller holds the lock.
     unsafe {
         with_engine(|e| {
-            let Some(patch) = e.patch else { return -22 };
+            let Some(patch) = e.patch else { return -errno::EINVAL };
             let now = kg_now_ms();
             let res = match e.transition.phase() {
                 crate::transition::Phase::Moving { .. } => e.transition.reverse(&mut Kernel, now),
@@ -408,7 +403,7 @@ pub unsafe extern "C" fn kgraft_engine_disable() -> c_int {
                     0
                 }
                 Err(Refused::Backend(err)) => err,
-                Err(Refused::Busy | Refused::AlreadyThere) => -22,
+                Err(Refused::Busy | Refused::AlreadyThere) => -errno::EINVAL,
             }
         })
     }
@@ -427,8 +422,8 @@ pub unsafe extern "C" fn kgraft_engine_has_object(name: *const c_char) -> bool {
     unsafe { with_engine(|e| e.patch.is_some_and(|p| super::modules(p).any(|m| m == name))) }
 }
 
-/// Runs the callback `kind` (0 `pre_patch`, 1 `post_patch`, 2 `pre_unpatch`, 3 `post_unpatch`)
-/// of the module `name`, which is coming (`state` 1) or going (2) while the patch is on.
+/// Runs the callback `kind` (a [`CallbackKind`]) of the module `name`, which is coming
+/// (`state` [`MODULE_STATE_COMING`]) or going while the patch is on.
 /// Returns what `pre_patch` returns (a negative errno refuses the module), otherwise 0.
 ///
 /// # Safety
@@ -445,22 +440,22 @@ pub unsafe extern "C" fn kgraft_engine_object_event(name: *const c_char, kind: c
     let wanted = unsafe { CStr::from_ptr(name) };
     let Some(name) = super::modules(patch).find(|m| *m == wanted) else { return 0 };
     let Some(c) = super::callbacks_of(patch, Some(name)) else { return 0 };
-    let state = if state == 1 { ModuleState::Coming } else { ModuleState::Going };
+    let state = if state == MODULE_STATE_COMING { ModuleState::Coming } else { ModuleState::Going };
     let o = Object { name: Some(name), state: Some(state) };
     // SAFETY: the module is coming or going at the point of its life the callback's kind names,
     // as the livepatch core calls them.
     unsafe {
-        match (kind, c) {
-            (0, Callbacks { pre_patch: Some(f), .. }) => f(&o),
-            (1, Callbacks { post_patch: Some(f), .. }) => {
+        match (CallbackKind::from_c(kind), c) {
+            (Some(CallbackKind::PrePatch), Callbacks { pre_patch: Some(f), .. }) => f(&o),
+            (Some(CallbackKind::PostPatch), Callbacks { post_patch: Some(f), .. }) => {
                 f(&o);
                 0
             }
-            (2, Callbacks { pre_unpatch: Some(f), .. }) => {
+            (Some(CallbackKind::PreUnpatch), Callbacks { pre_unpatch: Some(f), .. }) => {
                 f(&o);
                 0
             }
-            (3, Callbacks { post_unpatch: Some(f), .. }) => {
+            (Some(CallbackKind::PostUnpatch), Callbacks { post_unpatch: Some(f), .. }) => {
                 f(&o);
                 0
             }

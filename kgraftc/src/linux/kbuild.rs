@@ -107,8 +107,10 @@ pub(crate) fn link(
             makefile += &format!("CFLAGS_kgraft_engine.o := {}\n", flags.join(" "));
         }
         write_if_changed(&engine_path, kgraft_rt::csrc::KERNEL_ENGINE.as_bytes())?;
+        write_if_changed(&build_dir.join(super::contract::FILE), super::contract::header().as_bytes())?;
     } else {
         let _ = std::fs::remove_file(&engine_path);
+        let _ = std::fs::remove_file(build_dir.join(super::contract::FILE));
     }
     // One object per C unit; files of units a previous version of the patch had go.
     let mut c_files = Vec::new();

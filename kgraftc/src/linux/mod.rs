@@ -1,6 +1,7 @@
 //! The Linux kernel module build, step by step (see `build_linux.rs`).
 
 pub(crate) mod cargo;
+mod contract;
 pub(crate) mod kbuild;
 pub(crate) mod kdir;
 mod klp;

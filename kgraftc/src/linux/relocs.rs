@@ -10,8 +10,10 @@
 //! the loader never sees them.
 //!
 //! The section is defined by `engine.c` with its head only (`struct kg_relocs_head`, count 0);
-//! this rewrite checks that head and writes the whole section. Format version 1, little-endian,
-//! all of it allocated data of the module:
+//! this rewrite checks that head and writes the whole section. The format is defined once, in
+//! `kgraft_rt::contract` (`RelocsHead`, `Reloc`, the types applied), which the C side gets as
+//! the generated `kgraft_contract.h`. Version 1, little-endian, all of it allocated data of the
+//! module:
 //!
 //! ```text
 //! head (16 bytes)        u32 magic "KGRL" (0x4c52474b), u16 version (1), u16 record size (48),
@@ -43,28 +45,25 @@ use object::elf;
 
 use super::Error;
 
-/// The section the engine reads.
-pub(crate) const SECTION: &str = ".kgraft.relocs";
-/// `"KGRL"`, little-endian.
-pub(crate) const MAGIC: u32 = 0x4c52_474b;
-/// The format's version, which `engine.c`'s `KG_RELOCS_VERSION` must equal.
-pub(crate) const VERSION: u16 = 1;
-/// The size of the head.
-pub(crate) const HEAD_SIZE: usize = 16;
-/// The size of one record.
-pub(crate) const RECORD_SIZE: usize = 48;
-/// Record flag: the place is in writable data.
-pub(crate) const FLAG_WRITABLE: u32 = 1;
+use kgraft_rt::contract::{self, Reloc, RelocsHead};
 
-/// The relocation types the engine applies.
-const TYPES: &[u32] = &[
-    elf::R_X86_64_64,
-    elf::R_X86_64_PC32,
-    elf::R_X86_64_PLT32,
-    elf::R_X86_64_32,
-    elf::R_X86_64_32S,
-    elf::R_X86_64_PC64,
-];
+/// The section the engine reads.
+pub(crate) const SECTION: &str = contract::RELOCS_SECTION;
+/// `"KGRL"`, little-endian.
+pub(crate) const MAGIC: u32 = contract::RELOCS_MAGIC;
+/// The format's version, which `engine.c`'s `KG_RELOCS_VERSION` equals (both from the contract).
+pub(crate) const VERSION: u16 = contract::RELOCS_VERSION;
+/// The size of the head.
+pub(crate) const HEAD_SIZE: usize = std::mem::size_of::<RelocsHead>();
+/// The size of one record.
+pub(crate) const RECORD_SIZE: usize = std::mem::size_of::<Reloc>();
+/// Record flag: the place is in writable data.
+pub(crate) const FLAG_WRITABLE: u32 = contract::RELOC_WRITABLE;
+
+/// Whether the engine applies relocations of type `r_type`.
+fn applied(r_type: u32) -> bool {
+    contract::RELOC_TYPES.iter().any(|(t, _, _)| *t == r_type)
+}
 
 /// What the rewrite did, for the build's progress line and the tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -216,7 +215,7 @@ fn rewrite_bytes(
                      module's init, before that module may load"
                 )));
             }
-            if !TYPES.contains(&r.r_type) {
+            if !applied(r.r_type) {
                 return Err(Error::new(format!(
                     "the relocation of type {} against `{name}` in `{target_name}` is not one the kgraft engine applies",
                     r.r_type
@@ -263,20 +262,20 @@ fn rewrite_bytes(
         let table_sym = section_symbol(&mut b, &mut section_syms, table);
         let name_at = intern(&r.name);
         let object_at = intern(&r.object);
-        for (field, symbol, addend) in [(0, place_sym, r.offset), (8, table_sym, name_at), (16, table_sym, object_at)] {
+        let fields = [
+            (std::mem::offset_of!(Reloc, place), place_sym, r.offset),
+            (std::mem::offset_of!(Reloc, name), table_sym, name_at),
+            (std::mem::offset_of!(Reloc, object), table_sym, object_at),
+        ];
+        for (field, symbol, addend) in fields {
             table_relocs.push(Relocation {
-                r_offset: at + field,
+                r_offset: at + field as u64,
                 symbol: Some(symbol),
                 r_type: elf::R_X86_64_64,
                 r_addend: addend as i64,
             });
         }
-        bytes.extend_from_slice(&[0; 24]);
-        bytes.extend_from_slice(&r.addend.to_le_bytes());
-        bytes.extend_from_slice(&r.r_type.to_le_bytes());
-        bytes.extend_from_slice(&r.sympos.to_le_bytes());
-        bytes.extend_from_slice(&r.flags.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&record(r.addend, r.r_type, r.sympos, r.flags));
     }
     bytes.extend_from_slice(&strings);
     {
@@ -319,13 +318,28 @@ fn rewrite_bytes(
 
 /// The head of a table of `count` records.
 fn head(count: u32) -> Vec<u8> {
-    let mut h = Vec::with_capacity(HEAD_SIZE);
-    h.extend_from_slice(&MAGIC.to_le_bytes());
-    h.extend_from_slice(&VERSION.to_le_bytes());
-    h.extend_from_slice(&(RECORD_SIZE as u16).to_le_bytes());
-    h.extend_from_slice(&count.to_le_bytes());
-    h.extend_from_slice(&0u32.to_le_bytes());
+    let mut h = vec![0; HEAD_SIZE];
+    put(&mut h, std::mem::offset_of!(RelocsHead, magic), &MAGIC.to_le_bytes());
+    put(&mut h, std::mem::offset_of!(RelocsHead, version), &VERSION.to_le_bytes());
+    put(&mut h, std::mem::offset_of!(RelocsHead, record_size), &(RECORD_SIZE as u16).to_le_bytes());
+    put(&mut h, std::mem::offset_of!(RelocsHead, count), &count.to_le_bytes());
     h
+}
+
+/// Writes `value` at `at` in `buf`.
+fn put(buf: &mut [u8], at: usize, value: &[u8]) {
+    buf[at..at + value.len()].copy_from_slice(value);
+}
+
+/// One record's bytes, the three address fields 0 (the loader fills them through the
+/// table's relocations).
+fn record(addend: i64, r_type: u32, sympos: u32, flags: u32) -> Vec<u8> {
+    let mut b = vec![0; RECORD_SIZE];
+    put(&mut b, std::mem::offset_of!(Reloc, addend), &addend.to_le_bytes());
+    put(&mut b, std::mem::offset_of!(Reloc, r_type), &r_type.to_le_bytes());
+    put(&mut b, std::mem::offset_of!(Reloc, sympos), &sympos.to_le_bytes());
+    put(&mut b, std::mem::offset_of!(Reloc, flags), &flags.to_le_bytes());
+    b
 }
 
 /// Checks that the section holds the engine's empty head, in this format's version.
