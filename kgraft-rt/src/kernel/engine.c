@@ -2206,9 +2206,10 @@ int kg_prepare(const char *patch, const struct kg_func *funcs, int n, bool repla
 	return 0;
 fail_kobj:
 	kg_put_belows();
-	kg_free_nop_names();
+	/* The directory goes first: removing it waits for its readers (functions_show reads the names). */
 	kobject_put(kg_kobj);
 	kg_kobj = NULL;
+	kg_free_nop_names();
 	kg_store_detach();
 	kset_put(kg_registry);
 	kg_registry = NULL;
@@ -2227,13 +2228,17 @@ fail:
 void kg_unprepare(void)
 {
 	kg_put_belows();
-	kg_free_nop_names();
+	/*
+	 * The directory goes before the names and sites its files show: removing it waits for
+	 * the readers in functions_show, and no new one starts.
+	 */
 	if (kg_kobj) {
 		kobject_put(kg_kobj);
 		kg_kobj = NULL;
 		kset_put(kg_registry);
 		kg_registry = NULL;
 	}
+	kg_free_nop_names();
 	kg_store_detach();
 	unregister_module_notifier(&kg_module_nb);
 	cancel_delayed_work_sync(&kg_poll_work);
