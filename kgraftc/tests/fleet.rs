@@ -1,8 +1,9 @@
 //! One `.kgp`, many kernels: `patches/fleet_banner.kgp` checked, built and packaged with several `--kdir`
 //! for the installed 6.1 and the kernels `scripts/setup.sh kernels` unpacks under
 //! `target/kernels` (6.1 PREEMPT_RT and cloud, 6.12), and, with `KGRAFT_QEMU=1`, loaded under
-//! qemu on each of those with `kgraftc test`; kgraft's own engine's scenarios run on 6.12 and
-//! PREEMPT_RT too (`kernel-tests/engine.sh` with `KDIR`).
+//! qemu on each of those with `kgraftc test`; on 6.12 and PREEMPT_RT, kgraft's own engine's
+//! scenarios run too (`kernel-tests/engine.sh` with `KDIR`), and the livepatch core applies a
+//! system state, BTF-typed reads and a `replace_all` patch.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -199,4 +200,68 @@ fn the_kgraft_engine_scenarios_pass_on_6_12_and_rt_under_qemu() {
         }
         run.assert_success(&format!("KDIR={} kernel-tests/engine.sh", kdir.display()));
     }
+}
+
+/// The livepatch core on the fleet's other kernel lines, 6.12 and 6.1 PREEMPT_RT, beyond the
+/// banner: a system state with its callbacks and a module parameter (`console_state`), kernel
+/// structures read through the target's BTF types (`kernel_fields`), and a `replace_all`
+/// patch (`cmdline_banner_v2`), each loaded, checked and unloaded under qemu with
+/// `kgraftc test --engine klp`. The samples name the 6.1 kernels they were written for; their
+/// copies leave that line out, as the harness's do.
+#[test]
+fn the_livepatch_core_runs_states_types_and_replace_all_on_6_12_and_rt_under_qemu() {
+    let test = "the_livepatch_core_runs_states_types_and_replace_all_on_6_12_and_rt_under_qemu";
+    if !guest::enabled(test) {
+        return;
+    }
+    let Some(fleet) = kernels::fleet(test) else { return };
+    let dir = std::env::temp_dir().join(format!("kgraft-fleet-klp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let cases: &[(&str, &str)] = &[
+        (
+            "patches/console_state.kgp",
+            "[ -d /sys/kernel/livepatch/console_state ] || exit 2\n\
+             dmesg | grep -q 'kgraft: console_state: saved loglevel 7, version 1' || exit 3\n\
+             [ \"$(cat /sys/module/console_state/parameters/prefix)\" = kgraft ]\n",
+        ),
+        (
+            "kernel-tests/patches/kernel_fields.kgp",
+            "first=\"$(head -n 1 /proc/cmdline)\"\necho \"$first\"\n\
+             [ \"$first\" = \"kgraft-fields: release=$(uname -r) mem_unit=4096 ram=yes buf=yes\" ]\n",
+        ),
+        (
+            "patches/cmdline_banner_v2.kgp",
+            "[ -d /sys/kernel/livepatch/cmdline_banner_v2 ] || exit 2\n\
+             [ \"$(head -n 1 /proc/cmdline)\" = 'kgraft: cmdline_banner_v2 active' ]\n",
+        ),
+    ];
+    for kdir in fleet.iter().filter(|k| !release(k).contains("-cloud-")) {
+        let r = release(kdir);
+        for (sample, check) in cases {
+            let name = sample.rsplit('/').next().expect("a file name");
+            let source = std::fs::read_to_string(root().join(sample)).expect("the sample");
+            let copy = dir.join(name);
+            let retargeted: String = source
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("kernel: \""))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&copy, retargeted).expect("a copy");
+            let script = dir.join(format!("{name}.sh"));
+            std::fs::write(&script, format!("#!/bin/sh\n{check}")).expect("the script");
+            let (code, out, err) = kgraftc(&[
+                "test",
+                copy.to_str().expect("a UTF-8 path"),
+                "--engine",
+                "klp",
+                "--kdir",
+                kdir.to_str().expect("a UTF-8 path"),
+                "--script",
+                script.to_str().expect("a UTF-8 path"),
+            ]);
+            assert_eq!(code, Some(0), "{r} ({sample}): {out}{err}");
+            assert!(err.contains("unloaded cleanly"), "{r} ({sample}): {err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
