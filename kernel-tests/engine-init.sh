@@ -13,7 +13,7 @@ export PATH=/bin
 # The best of three reads of /proc/kgraft_bench, in ns per call (two decimals).
 bench() {
     best=""
-    for i in 1 2 3; do
+    for _ in 1 2 3; do
         ns=$(sed -n 's/^calls=\([0-9]*\) ns=\([0-9]*\)$/\2 \1/p' /proc/kgraft_bench | awk '{ printf "%.2f", $1 / $2 }')
         [ -z "$best" ] || [ "$(echo "$ns $best" | awk '{ print ($1 < $2) }')" = 1 ] && best=$ns
     done

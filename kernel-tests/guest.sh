@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # What the /init scripts of the qemu harnesses share (init.sh, engine-init.sh), sourced from
 # /guest.sh: the patches' sysfs files for either engine, loading and unloading a patch, the
 # verdict lines, running a scenario, the pair hammer.
@@ -37,7 +38,7 @@ unload() {
         echo 0 > "$(pd "$1")/enabled" || return 1
         kgt gone "$1" || return 1
     fi
-    for i in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
         rmmod "$1" 2>/dev/null && return 0
         sleep 0.2
     done

@@ -390,7 +390,7 @@ scenario_kgraftc_kernel() {
 nap() {
     cat /proc/kgraft_nap_killable > /tmp/nap.out &
     NAPPER=$!
-    for i in $(seq 50); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null && return 0; sleep 0.1; done
+    for _ in $(seq 50); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null && return 0; sleep 0.1; done
     echo "the reader never slept in kgt_nap"; return 1
 }
 
@@ -398,7 +398,7 @@ nap() {
 # whatever fake signals the engine sent it meanwhile.
 unnap() {
     kill $NAPPER
-    for i in $(seq 30); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 30); do grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null || break; sleep 0.1; done
     if grep -q kgt_nap /proc/$NAPPER/stack 2>/dev/null; then
         kill -9 $NAPPER; wait $NAPPER
         echo "the reader slept on after SIGTERM"; return 1
@@ -429,7 +429,7 @@ scenario_kgraftc_force() {
     nap || return
     $K kernel load --timeout 60 /m/nap_short.ko > /tmp/load.out 2>&1 &
     loader=$!
-    for i in $(seq 50); do [ "$(cat "$(pd nap_short)/transition" 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+    for _ in $(seq 50); do [ "$(cat "$(pd nap_short)/transition" 2>/dev/null)" = 1 ] && break; sleep 0.1; done
     book shipping-transition.txt > /tmp/k.out  # kgraftc kernel status nap_short
     grep -q '^  transition to patched: 1 tasks left$' /tmp/k.out && grep -q "cat (pid $NAPPER)" /tmp/k.out \
         || { echo "status: $(cat /tmp/k.out)"; return; }
@@ -567,7 +567,7 @@ scenario_module_sympos() {
 scenario_forced_unpatch() {
     load nap_long || return
     nap || return
-    for i in $(seq 50); do grep -q '\[nap_long\]' /proc/$NAPPER/stack 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 50); do grep -q '\[nap_long\]' /proc/$NAPPER/stack 2>/dev/null && break; sleep 0.1; done
     grep -q '\[nap_long\]' /proc/$NAPPER/stack || { echo "the reader is not asleep in the patch: $(cat /proc/$NAPPER/stack)"; return; }
     echo 0 > "$(pd nap_long)/enabled" || { echo "cannot disable nap_long"; return; }
     sleep 2

@@ -1,5 +1,7 @@
+# shellcheck shell=sh
 # Shared by the qemu harnesses (run.sh, engine.sh, selftests.sh), sourced once each has set
 # `here`, `root`, `work` and `say`. Installs nothing.
+# shellcheck disable=SC2154 # here, root, work and rootfs are the sourcing harness's
 
 # Finds the kernel to boot and build against (KDIR, or the one kernel under /lib/modules; sets
 # `KDIR`, `release`, `kernel`: /boot's image, or the one beside KDIR), checks that qemu, busybox (static), cpio and the programs named

@@ -36,11 +36,12 @@ fleet_kernels() {
     for r in "${releases[@]}"; do
         [ -e "$dir/$r/build/include/config/kernel.release" ] && [ -e "$dir/$r/vmlinuz" ] && continue
         echo "setup: unpacking the kernel $r into target/kernels/$r" >&2
-        rm -rf "$dir/$r"
+        rm -rf "${dir:?}/$r"
         mkdir -p "$dir/$r/debs" "$dir/$r/root"
         # The headers' own dependencies: the common headers and kbuild of that version.
         local pkgs=("linux-image-$r-unsigned" "linux-headers-$r")
-        pkgs+=($(apt-cache depends "linux-headers-$r" | sed -n 's/^ *Depends: \(linux-\(headers\|kbuild\)-[^ ]*\)$/\1/p'))
+        mapfile -t -O "${#pkgs[@]}" pkgs < <(apt-cache depends "linux-headers-$r" |
+            sed -n 's/^ *Depends: \(linux-\(headers\|kbuild\)-[^ ]*\)$/\1/p')
         (cd "$dir/$r/debs" && apt-get download -qq "${pkgs[@]}" 2>/dev/null) ||
             { echo "setup: cannot download ${pkgs[*]}" >&2; exit 1; }
         for deb in "$dir/$r/debs"/*.deb; do dpkg-deb -x "$deb" "$dir/$r/root"; done
@@ -67,9 +68,11 @@ if [ "$what" = all ]; then
     # test makes, rpm for `kgraftc package --format rpm` (rpmbuild); procps's sysctl, which
     # upstream's livepatch selftests use in the guest (kernel-tests/selftests.sh); what a kernel
     # build needs (flex, bison, bc, libelf-dev for objtool, xz-utils for the tarball), for the
-    # small kernel without the livepatch core that kernel-tests/nolp.sh builds from that source.
+    # small kernel without the livepatch core that kernel-tests/nolp.sh builds from that source;
+    # shellcheck, which the test command runs on the project's shell scripts.
     need+=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod
-           rustc-web rust-web-src linux-source-6.1 openssl rpm procps flex bison bc libelf-dev xz-utils)
+           rustc-web rust-web-src linux-source-6.1 openssl rpm procps flex bison bc libelf-dev xz-utils
+           shellcheck)
 fi
 
 missing=()

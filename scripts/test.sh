@@ -9,6 +9,11 @@ bash scripts/setup.sh all
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
 
+echo "== shellcheck" >&2
+# The harnesses, the guests' init scripts, the set-up and the packages' maintainer scripts
+# (templates whose @NAME@ words kgraftc fills in).
+shellcheck -x -P SCRIPTDIR --severity=warning kernel-tests/*.sh scripts/*.sh .ci/run kgraftc/src/package/*.sh
+
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
