@@ -69,7 +69,7 @@ if [ "$what" = all ]; then
     # upstream's livepatch selftests use in the guest (kernel-tests/selftests.sh); what a kernel
     # build needs (flex, bison, bc, libelf-dev for objtool, xz-utils for the tarball), for the
     # small kernel without the livepatch core that kernel-tests/nolp.sh builds from that source;
-    # shellcheck, which the test command runs on the project's shell scripts.
+    # and the checker the test command runs on the project's shell scripts (shellcheck).
     need+=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod
            rustc-web rust-web-src linux-source-6.1 openssl rpm procps flex bison bc libelf-dev xz-utils
            shellcheck)

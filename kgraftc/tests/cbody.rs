@@ -145,6 +145,21 @@ fn the_c_file_keeps_each_line_at_its_kgp_line_and_column() {
     assert!(lines_checked > 150, "only {lines_checked} lines checked");
 }
 
+/// `kgraftc build --target linux --kdir KDIR --ksrc KSRC -o OUT patches/c_banner.kgp`.
+fn build_c_banner(kdir: &Path, ksrc: &Path, out: &Path) -> Output {
+    let kgp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/c_banner.kgp");
+    Command::new(env!("CARGO_BIN_EXE_kgraftc"))
+        .args(["build", "--target", "linux", "--kdir"])
+        .arg(kdir)
+        .arg("--ksrc")
+        .arg(ksrc)
+        .arg("-o")
+        .arg(out)
+        .arg(&kgp)
+        .output()
+        .expect("kgraftc runs")
+}
+
 /// A `--ksrc` path reaches kbuild's Makefile, which make expands and a shell reads: a `$(...)`
 /// in it is part of the name, never a command.
 #[test]
@@ -157,32 +172,13 @@ fn a_ksrc_path_is_never_run_as_a_command() {
     let ksrc = dir.join(format!("src $(touch {}) #x", marker.display()));
     std::fs::create_dir_all(ksrc.join("fs/proc")).expect("a source tree");
     std::fs::write(ksrc.join("fs/proc/internal.h"), "/* nothing */\n").expect("a header");
-    let kgp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/c_banner.kgp");
-    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
-        .args(["build", "--target", "linux", "--kdir"])
-        .arg(kdir)
-        .arg("--ksrc")
-        .arg(&ksrc)
-        .arg("-o")
-        .arg(dir.join("c_banner.ko"))
-        .arg(&kgp)
-        .output()
-        .expect("kgraftc runs");
+    let out = build_c_banner(kdir, &ksrc, &dir.join("c_banner.ko"));
     assert!(!marker.exists(), "make's shell ran the path's command");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // A path holding a quote cannot be given safely: refused, nothing run.
     let quoted = dir.join("it's");
     std::fs::create_dir_all(&quoted).expect("a directory");
-    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
-        .args(["build", "--target", "linux", "--kdir"])
-        .arg(kdir)
-        .arg("--ksrc")
-        .arg(&quoted)
-        .arg("-o")
-        .arg(dir.join("never.ko"))
-        .arg(&kgp)
-        .output()
-        .expect("kgraftc runs");
+    let out = build_c_banner(kdir, &quoted, &dir.join("never.ko"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("holds a quote or a control character"), "{stderr}");
@@ -199,17 +195,7 @@ fn a_ksrc_of_another_version_is_refused() {
     std::fs::create_dir_all(ksrc.join("fs/proc")).expect("a source tree");
     std::fs::write(ksrc.join("fs/proc/internal.h"), "/* nothing */\n").expect("a header");
     std::fs::write(ksrc.join("Makefile"), "VERSION = 5\nPATCHLEVEL = 10\nSUBLEVEL = 0\n").expect("a Makefile");
-    let kgp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/c_banner.kgp");
-    let out = Command::new(env!("CARGO_BIN_EXE_kgraftc"))
-        .args(["build", "--target", "linux", "--kdir"])
-        .arg(&kdir)
-        .arg("--ksrc")
-        .arg(&ksrc)
-        .arg("-o")
-        .arg(dir.join("c_banner.ko"))
-        .arg(&kgp)
-        .output()
-        .expect("kgraftc runs");
+    let out = build_c_banner(&kdir, &ksrc, &dir.join("c_banner.ko"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is Linux 5.10.0, but the kernel of") && err.contains("was built from 6.1."), "{err}");
