@@ -1856,7 +1856,7 @@ static int kg_relocs_apply(const char *object, bool *absent)
 			ret = kg_reloc_value(&r[i], w[which[i]].addr, &vals[i], &size);
 	}
 	for (i = 0; i < n && !ret; i++) {
-		size_t size = r[i].type == R_X86_64_64 || r[i].type == R_X86_64_PC64 ? 8 : 4;
+		size_t size = kg_reloc_width(r[i].type);
 
 		if (which[i] < 0)
 			continue;
