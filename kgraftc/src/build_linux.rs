@@ -55,6 +55,10 @@ pub(crate) fn run(args: &BuildArgs, ui: &Ui) -> Result<(), Failure> {
     let fatal = |e: linux::Error| {
         if e.reported {
             Failure::Reported
+        } else if e.of_patch {
+            // The patch's fault, like a diagnostic: status 1.
+            eprintln!("{e}");
+            Failure::Reported
         } else {
             Failure::Fatal(e.to_string().trim_start_matches("error: ").to_owned())
         }

@@ -29,12 +29,28 @@ pub(crate) struct Error {
     /// The functions the module calls that the target does not have, for diagnostics at their
     /// use in the `.kgp`.
     pub(crate) missing: Vec<String>,
+    /// Whether the patch is at fault (a kernel symbol its C names that the target cannot tell
+    /// apart), not the machine or the tools: the command's status is then 1.
+    pub(crate) of_patch: bool,
 }
 
 impl Error {
     /// Returns an error with only a message.
     fn new(message: impl Into<String>) -> Error {
-        Error { message: message.into(), detail: None, help: None, reported: false, missing: Vec::new() }
+        Error {
+            message: message.into(),
+            detail: None,
+            help: None,
+            reported: false,
+            missing: Vec::new(),
+            of_patch: false,
+        }
+    }
+
+    /// Marks the error as the patch's fault.
+    fn of_patch(mut self) -> Error {
+        self.of_patch = true;
+        self
     }
 
     /// Adds a help line.
@@ -354,7 +370,8 @@ impl Prepared {
                 return Err(Error::new(format!(
                     "KGRAFT_SYMPOS(\"{symbol}\", {pos}) names a symbol the patch does not take from the kernel"
                 ))
-                .help("a position is for a kernel symbol the patch's C declares and uses; remove the line"));
+                .help("a position is for a kernel symbol the patch's C declares and uses; remove the line")
+                .of_patch());
             }
             let object = object_of(symbol);
             let order = self.kallsyms.get(object).unwrap_or(&no_order);
@@ -362,19 +379,22 @@ impl Prepared {
                 return Err(Error::new(format!(
                     "KGRAFT_SYMPOS_NEAR for `{symbol}`: the symbols of {object} in {} were not read",
                     self.kdir.release
-                )));
+                ))
+                .of_patch());
             }
             let n = sympos::bind(order, symbol, pos).map_err(|why| {
                 Error::new(format!("no `{symbol}` of {object} in {} is the one the patch means", self.kdir.release))
                     .detail(why)
                     .help("name another neighbour that is unique in kallsyms, or give the position as a number")
+                    .of_patch()
             })?;
             let count = sympos::count(order, symbol);
             if !order.is_empty() && n as usize > count {
                 return Err(Error::new(format!(
                     "KGRAFT_SYMPOS(\"{symbol}\", {n}): {object} of {} has {count} symbol(s) of that name",
                     self.kdir.release
-                )));
+                ))
+                .of_patch());
             }
             if n > 0 {
                 positions.insert(symbol.clone(), n);
@@ -393,7 +413,8 @@ impl Prepared {
                     "say which in the patch's C with `KGRAFT_SYMPOS_NEAR(\"{symbol}\", \"NEIGHBOUR\");` (the one \
                      nearest a unique symbol) or `KGRAFT_SYMPOS(\"{symbol}\", N);` (N counted from 1 in the order of \
                      /proc/kallsyms); `kgraftc from-diff` finds the neighbour for the file it patches"
-                )));
+                ))
+                .of_patch());
             }
         }
         Ok(positions)
