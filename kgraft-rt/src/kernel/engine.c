@@ -92,6 +92,12 @@ static u8 kg_default_u; /* tasks the table does not list */
 static bool kg_moving; /* a transition is in progress: the hooks move tasks */
 static bool kg_busy; /* what `transition` shows: until the post callbacks have run */
 static bool kg_enabled; /* patched, or on the way to it */
+/*
+ * A module that came while the patch was off and whose symbols the patch takes could not be
+ * resolved: it was let in (nothing of the patch runs for it), and the patch cannot be enabled
+ * again while it is loaded. Empty: none.
+ */
+static char kg_unresolved[MODULE_NAME_LEN];
 static bool kg_sharing; /* our own check and direct call may share a site */
 static DEFINE_PER_CPU(u8, kg_cpu_u);
 static DEFINE_PER_CPU(struct work_struct, kg_cpu_work);
@@ -758,7 +764,11 @@ static ssize_t enabled_store(struct kobject *kobj, struct kobj_attribute *attr, 
 	if (ret)
 		return ret;
 	mutex_lock(&kg_mutex);
-	if (on) {
+	if (on && !kg_enabled && kg_unresolved[0]) {
+		pr_err("kgraft: %s: cannot be enabled while module %s, whose symbols it could not resolve, is loaded\n",
+		       kg_patch_name, kg_unresolved);
+		ret = -EINVAL;
+	} else if (on) {
 		ret = kg_enabled ? 0 : kgraft_engine_enable();
 	} else if (kg_enabled) {
 		const char *above = kg_stacked_above();
@@ -2000,11 +2010,25 @@ static int kg_module_notify(struct notifier_block *nb, unsigned long action, voi
 	if (action != MODULE_STATE_COMING && action != MODULE_STATE_GOING)
 		return NOTIFY_DONE;
 	mutex_lock(&kg_mutex);
+	if (action == MODULE_STATE_GOING && !strcmp(kg_unresolved, mod->name))
+		kg_unresolved[0] = '\0';
 	if (action == MODULE_STATE_COMING) {
-		/* Before any of its functions is hooked; a failure refuses the module. */
+		/*
+		 * Before any of its functions is hooked; a failure refuses the module, unless the
+		 * patch is off with no transition (forced off, say): then nothing of it can run for
+		 * the module, which is let in, and the patch stays off while the module is here.
+		 */
 		bool absent;
 
 		ret = kg_relocs_apply(mod->name, &absent);
+		if (ret && !kg_enabled && !kg_moving) {
+			pr_warn("kgraft: %s: the symbols it takes from %s cannot be resolved (error %d); the patch is off, so the module loads, and the patch cannot be enabled while it is loaded\n",
+				kg_patch_name, mod->name, ret);
+			strscpy(kg_unresolved, mod->name, sizeof(kg_unresolved));
+			ret = 0;
+		} else if (!ret && !strcmp(kg_unresolved, mod->name)) {
+			kg_unresolved[0] = '\0';
+		}
 		if (ret)
 			goto out;
 	}
