@@ -237,8 +237,8 @@ fn unit_at(named: &[usize], at: usize) -> usize {
 /// Writes the patch's C files, one per unit (see [`CItem`]); empty when the patch has no C.
 ///
 /// Only called on checked sources, whose C signatures all have a spelling.
-/// The object section `KGRAFT_SYMPOS` writes its records to (`name,N` or `name,near=ANCHOR`,
-/// each NUL-terminated), which the build reads from each C object; the module's linker script
+/// The object section `KGRAFT_SYMPOS` writes its records to (`name,N` or `name,near = "ANCHOR"`,
+/// the position as `#[sympos(...)]` spells it, each NUL-terminated), which the build reads from each C object; the module's linker script
 /// drops it.
 pub const SYMPOS_SECTION: &str = ".discard.kgraft_sympos";
 
@@ -250,7 +250,7 @@ const SYMPOS_MACRO: &str = "\
 /* KGRAFT_SYMPOS(\"name\", N): the running kernel's `name` is the Nth of that name in kallsyms. */
 #define KGRAFT_SYMPOS(name, n) KGRAFT_SYMPOS_1(__COUNTER__, name, #n)
 /* KGRAFT_SYMPOS_NEAR(\"name\", \"anchor\"): it is the one nearest `anchor`, on every target. */
-#define KGRAFT_SYMPOS_NEAR(name, anchor) KGRAFT_SYMPOS_1(__COUNTER__, name, \"near=\" anchor)
+#define KGRAFT_SYMPOS_NEAR(name, anchor) KGRAFT_SYMPOS_1(__COUNTER__, name, \"near = \\\"\" anchor \"\\\"\")
 #define KGRAFT_SYMPOS_1(id, name, what) KGRAFT_SYMPOS_2(id, name, what)
 #define KGRAFT_SYMPOS_2(id, name, what) static const char __kgraft_sympos_##id[] \\
 \t__attribute__((used, section(\".discard.kgraft_sympos\"))) = name \",\" what

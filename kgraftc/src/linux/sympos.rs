@@ -99,13 +99,9 @@ pub(crate) fn read_records(section: &[u8]) -> Result<BTreeMap<String, Position>,
     let mut out = BTreeMap::new();
     for record in section.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let text = String::from_utf8_lossy(record);
-        let parsed = text.split_once(',').and_then(|(n, p)| {
-            let p = match p.strip_prefix("near=") {
-                Some(anchor) => kgraft_lang::sympos::parse(&format!("near = \"{anchor}\""))?,
-                None => kgraft_lang::sympos::parse(p).filter(|_| !p.starts_with(' ') && !p.ends_with(' '))?,
-            };
-            Some((n, p))
-        });
+        // The position as `#[sympos(...)]` spells it, exactly as the macro writes it.
+        let parsed =
+            text.split_once(',').and_then(|(n, p)| Some((n, kgraft_lang::sympos::parse(p).filter(|_| p.trim() == p)?)));
         let Some((name, pos)) = parsed.filter(|(n, _)| !n.is_empty()) else {
             return Err(format!(
                 "KGRAFT_SYMPOS(\"{text}\") is not a name and a position counted from 1, nor a name and a neighbour"
@@ -183,7 +179,7 @@ mod tests {
     #[test]
     fn records_read_back_as_the_macro_writes_them() {
         // Two records, the second after padding, as gcc may align the arrays.
-        let section = b"lock,2\0\0\0\0firsttime.0,3\0mode_show,near=reboot_mode_store\0";
+        let section = b"lock,2\0\0\0\0firsttime.0,3\0mode_show,near = \"reboot_mode_store\"\0";
         let r = read_records(section).unwrap();
         assert_eq!(
             r,
@@ -193,7 +189,8 @@ mod tests {
                 ("mode_show".to_string(), Position::Near("reboot_mode_store".into())),
             ])
         );
-        assert!(read_records(b"lock,near=\0").is_err());
+        assert!(read_records(b"lock,near = \"\"\0").is_err());
+        assert!(read_records(b"lock,near=reboot_mode_store\0").is_err());
         assert!(read_records(b"lock, 1\0").is_err());
         assert!(read_records(b"lock,0\0").is_err());
         assert!(read_records(b"lock,1+1\0").is_err());
