@@ -5,7 +5,7 @@
 //! scenarios run too (`kernel-tests/engine.sh` with `KDIR`), and the livepatch core applies a
 //! system state, BTF-typed reads and a `replace_all` patch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod guest;
@@ -129,6 +129,31 @@ fn one_source_builds_a_module_per_release_and_a_table_says_so() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Runs `kgraftc test PATCH --engine ENGINE --kdir KDIR` with a script of the shell lines
+/// `check` (written to `dir`) and asserts that the script passed with the patch applied and
+/// the unload restored the kernel.
+fn passes_in_guest(patch: &Path, engine: &str, kdir: &Path, check: &str, dir: &Path) {
+    let name = patch.file_stem().expect("a file name").to_string_lossy();
+    let script = dir.join(format!("{name}-{engine}.sh"));
+    std::fs::write(&script, format!("#!/bin/sh\n{check}")).expect("the script");
+    let (code, out, err) = kgraftc(&[
+        "test",
+        patch.to_str().expect("a UTF-8 path"),
+        "--engine",
+        engine,
+        "--kdir",
+        kdir.to_str().expect("a UTF-8 path"),
+        "--script",
+        script.to_str().expect("a UTF-8 path"),
+    ]);
+    let r = release(kdir);
+    assert_eq!(code, Some(0), "{r} ({name}, {engine}): {out}{err}");
+    assert!(
+        err.contains(&format!("passed: the script passed with {name} applied, and {name} unloaded cleanly")),
+        "{r} ({name}, {engine}): {err}"
+    );
+}
+
 /// Under qemu, on each kernel of the fleet and with each engine: the module loads (through the
 /// livepatch core, or kgraft's own engine), the banner names the running release, and unloading
 /// restores the original.
@@ -140,31 +165,16 @@ fn the_module_of_each_release_runs_on_its_kernel_under_qemu() {
     let Some(fleet) = kernels::fleet("the_module_of_each_release_runs_on_its_kernel_under_qemu") else { return };
     let dir = std::env::temp_dir().join(format!("kgraft-fleet-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
+    let patch = root().join("patches/fleet_banner.kgp");
     for (kdir, engine) in fleet.iter().flat_map(|k| [(k, "klp"), (k, "kgraft")]) {
         // The banner names the running release, and the engine asked for is the one that
         // applied the patch.
         let sysfs = if engine == "kgraft" { "/sys/kernel/kgraft" } else { "/sys/kernel/livepatch" };
-        let script = dir.join(format!("banner-{engine}.sh"));
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nfirst=\"$(head -n 1 /proc/cmdline)\"\necho \"$first\"\n[ -d {sysfs}/fleet_banner ] && \
-                 [ \"$first\" = \"kgraft: fleet_banner for $(uname -r)\" ]\n"
-            ),
-        )
-        .expect("the script");
-        let (code, out, err) = kgraftc(&[
-            "test",
-            "patches/fleet_banner.kgp",
-            "--engine",
-            engine,
-            "--kdir",
-            kdir.to_str().expect("a UTF-8 path"),
-            "--script",
-            script.to_str().expect("a UTF-8 path"),
-        ]);
-        assert_eq!(code, Some(0), "{} ({engine}): {out}{err}", release(kdir));
-        assert!(err.contains("passed: the script passed with fleet_banner applied"), "{err}");
+        let check = format!(
+            "first=\"$(head -n 1 /proc/cmdline)\"\necho \"$first\"\n[ -d {sysfs}/fleet_banner ] && \
+             [ \"$first\" = \"kgraft: fleet_banner for $(uname -r)\" ]\n"
+        );
+        passes_in_guest(&patch, engine, kdir, &check, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -236,7 +246,6 @@ fn the_livepatch_core_runs_states_types_and_replace_all_on_6_12_and_rt_under_qem
         ),
     ];
     for kdir in fleet.iter().filter(|k| !release(k).contains("-cloud-")) {
-        let r = release(kdir);
         for (sample, check) in cases {
             let name = sample.rsplit('/').next().expect("a file name");
             let source = std::fs::read_to_string(root().join(sample)).expect("the sample");
@@ -247,20 +256,7 @@ fn the_livepatch_core_runs_states_types_and_replace_all_on_6_12_and_rt_under_qem
                 .map(|l| format!("{l}\n"))
                 .collect();
             std::fs::write(&copy, retargeted).expect("a copy");
-            let script = dir.join(format!("{name}.sh"));
-            std::fs::write(&script, format!("#!/bin/sh\n{check}")).expect("the script");
-            let (code, out, err) = kgraftc(&[
-                "test",
-                copy.to_str().expect("a UTF-8 path"),
-                "--engine",
-                "klp",
-                "--kdir",
-                kdir.to_str().expect("a UTF-8 path"),
-                "--script",
-                script.to_str().expect("a UTF-8 path"),
-            ]);
-            assert_eq!(code, Some(0), "{r} ({sample}): {out}{err}");
-            assert!(err.contains("unloaded cleanly"), "{r} ({sample}): {err}");
+            passes_in_guest(&copy, "klp", kdir, check, &dir);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
